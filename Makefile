@@ -1,0 +1,47 @@
+# etun: one job per target. `make demo` and `make test` set up everything on a fresh Debian (root).
+
+PYTHON   ?= python3.11
+VENV     := .venv
+PY       := $(VENV)/bin/python
+PIP      := $(VENV)/bin/pip
+APT_PKGS := python3.11 python3.11-venv python3.11-dev gcc make libssl-dev pkg-config \
+            iproute2 iputils-ping iperf3 nftables ethtool tcpdump procps
+
+.PHONY: build demo test bench binary lint clean debug deps
+
+build: .stamp-venv
+	$(PIP) install --no-build-isolation --no-deps -e . -q
+	@$(PY) -c "from etun import _fast; print('built etun._fast against', _fast.openssl_version())"
+
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
+.stamp-venv: pyproject.toml requirements-dev.txt | deps
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip "setuptools>=74.1" "Cython>=3.0.10"
+	$(PIP) install -q -r requirements-dev.txt
+	touch $@
+
+demo: build
+	$(PY) -m tests.e2e.demo
+
+test: build
+	ETUN_REQUIRE_E2E=$${ETUN_REQUIRE_E2E:-1} $(PY) -m pytest tests -q
+
+bench: build
+	$(PY) -m etun.cli bench
+
+binary: build
+	@echo "make binary: not built yet (see issue 5)"; exit 1
+
+lint: build
+	$(PY) -m cython -3 --annotate etun/_fast.pyx -o build/_fast_annotated.c >/dev/null
+	@echo "annotated datapath: build/_fast_annotated.html"
+
+debug: .stamp-venv
+	CFLAGS="-O0 -g -DCYTHON_TRACE_NOGIL=1" $(PIP) install --no-build-isolation --no-deps -e . -q
+
+clean:
+	rm -rf build dist *.egg-info etun/_fast.c etun/*.so etun/_fast.html .stamp-* .pytest_cache .hypothesis

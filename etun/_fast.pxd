@@ -1,0 +1,184 @@
+# Shared datapath declarations: sizes and limits, packet types, counters and drop reasons, state structs.
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from etun._openssl cimport EVP_CIPHER_CTX, SHA256_CTX
+from etun._linux cimport pthread_mutex_t
+
+
+cdef enum:
+    WIRE_VERSION = 1
+    HEADER_LEN = 16           # bytes of header before the payload
+    TAG_LEN = 16              # bytes of HMAC-SHA256-128 after the payload
+    UDP_HEADER_LEN = 8
+    KEY_LEN = 32              # bytes of a ChaCha20 key, an HMAC key, a session secret
+    VNET_HDR_LEN = 10         # sizeof(struct virtio_net_hdr)
+    ETH_HEADER_LEN = 14
+    MIN_FRAME_LEN = 14                        # an Ethernet header and nothing else
+    MAX_FRAME_LEN = 65557                     # 14 + two VLAN tags + the largest IP packet
+    MAX_PAYLOAD_LEN = MAX_FRAME_LEN + VNET_HDR_LEN   # the largest thing fragmented (FRAME_VNET)
+    MAX_FRAGS = 255                           # frag_count is one byte
+    MIN_MAX_PACKET = 320                      # keeps MAX_PAYLOAD_LEN within MAX_FRAGS fragments
+    MAX_MAX_PACKET = 9000
+    CHACHA_BLOCK = 64         # ChaCha20 runs on whole blocks; buffers keep this much spare room
+    TAILROOM = 64             # spare bytes after every buffer the cipher writes or reads
+
+    LEVEL_NONE = 0
+    LEVEL_AUTH = 1
+    LEVEL_ENCRYPT = 2
+
+    TYPE_FRAME = 1
+    TYPE_FRAME_VNET = 2
+    TYPE_HELLO = 4
+    TYPE_PROBE = 5
+    TYPE_PROBE_REPLY = 6
+
+    REPLAY_BLOCKS = 64                        # 64-bit words in the RFC 6479 bitmap
+    REPLAY_WINDOW = (REPLAY_BLOCKS - 1) * 64  # counters remembered behind the highest: 4032
+
+    KEY_LOOKAHEAD = 64        # key indices ahead of the current one a receiver will derive
+    DERIVE_BURST = 8          # on-demand derivations allowed at once
+    DERIVE_PER_SEC = 8        # ... and refilled per second
+
+    SMALL_BUF_LEN = 2048      # reassembly buffer for frames up to 1522 bytes + vnet header
+    LARGE_BUF_LEN = 65664     # MAX_PAYLOAD_LEN + TAILROOM, rounded up to 64
+
+    OPEN_HELD = 0             # open_packet(): fragment stored, frame not complete yet
+    OPEN_FRAME = 1            # open_packet(): a complete frame is in the frame_ref
+    OPEN_CONTROL = 2          # open_packet(): a control packet for the Python control plane
+
+
+# Per-direction counters. Everything from DROP_MALFORMED on is a drop reason; `etun status`
+# shows the lowercase name without the prefix (COUNTER_NAMES in _fast.pyx, same order).
+cdef enum:
+    C_FRAMES = 0              # frames carried (tx: captured and sent; rx: delivered to the LAN)
+    C_BYTES                   # bytes of those frames
+    C_PACKETS                 # tunnel packets (tx: sent; rx: received, before any check)
+    C_FRAGMENTS               # tunnel packets that carried part of a multi-packet frame
+    C_REASSEMBLED             # multi-packet frames completed
+    C_CONTROL                 # control packets (HELLO, PROBE, ...) passed to the control plane
+    DROP_MALFORMED
+    DROP_LEVEL_MISMATCH
+    DROP_NO_SESSION
+    DROP_KEY_INDEX
+    DROP_AUTH
+    DROP_REPLAY
+    DROP_FRAG_INCONSISTENT
+    DROP_FRAG_TIMEOUT
+    DROP_FRAG_EVICTED
+    DROP_RUNT
+    DROP_OVERSIZED
+    DROP_FILTER
+    DROP_SEND_ERROR
+    DROP_SOCKET_OVERFLOW
+    DROP_OWN_TUNNEL
+    DROP_CRYPTO_ERROR
+    DROP_CONTROL_QUEUE
+    N_COUNTERS
+
+
+cdef struct mac_state:        # HMAC-SHA256 with the key's pads already absorbed
+    SHA256_CTX inner
+    SHA256_CTX outer
+
+cdef struct keyset:           # the secrets of one key index of one direction
+    EVP_CIPHER_CTX *cipher    # ChaCha20 with the key set; only the IV changes per frame
+    mac_state mac
+    uint32_t index
+    bint live
+
+cdef struct replay_window:    # RFC 6479 sliding window
+    uint64_t top              # highest counter accepted
+    bint any                  # whether any counter was accepted yet
+    uint64_t bits[REPLAY_BLOCKS]
+
+cdef struct rx_key:           # a receive key index together with its replay window
+    keyset keys
+    replay_window window
+    uint32_t gen              # receive session generation the keys belong to
+
+cdef struct pkt_ref:          # one sealed datagram, scattered: head, body, tag
+    uint8_t meta[32]          # header in [0:16], tag in [16:32]
+    const uint8_t *body
+    uint32_t body_len
+
+cdef struct frame_ref:        # one opened frame
+    uint8_t *data
+    uint32_t length
+    uint8_t ftype             # TYPE_FRAME or TYPE_FRAME_VNET
+    int32_t slot              # reassembly slot to release once delivered, or -1
+
+cdef struct reasm_slot:
+    uint64_t base             # counter of fragment 0: identifies the frame with gen
+    uint64_t t_first_ms       # arrival of the first fragment held
+    uint64_t have[4]          # bitmap of fragment indices held
+    uint8_t *buf
+    uint32_t gen
+    uint32_t key_index
+    uint32_t q                # fragment size; the first r fragments hold q + 1
+    uint16_t n
+    uint16_t r
+    uint16_t got
+    uint8_t ftype
+    uint8_t cls               # 0: small buffers, 1: large
+    uint8_t state             # SLOT_FREE, SLOT_FILLING, SLOT_DELIVERING
+    int32_t older             # allocation-order list within the class (oldest at head)
+    int32_t newer
+    int32_t hpos              # position in the hash index while filling
+
+cdef struct reasm_class:
+    int32_t first             # slot ids [first, first + count)
+    int32_t count
+    int32_t *free_stack
+    int32_t nfree
+    int32_t head              # oldest filling slot, or -1
+    int32_t tail              # newest filling slot, or -1
+
+cdef struct reasm_table:
+    reasm_slot *slots
+    int32_t nslots
+    reasm_class cls[2]
+    int32_t *index            # open-addressing hash of filling slots by (gen, base)
+    uint32_t index_mask
+    uint32_t index_shift
+    uint64_t timeout_ms
+    uint8_t *arena
+
+
+cdef struct dp_state:          # everything one site's datapath holds, shared by both directions
+    int level
+    int max_packet
+    int tag_len
+    uint32_t payload_max              # P: payload bytes per packet at this level and max_packet
+    uint64_t now_ms                   # coarse monotonic clock, set by the caller per batch
+
+    # send side: touched only under send_lock
+    pthread_mutex_t send_lock
+    keyset send_keys
+    uint8_t send_secret[KEY_LEN]
+    bint send_ready
+    uint64_t send_counter             # next counter; only grows while this process runs
+    uint64_t ctr_tx[N_COUNTERS]
+
+    # receive side: touched only under recv_lock
+    pthread_mutex_t recv_lock
+    uint8_t recv_secret[KEY_LEN]
+    uint32_t recv_gen                 # bumped by every new receive session
+    bint recv_ready
+    rx_key rxk[5]                     # physical slots; the roles below name them (-1: none)
+    int rx_cur
+    int rx_prev
+    int rx_next
+    int rx_trial
+    int rx_old                        # the current index of the previous receive session
+    uint64_t derive_credit_ms         # token bucket for on-demand derivations, in ms of credit
+    uint64_t derive_last_ms
+    reasm_table reasm
+    uint64_t ctr_rx[N_COUNTERS]
+    int last_drop                     # reason of the latest drop, for tests (0: none)
+
+
+cdef class Datapath:
+    cdef dp_state *d
+    cdef uint8_t *work_tx             # staging for frames sealed through the Python API / bench
+    cdef uint8_t *work_rx             # staging for datagrams opened through the Python API / bench
+    cdef uint8_t *scratch             # decrypt target for single-packet frames

@@ -1,0 +1,596 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False, embedsignature=True
+"""The etun datapath: balanced fragmentation, ChaCha20 + HMAC-SHA256, anti-replay, reassembly.
+
+Wire layout of one tunnel packet (docs/PROTOCOL.md is the full description):
+
+     0       1       2       3       4               8                      16
+    +-------+-------+-------+-------+---------------+----------------------+
+    |v|l|typ|  big  | index | count |   key_index   |   counter (64 bit)   |  header, 16 bytes
+    +-------+-------+-------+-------+---------------+----------------------+
+    |  payload: fragment `index` of `count` of a frame (ciphertext at encrypt)|
+    +-----------------------------------------------------------------------+
+    |  tag: HMAC-SHA256(mac_key, header || payload)[0:16]   (not at none)  |
+    +-----------------------------------------------------------------------+
+
+    v: version 1 (2 bits)   l: level 0 none, 1 auth, 2 encrypt   typ: packet type
+    big: how many leading fragments hold one byte more than the others
+    The MAC covers every byte before it. Fragments of one frame carry consecutive counters;
+    base = counter - index names the frame.
+
+Outbound flow (seal.pxi): check -> plan n fragments -> ChaCha20 the whole frame in place with
+nonce key_index || base -> per fragment: header, slice, tag -> scattered datagrams.
+
+Inbound flow (open.pxi): header and fragment fields -> level -> session -> key index -> tag
+(constant time) -> replay window -> deliver, or copy into reassembly and, with the last
+fragment, decrypt the frame in one pass.
+
+Invariants:
+- A (key, nonce) pair never repeats: keys are per (sender nonce, challenge, key index), the
+  sender nonce is fresh per process, and base counters only grow within a process
+  (docs/SECURITY.md).
+- The replay window moves only after a packet authenticated; no fragment enters reassembly
+  before it authenticated.
+- Per-packet functions are noexcept nogil: they never raise and never allocate; every drop
+  is counted under a DROP_* reason.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memcpy, memset
+
+from etun._openssl cimport (
+    EVP_CIPHER_CTX_new, EVP_CIPHER_CTX_free, EVP_chacha20, EVP_EncryptInit_ex,
+    EVP_EncryptUpdate, SHA256_Init, SHA256_Update, SHA256_Final, SHA256,
+    CRYPTO_memcmp, OPENSSL_cleanse, OpenSSL_version, OPENSSL_VERSION,
+    ERR_get_error, ERR_error_string_n,
+)
+from etun._linux cimport (
+    pthread_mutex_init, pthread_mutex_destroy, pthread_mutex_lock, pthread_mutex_unlock,
+    clock_gettime, timespec, CLOCK_MONOTONIC,
+)
+
+include "wire.pxi"
+include "crypto.pxi"
+include "replay.pxi"
+include "frag.pxi"
+include "reasm.pxi"
+include "rxkeys.pxi"
+include "seal.pxi"
+include "open.pxi"
+
+
+LEVELS = {"none": LEVEL_NONE, "auth": LEVEL_AUTH, "encrypt": LEVEL_ENCRYPT}
+LEVEL_NAMES = {v: k for k, v in LEVELS.items()}
+
+# Same order as the C_* / DROP_* enum in _fast.pxd; `etun status` shows these names.
+COUNTER_NAMES = (
+    "frames", "bytes", "packets", "fragments", "reassembled", "control",
+    "malformed", "level_mismatch", "no_session", "key_index", "auth", "replay",
+    "frag_inconsistent", "frag_timeout", "frag_evicted", "runt", "oversized", "filter",
+    "send_error", "socket_overflow", "own_tunnel", "crypto_error", "control_queue",
+)
+FIRST_DROP = DROP_MALFORMED
+DROP_REASONS = COUNTER_NAMES[DROP_MALFORMED:]
+assert len(COUNTER_NAMES) == N_COUNTERS
+
+HEADER_SIZE = HEADER_LEN
+TAG_SIZE = TAG_LEN
+VNET_HDR_SIZE = VNET_HDR_LEN
+MIN_FRAME = MIN_FRAME_LEN
+MAX_FRAME = MAX_FRAME_LEN
+MAX_PACKET_RANGE = (MIN_MAX_PACKET, MAX_MAX_PACKET)
+REPLAY_WINDOW_SIZE = REPLAY_WINDOW
+KEY_AHEAD = KEY_LOOKAHEAD
+FRAME = TYPE_FRAME
+FRAME_VNET = TYPE_FRAME_VNET
+HELLO = TYPE_HELLO
+PROBE = TYPE_PROBE
+PROBE_REPLY = TYPE_PROBE_REPLY
+CONTROL_TYPES = (TYPE_HELLO, TYPE_PROBE, TYPE_PROBE_REPLY)
+
+
+class Dropped(Exception):
+    """A control packet failed its checks; `reason` is a COUNTER_NAMES drop reason."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+cdef uint64_t monotonic_ms() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <uint64_t>ts.tv_sec * 1000 + <uint64_t>ts.tv_nsec // 1000000
+
+
+cdef double monotonic_s() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+def openssl_error(call):
+    """The pending libcrypto error as one line naming the call that failed."""
+    cdef char buf[256]
+    cdef unsigned long e = ERR_get_error()
+    if e == 0:
+        return f"{call} failed"
+    ERR_error_string_n(e, buf, sizeof(buf))
+    return f"{call} failed: {buf.decode(errors='replace')}"
+
+
+def openssl_version():
+    """The libcrypto this module runs against, e.g. "OpenSSL 3.0.19 27 Jan 2026"."""
+    return OpenSSL_version(OPENSSL_VERSION).decode()
+
+
+def payload_max(level, max_packet):
+    """Largest payload per packet (P in PROTOCOL.md §2)."""
+    return frag_payload_max(level, max_packet)
+
+
+cdef void advance_clock(dp_state *d, object now_ms):
+    """Move the datapath clock to now (or to a test's now_ms); it never goes back."""
+    cdef uint64_t t = monotonic_ms() if now_ms is None else <uint64_t>now_ms
+    if t > d.now_ms:
+        d.now_ms = t
+
+
+cdef bytes check_key(object key, str what):
+    if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_LEN:
+        raise ValueError(f"{what} must be {KEY_LEN} bytes")
+    return bytes(key)
+
+
+cdef class Datapath:
+    """One site's datapath: the send side (seal) and the receive side (open) with their keys.
+
+    Datapath(level, max_packet=800, reassembly_kib=4096, reassembly_timeout_ms=1000)
+    """
+
+    def __cinit__(self, int level, int max_packet=800, int reassembly_kib=4096,
+                  int reassembly_timeout_ms=1000):
+        cdef int k
+        if level not in (LEVEL_NONE, LEVEL_AUTH, LEVEL_ENCRYPT):
+            raise ValueError(f"level must be 0, 1 or 2, got {level}")
+        if not MIN_MAX_PACKET <= max_packet <= MAX_MAX_PACKET:
+            raise ValueError(f"max_packet must be {MIN_MAX_PACKET}..{MAX_MAX_PACKET}, got {max_packet}")
+        if not 64 <= reassembly_kib <= 1048576:
+            raise ValueError(f"reassembly_kib must be 64..1048576, got {reassembly_kib}")
+        if not 10 <= reassembly_timeout_ms <= 60000:
+            raise ValueError(f"reassembly_timeout_ms must be 10..60000, got {reassembly_timeout_ms}")
+        self.d = <dp_state *>calloc(1, sizeof(dp_state))
+        self.work_tx = <uint8_t *>calloc(1, MAX_PAYLOAD_LEN + TAILROOM)
+        self.work_rx = <uint8_t *>calloc(1, 65536 + TAILROOM)
+        self.scratch = <uint8_t *>calloc(1, MAX_MAX_PACKET + TAILROOM)
+        if self.d == NULL or self.work_tx == NULL or self.work_rx == NULL or self.scratch == NULL:
+            raise MemoryError("datapath state")
+        cdef dp_state *d = self.d
+        d.level = level
+        d.max_packet = max_packet
+        d.tag_len = TAG_LEN if level != LEVEL_NONE else 0
+        d.payload_max = frag_payload_max(level, max_packet)
+        d.rx_cur = d.rx_prev = d.rx_next = d.rx_trial = d.rx_old = -1
+        d.derive_credit_ms = DERIVE_BURST * (1000 // DERIVE_PER_SEC)
+        d.now_ms = monotonic_ms()
+        d.derive_last_ms = d.now_ms
+        if pthread_mutex_init(&d.send_lock, NULL) != 0 or pthread_mutex_init(&d.recv_lock, NULL) != 0:
+            raise OSError("pthread_mutex_init failed")
+        d.send_keys.cipher = EVP_CIPHER_CTX_new()
+        if d.send_keys.cipher == NULL:
+            raise MemoryError(openssl_error("EVP_CIPHER_CTX_new"))
+        for k in range(5):
+            d.rxk[k].keys.cipher = EVP_CIPHER_CTX_new()
+            if d.rxk[k].keys.cipher == NULL:
+                raise MemoryError(openssl_error("EVP_CIPHER_CTX_new"))
+        if reasm_init(&d.reasm, <uint64_t>reassembly_kib * 1024, reassembly_timeout_ms) != 0:
+            raise MemoryError("reassembly table")
+
+    def __dealloc__(self):
+        cdef int k
+        cdef dp_state *d = self.d
+        if d != NULL:
+            crypto_keys_wipe(&d.send_keys)
+            EVP_CIPHER_CTX_free(d.send_keys.cipher)
+            for k in range(5):
+                crypto_keys_wipe(&d.rxk[k].keys)
+                EVP_CIPHER_CTX_free(d.rxk[k].keys.cipher)
+            reasm_free(&d.reasm)
+            pthread_mutex_destroy(&d.send_lock)
+            pthread_mutex_destroy(&d.recv_lock)
+            OPENSSL_cleanse(d, sizeof(dp_state))
+            free(d)
+            self.d = NULL
+        free(self.work_tx)
+        free(self.work_rx)
+        free(self.scratch)
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def level(self):
+        return self.d.level
+
+    @property
+    def max_packet(self):
+        return self.d.max_packet
+
+    @property
+    def payload_max(self):
+        return self.d.payload_max
+
+    @property
+    def send_index(self):
+        """Key index the next frame is sealed under, or None without a send session."""
+        return self.d.send_keys.index if self.d.send_ready else None
+
+    @property
+    def send_counter(self):
+        """Counter of the next packet sealed."""
+        return self.d.send_counter
+
+    @property
+    def recv_index(self):
+        """Current key index of the receive session, or None without one."""
+        cdef dp_state *d = self.d
+        if not d.recv_ready or d.rx_cur < 0:
+            return None
+        return d.rxk[d.rx_cur].keys.index if d.level != LEVEL_NONE else 0
+
+    @property
+    def last_drop(self):
+        """Reason of the drop caused by the latest open() call, or None."""
+        return COUNTER_NAMES[self.d.last_drop] if self.d.last_drop else None
+
+    # -- sessions ------------------------------------------------------------------------
+
+    def set_send_session(self, secret=b"", unsigned int index=0):
+        """Seal under session secret `secret` (32 bytes; ignored at none) from key index `index`.
+
+        The counter is not reset: it belongs to this process, whatever the session.
+        """
+        cdef dp_state *d = self.d
+        cdef bytes key = check_key(secret, "send secret") if d.level != LEVEL_NONE else bytes(KEY_LEN)
+        cdef int rc = 0
+        pthread_mutex_lock(&d.send_lock)
+        memcpy(d.send_secret, PyBytes_AS_STRING(key), KEY_LEN)
+        if d.level != LEVEL_NONE:
+            rc = crypto_keys_derive(&d.send_keys, d.send_secret, index)
+        else:
+            d.send_keys.index = index
+        d.send_ready = rc == 0
+        pthread_mutex_unlock(&d.send_lock)
+        if rc != 0:
+            raise RuntimeError(openssl_error("deriving send keys"))
+
+    def rotate_send(self):
+        """Move the send side to the next key index (hitless: the receiver holds `next`)."""
+        cdef dp_state *d = self.d
+        cdef int rc = 0
+        if not d.send_ready:
+            raise RuntimeError("no send session to rotate")
+        pthread_mutex_lock(&d.send_lock)
+        if d.level != LEVEL_NONE:
+            rc = crypto_keys_derive(&d.send_keys, d.send_secret, d.send_keys.index + 1)
+            d.send_ready = rc == 0
+        else:
+            d.send_keys.index += 1
+        pthread_mutex_unlock(&d.send_lock)
+        if rc != 0:
+            raise RuntimeError(openssl_error("deriving send keys"))
+
+    def set_recv_session(self, secret=b""):
+        """Accept data under session secret `secret` from key index 0 on; the previous
+        session stays acceptable at its current index until the next switch."""
+        cdef dp_state *d = self.d
+        cdef bytes key = check_key(secret, "receive secret") if d.level != LEVEL_NONE else bytes(KEY_LEN)
+        cdef int rc
+        pthread_mutex_lock(&d.recv_lock)
+        rc = rxkeys_new_session(d, <const uint8_t *>PyBytes_AS_STRING(key))
+        pthread_mutex_unlock(&d.recv_lock)
+        if rc != 0:
+            raise RuntimeError(openssl_error("deriving receive keys"))
+
+    # -- packets -------------------------------------------------------------------------
+
+    def seal(self, frame, int frame_type=TYPE_FRAME):
+        """Seal one frame; returns its datagrams (UDP payloads) in order."""
+        cdef dp_state *d = self.d
+        cdef const uint8_t[:] view = frame
+        cdef Py_ssize_t length = view.shape[0]
+        cdef pkt_ref pkts[MAX_FRAGS]
+        cdef int n, i
+        if frame_type not in (TYPE_FRAME, TYPE_FRAME_VNET):
+            raise ValueError(f"frame_type must be FRAME or FRAME_VNET, got {frame_type}")
+        if length > MAX_PAYLOAD_LEN:
+            d.ctr_tx[DROP_OVERSIZED] += 1
+            return []
+        if length:
+            memcpy(self.work_tx, &view[0], length)
+        pthread_mutex_lock(&d.send_lock)
+        n = seal_frame(d, self.work_tx, <uint32_t>length, <uint8_t>frame_type, pkts)
+        pthread_mutex_unlock(&d.send_lock)
+        out = []
+        for i in range(n):
+            out.append(PyBytes_FromStringAndSize(<char *>pkts[i].meta, HEADER_LEN)
+                       + PyBytes_FromStringAndSize(<char *>pkts[i].body, pkts[i].body_len)
+                       + PyBytes_FromStringAndSize(<char *>pkts[i].meta + HEADER_LEN, d.tag_len))
+        return out
+
+    def open(self, datagram, now_ms=None):
+        """Open one datagram; returns the frames it completed as [(frame_type, frame)].
+
+        A control packet comes back as [(its type, the whole datagram)]. A drop returns []
+        and sets last_drop.
+        """
+        cdef dp_state *d = self.d
+        cdef const uint8_t[:] view = datagram
+        cdef Py_ssize_t length = view.shape[0]
+        cdef frame_ref f
+        cdef int rc
+        if length > 65535:
+            raise ValueError("a UDP datagram holds at most 65535 bytes")
+        if length:
+            memcpy(self.work_rx, &view[0], length)
+        pthread_mutex_lock(&d.recv_lock)
+        advance_clock(d, now_ms)
+        reasm_expire(&d.reasm, d.now_ms, d.ctr_rx)
+        rc = open_packet(d, self.work_rx, <uint32_t>length, &f, self.scratch)
+        result = []
+        if rc == OPEN_FRAME:
+            result.append((f.ftype, PyBytes_FromStringAndSize(<char *>f.data, f.length)))
+            open_release(d, &f)
+        elif rc == OPEN_CONTROL:
+            result.append((self.work_rx[0] & 15, bytes(datagram)))
+        pthread_mutex_unlock(&d.recv_lock)
+        return result
+
+    def expire(self, now_ms=None):
+        """Discard incomplete frames older than the reassembly timeout."""
+        cdef dp_state *d = self.d
+        pthread_mutex_lock(&d.recv_lock)
+        advance_clock(d, now_ms)
+        reasm_expire(&d.reasm, d.now_ms, d.ctr_rx)
+        pthread_mutex_unlock(&d.recv_lock)
+
+
+    def reassembly_in_use(self):
+        """Reassembly slots holding a frame in progress (or in delivery)."""
+        return reasm_in_use(&self.d.reasm)
+
+    def reassembly_capacity(self):
+        """(small slots, large slots, bytes of buffers) fixed at construction."""
+        t = &self.d.reasm
+        return (t.cls[0].count, t.cls[1].count,
+                t.cls[0].count * SMALL_BUF_LEN + t.cls[1].count * LARGE_BUF_LEN)
+
+    def counters(self):
+        """{"tx": {name: count}, "rx": {name: count}} for every counter and drop reason."""
+        cdef dp_state *d = self.d
+        return {
+            "tx": {COUNTER_NAMES[i]: d.ctr_tx[i] for i in range(N_COUNTERS)},
+            "rx": {COUNTER_NAMES[i]: d.ctr_rx[i] for i in range(N_COUNTERS)},
+        }
+
+    def count_rx_drop(self, str reason):
+        """Count a drop decided by the control plane (e.g. a HELLO that failed its checks)."""
+        i = COUNTER_NAMES.index(reason)
+        if i < DROP_MALFORMED:
+            raise ValueError(f"{reason} is not a drop reason")
+        self.d.ctr_rx[i] += 1
+
+    # -- benchmarks (in-process, GIL released, no I/O) -----------------------------------
+
+    def bench_seal(self, int frame_len, double seconds):
+        """Seal frames of `frame_len` bytes for about `seconds`; returns (frames, elapsed)."""
+        cdef dp_state *d = self.d
+        cdef pkt_ref pkts[MAX_FRAGS]
+        cdef uint64_t frames = 0
+        cdef int i, n = 0
+        cdef double t0, t1 = 0.0
+        if not MIN_FRAME_LEN <= frame_len <= MAX_FRAME_LEN:
+            raise ValueError("frame_len out of range")
+        if not d.send_ready:
+            raise RuntimeError("no send session")
+        for i in range(frame_len):
+            self.work_tx[i] = <uint8_t>(i * 7)
+        with nogil:
+            pthread_mutex_lock(&d.send_lock)
+            t0 = monotonic_s()
+            while True:
+                for i in range(256):
+                    n = seal_frame(d, self.work_tx, frame_len, TYPE_FRAME, pkts)
+                frames += 256
+                t1 = monotonic_s()
+                if n < 0 or t1 - t0 >= seconds:
+                    break
+            pthread_mutex_unlock(&d.send_lock)
+        if n < 0:
+            raise RuntimeError(f"seal failed: {COUNTER_NAMES[-n]}")
+        return frames, t1 - t0
+
+    def bench_open(self, datagrams, double seconds):
+        """Open the given datagrams over and over for about `seconds`; returns (frames, elapsed).
+
+        The replay windows are reset between rounds, which is the only thing the real
+        datapath would not do.
+        """
+        cdef dp_state *d = self.d
+        cdef Py_ssize_t count = len(datagrams), total = 0, j
+        cdef uint8_t *arena
+        cdef uint32_t *offs
+        cdef uint32_t *lens
+        cdef frame_ref f
+        cdef uint64_t frames = 0
+        cdef int rc = 0, k, bad = 0
+        cdef double t0, t1 = 0.0
+        for dg in datagrams:
+            total += len(dg) + TAILROOM
+        arena = <uint8_t *>calloc(total + TAILROOM, 1)
+        offs = <uint32_t *>malloc(count * sizeof(uint32_t))
+        lens = <uint32_t *>malloc(count * sizeof(uint32_t))
+        if arena == NULL or offs == NULL or lens == NULL:
+            free(arena); free(offs); free(lens)
+            raise MemoryError("bench arena")
+        total = 0
+        for j, dg in enumerate(datagrams):
+            memcpy(arena + total, <const char *>dg, len(dg))
+            offs[j] = <uint32_t>total
+            lens[j] = <uint32_t>len(dg)
+            total += len(dg) + TAILROOM
+        with nogil:
+            pthread_mutex_lock(&d.recv_lock)
+            t0 = monotonic_s()
+            while True:
+                for k in range(5):
+                    replay_reset(&d.rxk[k].window)
+                for j in range(count):
+                    rc = open_packet(d, arena + offs[j], lens[j], &f, self.scratch)
+                    if rc == OPEN_FRAME:
+                        frames += 1
+                        open_release(d, &f)
+                    elif rc < 0:
+                        bad = -rc
+                t1 = monotonic_s()
+                if bad or t1 - t0 >= seconds:
+                    break
+            pthread_mutex_unlock(&d.recv_lock)
+        free(arena)
+        free(offs)
+        free(lens)
+        if bad:
+            raise RuntimeError(f"open failed: {COUNTER_NAMES[bad]}")
+        return frames, t1 - t0
+
+
+# -- control packets (Python control plane; not per data packet) -------------------------
+
+def seal_control(int level, control_key, int ptype, unsigned long long counter, payload):
+    """A HELLO/PROBE/PROBE_REPLY datagram: header, payload, tag under the control key."""
+    cdef mac_state m
+    cdef uint8_t head[HEADER_LEN]
+    cdef uint8_t tag[32]
+    cdef const uint8_t[:] body = payload
+    cdef Py_ssize_t blen = body.shape[0]
+    if ptype not in CONTROL_TYPES:
+        raise ValueError(f"not a control type: {ptype}")
+    wire_put_header(head, level, ptype, 0, 0, 1, 0, counter)
+    out = PyBytes_FromStringAndSize(<char *>head, HEADER_LEN) + bytes(payload)
+    if level == LEVEL_NONE:
+        return out
+    key = check_key(control_key, "control key")
+    if crypto_mac_init(&m, <const uint8_t *>PyBytes_AS_STRING(key), KEY_LEN) != 0:
+        raise RuntimeError(openssl_error("HMAC key setup"))
+    crypto_mac(&m, head, HEADER_LEN, &body[0] if blen else NULL, blen, tag)
+    OPENSSL_cleanse(&m, sizeof(mac_state))
+    return out + PyBytes_FromStringAndSize(<char *>tag, TAG_LEN)
+
+
+def open_control(int level, control_key, datagram):
+    """Check a control datagram; returns (ptype, counter, payload) or raises Dropped(reason)."""
+    cdef mac_state m
+    cdef const uint8_t[:] dg = datagram
+    cdef Py_ssize_t length = dg.shape[0]
+    cdef uint8_t b0
+    cdef int lvl, ptype
+    cdef Py_ssize_t tag_len
+    cdef bint ok
+    if length < HEADER_LEN:
+        raise Dropped("malformed")
+    b0 = dg[0]
+    lvl = (b0 >> 4) & 3
+    ptype = b0 & 15
+    if (b0 >> 6) != WIRE_VERSION or lvl == 3 or ptype not in CONTROL_TYPES:
+        raise Dropped("malformed")
+    tag_len = TAG_LEN if lvl != LEVEL_NONE else 0
+    if length < HEADER_LEN + tag_len or dg[1] != 0 or dg[2] != 0 or dg[3] != 1:
+        raise Dropped("malformed")
+    if wire_be32(&dg[4]) != 0:
+        raise Dropped("malformed")
+    if lvl != level:
+        raise Dropped("level_mismatch")
+    if level != LEVEL_NONE:
+        key = check_key(control_key, "control key")
+        if crypto_mac_init(&m, <const uint8_t *>PyBytes_AS_STRING(key), KEY_LEN) != 0:
+            raise RuntimeError(openssl_error("HMAC key setup"))
+        ok = crypto_tag_ok(&m, &dg[0], &dg[HEADER_LEN], length - HEADER_LEN - tag_len,
+                           &dg[length - tag_len])
+        OPENSSL_cleanse(&m, sizeof(mac_state))
+        if not ok:
+            raise Dropped("auth")
+    return ptype, wire_be64(&dg[8]), bytes(dg[HEADER_LEN:length - tag_len])
+
+
+# -- primitives, exposed for the RFC test vectors ----------------------------------------
+
+def chacha20(key, nonce, data, unsigned int counter=0):
+    """RFC 8439 ChaCha20 of `data` under a 32-byte key, 12-byte nonce and block counter."""
+    cdef EVP_CIPHER_CTX *ctx
+    cdef uint8_t iv[16]
+    cdef int outl = 0
+    cdef const uint8_t[:] inp = data
+    cdef Py_ssize_t n = inp.shape[0]
+    key = check_key(key, "key")
+    if len(nonce) != 12:
+        raise ValueError("nonce must be 12 bytes")
+    iv[0] = counter & 0xff
+    iv[1] = (counter >> 8) & 0xff
+    iv[2] = (counter >> 16) & 0xff
+    iv[3] = (counter >> 24) & 0xff
+    nonce_bytes = bytes(nonce)
+    memcpy(iv + 4, <const char *>nonce_bytes, 12)
+    out = PyBytes_FromStringAndSize(NULL, n)
+    ctx = EVP_CIPHER_CTX_new()
+    if ctx == NULL:
+        raise MemoryError(openssl_error("EVP_CIPHER_CTX_new"))
+    try:
+        if EVP_EncryptInit_ex(ctx, EVP_chacha20(), NULL, <const uint8_t *>PyBytes_AS_STRING(key), iv) != 1:
+            raise RuntimeError(openssl_error("EVP_EncryptInit_ex"))
+        if n and EVP_EncryptUpdate(ctx, <uint8_t *>PyBytes_AS_STRING(out), &outl, &inp[0], <int>n) != 1:
+            raise RuntimeError(openssl_error("EVP_EncryptUpdate"))
+    finally:
+        EVP_CIPHER_CTX_free(ctx)
+    return out
+
+
+def hmac_sha256(key, data):
+    """HMAC-SHA256 (RFC 2104) through the datapath's precomputed-pad path; 32 bytes."""
+    cdef mac_state m
+    cdef uint8_t out[32]
+    cdef const uint8_t[:] k = bytes(key)
+    cdef const uint8_t[:] msg = bytes(data)
+    if crypto_mac_init(&m, &k[0] if k.shape[0] else NULL, k.shape[0]) != 0:
+        raise RuntimeError(openssl_error("HMAC key setup"))
+    if crypto_mac(&m, &msg[0] if msg.shape[0] else NULL, msg.shape[0], NULL, 0, out) != 0:
+        raise RuntimeError(openssl_error("HMAC"))
+    return PyBytes_FromStringAndSize(<char *>out, 32)
+
+
+def hkdf_expand(prk, info, int length):
+    """HKDF-Expand with SHA-256 (RFC 5869 §2.3), as the datapath derives per-index keys."""
+    cdef const uint8_t[:] p = bytes(prk)
+    cdef const uint8_t[:] i = bytes(info)
+    if not 0 < length <= 255 * 32 or i.shape[0] > 128 or p.shape[0] == 0:
+        raise ValueError("hkdf_expand: length 1..8160, info up to 128 bytes, non-empty prk")
+    out = PyBytes_FromStringAndSize(NULL, length)
+    if crypto_hkdf_expand(&p[0], p.shape[0], &i[0] if i.shape[0] else NULL, i.shape[0],
+                          <uint8_t *>PyBytes_AS_STRING(out), length) != 0:
+        raise RuntimeError(openssl_error("HKDF-Expand"))
+    return out
+
+
+cdef class ReplayWindow:
+    """The datapath's RFC 6479 window on its own, for the replay table test."""
+
+    cdef replay_window w
+
+    def __cinit__(self):
+        replay_reset(&self.w)
+
+    def accept(self, unsigned long long counter):
+        """Whether `counter` is accepted (and now remembered)."""
+        return replay_accept(&self.w, counter)
+
+    def reset(self):
+        replay_reset(&self.w)

@@ -1,0 +1,196 @@
+"""Key material: keygen, key-file checks, fingerprint and HKDF secret derivation (PROTOCOL.md §4.1)."""
+
+import os
+import secrets
+import stat
+
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+from etun.errors import KeyFileError
+
+KEY_LEN = 32768  # bytes of shared key material, both sites
+HASH_LEN = 32  # SHA-256 output bytes: PRK, control key and session secret lengths
+NONCE_LEN = 16  # bytes in a sender nonce and in a challenge
+MAX_INDEX = 2**32 - 1  # key indices are carried as be32
+
+SALT = b"etun/v1"
+INFO_CONTROL = b"etun/v1 control"
+INFO_FINGERPRINT = b"etun/v1 fingerprint"
+INFO_SESSION = b"etun/v1 session"
+INFO_INDEX = b"etun/v1 index"
+
+
+def hkdf_extract(salt, ikm) -> bytes:
+    """HKDF-Extract with SHA-256 (RFC 5869 §2.2): PRK = HMAC-SHA256(salt, IKM)."""
+    # An empty salt is an HMAC key of zeros, exactly what RFC 5869 asks for
+    # when the salt is "not provided".
+    mac = hmac.HMAC(bytes(salt), hashes.SHA256())
+    mac.update(ikm)
+    return mac.finalize()
+
+
+def hkdf_expand(prk, info, length: int) -> bytes:
+    """HKDF-Expand with SHA-256 (RFC 5869 §2.3)."""
+    if len(prk) < HASH_LEN:
+        raise ValueError(f"HKDF-Expand: PRK must be at least {HASH_LEN} bytes, got {len(prk)}")
+    if not 0 < length <= 255 * HASH_LEN:
+        raise ValueError(f"HKDF-Expand: length must be 1..{255 * HASH_LEN}, got {length}")
+    return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=bytes(info)).derive(bytes(prk))
+
+
+def _check_len(name: str, value, expected: int) -> None:
+    if len(value) != expected:
+        raise ValueError(f"{name} must be {expected} bytes, got {len(value)}")
+
+
+def derive_prk(material) -> bytes:
+    """The pseudorandom key every other secret is expanded from."""
+    _check_len("key material", material, KEY_LEN)
+    return hkdf_extract(SALT, material)
+
+
+def control_key(prk) -> bytes:
+    """Key for control messages (HELLO and verify-peer)."""
+    _check_len("PRK", prk, HASH_LEN)
+    return hkdf_expand(prk, INFO_CONTROL, HASH_LEN)
+
+
+def fingerprint(material) -> str:
+    """A short public hash of the material, "xxxx-xxxx-xxxx-xxxx", for admins to compare by phone."""
+    digits = hkdf_expand(derive_prk(material), INFO_FINGERPRINT, 8).hex()
+    return "-".join(digits[i : i + 4] for i in range(0, 16, 4))
+
+
+def session_secret(prk, sender: bytes, challenge: bytes) -> bytes:
+    """The secret keying one direction: the sender's nonce S and the receiver's challenge R (§4.2)."""
+    _check_len("PRK", prk, HASH_LEN)
+    _check_len("sender nonce", sender, NONCE_LEN)
+    _check_len("challenge", challenge, NONCE_LEN)
+    return hkdf_expand(prk, INFO_SESSION + bytes(sender) + bytes(challenge), HASH_LEN)
+
+
+def index_keys(secret, index: int) -> tuple[bytes, bytes]:
+    """(enc_key, mac_key) for one key index of a session (§4.3)."""
+    _check_len("session secret", secret, HASH_LEN)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_INDEX:
+        raise ValueError(f"key index must be an integer 0..{MAX_INDEX}, got {index!r}")
+    okm = hkdf_expand(secret, INFO_INDEX + index.to_bytes(4, "big"), 2 * HASH_LEN)
+    return okm[:HASH_LEN], okm[HASH_LEN:]
+
+
+def wipe(buf: bytearray) -> None:
+    """Overwrite a bytearray with zeros in place."""
+    if not isinstance(buf, bytearray):
+        raise TypeError(f"wipe needs a bytearray, got {type(buf).__name__}")
+    # Equal-length slice assignment writes into the existing buffer; it never reallocates.
+    buf[:] = bytes(len(buf))
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def generate_key_file(path, force: bool = False) -> str:
+    """Write fresh random key material to path (mode 0600) and return its fingerprint."""
+    path = os.fspath(path)
+    exists_error = KeyFileError(f"{path}: already exists; use --force to replace it")
+    # Checked again, race-free, by os.link below; this only spares writing a
+    # temporary file in the common case.
+    if not force and os.path.lexists(path):
+        raise exists_error
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    material = bytearray(os.urandom(KEY_LEN))
+    try:
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise KeyFileError(f"{path}: cannot create: {e.strerror}") from None
+        try:
+            # The umask can only remove bits, but "exactly 0600" is the promise.
+            os.fchmod(fd, 0o600)
+            _write_all(fd, material)
+            os.fsync(fd)
+        except OSError as e:
+            raise KeyFileError(f"{path}: cannot write: {e.strerror}") from None
+        finally:
+            os.close(fd)
+        try:
+            if force:
+                os.replace(tmp, path)
+            else:
+                # link() fails if path exists, so a file created since the
+                # check above is never overwritten.
+                os.link(tmp, path)
+        except FileExistsError:
+            raise exists_error from None
+        except OSError as e:
+            raise KeyFileError(f"{path}: cannot create: {e.strerror}") from None
+        try:
+            _fsync_dir(directory)
+        except OSError as e:
+            raise KeyFileError(f"{path}: cannot sync directory {directory}: {e.strerror}") from None
+        return fingerprint(material)
+    finally:
+        wipe(material)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def load_key_file(path) -> bytearray:
+    """Read key material after checking it is a private regular file of exactly KEY_LEN bytes."""
+    path = os.fspath(path)
+    try:
+        # O_NONBLOCK so a FIFO in the key file's place cannot hang us before fstat rejects it.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as e:
+        raise KeyFileError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        # fstat on the open fd: the checks apply to the very file we read.
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(f"{path}: not a regular file")
+        if st.st_mode & 0o044:
+            raise KeyFileError(f"{path}: readable by other users; run: chmod 600 {path}")
+        # Whoever can write the material can choose it, and then forge packets.
+        if st.st_mode & 0o022:
+            raise KeyFileError(f"{path}: writable by other users; run: chmod 600 {path}")
+        if st.st_size != KEY_LEN:
+            raise KeyFileError(
+                f"{path}: must be exactly {KEY_LEN} bytes, got {st.st_size}; "
+                f"create one with: etun keygen {path}"
+            )
+        material = bytearray(KEY_LEN)
+        got = 0
+        extra = b""
+        try:
+            with memoryview(material) as view:
+                while got < KEY_LEN:
+                    n = os.readv(fd, [view[got:]])
+                    if n == 0:
+                        break
+                    got += n
+            extra = os.read(fd, 1)
+        except OSError as e:
+            wipe(material)
+            raise KeyFileError(f"{path}: cannot read: {e.strerror}") from None
+        # st_size was right a moment ago; a file that shrank or grew since is being rewritten.
+        if got != KEY_LEN or extra:
+            wipe(material)
+            raise KeyFileError(f"{path}: changed size while being read; expected exactly {KEY_LEN} bytes")
+        return material
+    finally:
+        os.close(fd)

@@ -1,0 +1,139 @@
+# Inbound: one datagram -> checked in the order of PROTOCOL.md §3.2 -> a frame, a held fragment,
+# a control packet for Python, or a drop counted under its reason.
+#
+#   1. header sane and fragment fields consistent, else malformed
+#   2. same level as ours; a receive session exists
+#   3. key index known (or derivable ahead), tag verified in constant time
+#   4. counter new to the replay window -- only now does the window move
+#   5. single-packet frame: decrypt and deliver; else copy into reassembly, and when the last
+#      fragment arrives decrypt the whole frame in one pass and deliver it
+
+cdef inline int open_drop(dp_state *d, int reason) noexcept nogil:
+    d.ctr_rx[reason] += 1
+    d.last_drop = reason
+    return -reason
+
+
+cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref *out,
+                     uint8_t *scratch) noexcept nogil:
+    """Open one datagram. Returns OPEN_FRAME (see `out`), OPEN_HELD, OPEN_CONTROL or -DROP_*.
+
+    `pkt` needs TAILROOM readable bytes after it; `scratch` receives single-packet frames at
+    encrypt and needs payload_max + TAILROOM bytes. A delivered frame points into `pkt`, into
+    `scratch` or into a reassembly slot, which the caller hands back with open_release() once
+    the frame is sent. Caller holds recv_lock.
+    """
+    cdef uint8_t b0, ptype, lvl
+    cdef uint32_t tag_len, body_len, q, flen, n, r, i, off, size
+    cdef uint64_t counter, base
+    cdef int k, rc
+    cdef int32_t sid
+    cdef reasm_slot *s
+    cdef keyset *keys
+    cdef const uint8_t *body = pkt + HEADER_LEN
+    d.ctr_rx[C_PACKETS] += 1
+    d.last_drop = 0
+    if length < HEADER_LEN:
+        return open_drop(d, DROP_MALFORMED)
+    b0 = pkt[0]
+    lvl = (b0 >> 4) & 3
+    ptype = b0 & 15
+    if (b0 >> 6) != WIRE_VERSION or lvl == 3:
+        return open_drop(d, DROP_MALFORMED)
+    if ptype == TYPE_HELLO or ptype == TYPE_PROBE or ptype == TYPE_PROBE_REPLY:
+        d.ctr_rx[C_CONTROL] += 1
+        return OPEN_CONTROL
+    if ptype != TYPE_FRAME and ptype != TYPE_FRAME_VNET:
+        return open_drop(d, DROP_MALFORMED)
+    # The packet's own level fixes its layout; a level other than ours is reported as such.
+    tag_len = TAG_LEN if lvl != LEVEL_NONE else 0
+    if length <= HEADER_LEN + tag_len:
+        return open_drop(d, DROP_MALFORMED)
+    body_len = length - HEADER_LEN - tag_len
+    if frag_parse(pkt, body_len, ptype, &q, &flen) != 0:
+        return open_drop(d, DROP_MALFORMED)
+    if lvl != d.level:
+        return open_drop(d, DROP_LEVEL_MISMATCH)
+    if not d.recv_ready:
+        return open_drop(d, DROP_NO_SESSION)
+    if d.level == LEVEL_NONE:
+        k = d.rx_cur
+    else:
+        k = rxkeys_lookup(d, pkt, body_len)
+        if k < 0:
+            return open_drop(d, -k)
+    counter = wire_be64(pkt + 8)
+    if not replay_accept(&d.rxk[k].window, counter):
+        return open_drop(d, DROP_REPLAY)
+    if k == d.rx_next or k == d.rx_trial:
+        rxkeys_promote(d, k)
+    r = pkt[1]
+    i = pkt[2]
+    n = pkt[3]
+    base = counter - i
+    if n == 1:
+        if d.level == LEVEL_ENCRYPT:
+            if crypto_xor(&d.rxk[k].keys, base, body, scratch, body_len) != 0:
+                return open_drop(d, DROP_CRYPTO_ERROR)
+            out.data = scratch
+        else:
+            out.data = <uint8_t *>body
+        out.length = body_len
+        out.ftype = ptype
+        out.slot = -1
+        d.ctr_rx[C_FRAMES] += 1
+        d.ctr_rx[C_BYTES] += body_len
+        return OPEN_FRAME
+
+    d.ctr_rx[C_FRAGMENTS] += 1
+    sid = reasm_lookup(&d.reasm, d.rxk[k].gen, base)
+    if sid < 0:
+        sid = reasm_alloc(&d.reasm, d.rxk[k].gen, base, flen, d.now_ms, d.ctr_rx)
+        if sid < 0:
+            return open_drop(d, DROP_FRAG_EVICTED)
+        s = &d.reasm.slots[sid]
+        s.key_index = d.rxk[k].keys.index
+        s.n = <uint16_t>n
+        s.r = <uint16_t>r
+        s.q = q
+        s.ftype = ptype
+    else:
+        s = &d.reasm.slots[sid]
+        if (s.n != n or s.r != r or s.q != q or s.ftype != ptype
+                or s.key_index != d.rxk[k].keys.index):
+            return open_drop(d, DROP_FRAG_INCONSISTENT)
+    if s.have[i >> 6] & ((<uint64_t>1) << (i & 63)):
+        return open_drop(d, DROP_REPLAY)
+    s.have[i >> 6] |= (<uint64_t>1) << (i & 63)
+    s.got += 1
+    off = frag_offset(i, q, r)
+    size = q + 1 if i < r else q
+    # off + size <= n*q + r = flen, and the slot's class holds flen + TAILROOM bytes.
+    memcpy(s.buf + off, body, size)
+    if s.got < s.n:
+        return OPEN_HELD
+
+    reasm_unlink(&d.reasm, sid)
+    s.state = SLOT_DELIVERING
+    if d.level == LEVEL_ENCRYPT:
+        keys = rxkeys_find(d, s.gen, s.key_index)
+        rc = -DROP_KEY_INDEX if keys == NULL else 0
+        if rc == 0 and crypto_xor(keys, s.base, s.buf, s.buf, flen) != 0:
+            rc = -DROP_CRYPTO_ERROR
+        if rc != 0:
+            reasm_release(&d.reasm, sid)
+            return open_drop(d, -rc)
+    out.data = s.buf
+    out.length = flen
+    out.ftype = s.ftype
+    out.slot = sid
+    d.ctr_rx[C_REASSEMBLED] += 1
+    d.ctr_rx[C_FRAMES] += 1
+    d.ctr_rx[C_BYTES] += flen
+    return OPEN_FRAME
+
+
+cdef inline void open_release(dp_state *d, frame_ref *f) noexcept nogil:
+    if f.slot >= 0:
+        reasm_release(&d.reasm, f.slot)
+        f.slot = -1

@@ -1,0 +1,136 @@
+# Receive keys: the current, previous and next key index of the receive session, one index
+# derived on demand, and the last index of the previous session, each with its replay window.
+
+cdef inline bint rxkeys_in_role(const dp_state *d, int k) noexcept nogil:
+    return (k == d.rx_cur or k == d.rx_prev or k == d.rx_next or k == d.rx_trial
+            or k == d.rx_old)
+
+
+cdef int rxkeys_free_slot(const dp_state *d) noexcept nogil:
+    cdef int k
+    for k in range(5):
+        if not rxkeys_in_role(d, k):
+            return k
+    return -1
+
+
+cdef void rxkeys_clear(dp_state *d, int *role) noexcept nogil:
+    if role[0] >= 0:
+        crypto_keys_wipe(&d.rxk[role[0]].keys)
+        role[0] = -1
+
+
+cdef int rxkeys_install(dp_state *d, int *role, uint32_t index) noexcept nogil:
+    """Derive `index` of the current receive session into a free slot and give it `role`."""
+    cdef int k = rxkeys_free_slot(d)
+    if k < 0 or crypto_keys_derive(&d.rxk[k].keys, d.recv_secret, index) != 0:
+        d.ctr_rx[DROP_CRYPTO_ERROR] += 1
+        return -1
+    replay_reset(&d.rxk[k].window)
+    d.rxk[k].gen = d.recv_gen
+    role[0] = k
+    return 0
+
+
+cdef int rxkeys_new_session(dp_state *d, const uint8_t *secret) noexcept nogil:
+    """Switch to a new receive session; the old one stays usable at its current index."""
+    rxkeys_clear(d, &d.rx_old)
+    d.rx_old = d.rx_cur
+    d.rx_cur = -1
+    rxkeys_clear(d, &d.rx_prev)
+    rxkeys_clear(d, &d.rx_next)
+    rxkeys_clear(d, &d.rx_trial)
+    memcpy(d.recv_secret, secret, KEY_LEN)
+    d.recv_gen += 1
+    d.recv_ready = True
+    if d.level == LEVEL_NONE:
+        d.rx_cur = rxkeys_free_slot(d)
+        replay_reset(&d.rxk[d.rx_cur].window)
+        d.rxk[d.rx_cur].gen = d.recv_gen
+        return 0
+    if rxkeys_install(d, &d.rx_cur, 0) != 0:
+        d.recv_ready = False
+        return -1
+    rxkeys_install(d, &d.rx_next, 1)
+    return 0
+
+
+cdef bint rxkeys_may_derive(dp_state *d) noexcept nogil:
+    """Token bucket: DERIVE_BURST derivations at once, DERIVE_PER_SEC more each second."""
+    cdef uint64_t cost = 1000 // DERIVE_PER_SEC
+    cdef uint64_t credit = d.derive_credit_ms + (d.now_ms - d.derive_last_ms)
+    if credit > DERIVE_BURST * cost:
+        credit = DERIVE_BURST * cost
+    d.derive_last_ms = d.now_ms
+    if credit < cost:
+        d.derive_credit_ms = credit
+        return False
+    d.derive_credit_ms = credit - cost
+    return True
+
+
+cdef int rxkeys_lookup(dp_state *d, const uint8_t *pkt, uint32_t body_len) noexcept nogil:
+    """The slot whose keys authenticate this data packet, or -DROP_KEY_INDEX / -DROP_AUTH."""
+    cdef uint32_t index = wire_be32(pkt + 4)
+    cdef uint32_t cur_index
+    cdef int cand[5]
+    cdef int roles[4]
+    cdef int nc = 0, j, k
+    cdef const uint8_t *body = pkt + HEADER_LEN
+    cdef const uint8_t *tag = body + body_len
+    roles[0] = d.rx_cur
+    roles[1] = d.rx_next
+    roles[2] = d.rx_prev
+    roles[3] = d.rx_trial
+    for j in range(4):
+        k = roles[j]
+        if k >= 0 and d.rxk[k].keys.live and d.rxk[k].keys.index == index:
+            cand[nc] = k
+            nc += 1
+    if nc == 0 and d.rx_cur >= 0:
+        cur_index = d.rxk[d.rx_cur].keys.index
+        if index > cur_index + 1 and index - cur_index <= KEY_LOOKAHEAD:
+            # The sender rotated more than once while nothing reached us.
+            if not rxkeys_may_derive(d):
+                return -DROP_KEY_INDEX
+            rxkeys_clear(d, &d.rx_trial)
+            if rxkeys_install(d, &d.rx_trial, index) != 0:
+                return -DROP_CRYPTO_ERROR
+            cand[nc] = d.rx_trial
+            nc += 1
+    k = d.rx_old
+    if k >= 0 and d.rxk[k].keys.live and d.rxk[k].keys.index == index:
+        cand[nc] = k
+        nc += 1
+    if nc == 0:
+        return -DROP_KEY_INDEX
+    for j in range(nc):
+        if crypto_tag_ok(&d.rxk[cand[j]].keys.mac, pkt, body, body_len, tag):
+            return cand[j]
+    return -DROP_AUTH
+
+
+cdef void rxkeys_promote(dp_state *d, int k) noexcept nogil:
+    """An index ahead of the current one authenticated: it becomes current, its
+    predecessor previous, and the index after it is derived as next."""
+    cdef uint32_t index = d.rxk[k].keys.index
+    rxkeys_clear(d, &d.rx_prev)
+    d.rx_prev = d.rx_cur
+    d.rx_cur = k
+    if k == d.rx_trial:
+        d.rx_trial = -1
+        rxkeys_clear(d, &d.rx_next)
+    else:
+        d.rx_next = -1
+    if d.rx_trial >= 0 and d.rxk[d.rx_trial].keys.index <= index + 1:
+        rxkeys_clear(d, &d.rx_trial)
+    rxkeys_install(d, &d.rx_next, index + 1)
+
+
+cdef keyset *rxkeys_find(dp_state *d, uint32_t gen, uint32_t index) noexcept nogil:
+    cdef int k
+    for k in range(5):
+        if (rxkeys_in_role(d, k) and d.rxk[k].gen == gen and d.rxk[k].keys.live
+                and d.rxk[k].keys.index == index):
+            return &d.rxk[k].keys
+    return NULL
