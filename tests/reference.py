@@ -439,7 +439,7 @@ class Receiver:
 
     def open(self, datagram: bytes, now_ms: int = 0) -> list[tuple[int, bytes]]:
         """Check one datagram; return the (type, frame) it completes, if any. Sets last_drop."""
-        self._expire(now_ms)
+        self.expire(now_ms)
         reason, done = self._open(bytes(datagram), now_ms)
         self.last_drop = reason
         if reason is not None:
@@ -555,7 +555,7 @@ class Receiver:
             text = chacha20(enc_key, data_nonce(hdr.key_index, hdr.base), text)
         return None, [(hdr.ptype, text)]
 
-    def _expire(self, now_ms: int) -> None:
+    def expire(self, now_ms: int) -> None:
         """Discard frames whose first fragment arrived more than the timeout ago (§3.4)."""
         for key in [k for k, p in self.reassembly.items() if now_ms - p.first_ms > self.reassembly_timeout_ms]:
             del self.reassembly[key]

@@ -1,0 +1,17 @@
+"""Test-suite wiring: with ETUN_REQUIRE_E2E=1 (CI, `make test`) a skipped end-to-end test is a failure."""
+
+import os
+
+import pytest
+
+REQUIRE_E2E = os.environ.get("ETUN_REQUIRE_E2E", "") not in ("", "0")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_E2E and report.skipped and "tests/e2e" in item.nodeid.replace("\\", "/"):
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"end-to-end test skipped, but ETUN_REQUIRE_E2E=1 requires it to run: {reason}"
