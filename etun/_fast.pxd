@@ -2,7 +2,7 @@
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from etun._openssl cimport EVP_CIPHER_CTX, SHA256_CTX
-from etun._linux cimport pthread_mutex_t
+from etun._linux cimport pthread_mutex_t, mmsghdr, iovec, socklen_t
 
 
 cdef enum:
@@ -33,7 +33,7 @@ cdef enum:
     TYPE_PROBE_REPLY = 6
 
     REPLAY_BLOCKS = 64                        # 64-bit words in the RFC 6479 bitmap
-    REPLAY_WINDOW = (REPLAY_BLOCKS - 1) * 64  # counters remembered behind the highest: 4032
+    REPLAY_WINDOW = (REPLAY_BLOCKS - 1) * 64  # how far behind the highest a counter may be: 4032
 
     KEY_LOOKAHEAD = 64        # key indices ahead of the current one a receiver will derive
     DERIVE_BURST = 8          # on-demand derivations allowed at once
@@ -41,6 +41,22 @@ cdef enum:
 
     SMALL_BUF_LEN = 2048      # reassembly buffer for frames up to 1522 bytes + vnet header
     LARGE_BUF_LEN = 65664     # MAX_PAYLOAD_LEN + TAILROOM, rounded up to 64
+
+    LAN_PACKET = 0            # the LAN side is an AF_PACKET socket on a NIC
+    LAN_TAP = 1               # ... or a TAP device
+    TX_BATCH = 64             # frames per LAN read
+    TX_PKTS = 1024            # sealed datagrams held before a UDP flush (>= MAX_FRAGS)
+    FRAME_AT = 14             # a captured frame starts here in its slot: vnet header and VLAN room before it
+    FRAME_SLOT = 65664        # FRAME_AT + MAX_FRAME_LEN + TAILROOM, rounded up to 64
+    RX_BATCH = 32             # datagram buffers per UDP read; each may hold a GRO train
+    RX_SLOT = 65600           # the largest UDP payload + TAILROOM
+    OUT_BATCH = 64            # frames per LAN write
+    GSO_SEGMENTS = 64         # datagrams per UDP GSO send (the kernel's UDP_MAX_SEGMENTS floor)
+    GSO_BYTES = 65000         # payload bytes per UDP GSO send (below the 64 KiB IP limit)
+    SOCKADDR_LEN = 28         # sizeof(struct sockaddr_in6), the largest peer address
+    CMSG_ROOM = 64            # control-message bytes per datagram (auxdata, GRO size, drops)
+    CTL_SLOTS = 32            # control packets queued for Python
+    CTL_MAX = 9216            # the largest control packet kept (probes fill max_packet)
 
     OPEN_HELD = 0             # open_packet(): fragment stored, frame not complete yet
     OPEN_FRAME = 1            # open_packet(): a complete frame is in the frame_ref
@@ -56,6 +72,7 @@ cdef enum:
     C_FRAGMENTS               # tunnel packets that carried part of a multi-packet frame
     C_REASSEMBLED             # multi-packet frames completed
     C_CONTROL                 # control packets (HELLO, PROBE, ...) passed to the control plane
+    C_SUPERFRAMES             # GSO super-frames from the LAN cut into wire-size frames (tx)
     DROP_MALFORMED
     DROP_LEVEL_MISMATCH
     DROP_NO_SESSION
@@ -174,7 +191,75 @@ cdef struct dp_state:          # everything one site's datapath holds, shared by
     uint64_t derive_last_ms
     reasm_table reasm
     uint64_t ctr_rx[N_COUNTERS]
+    uint64_t ctr_ctl[N_COUNTERS]      # drops the Python control plane decided; shown with rx
     int last_drop                     # reason of the latest drop, for tests (0: none)
+
+
+cdef struct engine_state:     # the two pumps, their buffers and what they share with Python
+    dp_state *dp
+    int lan_fd
+    int lan_kind
+    int udp_fd
+    int wake_fd                       # eventfd: written to stop both pumps
+    int ctl_fd                        # eventfd: written when control packets are queued
+    int stop
+    uint16_t listen_port              # our UDP port, to spot our own packets on the LAN
+    bint gso                          # UDP GSO in use (switched off if the kernel refuses it)
+    bint gro                          # UDP GRO enabled on the socket
+    int gso_errno                     # why GSO was switched off at run time; 0: it was not
+
+    pthread_mutex_t peer_lock         # guards peer, peer_len, peer_gen
+    uint8_t peer[SOCKADDR_LEN]
+    socklen_t peer_len                # 0: no peer address known yet
+    uint32_t peer_gen                 # bumped whenever the address changes
+    uint32_t peer_roams               # changes made by authenticated packets (roaming)
+    uint64_t last_auth_ms             # the latest authenticated data packet (rx pump)
+    uint64_t last_send_ms             # the latest tunnel packet sent (tx pump)
+
+    # tx pump: LAN -> tunnel
+    uint8_t *frames                   # TX_BATCH slots of FRAME_SLOT bytes
+    mmsghdr lan_in[TX_BATCH]
+    iovec lan_in_iov[2 * TX_BATCH]
+    uint8_t lan_in_cmsg[TX_BATCH * CMSG_ROOM]
+    uint8_t *cap_data[TX_BATCH]       # captured frames ready to seal (NULL: dropped)
+    uint32_t cap_len[TX_BATCH]
+    uint8_t cap_type[TX_BATCH]
+    uint16_t gso_l3[TX_BATCH]         # where a super-frame's network header starts
+    uint16_t gso_l4[TX_BATCH]         # ... its transport header
+    uint16_t gso_hdr[TX_BATCH]        # ... its payload
+    uint16_t gso_mss[TX_BATCH]        # ... and the segment size its host asked for
+    bint gso_tcp[TX_BATCH]            # TCP (else UDP) segmentation
+    uint8_t *seg_arena                # segments cut from super-frames, until the next flush
+    uint32_t seg_used
+    pkt_ref *pkts                     # TX_PKTS sealed datagrams waiting for the flush
+    int npkts
+    mmsghdr *udp_out                  # TX_PKTS
+    iovec *udp_out_iov                # 3 * TX_PKTS
+    uint8_t *udp_out_cmsg             # TX_PKTS * CMSG_ROOM
+    uint64_t stats_next_ms            # next PACKET_STATISTICS read
+
+    # rx pump: tunnel -> LAN
+    uint8_t *dgrams                   # RX_BATCH slots of RX_SLOT bytes
+    mmsghdr udp_in[RX_BATCH]
+    iovec udp_in_iov[RX_BATCH]
+    uint8_t udp_in_name[RX_BATCH * SOCKADDR_LEN]
+    uint8_t udp_in_cmsg[RX_BATCH * CMSG_ROOM]
+    uint32_t rxq_drops                # the socket's cumulative overflow count last seen
+    frame_ref out[OUT_BATCH]
+    int nout
+    mmsghdr lan_out[OUT_BATCH]
+    iovec lan_out_iov[2 * OUT_BATCH]
+    uint8_t *scratch                  # OUT_BATCH decrypt targets for single-packet frames
+    uint64_t expire_next_ms
+
+    # control packets: rx pump -> Python
+    pthread_mutex_t ctl_lock
+    uint8_t *ctl_buf                  # CTL_SLOTS of CTL_MAX bytes
+    uint32_t ctl_len[CTL_SLOTS]
+    uint8_t ctl_from[CTL_SLOTS * SOCKADDR_LEN]
+    uint32_t ctl_fromlen[CTL_SLOTS]
+    int ctl_head
+    int ctl_count
 
 
 cdef class Datapath:

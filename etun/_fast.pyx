@@ -36,8 +36,9 @@ Invariants:
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from libc.errno cimport errno, EAGAIN, EINTR, EIO, EINVAL, EMSGSIZE, ENOPROTOOPT
 from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memmove, memset
 
 from etun._openssl cimport (
     EVP_CIPHER_CTX_new, EVP_CIPHER_CTX_free, EVP_chacha20, EVP_EncryptInit_ex,
@@ -47,7 +48,12 @@ from etun._openssl cimport (
 )
 from etun._linux cimport (
     pthread_mutex_init, pthread_mutex_destroy, pthread_mutex_lock, pthread_mutex_unlock,
-    clock_gettime, timespec, CLOCK_MONOTONIC,
+    clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_MONOTONIC_COARSE,
+    iovec, writev, msghdr, mmsghdr, cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR, CMSG_DATA, CMSG_SPACE,
+    CMSG_LEN, recvmmsg, sendmmsg, getsockopt, socklen_t, SOL_SOCKET, SOL_PACKET, SO_RXQ_OVFL,
+    MSG_DONTWAIT, MSG_TRUNC, IPPROTO_UDP, UDP_SEGMENT, UDP_GRO, tpacket_auxdata, tpacket_stats,
+    PACKET_AUXDATA, PACKET_STATISTICS, TP_STATUS_VLAN_VALID, TP_STATUS_VLAN_TPID_VALID,
+    pollfd, poll, POLLIN, read, write, close, eventfd, EFD_NONBLOCK, EFD_CLOEXEC,
 )
 
 include "wire.pxi"
@@ -58,6 +64,11 @@ include "reasm.pxi"
 include "rxkeys.pxi"
 include "seal.pxi"
 include "open.pxi"
+include "lanio.pxi"
+include "udpio.pxi"
+include "gso.pxi"
+include "ctlq.pxi"
+include "pump.pxi"
 
 
 LEVELS = {"none": LEVEL_NONE, "auth": LEVEL_AUTH, "encrypt": LEVEL_ENCRYPT}
@@ -65,7 +76,7 @@ LEVEL_NAMES = {v: k for k, v in LEVELS.items()}
 
 # Same order as the C_* / DROP_* enum in _fast.pxd; `etun status` shows these names.
 COUNTER_NAMES = (
-    "frames", "bytes", "packets", "fragments", "reassembled", "control",
+    "frames", "bytes", "packets", "fragments", "reassembled", "control", "superframes",
     "malformed", "level_mismatch", "no_session", "key_index", "auth", "replay",
     "frag_inconsistent", "frag_timeout", "frag_evicted", "runt", "oversized", "filter",
     "send_error", "socket_overflow", "own_tunnel", "crypto_error", "control_queue",
@@ -370,15 +381,18 @@ cdef class Datapath:
         cdef dp_state *d = self.d
         return {
             "tx": {COUNTER_NAMES[i]: d.ctr_tx[i] for i in range(N_COUNTERS)},
-            "rx": {COUNTER_NAMES[i]: d.ctr_rx[i] for i in range(N_COUNTERS)},
+            "rx": {COUNTER_NAMES[i]: d.ctr_rx[i] + d.ctr_ctl[i] for i in range(N_COUNTERS)},
         }
 
     def count_rx_drop(self, str reason):
-        """Count a drop decided by the control plane (e.g. a HELLO that failed its checks)."""
+        """Count a drop decided by the control plane (e.g. a HELLO that failed its checks).
+
+        Kept apart from the rx pump's own counters, which only the pump thread writes.
+        """
         i = COUNTER_NAMES.index(reason)
         if i < DROP_MALFORMED:
             raise ValueError(f"{reason} is not a drop reason")
-        self.d.ctr_rx[i] += 1
+        self.d.ctr_ctl[i] += 1
 
     # -- benchmarks (in-process, GIL released, no I/O) -----------------------------------
 
@@ -594,3 +608,176 @@ cdef class ReplayWindow:
 
     def reset(self):
         replay_reset(&self.w)
+
+
+# -- the engine: both pumps over real sockets ---------------------------------------------
+
+def clock_ms():
+    """The pumps' clock (CLOCK_MONOTONIC_COARSE) in milliseconds, for comparing timestamps."""
+    return pump_clock_ms()
+
+
+cdef class Engine:
+    """Both pumps of one site over its LAN fd and UDP fd, and what Python shares with them.
+
+    Engine(datapath, lan_fd, lan_kind, udp_fd, listen_port, gso, gro); run_tx() and run_rx()
+    each block their calling thread, GIL released, until stop().
+    """
+
+    cdef engine_state *e
+    cdef Datapath datapath
+
+    def __cinit__(self, Datapath datapath, int lan_fd, int lan_kind, int udp_fd, int listen_port,
+                  bint gso, bint gro):
+        cdef engine_state *e
+        cdef int i
+        cdef uint8_t *slot
+        if lan_kind not in (LAN_PACKET, LAN_TAP):
+            raise ValueError(f"lan_kind must be LAN_PACKET or LAN_TAP, got {lan_kind}")
+        self.datapath = datapath
+        self.e = e = <engine_state *>calloc(1, sizeof(engine_state))
+        if e == NULL:
+            raise MemoryError("engine state")
+        e.wake_fd = e.ctl_fd = -1
+        e.dp = datapath.d
+        e.lan_fd = lan_fd
+        e.lan_kind = lan_kind
+        e.udp_fd = udp_fd
+        e.listen_port = <uint16_t>listen_port
+        e.gso = gso
+        e.gro = gro
+        if pthread_mutex_init(&e.peer_lock, NULL) != 0 or pthread_mutex_init(&e.ctl_lock, NULL) != 0:
+            raise OSError("pthread_mutex_init failed")
+        e.frames = <uint8_t *>malloc(<size_t>TX_BATCH * FRAME_SLOT)
+        e.pkts = <pkt_ref *>calloc(TX_PKTS, sizeof(pkt_ref))
+        e.udp_out = <mmsghdr *>calloc(TX_PKTS, sizeof(mmsghdr))
+        e.udp_out_iov = <iovec *>calloc(3 * TX_PKTS, sizeof(iovec))
+        e.udp_out_cmsg = <uint8_t *>calloc(TX_PKTS, CMSG_ROOM)
+        e.dgrams = <uint8_t *>malloc(<size_t>RX_BATCH * RX_SLOT)
+        e.scratch = <uint8_t *>malloc(<size_t>OUT_BATCH * (MAX_MAX_PACKET + TAILROOM))
+        e.ctl_buf = <uint8_t *>malloc(<size_t>CTL_SLOTS * CTL_MAX)
+        e.seg_arena = <uint8_t *>malloc(SEG_ARENA_LEN)
+        if (e.seg_arena == NULL or e.frames == NULL or e.pkts == NULL or e.udp_out == NULL or e.udp_out_iov == NULL
+                or e.udp_out_cmsg == NULL or e.dgrams == NULL or e.scratch == NULL
+                or e.ctl_buf == NULL):
+            raise MemoryError("engine buffers")
+        e.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        e.ctl_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        if e.wake_fd < 0 or e.ctl_fd < 0:
+            raise OSError(errno, "eventfd failed")
+        for i in range(TX_BATCH):
+            slot = e.frames + <size_t>i * FRAME_SLOT
+            e.lan_in_iov[2 * i].iov_base = slot + 4
+            e.lan_in_iov[2 * i].iov_len = VNET_HDR_LEN
+            e.lan_in_iov[2 * i + 1].iov_base = slot + FRAME_AT
+            e.lan_in_iov[2 * i + 1].iov_len = FRAME_SLOT - FRAME_AT - TAILROOM
+            e.lan_in[i].msg_hdr.msg_iov = &e.lan_in_iov[2 * i]
+            e.lan_in[i].msg_hdr.msg_iovlen = 2
+            e.lan_in[i].msg_hdr.msg_control = &e.lan_in_cmsg[i * CMSG_ROOM]
+        for i in range(RX_BATCH):
+            e.udp_in_iov[i].iov_base = e.dgrams + <size_t>i * RX_SLOT
+            e.udp_in_iov[i].iov_len = RX_SLOT - TAILROOM
+            e.udp_in[i].msg_hdr.msg_iov = &e.udp_in_iov[i]
+            e.udp_in[i].msg_hdr.msg_iovlen = 1
+            e.udp_in[i].msg_hdr.msg_name = &e.udp_in_name[i * SOCKADDR_LEN]
+            e.udp_in[i].msg_hdr.msg_control = &e.udp_in_cmsg[i * CMSG_ROOM]
+        for i in range(OUT_BATCH):
+            e.lan_out[i].msg_hdr.msg_iov = &e.lan_out_iov[2 * i]
+
+    def __dealloc__(self):
+        e = self.e
+        if e == NULL:
+            return
+        if e.wake_fd >= 0:
+            close(e.wake_fd)
+        if e.ctl_fd >= 0:
+            close(e.ctl_fd)
+        free(e.frames)
+        free(e.pkts)
+        free(e.udp_out)
+        free(e.udp_out_iov)
+        free(e.udp_out_cmsg)
+        free(e.dgrams)
+        free(e.scratch)
+        free(e.ctl_buf)
+        free(e.seg_arena)
+        pthread_mutex_destroy(&e.peer_lock)
+        pthread_mutex_destroy(&e.ctl_lock)
+        free(e)
+        self.e = NULL
+
+    @property
+    def control_fd(self):
+        """An eventfd that becomes readable when control packets wait in pop_control()."""
+        return self.e.ctl_fd
+
+    def set_peer(self, sockaddr):
+        """Send to this raw sockaddr (struct sockaddr_in or sockaddr_in6 bytes) from now on."""
+        cdef const uint8_t[:] sa = sockaddr
+        if not 16 <= sa.shape[0] <= SOCKADDR_LEN:
+            raise ValueError("sockaddr must be a struct sockaddr_in or sockaddr_in6")
+        pthread_mutex_lock(&self.e.peer_lock)
+        if not udp_addr_equal(&sa[0], sa.shape[0], self.e.peer, self.e.peer_len):
+            memcpy(self.e.peer, &sa[0], sa.shape[0])
+            self.e.peer_len = <socklen_t>sa.shape[0]
+            self.e.peer_gen += 1
+        pthread_mutex_unlock(&self.e.peer_lock)
+
+    def peer(self):
+        """(raw sockaddr or None, generation, roams): where we send, and how often it moved."""
+        pthread_mutex_lock(&self.e.peer_lock)
+        addr = PyBytes_FromStringAndSize(<char *>self.e.peer, self.e.peer_len) if self.e.peer_len else None
+        gen, roams = self.e.peer_gen, self.e.peer_roams
+        pthread_mutex_unlock(&self.e.peer_lock)
+        return addr, gen, roams
+
+    def run_tx(self):
+        """Pump LAN -> tunnel in this thread until stop(); returns 0 or the LAN errno."""
+        cdef int rc
+        with nogil:
+            rc = pump_tx(self.e)
+        return rc
+
+    def run_rx(self):
+        """Pump tunnel -> LAN in this thread until stop(); returns 0 or the UDP errno."""
+        cdef int rc
+        with nogil:
+            rc = pump_rx(self.e)
+        return rc
+
+    def stop(self):
+        cdef uint64_t one = 1
+        self.e.stop = 1
+        write(self.e.wake_fd, &one, sizeof(one))
+
+    def pop_control(self):
+        """Queued control packets as [(datagram, raw sockaddr)], oldest first."""
+        cdef uint64_t junk
+        cdef int slot
+        e = self.e
+        read(e.ctl_fd, &junk, sizeof(junk))
+        out = []
+        pthread_mutex_lock(&e.ctl_lock)
+        while e.ctl_count:
+            slot = e.ctl_head
+            out.append((PyBytes_FromStringAndSize(<char *>e.ctl_buf + <size_t>slot * CTL_MAX, e.ctl_len[slot]),
+                        PyBytes_FromStringAndSize(<char *>e.ctl_from + slot * SOCKADDR_LEN, e.ctl_fromlen[slot])))
+            e.ctl_head = (e.ctl_head + 1) % CTL_SLOTS
+            e.ctl_count -= 1
+        pthread_mutex_unlock(&e.ctl_lock)
+        return out
+
+    def snapshot(self):
+        """What the pumps know that counters do not: offloads in use and last activity."""
+        e = self.e
+        return {
+            "gso": bool(e.gso),
+            "gro": bool(e.gro),
+            "gso_errno": e.gso_errno,
+            "last_auth_ms": e.last_auth_ms,
+            "last_send_ms": e.last_send_ms,
+        }
+
+
+LAN_KIND_PACKET = LAN_PACKET
+LAN_KIND_TAP = LAN_TAP

@@ -72,6 +72,19 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    # Imported here: the daemon pulls in the compiled datapath, which keygen and check do not need.
+    from etun.daemon import run_site
+
+    return run_site(args["<config>"])
+
+
+def cmd_status(args) -> int:
+    from etun.status import run_status
+
+    return run_status(args["<config>"], args["--json"], args["--watch"])
+
+
 def cmd_bench(args) -> int:
     raw = args["--seconds"]
     try:
@@ -94,10 +107,10 @@ def _not_built(command: str):
 
 
 COMMANDS = {
-    "run": _not_built("run"),
+    "run": cmd_run,
     "keygen": cmd_keygen,
     "verify-peer": _not_built("verify-peer"),
-    "status": _not_built("status"),
+    "status": cmd_status,
     "check": cmd_check,
     "bench": cmd_bench,
 }

@@ -180,13 +180,13 @@ cdef int32_t reasm_alloc(reasm_table *t, uint32_t gen, uint64_t base, uint32_t l
 
 
 cdef void reasm_expire(reasm_table *t, uint64_t now_ms, uint64_t *ctr) noexcept nogil:
-    """Discard frames whose first fragment is older than the timeout, oldest first."""
+    """Discard frames whose first fragment arrived more than the timeout ago, oldest first."""
     cdef int c
     cdef int32_t sid
     for c in range(2):
         while True:
             sid = t.cls[c].head
-            if sid < 0 or t.slots[sid].t_first_ms + t.timeout_ms > now_ms:
+            if sid < 0 or t.slots[sid].t_first_ms + t.timeout_ms >= now_ms:
                 break
             ctr[DROP_FRAG_TIMEOUT] += 1
             reasm_discard(t, sid)

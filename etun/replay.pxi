@@ -1,4 +1,4 @@
-# Anti-replay: the RFC 6479 sliding window of REPLAY_WINDOW counters behind the highest seen.
+# Anti-replay: the RFC 6479 sliding window; accepts counters up to REPLAY_WINDOW behind the highest.
 
 cdef inline void replay_reset(replay_window *w) noexcept nogil:
     memset(w, 0, sizeof(replay_window))
@@ -25,7 +25,9 @@ cdef bint replay_accept(replay_window *w, uint64_t counter) noexcept nogil:
         for i in range(1, steps + 1):
             w.bits[(top_block + i) & (REPLAY_BLOCKS - 1)] = 0
         w.top = counter
-    elif w.top - counter >= REPLAY_WINDOW:
+    elif w.top - counter > REPLAY_WINDOW:
+        # The ring holds REPLAY_BLOCKS words; the oldest word still distinct from the newest
+        # covers exactly REPLAY_WINDOW counters behind the top.
         return False
     block &= REPLAY_BLOCKS - 1
     if w.bits[block] & bit:

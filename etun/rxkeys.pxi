@@ -111,19 +111,31 @@ cdef int rxkeys_lookup(dp_state *d, const uint8_t *pkt, uint32_t body_len) noexc
 
 
 cdef void rxkeys_promote(dp_state *d, int k) noexcept nogil:
-    """An index ahead of the current one authenticated: it becomes current, its
-    predecessor previous, and the index after it is derived as next."""
+    """An index above the current one authenticated: it becomes current, index - 1 previous
+    (kept if held, derived if it was skipped) and index + 1 is derived as next."""
     cdef uint32_t index = d.rxk[k].keys.index
-    rxkeys_clear(d, &d.rx_prev)
-    d.rx_prev = d.rx_cur
-    d.rx_cur = k
+    cdef int olds[3]
+    cdef int keep = -1, j, s
+    olds[0] = d.rx_cur
+    olds[1] = d.rx_next
+    olds[2] = d.rx_prev
+    for j in range(2):
+        s = olds[j]
+        if s >= 0 and s != k and d.rxk[s].keys.live and d.rxk[s].keys.index + 1 == index:
+            keep = s
+    for j in range(3):
+        s = olds[j]
+        if s >= 0 and s != k and s != keep:
+            crypto_keys_wipe(&d.rxk[s].keys)
     if k == d.rx_trial:
         d.rx_trial = -1
-        rxkeys_clear(d, &d.rx_next)
-    else:
-        d.rx_next = -1
+    d.rx_cur = k
+    d.rx_prev = keep
+    d.rx_next = -1
     if d.rx_trial >= 0 and d.rxk[d.rx_trial].keys.index <= index + 1:
         rxkeys_clear(d, &d.rx_trial)
+    if d.rx_prev < 0:
+        rxkeys_install(d, &d.rx_prev, index - 1)
     rxkeys_install(d, &d.rx_next, index + 1)
 
 

@@ -1,0 +1,23 @@
+# Control packets (HELLO, PROBE, PROBE_REPLY) from the rx pump to the Python control plane:
+# a small locked ring and an eventfd to wake the control loop. A full ring drops, counted.
+
+cdef void ctlq_push(engine_state *e, const uint8_t *pkt, uint32_t length, const uint8_t *name,
+                    socklen_t namelen) noexcept nogil:
+    cdef int slot
+    cdef uint64_t one = 1
+    if length > CTL_MAX or namelen > SOCKADDR_LEN:
+        e.dp.ctr_rx[DROP_MALFORMED] += 1
+        return
+    pthread_mutex_lock(&e.ctl_lock)
+    if e.ctl_count == CTL_SLOTS:
+        pthread_mutex_unlock(&e.ctl_lock)
+        e.dp.ctr_rx[DROP_CONTROL_QUEUE] += 1
+        return
+    slot = (e.ctl_head + e.ctl_count) % CTL_SLOTS
+    memcpy(e.ctl_buf + <size_t>slot * CTL_MAX, pkt, length)
+    e.ctl_len[slot] = length
+    memcpy(e.ctl_from + slot * SOCKADDR_LEN, name, namelen)
+    e.ctl_fromlen[slot] = namelen
+    e.ctl_count += 1
+    pthread_mutex_unlock(&e.ctl_lock)
+    write(e.ctl_fd, &one, sizeof(one))

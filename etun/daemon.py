@@ -1,0 +1,276 @@
+"""`etun run`: set the site up in one visible order, pump until told to stop, tear down in reverse."""
+
+import ipaddress
+import logging
+import os
+import select
+import signal
+import threading
+import time
+
+from etun import __version__, _fast, keys
+from etun.config import load_config
+from etun.control import ControlServer
+from etun.errors import RuntimeFailure
+from etun.lan import open_lan
+from etun.session import Session
+from etun.transport import format_sockaddr, open_transport, resolve_peer, sockaddr_tuple
+
+log = logging.getLogger("etun")
+
+TICK_S = 0.2                    # the control loop wakes at least this often
+PEER_SILENT_KEEPALIVES = 3      # the peer is down after this many silent keepalive intervals
+RESOLVE_INTERVAL_MS = 30_000    # re-resolve a DNS peer this often while it is silent
+PUMP_JOIN_S = 5.0
+
+
+def setup_logging(site: str) -> None:
+    handler = logging.StreamHandler()
+    # Under systemd the journal stamps each line itself.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    handler.setFormatter(logging.Formatter(f"{stamp}etun[{site}]: %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if os.environ.get("ETUN_DEBUG") else logging.INFO)
+    log.propagate = False
+
+
+def is_name(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return False
+    except ValueError:
+        return True
+
+
+class Daemon:
+    """One site's running tunnel: the objects `etun run` sets up, owns and tears down."""
+
+    def __init__(self, config):
+        self.config = config
+        self.level = _fast.LEVELS[config.security.level]
+        self.keepalive_ms = config.tunnel.keepalive * 1000
+        self.stopping = False
+        self.pump_result: dict[str, int] = {}
+        self.lan = self.udp = self.engine = self.control = None
+        self.threads: list[threading.Thread] = []
+        self.started = time.monotonic()
+
+    # -- setup, in order ---------------------------------------------------------------------
+
+    def setup(self) -> None:
+        c = self.config
+        prk = control_key = None
+        if self.level != _fast.LEVELS["none"]:
+            material = keys.load_key_file(c.security.key_file)
+            try:
+                prk = keys.derive_prk(material)
+                fingerprint = keys.fingerprint(material)
+            finally:
+                keys.wipe(material)
+            control_key = keys.control_key(prk)
+            log.info("key material %s, fingerprint %s", c.security.key_file, fingerprint)
+        self.lan = open_lan(c.lan)
+        self.udp = open_transport(c.tunnel.listen)
+        peer = resolve_peer(c.tunnel.peer, self.udp.family)
+        self.datapath = _fast.Datapath(self.level, c.tunnel.max_packet)
+        self.engine = _fast.Engine(self.datapath, self.lan.fd, self.lan.kind, self.udp.fd,
+                                   self.udp.port, self.udp.gso, self.udp.gro)
+        self.engine.set_peer(peer)
+        self.control = ControlServer(c.control.socket, {"status": self.handle_status})
+        now = _fast.clock_ms()
+        self.session = Session(self.level, self.datapath, c.site.name, prk, control_key, now)
+        self.session.keepalive_ms = self.keepalive_ms
+        self.peer_up = False
+        self.peer_gen = self.engine.peer()[1]
+        self.last_resolve_ms = now
+        self.last_rotate_ms = now
+        self.rotated_for = None
+        for note in self.lan.notes + self.udp.notes:
+            log.info("%s", note)
+        log.info("etun %s running: level %s, LAN %s (%s mode, MTU %d), peer %s (%s)", __version__,
+                 c.security.level, self.lan.name, c.lan.mode, self.lan.mtu, c.tunnel.peer,
+                 format_sockaddr(peer))
+
+    def start_pumps(self) -> None:
+        for name, fn in (("tx", self.engine.run_tx), ("rx", self.engine.run_rx)):
+            t = threading.Thread(target=self._pump, args=(name, fn), name=f"etun-{name}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _pump(self, name, fn) -> None:
+        self.pump_result[name] = fn()
+        os.write(self.wake_w, b"p")
+
+    # -- the control loop -------------------------------------------------------------------
+
+    def loop(self) -> int:
+        while not self.stopping:
+            timeout = min(TICK_S, max(0.0, (self.session.next_hello_ms - _fast.clock_ms()) / 1000))
+            ready, _, _ = select.select([self.engine.control_fd, self.wake_r, *self.control.fds()],
+                                        [], [], timeout)
+            if self.wake_r in ready:
+                os.read(self.wake_r, 4096)
+            self.control.handle(ready)
+            for name, rc in self.pump_result.items():
+                if not self.stopping:
+                    side = "LAN interface " + self.lan.name if name == "tx" else "UDP socket"
+                    raise RuntimeFailure(f"{side} failed: {os.strerror(rc) if rc else 'pump stopped'}")
+            now = _fast.clock_ms()
+            for datagram, source in self.engine.pop_control():
+                self.handle_control(datagram, source, now)
+            self.tick(now)
+        return 0
+
+    def handle_control(self, datagram: bytes, source: bytes, now: int) -> None:
+        if datagram[0] & 15 != _fast.HELLO:
+            self.datapath.count_rx_drop("malformed")        # PROBE handling arrives with verify-peer
+            return
+        out = self.session.receive(datagram, now)
+        if out.drop:
+            self.datapath.count_rx_drop(out.drop)
+            log.debug("HELLO from %s dropped: %s", format_sockaddr(source), out.drop)
+            return
+        for event in out.events:
+            log.info("%s (peer %s at %s)", event, self.session.peer_site or "?", format_sockaddr(source))
+        if out.roam and self.level != _fast.LEVELS["none"]:
+            current = self.engine.peer()[0]
+            if current != source:
+                self.engine.set_peer(source)
+                log.info("peer moved to %s", format_sockaddr(source))
+        self.peer_gen = self.engine.peer()[1]
+        if out.answer:
+            self.send_hello(now)
+
+    def send_hello(self, now: int) -> None:
+        peer = self.engine.peer()[0]
+        try:
+            self.udp.sock.sendto(self.session.hello(now), sockaddr_tuple(peer))
+        except OSError as e:
+            log.debug("HELLO to %s not sent: %s", format_sockaddr(peer), e.strerror)
+
+    def tick(self, now: int) -> None:
+        s = self.session
+        if s.hello_due(now):
+            self.send_hello(now)
+        # Rotate the send keys every `rekey` seconds of one session; a new session starts at 0.
+        if s.send_installed_ms != self.rotated_for:
+            self.rotated_for = s.send_installed_ms
+            self.last_rotate_ms = now
+        elif s.send is not None and now - self.last_rotate_ms >= self.config.security.rekey * 1000:
+            self.datapath.rotate_send()
+            self.last_rotate_ms = now
+            log.debug("send keys rotated to index %d", self.datapath.send_index)
+        peer, gen, roams = self.engine.peer()
+        if gen != self.peer_gen:
+            self.peer_gen = gen
+            log.info("peer moved to %s (authenticated traffic from there)", format_sockaddr(peer))
+        last = max(self.engine.snapshot()["last_auth_ms"], s.last_rx_ms or 0)
+        up = bool(last) and now - last < PEER_SILENT_KEEPALIVES * self.keepalive_ms and s.settled
+        if up != self.peer_up:
+            self.peer_up = up
+            if up:
+                rtt = f", rtt {s.rtt_ms:.1f} ms" if s.rtt_ms is not None else ""
+                log.info("peer up: %s at %s%s", s.peer_site or "?", format_sockaddr(peer), rtt)
+            else:
+                log.info("peer down: nothing authenticated for %d s", (now - last) // 1000 if last else 0)
+        host = self.config.tunnel.peer.host
+        if not up and is_name(host) and now - self.last_resolve_ms >= RESOLVE_INTERVAL_MS:
+            self.last_resolve_ms = now
+            try:
+                fresh = resolve_peer(self.config.tunnel.peer, self.udp.family)
+            except RuntimeFailure as e:
+                log.info("%s", e.message)
+            else:
+                if fresh != peer:
+                    self.engine.set_peer(fresh)
+                    self.peer_gen = self.engine.peer()[1]
+                    log.info("peer %s now resolves to %s", host, format_sockaddr(fresh))
+
+    # -- status -----------------------------------------------------------------------------
+
+    def handle_status(self, request, client) -> dict:
+        return self.status()
+
+    def status(self) -> dict:
+        """Everything `etun status` shows; the schema is documented in docs/STATUS.md."""
+        c, s, now = self.config, self.session, _fast.clock_ms()
+        peer, _, roams = self.engine.peer()
+        snap = self.engine.snapshot()
+        last = max(snap["last_auth_ms"], s.last_rx_ms or 0)
+        counters = self.datapath.counters()
+
+        def direction(raw: dict, traffic: tuple) -> dict:
+            d = {name: raw[name] for name in traffic}
+            d["drops"] = {name: raw[name] for name in _fast.DROP_REASONS}
+            return d
+
+        return {
+            "schema": 1,
+            "etun": __version__,
+            "site": c.site.name,
+            "level": c.security.level,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "lan": {"interface": self.lan.name, "mode": c.lan.mode, "mtu": self.lan.mtu},
+            "tunnel": {"listen": str(c.tunnel.listen), "max_packet": c.tunnel.max_packet,
+                       "gso": snap["gso"], "gro": snap["gro"]},
+            "peer": {
+                "configured": str(c.tunnel.peer),
+                "address": format_sockaddr(peer) if peer else None,
+                "site": s.peer_site or None,
+                "up": self.peer_up,
+                "last_seen_s": round((now - last) / 1000, 3) if last else None,
+                "rtt_ms": s.rtt_ms,
+                "roams": roams,
+            },
+            "keys": {"send_index": self.datapath.send_index, "recv_index": self.datapath.recv_index,
+                     "settled": s.settled},
+            "directions": {
+                "outbound": direction(counters["tx"], ("frames", "bytes", "packets", "fragments",
+                                                       "superframes")),
+                "inbound": direction(counters["rx"], ("frames", "bytes", "packets", "fragments",
+                                                      "reassembled", "control")),
+            },
+        }
+
+    # -- teardown, in reverse ---------------------------------------------------------------
+
+    def teardown(self) -> None:
+        if self.control is not None:
+            self.control.close()
+        if self.engine is not None:
+            self.engine.stop()
+        for t in self.threads:
+            t.join(PUMP_JOIN_S)
+        if self.udp is not None:
+            self.udp.close()
+        if self.lan is not None:
+            self.lan.close()
+
+    def stop(self, signum, frame) -> None:
+        if not self.stopping:
+            log.info("stopping (%s)", signal.Signals(signum).name)
+        self.stopping = True
+
+    def run(self) -> int:
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        try:
+            self.setup()
+            self.start_pumps()
+            return self.loop()
+        finally:
+            self.teardown()
+            signal.set_wakeup_fd(-1)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+
+
+def run_site(path) -> int:
+    config = load_config(path)
+    setup_logging(config.site.name)
+    code = Daemon(config).run()
+    log.info("stopped")
+    return code

@@ -1,0 +1,204 @@
+"""The HELLO exchange (docs/PROTOCOL.md §5): sessions per direction, keepalive, round-trip time."""
+
+import os
+import struct
+from dataclasses import dataclass, field
+
+from etun import _fast, keys
+
+HELLO_LEN = 128
+FLAG_ANSWER = 0x01
+ZERO16 = bytes(16)
+SENDERS_REMEMBERED = 16         # HELLO counters kept per sender nonce: bounded, whatever arrives
+ANSWERS_PER_SECOND = 10         # replies to HELLOs: a replayed flood cannot make us chatty
+UNSETTLED_INTERVAL_MS = 1000    # HELLO period while a direction has no confirmed session
+
+
+@dataclass
+class Hello:
+    sender: bytes
+    challenge: bytes
+    propose: bytes
+    acc_sender: bytes
+    acc_chal: bytes
+    time_ms: int
+    echo_ms: int
+    held_ms: int
+    flags: int
+    site: str
+
+    LAYOUT = struct.Struct("!16s16s16s16s16sIIIB3x32s")
+
+    def encode(self) -> bytes:
+        return self.LAYOUT.pack(self.sender, self.challenge, self.propose, self.acc_sender,
+                                self.acc_chal, self.time_ms & 0xFFFFFFFF, self.echo_ms & 0xFFFFFFFF,
+                                self.held_ms & 0xFFFFFFFF, self.flags, self.site.encode()[:32])
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "Hello":
+        if len(payload) != HELLO_LEN:
+            raise ValueError("malformed")
+        f = cls.LAYOUT.unpack(payload)
+        try:
+            site = f[9].rstrip(b"\0").decode()
+        except UnicodeDecodeError:
+            raise ValueError("malformed") from None
+        return cls(*f[:9], site=site)
+
+
+@dataclass
+class Outcome:
+    """What one received HELLO asks of the daemon."""
+
+    answer: bool = False
+    roam: bool = False
+    events: list[str] = field(default_factory=list)
+    drop: str | None = None
+
+
+class Session:
+    """Both directions' session state of one site; keys go to the datapath as they settle.
+
+    Receive side: the peer opens a session to us by echoing our current challenge; we accept
+    it and draw a new challenge at once. Send side: we propose (echo) the peer's challenge
+    and keep sending under the session in use until the peer confirms it accepted ours.
+    """
+
+    def __init__(self, level: int, datapath, site: str, prk: bytes | None, control_key: bytes | None,
+                 now_ms: int, random=os.urandom):
+        self.level = level
+        self.dp = datapath
+        self.site = site
+        self.prk = prk
+        self.control_key = control_key
+        self.random = random
+        self.sender = random(16)
+        self.counter = 0
+        self.challenge = random(16)
+        self.recv: tuple[bytes, bytes] | None = None    # (peer sender, our challenge) we accept
+        self.send: bytes | None = None                  # peer challenge we send under
+        self.pending: bytes | None = None               # peer challenge proposed, unconfirmed
+        self.last_counter: dict[bytes, int] = {}
+        self.peer_time: tuple[int, int] | None = None   # (peer's time_ms, our now_ms on receipt)
+        self.peer_site = ""
+        self.rtt_ms: float | None = None
+        self.last_rx_ms: int | None = None
+        self.next_hello_ms = now_ms
+        self.answer_credit = float(ANSWERS_PER_SECOND)
+        self.answer_at_ms = now_ms
+        self.send_installed_ms: int | None = None
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def settled(self) -> bool:
+        return self.recv is not None and self.send is not None and self.pending is None
+
+    def _secret(self, sender: bytes, challenge: bytes) -> bytes:
+        if self.level == _fast.LEVELS["none"]:
+            return b""
+        return keys.session_secret(self.prk, sender, challenge)
+
+    def _install_send(self, challenge: bytes, now_ms: int) -> None:
+        self.dp.set_send_session(self._secret(self.sender, challenge))
+        self.send = challenge
+        self.send_installed_ms = now_ms
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def hello(self, now_ms: int) -> bytes:
+        """A HELLO datagram saying where both directions stand."""
+        self.counter += 1
+        echo, held = (0, 0)
+        if self.peer_time is not None:
+            echo, held = self.peer_time[0], now_ms - self.peer_time[1]
+        h = Hello(
+            sender=self.sender,
+            challenge=self.challenge,
+            propose=self.pending or self.send or ZERO16,
+            acc_sender=self.recv[0] if self.recv else ZERO16,
+            acc_chal=self.recv[1] if self.recv else ZERO16,
+            time_ms=now_ms,
+            echo_ms=echo,
+            held_ms=held,
+            flags=0 if self.settled else FLAG_ANSWER,
+            site=self.site,
+        )
+        self.next_hello_ms = now_ms + (UNSETTLED_INTERVAL_MS if not self.settled else self.keepalive_ms)
+        return _fast.seal_control(self.level, self.control_key, _fast.HELLO, self.counter, h.encode())
+
+    keepalive_ms = 10_000
+
+    def hello_due(self, now_ms: int) -> bool:
+        return now_ms >= self.next_hello_ms
+
+    def _may_answer(self, now_ms: int) -> bool:
+        self.answer_credit = min(ANSWERS_PER_SECOND,
+                                 self.answer_credit + (now_ms - self.answer_at_ms) * ANSWERS_PER_SECOND / 1000)
+        self.answer_at_ms = now_ms
+        if self.answer_credit < 1:
+            return False
+        self.answer_credit -= 1
+        return True
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def receive(self, datagram: bytes, now_ms: int) -> Outcome:
+        """Handle one HELLO datagram (already known to be of type HELLO)."""
+        out = Outcome()
+        try:
+            _, counter, payload = _fast.open_control(self.level, self.control_key, datagram)
+            h = Hello.decode(payload)
+        except _fast.Dropped as e:
+            out.drop = e.reason
+            return out
+        except ValueError:
+            out.drop = "malformed"
+            return out
+        # 1. Freshness: per sender nonce, HELLO counters only grow.
+        if counter <= self.last_counter.get(h.sender, 0):
+            out.drop = "replay"
+            return out
+        self.last_counter.pop(h.sender, None)     # re-insert: the dict's order is recency
+        self.last_counter[h.sender] = counter
+        if len(self.last_counter) > SENDERS_REMEMBERED:
+            del self.last_counter[next(iter(self.last_counter))]
+        changed = False
+
+        # 2. Accept: the peer echoed our current challenge, so this HELLO is fresh.
+        if h.propose == self.challenge:
+            if self.recv != (h.sender, h.propose):
+                restarted = self.recv is not None and self.recv[0] != h.sender
+                self.dp.set_recv_session(self._secret(h.sender, h.propose))
+                self.recv = (h.sender, h.propose)
+                out.events.append("peer restarted; new session accepted" if restarted
+                                  else "receive session accepted")
+                changed = True
+            self.challenge = self.random(16)
+            out.roam = True
+        elif self.recv is not None and h.sender == self.recv[0]:
+            out.roam = True
+
+        # 3./4. Confirm our proposal, or propose the peer's current challenge.
+        if h.acc_sender == self.sender and self.pending is not None and h.acc_chal == self.pending:
+            if self.send != self.pending:
+                self._install_send(self.pending, now_ms)
+            self.pending = None
+            out.events.append("send session confirmed")
+        elif not (h.acc_sender == self.sender and h.acc_chal == self.send):
+            if self.pending != h.challenge:
+                self.pending = h.challenge
+                changed = True
+            if self.send is None:
+                # Nothing to keep sending under: start now, the confirmation follows.
+                self._install_send(self.pending, now_ms)
+
+        if h.echo_ms:
+            rtt = (now_ms - h.echo_ms - h.held_ms) & 0xFFFFFFFF
+            if rtt < 60_000:
+                self.rtt_ms = float(rtt)
+        self.peer_time = (h.time_ms, now_ms)
+        self.peer_site = h.site
+        self.last_rx_ms = now_ms
+        out.answer = (changed or bool(h.flags & FLAG_ANSWER)) and self._may_answer(now_ms)
+        return out

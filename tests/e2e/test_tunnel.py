@@ -1,0 +1,155 @@
+"""etun joins two LANs: full-size DF pings over a WAN of MTU 840, the wire format on that WAN,
+bulk TCP intact, VLAN tags kept byte for byte, jumbo frames. Topology in tests/e2e/topology.py.
+"""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.e2e.conftest import status, wait_until
+from tests.e2e.topology import GW_IP, HOST_IP, HOST_IP6, REPO
+
+pytestmark = pytest.mark.usefixtures("e2e_ready")
+
+
+def start_pair(t, level="encrypt", **config):
+    for site in "ab":
+        t.start_etun(site, t.write_config(site, level=level, **config))
+    t.wait_log("a", "peer up")
+    t.wait_log("b", "peer up")
+
+
+def transfer(t, nbytes: int, timeout: float = 120, port: int = 7000) -> tuple[str, str]:
+    """Send nbytes of random data hostA -> hostB over TCP; both ends' (count, sha256) lines."""
+    script = REPO / "tests" / "e2e" / "tcpxfer.py"
+    rx = subprocess.Popen(["ip", "netns", "exec", t.ns("hb"), sys.executable, str(script), "recv", str(port)],
+                          stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        tx = t.out(f"{sys.executable} {script} send {HOST_IP['b']} {port} {nbytes}", "ha", timeout=timeout)
+        got, _ = rx.communicate(timeout=timeout)
+    finally:
+        if rx.poll() is None:
+            rx.kill()
+            rx.wait()
+    return tx.strip(), got.strip()
+
+
+@pytest.mark.parametrize("mode", ["packet", "tap"])
+@pytest.mark.parametrize("level", ["none", "auth", "encrypt"])
+def test_a_full_size_df_ping_crosses_a_wan_of_mtu_840(topo, mode, level):
+    t = topo(lan_mode=mode)
+    start_pair(t, level)
+    r = t.ping("a", HOST_IP["b"], size=1472, count=5)
+    assert " 0% packet loss" in r.stdout, r.stdout
+    r = t.ping("b", HOST_IP6["a"], size=1452, count=3)           # 1500-byte IPv6 packets
+    assert " 0% packet loss" in r.stdout, r.stdout
+    st = status(t, "a")
+    assert st["level"] == level and st["peer"]["up"]
+    assert st["directions"]["inbound"]["reassembled"] >= 8
+
+
+def test_the_wan_carries_small_balanced_packets_and_a_1514_byte_frame_in_exactly_two(topo):
+    from scapy.all import UDP, rdpcap
+
+    t = topo(host_offloads=False)
+    start_pair(t)
+    pcap = t.workdir / "wan.pcap"
+    cap = subprocess.Popen(["ip", "netns", "exec", t.ns("wan"), "tcpdump", "-i", "a0", "-s", "0", "-U",
+                            "-w", str(pcap), "udp port 5555"], stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        assert " 0% packet loss" in t.ping("a", HOST_IP["b"], size=1472, count=20).stdout
+        t.run(f"ping -q -c 200 -i 0.002 -s 1200 {HOST_IP['b']} >/dev/null", "ha", check=False)
+        time.sleep(0.5)
+    finally:
+        cap.terminate()
+        cap.wait()
+    frames: dict[tuple, list[int]] = {}
+    datagrams = 0
+    for pkt in rdpcap(str(pcap)):
+        udp = pkt[UDP]
+        body = bytes(udp.payload)
+        datagrams += 1
+        assert udp.len < 800, f"a {udp.len}-byte tunnel datagram"
+        if body[0] & 15 not in (1, 2):
+            continue                                        # HELLO
+        index, count = body[2], body[3]
+        base = int.from_bytes(body[8:16], "big") - index
+        frames.setdefault((pkt["IP"].src, base, count), []).append(len(body) - 32)
+    assert datagrams > 400
+    full = [sizes for sizes in frames.values() if sum(sizes) == 1514]
+    assert len(full) >= 40                                   # 20 requests + 20 replies, both ways seen
+    for sizes in frames.values():
+        if len(sizes) == 2:
+            assert max(sizes) - min(sizes) <= 1
+    assert all(len(sizes) == 2 and sizes[0] == sizes[1] for sizes in full)
+
+
+def test_64_mib_of_tcp_arrive_intact_with_the_hosts_offloads_on(topo):
+    t = topo(host_offloads=True)
+    start_pair(t)
+    sent, got = transfer(t, 64 << 20)
+    assert sent == got and sent.startswith(str(64 << 20))
+    out = status(t, "a")["directions"]["outbound"]
+    # The host's TSO super-frames were cut into wire-size frames, as its NIC would have.
+    assert out["superframes"] > 100
+    assert out["frames"] >= (64 << 20) // 1448
+    assert out["bytes"] > 64 << 20
+
+
+def test_vlan_and_qinq_frames_arrive_byte_identical(topo):
+    t = topo(lan_mtu=1508)
+    start_pair(t)
+    mac_b = t.out("cat /sys/class/net/eth0/address", "hb").strip()
+    mac_a = t.out("cat /sys/class/net/eth0/address", "ha").strip()
+    pcap = t.workdir / "hostb.pcap"
+    cap = subprocess.Popen(["ip", "netns", "exec", t.ns("hb"), "tcpdump", "-i", "eth0", "-s", "0", "-U",
+                            "-w", str(pcap), "vlan"], stderr=subprocess.DEVNULL)
+    craft = (
+        "from scapy.all import Ether, Dot1Q, Dot1AD, IP, UDP, Raw, sendp, raw\n"
+        f"a, b = '{mac_a}', '{mac_b}'\n"
+        "frames = [\n"
+        "  Ether(src=a, dst=b)/Dot1Q(vlan=100, prio=5)/IP(src='198.18.0.1', dst='198.18.0.2')/UDP(sport=1, dport=9)/Raw(b'q'*1400),\n"
+        "  Ether(src=a, dst=b)/Dot1AD(vlan=200)/Dot1Q(vlan=300)/IP(src='198.18.0.1', dst='198.18.0.2')/UDP(sport=2, dport=9)/Raw(b'Q'*1200),\n"
+        "  Ether(src=a, dst=b, type=0x88a8)/Dot1Q(vlan=7)/Dot1Q(vlan=8)/IP(src='198.18.0.1', dst='198.18.0.2')/UDP(sport=3, dport=9)/Raw(b'x'*1472),\n"
+        "  Ether(src=a, dst=b)/Dot1Q(vlan=0, prio=3)/IP(src='198.18.0.1', dst='198.18.0.2')/UDP(sport=4, dport=9)/Raw(b'p'*64),\n"
+        "]\n"
+        "sendp(frames, iface='eth0', verbose=False)\n"
+        "print('\\n'.join(raw(f).hex() for f in frames))\n"
+    )
+    try:
+        time.sleep(1.0)
+        sent = t.out(f"{sys.executable} -c \"{craft}\"", "ha").split()
+        time.sleep(1.0)
+    finally:
+        cap.terminate()
+        cap.wait()
+    from scapy.all import rdpcap
+    got = [bytes(p).hex() for p in rdpcap(str(pcap))]
+    assert len(sent) == 4
+    assert bytes.fromhex(sent[2])[12:14] == b"\x88\xa8" and len(bytes.fromhex(sent[2])) == 1522
+    for frame in sent:
+        assert frame in got, f"frame {frame[:60]}... did not arrive byte-identical"
+
+
+def test_jumbo_frames_cross_when_both_lans_run_mtu_9000(topo):
+    t = topo(lan_mtu=9000)
+    start_pair(t)
+    r = t.ping("a", HOST_IP["b"], size=8972, count=3)
+    assert " 0% packet loss" in r.stdout, r.stdout
+    st = status(t, "b")
+    assert st["directions"]["inbound"]["reassembled"] >= 3
+    assert st["directions"]["inbound"]["drops"]["oversized"] == 0
+
+
+def test_sigterm_stops_both_sites_cleanly_and_promptly(topo):
+    t = topo()
+    start_pair(t)
+    for site in "ab":
+        started = time.monotonic()
+        assert t.stop_etun(site) == 0
+        assert time.monotonic() - started < 2.0
+    assert not (t.workdir / "a.sock").exists()

@@ -1,0 +1,195 @@
+"""Two sites in network namespaces, joined by etun across a small-MTU WAN; narrated, always torn down.
+
+    hostA                gwA                      wan                      gwB                hostB
+   [eth0]---veth---[lan0 etun wan0]---veth---[a0 router b0]---veth---[wan0 etun lan0]---veth---[eth0]
+   198.18.0.1          198.19.1.1     MTU 840  .1.254  .2.254  MTU 840   198.19.2.1           198.18.0.2
+   2001:db8::1         2001:db8:1::1        2001:db8:1::fe  2001:db8:2::fe  2001:db8:2::1       2001:db8::2
+                       (the WAN carries IPv6 only when its MTU is at least 1280, IPv6's minimum)
+
+In tap mode each gateway bridges lan0 with etun's TAP device (br0); the hosts see no difference.
+Every command is printed before it runs (narrate=True), as the kernel WireGuard netns.sh does.
+"""
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HOST_IP = {"a": "198.18.0.1", "b": "198.18.0.2"}
+HOST_IP6 = {"a": "2001:db8::1", "b": "2001:db8::2"}
+GW_IP = {"a": "198.19.1.1", "b": "198.19.2.1"}
+GW_IP6 = {"a": "2001:db8:1::1", "b": "2001:db8:2::1"}
+ROUTER_IP = {"a": "198.19.1.254", "b": "198.19.2.254"}
+ROUTER_IP6 = {"a": "2001:db8:1::fe", "b": "2001:db8:2::fe"}
+ETUN_PORT = 5555
+
+
+@dataclass
+class EtunProcess:
+    site: str
+    proc: subprocess.Popen
+    config: Path
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@dataclass
+class Topology:
+    name: str = field(default_factory=lambda: f"et{os.getpid() % 100000}")
+    wan_mtu: int = 840
+    lan_mtu: int = 1500
+    lan_mode: str = "packet"
+    host_offloads: bool = True     # veth defaults (TSO/GSO, checksum offload) on the hosts' links
+    narrate: bool = True
+    workdir: Path | None = None
+    etuns: dict = field(default_factory=dict)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def ns(self, node: str) -> str:
+        return f"{self.name}-{node}"
+
+    def run(self, cmd: str, node: str | None = None, check: bool = True, capture: bool = False,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+        full = f"ip netns exec {self.ns(node)} sh -c {shlex.quote(cmd)}" if node else cmd
+        if self.narrate:
+            print(f"[{node or 'root'}] {cmd}", file=sys.stderr, flush=True)
+        return subprocess.run(full, shell=True, check=check, text=True, timeout=timeout,
+                              stdout=subprocess.PIPE if capture else None,
+                              stderr=subprocess.STDOUT if capture else None)
+
+    def out(self, cmd: str, node: str, timeout: float = 60) -> str:
+        return self.run(cmd, node, capture=True, timeout=timeout).stdout
+
+    # -- building ---------------------------------------------------------------------------
+
+    def up(self) -> "Topology":
+        if self.workdir is None:
+            self.workdir = Path(f"/tmp/{self.name}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for node in ("ha", "ga", "wan", "gb", "hb"):
+            self.run(f"ip netns add {self.ns(node)}")
+            self.run("ip link set lo up", node)
+        for site in "ab":
+            h, g = f"h{site}", f"g{site}"
+            self.run(f"ip link add eth0 netns {self.ns(h)} type veth peer name lan0 netns {self.ns(g)}")
+            self.run(f"ip link add wan0 netns {self.ns(g)} type veth peer name {site}0 netns {self.ns('wan')}")
+            for node, dev in ((h, "eth0"), (g, "lan0")):
+                self.run(f"ip link set {dev} mtu {self.lan_mtu} up", node)
+            self.run(f"sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.accept_dad=0", h)
+            self.run(f"ip addr add {HOST_IP[site]}/24 dev eth0", h)
+            self.run(f"ip addr add {HOST_IP6[site]}/64 dev eth0 nodad", h)
+            if not self.host_offloads:
+                self.run("ethtool -K eth0 tso off gso off gro off tx off rx off >/dev/null", h)
+            # The WAN behaves like a wire: the kernel segments GSO trains before they leave
+            # the gateway, so a capture sees what a real WAN would carry.
+            for node, dev in ((g, "wan0"), ("wan", f"{site}0")):
+                self.run(f"ip link set {dev} mtu {self.wan_mtu} up", node)
+                self.run(f"ethtool -K {dev} tso off gso off tx-udp-segmentation off gro off >/dev/null", node)
+            self.run(f"ip addr add {GW_IP[site]}/24 dev wan0", g)
+            self.run(f"ip addr add {ROUTER_IP[site]}/24 dev {site}0", "wan")
+            self.run(f"ip route add default via {ROUTER_IP[site]}", g)
+            if self.wan_mtu >= 1280:      # below 1280 the kernel runs no IPv6 on a link at all
+                self.run(f"ip addr add {GW_IP6[site]}/64 dev wan0 nodad", g)
+                self.run(f"ip addr add {ROUTER_IP6[site]}/64 dev {site}0 nodad", "wan")
+                self.run(f"ip -6 route add default via {ROUTER_IP6[site]}", g)
+            if self.lan_mode == "tap":
+                self.run("ip link add br0 type bridge", g)
+                self.run("sysctl -qw net.bridge.bridge-nf-call-iptables=0 "
+                         "net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0", g)
+                self.run("ip link set lan0 master br0", g)
+                self.run("ip link set br0 up", g)
+        self.run("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1", "wan")
+        return self
+
+    def down(self) -> None:
+        for site in list(self.etuns):
+            self.stop_etun(site)
+        for node in ("ha", "ga", "wan", "gb", "hb"):
+            self.run(f"ip netns del {self.ns(node)}", check=False)
+
+    def __enter__(self):
+        try:
+            return self.up()
+        except BaseException:
+            self.down()
+            raise
+
+    def __exit__(self, *exc):
+        self.down()
+
+    # -- etun -------------------------------------------------------------------------------
+
+    def keygen(self, name: str = "site.key") -> Path:
+        path = self.workdir / name
+        if not path.exists():
+            self.run(f"{sys.executable} -m etun.cli keygen {path}")
+        return path
+
+    def write_config(self, site: str, level: str = "encrypt", peer: str | None = None,
+                     listen: str | None = None, key: Path | None = None, extra: str = "") -> Path:
+        other = "b" if site == "a" else "a"
+        peer = peer or f"{GW_IP[other]}:{ETUN_PORT}"
+        listen = listen or f"0.0.0.0:{ETUN_PORT}"
+        key = key or self.keygen()
+        lan = ('mode = "tap"\ninterface = "br0"\ntap = "etun0"' if self.lan_mode == "tap"
+               else 'interface = "lan0"')
+        text = (f'[site]\nname = "site-{site}"\n\n[lan]\n{lan}\n\n'
+                f'[tunnel]\nlisten = "{listen}"\npeer = "{peer}"\nkeepalive = 2\n\n'
+                f'[security]\nlevel = "{level}"\nkey_file = "{key}"\n\n'
+                f'[control]\nsocket = "{self.workdir}/{site}.sock"\n{extra}')
+        path = self.workdir / f"{site}.toml"
+        path.write_text(text)
+        return path
+
+    def start_etun(self, site: str, config: Path | None = None, wait_up: bool = False,
+                   prefix: str = "") -> EtunProcess:
+        config = config or self.write_config(site)
+        log = self.workdir / f"{site}.log"
+        cmd = f"{prefix}{sys.executable} -m etun.cli run {config}"
+        if self.narrate:
+            print(f"[g{site}] {cmd} 2>{log}", file=sys.stderr, flush=True)
+        with open(log, "w") as f:
+            proc = subprocess.Popen(["ip", "netns", "exec", self.ns(f"g{site}"), *shlex.split(cmd)],
+                                    stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
+        self.etuns[site] = EtunProcess(site, proc, config, log)
+        if wait_up:
+            self.wait_log(site, "peer up")
+        return self.etuns[site]
+
+    def wait_log(self, site: str, text: str, timeout: float = 10) -> None:
+        e = self.etuns[site]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in e.text():
+                return
+            if e.proc.poll() is not None:
+                raise AssertionError(f"etun at {site} exited ({e.proc.returncode}):\n{e.text()}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {text!r} from etun at {site} within {timeout} s:\n{e.text()}")
+
+    def stop_etun(self, site: str, timeout: float = 5) -> int:
+        e = self.etuns.pop(site)
+        if e.proc.poll() is None:
+            e.proc.send_signal(signal.SIGTERM)
+            try:
+                e.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                e.proc.kill()
+                e.proc.wait()
+        return e.proc.returncode
+
+    # -- traffic ----------------------------------------------------------------------------
+
+    def ping(self, src: str, dst_ip: str, size: int = 56, count: int = 3, df: bool = True,
+             timeout: float = 15) -> subprocess.CompletedProcess:
+        df_opt = "-M do " if df else ""
+        return self.run(f"ping -n -q -c {count} -i 0.2 -W 2 {df_opt}-s {size} {dst_ip}",
+                        f"h{src}", check=False, capture=True, timeout=timeout)
