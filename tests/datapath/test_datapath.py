@@ -241,9 +241,9 @@ def test_incomplete_frames_expire_after_the_timeout(level):
     first = tx.seal(os.urandom(1514))[0]
     rx.open(first, now_ms=T0)
     assert rx.reassembly_in_use() == 1
-    rx.expire(now_ms=T0 + 499)
+    rx.expire(now_ms=T0 + 500)                   # exactly the timeout: not more than it yet
     assert rx.reassembly_in_use() == 1
-    rx.expire(now_ms=T0 + 500)
+    rx.expire(now_ms=T0 + 501)
     assert rx.reassembly_in_use() == 0
     assert rx.counters()["rx"]["frag_timeout"] == 1
 

@@ -4,7 +4,7 @@ import pytest
 
 from etun import _fast
 
-W = _fast.REPLAY_WINDOW_SIZE          # 4032 counters remembered behind the highest seen
+W = _fast.REPLAY_WINDOW_SIZE          # a counter may be up to 4032 behind the highest seen
 BIG = 1_000_000
 TOP = 2**64 - 1
 
@@ -18,25 +18,30 @@ TABLE = [
     (7, True),                # 6  ...
     (7, False),               # 7  ... but only once
     (W + 9, True),            # 8  jump: top = W + 9
-    (10, True),               # 9  top - 10 = W - 1: the oldest counter still inside
+    (10, True),               # 9  top - 10 = W - 1: inside
     (10, False),              # 10 and only once
-    (9, False),               # 11 top - 9 = W: just outside (also seen before)
-    (2, False),               # 12 far outside, never seen: still too old
-    (W + 8, True),            # 13 just below top
-    (W + 10, True),           # 14 just above top
-    (BIG, True),              # 15 a jump far beyond the window clears every block
-    (BIG - W + 1, True),      # 16 oldest inside after the jump: no stale bit from before
-    (BIG - W, False),         # 17 just outside
-    (BIG - 1, True),          # 18
-    (BIG - 1, False),         # 19
-    (BIG + 64, True),         # 20 a whole-block step
-    (BIG + 63, True),         # 21 the word just left behind is still valid
-    (BIG, False),             # 22 seen at 15
-    (TOP - 1, True),          # 23 the counter space ends at 2**64 - 1
-    (TOP, True),              # 24
-    (TOP, False),             # 25
-    (TOP - 2, True),          # 26
-    (BIG + 65, False),        # 27 far behind the top now
+    (9, False),               # 11 top - 9 = W: the oldest counter inside, but seen at 4
+    (8, False),               # 12 top - 8 = W + 1: just outside (also seen before)
+    (2, False),               # 13 far outside, never seen: still too old
+    (W + 8, True),            # 14 just below top
+    (W + 10, True),           # 15 just above top
+    (12, True),               # 16 top - 12 = W - 2 after the step: still inside
+    (BIG, True),              # 17 a jump far beyond the window clears every word
+    (BIG - W, True),          # 18 exactly W behind: the oldest inside, no stale bit from before
+    (BIG - W - 1, False),     # 19 one further: outside
+    (BIG - 1, True),          # 20
+    (BIG - 1, False),         # 21
+    (BIG + 64, True),         # 22 a whole-word step
+    (BIG + 63, True),         # 23 the word just left behind is still valid
+    (BIG, False),             # 24 seen at 17
+    (BIG + 64 - W, True),     # 25 exactly W behind the new top
+    (TOP - 1, True),          # 26 the counter space ends at 2**64 - 1
+    (TOP, True),              # 27
+    (TOP, False),             # 28
+    (TOP - 2, True),          # 29
+    (TOP - W, True),          # 30 exactly W behind the very top
+    (TOP - W - 1, False),     # 31
+    (BIG + 65, False),        # 32 far behind the top now
 ]
 
 
@@ -71,11 +76,12 @@ def test_replay_window_accepts_any_order_inside_the_window_exactly_once():
     import random
 
     rng = random.Random(6479)
-    counters = list(range(W))
+    counters = list(range(W + 1))         # the top and the W counters behind it
     rng.shuffle(counters)
     window = _fast.ReplayWindow()
+    # Whatever the order, every counter is within W of the highest one seen so far.
     assert all(window.accept(c) for c in counters)
-    assert not any(window.accept(c) for c in range(W))
+    assert not any(window.accept(c) for c in range(W + 1))
 
 
 def test_replay_window_reset_forgets_everything():
