@@ -32,6 +32,7 @@ test: build
 
 bench: build
 	$(PY) -m etun.cli bench
+	$(PY) -m tests.e2e.bench
 
 binary: build
 	@echo "make binary: not built yet (see issue 5)"; exit 1

@@ -711,8 +711,9 @@ cdef class Engine:
         """An eventfd that becomes readable when control packets wait in pop_control()."""
         return self.e.ctl_fd
 
-    def set_peer(self, sockaddr):
-        """Send to this raw sockaddr (struct sockaddr_in or sockaddr_in6 bytes) from now on."""
+    def set_peer(self, sockaddr, bint roam=False):
+        """Send to this raw sockaddr (struct sockaddr_in or sockaddr_in6 bytes) from now on;
+        `roam`: the peer was seen there (counted), rather than configured or resolved."""
         cdef const uint8_t[:] sa = sockaddr
         if not 16 <= sa.shape[0] <= SOCKADDR_LEN:
             raise ValueError("sockaddr must be a struct sockaddr_in or sockaddr_in6")
@@ -721,6 +722,8 @@ cdef class Engine:
             memcpy(self.e.peer, &sa[0], sa.shape[0])
             self.e.peer_len = <socklen_t>sa.shape[0]
             self.e.peer_gen += 1
+            if roam:
+                self.e.peer_roams += 1
         pthread_mutex_unlock(&self.e.peer_lock)
 
     def peer(self):

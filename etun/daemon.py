@@ -78,8 +78,8 @@ class Daemon:
         self.engine.set_peer(peer)
         self.control = ControlServer(c.control.socket, {"status": self.handle_status})
         now = _fast.clock_ms()
-        self.session = Session(self.level, self.datapath, c.site.name, prk, control_key, now)
-        self.session.keepalive_ms = self.keepalive_ms
+        self.session = Session(self.level, self.datapath, c.site.name, prk, control_key, now,
+                               self.keepalive_ms)
         self.peer_up = False
         self.peer_gen = self.engine.peer()[1]
         self.last_resolve_ms = now
@@ -135,7 +135,7 @@ class Daemon:
         if out.roam and self.level != _fast.LEVELS["none"]:
             current = self.engine.peer()[0]
             if current != source:
-                self.engine.set_peer(source)
+                self.engine.set_peer(source, roam=True)
                 log.info("peer moved to %s", format_sockaddr(source))
         self.peer_gen = self.engine.peer()[1]
         if out.answer:

@@ -2,6 +2,7 @@
 
 import os
 import struct
+import time
 from dataclasses import dataclass, field
 
 from etun import _fast, keys
@@ -14,6 +15,11 @@ ANSWERS_PER_SECOND = 10         # replies to HELLOs: a replayed flood cannot mak
 UNSETTLED_INTERVAL_MS = 1000    # HELLO period while a direction has no confirmed session
 
 
+def clock_us() -> int:
+    """Microseconds on the monotonic clock, for round-trip times (the pumps' clock is coarse)."""
+    return time.monotonic_ns() // 1000
+
+
 @dataclass
 class Hello:
     sender: bytes
@@ -21,9 +27,9 @@ class Hello:
     propose: bytes
     acc_sender: bytes
     acc_chal: bytes
-    time_ms: int
-    echo_ms: int
-    held_ms: int
+    time_us: int
+    echo_us: int
+    held_us: int
     flags: int
     site: str
 
@@ -31,8 +37,8 @@ class Hello:
 
     def encode(self) -> bytes:
         return self.LAYOUT.pack(self.sender, self.challenge, self.propose, self.acc_sender,
-                                self.acc_chal, self.time_ms & 0xFFFFFFFF, self.echo_ms & 0xFFFFFFFF,
-                                self.held_ms & 0xFFFFFFFF, self.flags, self.site.encode()[:32])
+                                self.acc_chal, self.time_us & 0xFFFFFFFF, self.echo_us & 0xFFFFFFFF,
+                                self.held_us & 0xFFFFFFFF, self.flags, self.site.encode()[:32])
 
     @classmethod
     def decode(cls, payload: bytes) -> "Hello":
@@ -65,8 +71,9 @@ class Session:
     """
 
     def __init__(self, level: int, datapath, site: str, prk: bytes | None, control_key: bytes | None,
-                 now_ms: int, random=os.urandom):
+                 now_ms: int, keepalive_ms: int = 10_000, random=os.urandom):
         self.level = level
+        self.keepalive_ms = keepalive_ms
         self.dp = datapath
         self.site = site
         self.prk = prk
@@ -79,7 +86,7 @@ class Session:
         self.send: bytes | None = None                  # peer challenge we send under
         self.pending: bytes | None = None               # peer challenge proposed, unconfirmed
         self.last_counter: dict[bytes, int] = {}
-        self.peer_time: tuple[int, int] | None = None   # (peer's time_ms, our now_ms on receipt)
+        self.peer_time: tuple[int, int] | None = None   # (peer's time_us, our clock_us on receipt)
         self.peer_site = ""
         self.rtt_ms: float | None = None
         self.last_rx_ms: int | None = None
@@ -109,25 +116,24 @@ class Session:
     def hello(self, now_ms: int) -> bytes:
         """A HELLO datagram saying where both directions stand."""
         self.counter += 1
+        now_us = clock_us()
         echo, held = (0, 0)
         if self.peer_time is not None:
-            echo, held = self.peer_time[0], now_ms - self.peer_time[1]
+            echo, held = self.peer_time[0], now_us - self.peer_time[1]
         h = Hello(
             sender=self.sender,
             challenge=self.challenge,
             propose=self.pending or self.send or ZERO16,
             acc_sender=self.recv[0] if self.recv else ZERO16,
             acc_chal=self.recv[1] if self.recv else ZERO16,
-            time_ms=now_ms,
-            echo_ms=echo,
-            held_ms=held,
+            time_us=now_us,
+            echo_us=echo,
+            held_us=held,
             flags=0 if self.settled else FLAG_ANSWER,
             site=self.site,
         )
         self.next_hello_ms = now_ms + (UNSETTLED_INTERVAL_MS if not self.settled else self.keepalive_ms)
         return _fast.seal_control(self.level, self.control_key, _fast.HELLO, self.counter, h.encode())
-
-    keepalive_ms = 10_000
 
     def hello_due(self, now_ms: int) -> bool:
         return now_ms >= self.next_hello_ms
@@ -193,11 +199,12 @@ class Session:
                 # Nothing to keep sending under: start now, the confirmation follows.
                 self._install_send(self.pending, now_ms)
 
-        if h.echo_ms:
-            rtt = (now_ms - h.echo_ms - h.held_ms) & 0xFFFFFFFF
-            if rtt < 60_000:
-                self.rtt_ms = float(rtt)
-        self.peer_time = (h.time_ms, now_ms)
+        now_us = clock_us()
+        if h.echo_us:
+            rtt_us = (now_us - h.echo_us - h.held_us) & 0xFFFFFFFF
+            if rtt_us < 60_000_000:
+                self.rtt_ms = rtt_us / 1000
+        self.peer_time = (h.time_us, now_us)
         self.peer_site = h.site
         self.last_rx_ms = now_ms
         out.answer = (changed or bool(h.flags & FLAG_ANSWER)) and self._may_answer(now_ms)

@@ -1,0 +1,135 @@
+"""`make bench` end to end: iperf3 and ping from hostA to hostB through etun and, on the same
+namespaces in the same run, through kernel VXLAN bridged to the same LAN ports.
+
+Two host settings: offloads off ("wire" frames, as from a physical NIC: the headline) and the
+veth defaults (TSO/GSO super-frames). Prints Mbit/s, etun's CPU seconds per GB moved, peak
+resident memory, RTTs, and the ratios the targets are stated in; --json for machines.
+"""
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+
+from tests.e2e.topology import GW_IP, HOST_IP, Topology
+
+TCP_TARGET = 0.70            # etun TCP >= 70% of VXLAN's, wire frames
+RTT_TARGET_US = 150          # etun ping RTT <= VXLAN's + 150 us
+RSS_TARGET_KIB = 64 * 1024   # per etun process, under load
+CLK_TCK = 100
+
+
+def iperf(t: Topology, seconds: float, udp: bool) -> float:
+    """Receiver-side Mbit/s of one iperf3 run hostA -> hostB."""
+    t.run("iperf3 -s -D -1 -p 5201 >/dev/null 2>&1", "hb")
+    time.sleep(0.3)
+    mode = "-u -b 0 -l 1400" if udp else ""
+    out = t.out(f"iperf3 -c {HOST_IP['b']} -p 5201 -t {seconds} -J {mode}", "ha", timeout=seconds + 30)
+    result = json.loads(out)
+    end = result["end"]
+    summary = end["sum"] if udp else end["sum_received"]
+    return summary["bits_per_second"] / 1e6
+
+
+def ping_rtt_us(t: Topology, count: int = 200) -> float:
+    out = t.out(f"ping -n -q -c {count} -i 0.005 -s 56 {HOST_IP['b']}", "ha", timeout=60)
+    m = re.search(r"= [\d.]+/([\d.]+)/", out)
+    return float(m.group(1)) * 1000
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def vxlan_up(t: Topology) -> None:
+    for site, other in (("a", "b"), ("b", "a")):
+        g = f"g{site}"
+        t.run(f"ip link add vx0 type vxlan id 42 local {GW_IP[site]} remote {GW_IP[other]} dstport 4789", g)
+        t.run("ip link add brx type bridge && sysctl -qw net.bridge.bridge-nf-call-iptables=0 "
+              "net.bridge.bridge-nf-call-ip6tables=0 net.bridge.bridge-nf-call-arptables=0", g)
+        t.run("ip link set vx0 master brx && ip link set lan0 master brx && ip link set vx0 mtu 1500 up "
+              "&& ip link set brx up", g)
+    time.sleep(1.0)
+
+
+def vxlan_down(t: Topology) -> None:
+    for site in "ab":
+        t.run("ip link del brx && ip link del vx0", f"g{site}")
+
+
+def measure(t: Topology, seconds: float, with_etun: bool) -> dict:
+    pids = [t.etuns[s].proc.pid for s in "ab"] if with_etun else []
+    cpu0 = sum(cpu_seconds(p) for p in pids)
+    tcp = iperf(t, seconds, udp=False)
+    cpu1 = sum(cpu_seconds(p) for p in pids)
+    udp = iperf(t, seconds, udp=True)
+    rtt = ping_rtt_us(t)
+    row = {"tcp_mbit_s": round(tcp, 1), "udp_mbit_s": round(udp, 1), "rtt_us": round(rtt, 1)}
+    if with_etun:
+        gigabytes = tcp * 1e6 * seconds / 8 / 1e9
+        row["cpu_s_per_gb"] = round((cpu1 - cpu0) / gigabytes, 2) if gigabytes else None
+        row["peak_rss_kib"] = max(peak_rss_kib(p) for p in pids)
+    return row
+
+
+def run_case(offloads: bool, seconds: float, level: str) -> dict:
+    t = Topology(name="etunbench", host_offloads=offloads, narrate=False)
+    with t:
+        vxlan_up(t)
+        vxlan = measure(t, seconds, with_etun=False)
+        vxlan_down(t)
+        for site in "ab":
+            t.start_etun(site, t.write_config(site, level=level))
+        t.wait_log("a", "peer up")
+        t.wait_log("b", "peer up")
+        etun = measure(t, seconds, with_etun=True)
+    return {"host_offloads": "veth defaults" if offloads else "off (wire frames)", "level": level,
+            "vxlan": vxlan, "etun": etun,
+            "tcp_ratio": round(etun["tcp_mbit_s"] / vxlan["tcp_mbit_s"], 3),
+            "rtt_added_us": round(etun["rtt_us"] - vxlan["rtt_us"], 1)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--level", default="encrypt")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    cases = [run_case(False, args.seconds, args.level), run_case(True, args.seconds, args.level)]
+    if args.json:
+        json.dump(cases, sys.stdout, indent=2)
+        print()
+        return 0
+    for c in cases:
+        v, e = c["vxlan"], c["etun"]
+        print(f"\nhosts' offloads {c['host_offloads']}, etun level {c['level']}, WAN MTU 840, "
+              f"{args.seconds:g} s per run")
+        print(f"  {'':10}{'TCP Mbit/s':>12}{'UDP Mbit/s':>12}{'ping RTT':>12}{'CPU s/GB':>10}{'peak RSS':>10}")
+        print(f"  {'VXLAN':10}{v['tcp_mbit_s']:>12,.0f}{v['udp_mbit_s']:>12,.0f}{v['rtt_us']:>10.0f}us")
+        print(f"  {'etun':10}{e['tcp_mbit_s']:>12,.0f}{e['udp_mbit_s']:>12,.0f}{e['rtt_us']:>10.0f}us"
+              f"{e['cpu_s_per_gb']:>10.2f}{e['peak_rss_kib'] / 1024:>8.1f}MiB")
+        print(f"  etun/VXLAN TCP {c['tcp_ratio']:.0%}; RTT added {c['rtt_added_us']:+.0f} us")
+    head = cases[0]
+    checks = [
+        (f"TCP >= {TCP_TARGET:.0%} of VXLAN, wire frames", head["tcp_ratio"] >= TCP_TARGET),
+        (f"RTT <= VXLAN + {RTT_TARGET_US} us", all(c["rtt_added_us"] <= RTT_TARGET_US for c in cases)),
+        ("RSS <= 64 MiB per process", all(c["etun"]["peak_rss_kib"] <= RSS_TARGET_KIB for c in cases)),
+    ]
+    print()
+    for name, ok in checks:
+        print(f"  target {name}: {'met' if ok else 'NOT MET'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

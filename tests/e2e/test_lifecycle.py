@@ -1,0 +1,98 @@
+"""etun over time and odd wiring: a restart, an IPv6 underlay, a peer that moves, an underlay that
+shares the LAN NIC (promise 7), GRO on the LAN NIC. Topology in tests/e2e/topology.py.
+"""
+
+import time
+
+import pytest
+
+from tests.e2e.conftest import status, wait_until
+from tests.e2e.test_tunnel import start_pair, transfer
+from tests.e2e.topology import ETUN_PORT, GW_IP, GW_IP6, HOST_IP, ROUTER_IP
+
+pytestmark = pytest.mark.usefixtures("e2e_ready")
+
+
+def test_traffic_resumes_after_one_side_restarts(topo):
+    t = topo()
+    start_pair(t)
+    assert " 0% packet loss" in t.ping("a", HOST_IP["b"], size=1472).stdout
+    assert t.stop_etun("b") == 0
+    t.start_etun("b", t.workdir / "b.toml")
+    t.wait_log("b", "peer up")
+    t.wait_log("a", "peer restarted")
+    r = t.ping("a", HOST_IP["b"], size=1472, count=5)
+    assert " 0% packet loss" in r.stdout, r.stdout
+    assert status(t, "a")["peer"]["up"]
+
+
+def test_an_ipv6_underlay_carries_the_tunnel(topo):
+    t = topo(wan_mtu=1280)              # IPv6's minimum MTU; datagrams stay below 800 bytes anyway
+    for site, other in (("a", "b"), ("b", "a")):
+        t.start_etun(site, t.write_config(site, listen=f"[::]:{ETUN_PORT}",
+                                          peer=f"[{GW_IP6[other]}]:{ETUN_PORT}"))
+    t.wait_log("a", "peer up")
+    r = t.ping("a", HOST_IP["b"], size=1472, count=5)
+    assert " 0% packet loss" in r.stdout, r.stdout
+    assert status(t, "a")["peer"]["address"] == f"[{GW_IP6['b']}]:{ETUN_PORT}"
+
+
+def test_a_peer_that_changes_its_address_is_followed(topo):
+    t = topo()
+    start_pair(t)
+    assert " 0% packet loss" in t.ping("a", HOST_IP["b"]).stdout
+    moved = "198.19.2.7"
+    t.run(f"ip addr del {GW_IP['b']}/24 dev wan0 && ip addr add {moved}/24 dev wan0 && "
+          f"ip route replace default via {ROUTER_IP['b']}", "gb")
+    # B keeps sending (HELLOs every keepalive, 2 s here); A moves to where they come from.
+    wait_until(lambda: status(t, "a")["peer"]["address"] == f"{moved}:{ETUN_PORT}", timeout=10,
+               what="site A to follow site B to its new address")
+    r = t.ping("a", HOST_IP["b"], size=1472, count=5)
+    assert " 0% packet loss" in r.stdout, r.stdout
+    assert status(t, "a")["peer"]["roams"] >= 1
+    t.wait_log("a", "peer moved to")
+
+
+def share_lan_nic(t, underlay_dev: str) -> None:
+    """Rewire site A so its underlay runs over the LAN NIC: hostA, the WAN router and gwA's
+    lan0 share one switch (a bridge in hostA's namespace); gwA's own WAN link is gone."""
+    t.run("ip link del wan0", "ga")
+    t.run("ip link add sw0 type bridge && ip link set sw0 up && ip link set eth0 master sw0 && "
+          "sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 "
+          "net.bridge.bridge-nf-call-arptables=0", "ha")
+    t.run(f"ip addr del {HOST_IP['a']}/24 dev eth0 && ip addr add {HOST_IP['a']}/24 dev sw0", "ha")
+    t.run(f"ip link add up0 netns {t.ns('ha')} type veth peer name a0 netns {t.ns('wan')}")
+    t.run("ip link set up0 master sw0 && ip link set up0 up", "ha")
+    t.run(f"ip link set a0 up && ip addr add {ROUTER_IP['a']}/24 dev a0", "wan")
+    if underlay_dev != "lan0":
+        t.run(f"ip link add {underlay_dev} link lan0 type macvlan mode bridge && ip link set {underlay_dev} up", "ga")
+    t.run(f"ip addr add {GW_IP['a']}/24 dev {underlay_dev} && "
+          f"ip route add default via {ROUTER_IP['a']} dev {underlay_dev}", "ga")
+
+
+@pytest.mark.parametrize("underlay", ["lan0", "mv0"])
+def test_own_tunnel_packets_are_never_tunneled_when_the_underlay_shares_the_lan_nic(topo, underlay):
+    t = topo()
+    share_lan_nic(t, underlay)
+    start_pair(t)
+    r = t.ping("a", HOST_IP["b"], size=1472, count=10)
+    assert " 0% packet loss" in r.stdout, r.stdout
+    sent, got = transfer(t, 8 << 20)
+    assert sent == got
+    out = status(t, "a")["directions"]["outbound"]
+    # No loop: site A sent about what hostA sent (8 MiB), not its own tunnel traffic again.
+    assert out["bytes"] < 8.5 * (1 << 20) + 2_000_000
+    if underlay == "mv0":
+        # The macvlan's frames reach promiscuous lan0 under another MAC: caught by content.
+        assert out["drops"]["own_tunnel"] > 100
+
+
+def test_gro_on_the_lan_nic_is_noticed_and_its_super_frames_cross_intact(topo):
+    t = topo(host_offloads=False)
+    t.run("ethtool -K lan0 gro on", "ga")
+    start_pair(t)
+    assert "GRO on lan0 left on" in t.etuns["a"].text()
+    sent, got = transfer(t, 16 << 20)
+    assert sent == got
+    out = status(t, "a")["directions"]["outbound"]
+    assert out["superframes"] > 0
