@@ -269,24 +269,26 @@ cdef class Datapath:
         if d.level != LEVEL_NONE:
             rc = crypto_keys_derive(&d.send_keys, d.send_secret, index)
         else:
-            d.send_keys.index = index
+            d.send_keys.index = 0             # no keys at none: key_index stays 0 (PROTOCOL §3.2)
         d.send_ready = rc == 0
         pthread_mutex_unlock(&d.send_lock)
         if rc != 0:
             raise RuntimeError(openssl_error("deriving send keys"))
 
     def rotate_send(self):
-        """Move the send side to the next key index (hitless: the receiver holds `next`)."""
+        """Move the send side to the next key index (hitless: the receiver holds `next`);
+        nothing to do at level none, which has no keys."""
         cdef dp_state *d = self.d
         cdef int rc = 0
         if not d.send_ready:
             raise RuntimeError("no send session to rotate")
+        if d.send_keys.index == 0xFFFFFFFF:
+            # 2**32 rotations (16,000 years at the default rekey): the session needs renewing.
+            raise OverflowError("key index space of this session exhausted")
         pthread_mutex_lock(&d.send_lock)
         if d.level != LEVEL_NONE:
             rc = crypto_keys_derive(&d.send_keys, d.send_secret, d.send_keys.index + 1)
             d.send_ready = rc == 0
-        else:
-            d.send_keys.index += 1
         pthread_mutex_unlock(&d.send_lock)
         if rc != 0:
             raise RuntimeError(openssl_error("deriving send keys"))

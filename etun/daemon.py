@@ -68,7 +68,6 @@ class Daemon:
             finally:
                 keys.wipe(material)
             control_key = keys.control_key(prk)
-            log.info("key material %s, fingerprint %s", c.security.key_file, fingerprint)
         self.lan = open_lan(c.lan)
         self.udp = open_transport(c.tunnel.listen)
         peer = resolve_peer(c.tunnel.peer, self.udp.family)
@@ -85,11 +84,13 @@ class Daemon:
         self.last_resolve_ms = now
         self.last_rotate_ms = now
         self.rotated_for = None
+        # Logged once everything is open, so a failing start prints just its one error line.
         for note in self.lan.notes + self.udp.notes:
             log.info("%s", note)
-        log.info("etun %s running: level %s, LAN %s (%s mode, MTU %d), peer %s (%s)", __version__,
-                 c.security.level, self.lan.name, c.lan.mode, self.lan.mtu, c.tunnel.peer,
-                 format_sockaddr(peer))
+        resolved = f" ({format_sockaddr(peer)})" if is_name(c.tunnel.peer.host) else ""
+        key = f", key fingerprint {fingerprint}" if prk else ""
+        log.info("etun %s running: level %s%s, LAN %s (%s mode, MTU %d), peer %s%s", __version__,
+                 c.security.level, key, self.lan.name, c.lan.mode, self.lan.mtu, c.tunnel.peer, resolved)
 
     def start_pumps(self) -> None:
         for name, fn in (("tx", self.engine.run_tx), ("rx", self.engine.run_rx)):
@@ -156,10 +157,15 @@ class Daemon:
         if s.send_installed_ms != self.rotated_for:
             self.rotated_for = s.send_installed_ms
             self.last_rotate_ms = now
-        elif s.send is not None and now - self.last_rotate_ms >= self.config.security.rekey * 1000:
-            self.datapath.rotate_send()
+        elif (s.send is not None and self.level != _fast.LEVELS["none"]
+                and now - self.last_rotate_ms >= self.config.security.rekey * 1000):
             self.last_rotate_ms = now
-            log.debug("send keys rotated to index %d", self.datapath.send_index)
+            try:
+                self.datapath.rotate_send()
+                log.debug("send keys rotated to index %d", self.datapath.send_index)
+            except OverflowError:
+                log.info("key index space of the send session used up; proposing a new session")
+                s.renew_send()
         peer, gen, roams = self.engine.peer()
         if gen != self.peer_gen:
             self.peer_gen = gen

@@ -72,6 +72,10 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
     n = pkt[3]
     base = counter - i
     if n == 1:
+        # A frame is named by its base; a held fragment claiming this counter as its frame's
+        # first contradicts this one (step 7).
+        if reasm_lookup(&d.reasm, d.rxk[k].gen, counter) >= 0:
+            return open_drop(d, DROP_FRAG_INCONSISTENT)
         if d.level == LEVEL_ENCRYPT:
             if crypto_xor(&d.rxk[k].keys, base, body, scratch, body_len) != 0:
                 return open_drop(d, DROP_CRYPTO_ERROR)
@@ -99,8 +103,9 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
         s.ftype = ptype
     else:
         s = &d.reasm.slots[sid]
+        # At level none there are no keys, and key_index means nothing (PROTOCOL.md §3.2).
         if (s.n != n or s.r != r or s.q != q or s.ftype != ptype
-                or s.key_index != d.rxk[k].keys.index):
+                or (d.level != LEVEL_NONE and s.key_index != d.rxk[k].keys.index)):
             return open_drop(d, DROP_FRAG_INCONSISTENT)
     if s.have[i >> 6] & ((<uint64_t>1) << (i & 63)):
         return open_drop(d, DROP_REPLAY)

@@ -85,6 +85,7 @@ class Session:
         self.recv: tuple[bytes, bytes] | None = None    # (peer sender, our challenge) we accept
         self.send: bytes | None = None                  # peer challenge we send under
         self.pending: bytes | None = None               # peer challenge proposed, unconfirmed
+        self.peer_challenge: bytes | None = None        # the peer's latest challenge seen
         self.last_counter: dict[bytes, int] = {}
         self.peer_time: tuple[int, int] | None = None   # (peer's time_us, our clock_us on receipt)
         self.peer_site = ""
@@ -110,6 +111,13 @@ class Session:
         self.dp.set_send_session(self._secret(self.sender, challenge))
         self.send = challenge
         self.send_installed_ms = now_ms
+
+    def renew_send(self) -> None:
+        """Propose a new send session (the current one used up its key indices); the old one
+        stays in use until the peer confirms."""
+        if self.peer_challenge is not None and self.peer_challenge != self.send:
+            self.pending = self.peer_challenge
+            self.next_hello_ms = 0
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -185,6 +193,7 @@ class Session:
         elif self.recv is not None and h.sender == self.recv[0]:
             out.roam = True
 
+        self.peer_challenge = h.challenge
         # 3./4. Confirm our proposal, or propose the peer's current challenge.
         if h.acc_sender == self.sender and self.pending is not None and h.acc_chal == self.pending:
             if self.send != self.pending:

@@ -14,15 +14,18 @@
 # Inbound flow (Receiver.open), checks in the order of §3.2:
 #   1. structure (length, version, level 3, type, fragment fields, frame limits) -> malformed
 #   2. level -> level_mismatch;  3. any session -> no_session
-#   4. key index held or reachable -> key_index;  5. tag -> auth
-#   6. replay window (moves only now, after the tag) -> replay
-#   7. agreement with earlier fragments -> frag_inconsistent;  8. frame limits -> oversized
+#   4. key index held, or ahead and the token bucket allows a derivation -> key_index
+#   5. tag -> auth;  steps 4 and 5 are skipped at level none, and a packet failing them
+#      is tried once more against the old session if that has the packet's key index
+#   6. replay window of that session and key index (moves only now, after the tag) -> replay
+#   7. agreement with the fragments held for the same frame -> frag_inconsistent
 #   then reassemble, and at encrypt decrypt the complete frame in one pass.
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import lru_cache
 from hmac import compare_digest
 
@@ -70,9 +73,10 @@ MAX_FRAGMENTS = 255  # frag_count is one byte
 
 KEY_INDEX_LIMIT = 1 << 32  # key_index is 32 bits
 COUNTER_LIMIT = 1 << 64  # counter is 64 bits
-KEY_INDEX_AHEAD_MAX = 64  # indices ahead of the current one a receiver will derive
-KEY_DERIVATIONS_PER_SECOND = 8  # on-demand derivations for indices ahead of "next"
-REPLAY_WINDOW = 4032  # counters remembered behind the highest one (RFC 6479: 4096 - 64)
+KEY_INDEX_AHEAD_MAX = 64  # a receiver derives keys on demand for c + 2 .. c + 64 (c: its current index)
+KEY_BUCKET_CAPACITY = 8  # on-demand derivations a receiver may make at once (§4.3)
+KEY_BUCKET_REFILL_PER_S = 8  # ... and the rate, continuous, at which that budget comes back
+REPLAY_WINDOW = 4032  # a counter is accepted at most this far below the highest seen (RFC 6479: 4096 - 64)
 
 HELLO_LEN = 128  # bytes of HELLO payload
 HELLO_FLAG_ANSWER = 0x01  # flags bit 0: please answer
@@ -81,7 +85,7 @@ NONCE_LEN = 16  # sender nonces and challenges
 REASSEMBLY_TIMEOUT_MS = 1000
 MAX_FRAMES_IN_REASSEMBLY = 128  # incomplete frames held at once
 
-# Drop reasons in the order §3.2 checks them; a later one means the packet got further.
+# Drop reasons of arriving packets, in the order §3.2 checks them.
 DROP_REASONS = (
     "malformed",
     "level_mismatch",
@@ -90,7 +94,6 @@ DROP_REASONS = (
     "auth",
     "replay",
     "frag_inconsistent",
-    "oversized",
 )
 # Frames lost from reassembly rather than packets dropped on arrival (§3.4).
 REASSEMBLY_LOSSES = ("frag_timeout", "frag_evicted")
@@ -292,10 +295,10 @@ class ReplayWindow:
         self.seen: set[int] = set()
 
     def is_fresh(self, counter: int) -> bool:
-        """True if counter is above the highest, or at most REPLAY_WINDOW behind it and unseen."""
+        """True if counter is unseen and at most REPLAY_WINDOW below the highest (highest - counter <= 4032)."""
         if self.highest is None or counter > self.highest:
             return True
-        if counter < self.highest - REPLAY_WINDOW:
+        if self.highest - counter > REPLAY_WINDOW:
             return False
         return counter not in self.seen
 
@@ -306,7 +309,7 @@ class ReplayWindow:
         self.seen.add(counter)
         if self.highest is None or counter > self.highest:
             self.highest = counter
-            self.seen = {c for c in self.seen if c >= self.highest - REPLAY_WINDOW}
+            self.seen = {c for c in self.seen if self.highest - c <= REPLAY_WINDOW}
 
 
 # --- sender (§2, §3.1) ------------------------------------------------------
@@ -331,13 +334,14 @@ class Sender:
         if self.level != LEVEL_NONE and len(secret) != 32:
             raise ValueError("a session secret is 32 bytes")
         self.secret = secret
-        self.key_index = index
+        self.key_index = index if self.level != LEVEL_NONE else 0   # none keeps it at 0 (§3.2)
 
     def rotate(self) -> None:
-        """Move to the next key index of the same session (§4.3)."""
+        """Move to the next key index of the same session (§4.3); nothing to do at level none."""
         if self.secret is None:
             raise ValueError("no session to rotate")
-        self.key_index += 1
+        if self.level != LEVEL_NONE:
+            self.key_index += 1
 
     @property
     def keys(self) -> tuple[bytes, bytes]:
@@ -374,20 +378,53 @@ class Sender:
         return packets
 
 
-# --- receiver (§3.2, §3.4, §4.3) --------------------------------------------
+# --- receiver (§3.2, §3.4, §4.2, §4.3) --------------------------------------
+
+
+class TokenBucket:
+    """§4.3's budget for on-demand key derivations: 8 tokens, refilled continuously at 8 per second.
+
+    A fresh bucket is full. Fractions keep the refill exact: a token is back 125 ms after it went.
+    """
+
+    def __init__(self) -> None:
+        self.tokens = Fraction(KEY_BUCKET_CAPACITY)
+        self.last_ms: int | None = None
+
+    def take(self, now_ms: int) -> bool:
+        """Spend one token if there is one, after refilling for the time since the last call."""
+        if self.last_ms is not None:
+            refill = Fraction((now_ms - self.last_ms) * KEY_BUCKET_REFILL_PER_S, 1000)
+            self.tokens = min(Fraction(KEY_BUCKET_CAPACITY), self.tokens + refill)
+        self.last_ms = now_ms
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 @dataclass(eq=False)
 class _Session:
-    """One receive session: its secret, current key index and a replay window per index."""
+    """One receive session: its secret, current key index c, its on-demand keys, a replay window per index."""
 
     secret: bytes
     current: int = 0
+    trial: int | None = None  # the index whose keys were last derived on demand; kept for its next packets
     windows: dict[int, ReplayWindow] = field(default_factory=dict)
 
     def holds(self, index: int) -> bool:
-        """Keys a receiver keeps ready: current, previous and next index (§4.3)."""
-        return index in (self.current - 1, self.current, self.current + 1) and index >= 0
+        """c - 1, c and c + 1: the keys a receiver keeps ready (§4.3); deriving them costs no tokens."""
+        return index >= 0 and self.current - 1 <= index <= self.current + 1
+
+    def ahead(self, index: int) -> bool:
+        """c + 2 .. c + 64: indices whose keys are derived on demand (§4.3)."""
+        return self.current + 2 <= index <= self.current + KEY_INDEX_AHEAD_MAX
+
+    def promote(self, index: int) -> None:
+        """An index above c authenticated: it becomes current, and c - 1, c + 1 follow it (§4.3)."""
+        self.current = index
+        if self.trial is not None and not self.ahead(self.trial):
+            self.trial = None  # now current, next or behind: held, or out of reach for good
 
 
 @dataclass(eq=False)
@@ -420,9 +457,11 @@ class Receiver:
         self.reassembly_timeout_ms = reassembly_timeout_ms
         self.max_frames_in_reassembly = max_frames_in_reassembly
         self.ctl_key = ctl_key  # control packets reaching open() are checked with it
-        self.sessions: list[_Session] = []  # [current, old]: §4.2 keeps one old session usable
+        self.session: _Session | None = None  # the current receive session
+        self.old_session: _Session | None = None  # §4.2: the one before, usable at the index it had
         self.reassembly: dict[tuple[_Session, int], _Partial] = {}  # (session, base) -> frame
-        self.derivations_ms: list[int] = []  # times of on-demand key derivations
+        self.bucket = TokenBucket()
+        self.now_ms = 0  # the receiver's clock only moves forward: an earlier now_ms means no time passed
         self.last_drop: str | None = None
         self.counters: dict[str, int] = dict.fromkeys(DROP_REASONS + REASSEMBLY_LOSSES, 0)
 
@@ -430,24 +469,24 @@ class Receiver:
         """Start a new receive session at key index 0; the current one becomes the old one."""
         if self.level != LEVEL_NONE and len(secret) != 32:
             raise ValueError("a session secret is 32 bytes")
-        self.sessions = [_Session(secret)] + self.sessions[:1]
+        self.session, self.old_session = _Session(secret), self.session
 
     @property
     def current_index(self) -> int | None:
-        """The current key index of the current session."""
-        return self.sessions[0].current if self.sessions else None
+        """The current key index of the current session (stays 0 at level none, which ignores key indices)."""
+        return self.session.current if self.session else None
 
     def open(self, datagram: bytes, now_ms: int = 0) -> list[tuple[int, bytes]]:
         """Check one datagram; return the (type, frame) it completes, if any. Sets last_drop."""
         self.expire(now_ms)
-        reason, done = self._open(bytes(datagram), now_ms)
+        reason, done = self._open(bytes(datagram))
         self.last_drop = reason
         if reason is not None:
             self.counters[reason] += 1
             return []
         return done
 
-    def _open(self, datagram: bytes, now_ms: int) -> tuple[str | None, list[tuple[int, bytes]]]:
+    def _open(self, datagram: bytes) -> tuple[str | None, list[tuple[int, bytes]]]:
         # 1. structure
         if len(datagram) < HEADER_LEN:
             return "malformed", []
@@ -466,100 +505,99 @@ class Receiver:
                 return str(drop), []
             return None, [(ptype, payload)]
         # 3. session
-        if not self.sessions:
+        if self.session is None:
             return "no_session", []
-        # 4. and 5. key index and tag. Nothing in the header names the session, so
-        # try the current one, then the old one; if neither takes the packet, its
-        # reason is the one from the session that got further through the checks.
-        session, reason = None, "key_index"
-        for candidate in self.sessions:
-            failure = self._check_index_and_tag(candidate, hdr, datagram, now_ms)
-            if failure is None:
-                session = candidate
-                break
-            reason = max(reason, failure, key=DROP_REASONS.index)
-        if session is None:
-            return reason, []
-        if hdr.key_index > session.current:  # §4.3: an index becomes current once a packet under it authenticates
-            session.current = hdr.key_index
+        session = self.session
+        # 4. and 5. key index and tag; skipped at level none, which has no keys.
+        if self.level != LEVEL_NONE:
+            reason = self._check_index_and_tag(hdr, datagram)
+            if reason is None:
+                if hdr.key_index > session.current:
+                    session.promote(hdr.key_index)
+            else:
+                # Tried once more against the old session if it has this key index: it
+                # holds only the index that was current when it was replaced (§3.2, §4.2).
+                old = self.old_session
+                if old is None or hdr.key_index != old.current:
+                    return reason, []
+                if not _tag_ok(old.secret, hdr.key_index, datagram):
+                    return "auth", []
+                session = old
         # 6. replay; the window moves only here, after the tag was checked.
-        window = session.windows.setdefault(hdr.key_index, ReplayWindow())
+        # At level none key_index means nothing: one window per session (§3.2).
+        window = session.windows.setdefault(self._index(hdr), ReplayWindow())
         if not window.is_fresh(hdr.counter):
             return "replay", []
         window.mark(hdr.counter)
-        # 7., 8. and reassembly
+        # 7. and reassembly
         payload = datagram[HEADER_LEN : len(datagram) - tag_len(self.level)]
-        return self._reassemble(session, hdr, payload, now_ms)
+        return self._reassemble(session, hdr, payload)
 
-    def _check_index_and_tag(self, session: _Session, hdr: Header, datagram: bytes, now_ms: int) -> str | None:
-        index = hdr.key_index
+    def _index(self, hdr: Header) -> int:
+        """The key index that matters: none at level none, where a receiver ignores it."""
+        return 0 if self.level == LEVEL_NONE else hdr.key_index
+
+    def _check_index_and_tag(self, hdr: Header, datagram: bytes) -> str | None:
+        """§3.2 steps 4 and 5 against the current session: None, "key_index" or "auth"."""
+        session, index = self.session, hdr.key_index
         if not session.holds(index):
-            if not session.current + 1 < index <= session.current + KEY_INDEX_AHEAD_MAX:
+            if not session.ahead(index):
                 return "key_index"
-            # At level none there are no keys to derive, so nothing to rate-limit.
-            if self.level != LEVEL_NONE and not self._may_derive(now_ms):
-                return "key_index"
-        if self.level == LEVEL_NONE:
-            return None
-        _, mac_key = index_keys(session.secret, index)
-        body = datagram[: len(datagram) - TAG_LEN]
-        if not compare_digest(compute_tag(mac_key, body), datagram[-TAG_LEN:]):
-            return "auth"
-        return None
+            if session.trial != index:
+                # The budget is asked before any work, so forged indices cannot burn CPU.
+                if not self.bucket.take(self.now_ms):
+                    return "key_index"
+                session.trial = index  # these keys replace the previous on-demand ones
+        return None if _tag_ok(session.secret, index, datagram) else "auth"
 
-    def _may_derive(self, now_ms: int) -> bool:
-        """At most KEY_DERIVATIONS_PER_SECOND on-demand derivations in any 1000 ms."""
-        self.derivations_ms = [t for t in self.derivations_ms if now_ms - t < 1000]
-        if len(self.derivations_ms) >= KEY_DERIVATIONS_PER_SECOND:
-            return False
-        self.derivations_ms.append(now_ms)
-        return True
-
-    def _reassemble(
-        self, session: _Session, hdr: Header, payload: bytes, now_ms: int
-    ) -> tuple[str | None, list[tuple[int, bytes]]]:
+    def _reassemble(self, session: _Session, hdr: Header, payload: bytes) -> tuple[str | None, list[tuple[int, bytes]]]:
         q, _, _ = fragment_geometry(hdr.frag_index, hdr.frag_count, hdr.frag_big, len(payload))
         key = (session, hdr.base)
         partial = self.reassembly.get(key)
         if partial is not None:
-            # 7. every fragment of a frame must tell the same story as the first one held.
+            # 7. every packet naming a frame held (by its base) must tell the same story as
+            # its first fragment, a single-packet frame (n = 1) included.
             said = (partial.frag_count, partial.frag_big, partial.q, partial.ptype, partial.key_index)
-            if said != (hdr.frag_count, hdr.frag_big, q, hdr.ptype, hdr.key_index):
+            if said != (hdr.frag_count, hdr.frag_big, q, hdr.ptype, self._index(hdr)):
                 return "frag_inconsistent", []
             if hdr.frag_index in partial.parts:  # unreachable: same base and index means same counter
                 return "replay", []
         if hdr.frag_count == 1:
-            return self._complete(session, hdr, payload)
+            return None, [(hdr.ptype, self._decrypt(session, hdr, payload))]
         if partial is None:
             if len(self.reassembly) >= self.max_frames_in_reassembly:
                 oldest = min(self.reassembly, key=lambda k: self.reassembly[k].first_ms)
                 del self.reassembly[oldest]
                 self.counters["frag_evicted"] += 1
-            partial = _Partial(session, hdr.ptype, hdr.frag_count, hdr.frag_big, q, hdr.key_index, now_ms)
+            partial = _Partial(session, hdr.ptype, hdr.frag_count, hdr.frag_big, q, self._index(hdr), self.now_ms)
             self.reassembly[key] = partial
         partial.parts[hdr.frag_index] = payload
         if len(partial.parts) < partial.frag_count:
             return None, []
         del self.reassembly[key]
-        return self._complete(session, hdr, b"".join(partial.parts[i] for i in range(partial.frag_count)))
+        text = b"".join(partial.parts[i] for i in range(partial.frag_count))
+        return None, [(hdr.ptype, self._decrypt(session, hdr, text))]
 
-    def _complete(self, session: _Session, hdr: Header, text: bytes) -> tuple[str | None, list[tuple[int, bytes]]]:
-        """8. the complete frame's length, then one decryption pass over all of it."""
-        low, high = FRAME_LIMITS[hdr.ptype]
-        # Step 1 already held every fragment's implied frame length to these
-        # limits, so this cannot fire; it stays because §3.2 lists it.
-        if not low <= len(text) <= high:
-            return "oversized", []
-        if self.level == LEVEL_ENCRYPT:
-            enc_key, _ = index_keys(session.secret, hdr.key_index)
-            text = chacha20(enc_key, data_nonce(hdr.key_index, hdr.base), text)
-        return None, [(hdr.ptype, text)]
+    def _decrypt(self, session: _Session, hdr: Header, text: bytes) -> bytes:
+        """At encrypt, one ChaCha20 pass over the whole frame under its fragments' key index (§3.1)."""
+        if self.level != LEVEL_ENCRYPT:
+            return text
+        enc_key, _ = index_keys(session.secret, hdr.key_index)
+        return chacha20(enc_key, data_nonce(hdr.key_index, hdr.base), text)
 
     def expire(self, now_ms: int) -> None:
         """Discard frames whose first fragment arrived more than the timeout ago (§3.4)."""
-        for key in [k for k, p in self.reassembly.items() if now_ms - p.first_ms > self.reassembly_timeout_ms]:
+        self.now_ms = max(self.now_ms, now_ms)
+        for key in [k for k, p in self.reassembly.items() if self.now_ms - p.first_ms > self.reassembly_timeout_ms]:
             del self.reassembly[key]
             self.counters["frag_timeout"] += 1
+
+
+def _tag_ok(secret: bytes, index: int, datagram: bytes) -> bool:
+    """Step 5: the datagram's last 16 bytes are the tag under the index's mac_key (constant-time compare)."""
+    _, mac_key = index_keys(secret, index)
+    body = datagram[: len(datagram) - TAG_LEN]
+    return compare_digest(compute_tag(mac_key, body), datagram[-TAG_LEN:])
 
 
 # --- control packets (§5, §6) -----------------------------------------------

@@ -194,13 +194,45 @@ def test_check_rejects_a_key_file_of_the_wrong_size(site):
     )
 
 
-@pytest.mark.parametrize("command", ["run", "status", "verify-peer"])
-def test_commands_not_built_yet_say_so_with_exit_1(command, site):
+def test_verify_peer_is_not_built_yet_and_says_so_with_exit_1(site):
     tmp_path, _ = site
-    result = etun(command, "site.toml", cwd=tmp_path)
+    result = etun("verify-peer", "site.toml", cwd=tmp_path)
     assert result.returncode == 1
-    assert error_line(result) == f"etun: {command} is not available in this build yet"
+    assert error_line(result) == "etun: verify-peer is not available in this build yet"
     assert result.stdout == ""
+
+
+def test_run_with_a_missing_lan_interface_fails_in_one_line_with_exit_1(site):
+    tmp_path, _ = site
+    text = VALID_TOML.replace('interface = "eth1"', 'interface = "etun-nope0"')
+    (tmp_path / "site.toml").write_text(text + f'\n[control]\nsocket = "{tmp_path}/c.sock"\n')
+    result = etun("run", "site.toml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert error_line(result) == "etun: LAN interface etun-nope0 not found"
+
+
+def test_run_with_a_config_mistake_fails_in_one_line_with_exit_2(site):
+    tmp_path, _ = site
+    (tmp_path / "site.toml").write_text(VALID_TOML.replace('peer = "203.0.113.7:5555"', 'peer = "203.0.113.7"'))
+    result = etun("run", "site.toml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert error_line(result) == 'etun: site.toml: [tunnel] peer: expected "host:port", got "203.0.113.7"'
+
+
+def test_run_refuses_a_key_file_others_can_read_with_exit_2(site):
+    tmp_path, _ = site
+    (tmp_path / "site.key").chmod(0o644)
+    result = etun("run", "site.toml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert error_line(result) == f"etun: {tmp_path}/site.key: readable by other users; run: chmod 600 {tmp_path}/site.key"
+
+
+def test_status_without_a_running_daemon_fails_in_one_line_with_exit_1(site):
+    tmp_path, _ = site
+    (tmp_path / "site.toml").write_text(VALID_TOML + f'\n[control]\nsocket = "{tmp_path}/c.sock"\n')
+    result = etun("status", "site.toml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert error_line(result) == f"etun: no etun running for this site (no control socket at {tmp_path}/c.sock)"
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-1", "inf"])

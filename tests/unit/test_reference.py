@@ -139,7 +139,7 @@ def test_key_index_outside_32_bits_is_refused():
 # A 60-byte frame sealed under session(SENDER_NONCE, CHALLENGE) of MATERIAL at
 # key index 7 with the sender's counter at 0x0102030405: one datagram each.
 KNOWN_PACKETS = {
-    ref.LEVEL_NONE: "41000001000000070000000102030405"
+    ref.LEVEL_NONE: "41000001000000000000000102030405"
     "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f"
     "303132333435363738393a3b",
     ref.LEVEL_AUTH: "51000001000000070000000102030405"
@@ -161,7 +161,9 @@ def test_a_sealed_frame_matches_a_packet_built_by_hand_from_protocol_md(level):
     sender.counter = 0x0102030405
     (packet,) = sender.seal(frame)
     # byte 0: ver 1 (0x40) | lvl << 4 | type 1; frag_big 0, frag_index 0, frag_count 1.
-    header = bytes([0x40 | level << 4 | 1, 0, 0, 1]) + (7).to_bytes(4, "big") + (0x0102030405).to_bytes(8, "big")
+    # At level none there are no keys and key_index stays 0 whatever the session says.
+    key_index = 0 if level == ref.LEVEL_NONE else 7
+    header = bytes([0x40 | level << 4 | 1, 0, 0, 1]) + key_index.to_bytes(4, "big") + (0x0102030405).to_bytes(8, "big")
     payload = frame
     if level != ref.LEVEL_NONE:
         keys = stdlib_expand(make_known_secret(level), b"etun/v1 index" + (7).to_bytes(4, "big"), 64)
@@ -349,8 +351,8 @@ def header_bit_reason(level: int, byte: int, bit: int) -> str:
         return {1: "malformed", 7: "malformed"}.get(bit, "auth")
     if 4 <= byte <= 7:
         # key_index 0 -> 2**(8 * (7 - byte) + bit). 1 is "next"; 2..64 are reachable
-        # ahead (derived on demand; a fresh receiver has its budget of 8) and then fail
-        # the tag -> auth; 128 and above are more than 64 ahead -> key_index.
+        # ahead (derived on demand; a fresh receiver's token bucket is full) and then
+        # fail the tag -> auth; 128 and above are more than 64 ahead -> key_index.
         return "auth" if byte == 7 and bit <= 6 else "key_index"
     # counter 1 -> 1 ^ 2**k. Bit 0 of the last byte makes it 0 < frag_index 1, so
     # base would be negative -> malformed; every other flip leaves counter >= 1 -> auth.
@@ -514,6 +516,16 @@ def test_the_frame_limits_themselves_are_accepted(level):
         assert receiver.last_drop is None
 
 
+def test_a_frame_beyond_its_types_limits_is_malformed_on_arrival_so_receiving_has_no_oversized_drop():
+    # §3.2 step 1 holds the implied frame length to the limits; `oversized` counts only what cannot be sent.
+    assert "oversized" not in ref.DROP_REASONS
+    secret = make_secret(ref.LEVEL_AUTH)
+    receiver = ref.Receiver(ref.LEVEL_AUTH)
+    receiver.set_session(secret)
+    receiver.open(crafted(ref.LEVEL_AUTH, secret, count=2, big=1, size=32780))  # q = 32779: L = 65559
+    assert receiver.last_drop == "malformed"
+
+
 @pytest.mark.parametrize("level", LEVELS)
 def test_datagrams_shorter_than_header_and_tag_are_malformed(level):
     _, receiver = make_pair(level)
@@ -636,6 +648,29 @@ def test_fragments_of_a_frame_that_contradict_the_first_one_are_frag_inconsisten
         assert len(receiver.reassembly) == 1
 
 
+@pytest.mark.parametrize("level", LEVELS)
+def test_a_single_packet_frame_naming_the_base_of_a_held_frame_is_frag_inconsistent(level):
+    # The frame is identified by its base (§2): a one-packet "frame" with counter 100
+    # claims n = 1 for the frame whose fragment 1 (counter 101) says n = 2.
+    secret = make_secret(level)
+    receiver = ref.Receiver(level)
+    receiver.set_session(secret)
+    receiver.open(crafted(level, secret, index=1, count=2, counter=101, size=500))
+    assert receiver.last_drop is None and len(receiver.reassembly) == 1
+    assert receiver.open(crafted(level, secret, counter=100, size=500)) == []
+    assert receiver.last_drop == "frag_inconsistent"
+
+
+def test_at_level_none_fragments_under_different_key_indices_still_make_their_frame():
+    # At level none key_index means nothing, so step 7 does not compare it (§3.2).
+    receiver = ref.Receiver(ref.LEVEL_NONE)
+    receiver.set_session(b"")
+    receiver.open(crafted(ref.LEVEL_NONE, b"", count=2, counter=0, size=500, key_index=0))
+    assert receiver.last_drop is None
+    assert len(receiver.open(crafted(ref.LEVEL_NONE, b"", index=1, count=2, counter=1, size=500, key_index=1))) == 1
+    assert receiver.last_drop is None
+
+
 # --- key index rotation (§4.3) ----------------------------------------------
 
 
@@ -677,51 +712,110 @@ def test_an_index_64_ahead_opens_and_65_ahead_is_key_index(level):
         assert receiver.last_drop is None, index
 
 
-def test_at_most_8_indices_ahead_are_derived_per_second():
+def forged_under(secret, key_index, counter):
+    """A packet under key_index whose tag is wrong: it costs the receiver any derivation it needs, then fails."""
+    packet = bytearray(crafted(ref.LEVEL_AUTH, secret, key_index=key_index, counter=counter))
+    packet[-1] ^= 1
+    return bytes(packet)
+
+
+def test_the_token_bucket_allows_8_derivations_at_once_and_one_more_every_125_ms():
+    bucket = ref.TokenBucket()
+    assert [bucket.take(5000) for _ in range(9)] == [True] * 8 + [False]
+    assert not bucket.take(5124)  # 124 ms of refill: 0.992 of a token
+    assert bucket.take(5125)  # the refill is continuous: exactly one token after 125 ms
+    assert not bucket.take(5125)
+    assert [bucket.take(60_000) for _ in range(9)] == [True] * 8 + [False]  # never more than 8 saved up
+
+
+def test_a_fresh_receiver_derives_8_indices_ahead_at_once_then_one_per_125_ms():
     secret = make_secret(ref.LEVEL_AUTH)
     receiver = ref.Receiver(ref.LEVEL_AUTH)
     receiver.set_session(secret)
-    forged = [bytearray(crafted(ref.LEVEL_AUTH, secret, key_index=k, counter=k)) for k in range(2, 12)]
-    for packet in forged:
-        packet[-1] ^= 1
-    _, reasons = open_all(receiver, map(bytes, forged), now_ms=5000)
+    forged = [forged_under(secret, k, k) for k in range(2, 12)]
+    _, reasons = open_all(receiver, forged, now_ms=5000)
     assert reasons == ["auth"] * 8 + ["key_index"] * 2
     # Held indices cost no derivation, so the real peer still gets through.
-    receiver.open(crafted(ref.LEVEL_AUTH, secret, key_index=1, counter=1), 5999)
-    assert receiver.last_drop is None
-    # Index 1 is current now, so 2 is "next" and held; 11 still needs a derivation.
-    receiver.open(bytes(forged[0]), 5999)
+    receiver.open(crafted(ref.LEVEL_AUTH, secret, key_index=1, counter=1), 5100)
+    assert receiver.last_drop is None and receiver.current_index == 1
+    # Index 1 is current now and 2 is "next", held; 11 still needs a derivation.
+    receiver.open(forged[0], 5100)
     assert receiver.last_drop == "auth"
-    receiver.open(bytes(forged[-1]), 5999)
+    receiver.open(forged[-1], 5124)
     assert receiver.last_drop == "key_index"
-    receiver.open(bytes(forged[-1]), 6000)  # the derivations at 5000 are a full second old
+    receiver.open(forged[-1], 5125)  # one token is back 125 ms after the bucket ran dry
     assert receiver.last_drop == "auth"
 
 
-def test_a_real_packet_ahead_is_refused_while_the_derivation_budget_is_spent():
+def test_keys_derived_on_demand_are_kept_for_further_packets_under_the_same_index():
     secret = make_secret(ref.LEVEL_AUTH)
     receiver = ref.Receiver(ref.LEVEL_AUTH)
     receiver.set_session(secret)
-    for k in range(8):
-        forged = bytearray(crafted(ref.LEVEL_AUTH, secret, key_index=10, counter=k))
-        forged[20] ^= 1
-        receiver.open(bytes(forged), 0)
+    _, reasons = open_all(receiver, [forged_under(secret, 10, k) for k in range(50)], now_ms=0)
+    assert reasons == ["auth"] * 50  # one derivation, 49 reuses
+    assert receiver.bucket.tokens == 7
+    # A derivation for another index replaces them: index 10 costs a token again.
+    _, reasons = open_all(receiver, [forged_under(secret, 11, 0), forged_under(secret, 10, 0)], now_ms=0)
+    assert reasons == ["auth", "auth"] and receiver.bucket.tokens == 5
+
+
+def test_a_real_packet_ahead_is_refused_while_the_bucket_is_empty_and_opens_once_a_token_is_back():
+    secret = make_secret(ref.LEVEL_AUTH)
+    receiver = ref.Receiver(ref.LEVEL_AUTH)
+    receiver.set_session(secret)
+    _, reasons = open_all(receiver, [forged_under(secret, k, k) for k in range(2, 10)], now_ms=0)
+    assert reasons == ["auth"] * 8
     real = crafted(ref.LEVEL_AUTH, secret, key_index=10, counter=100)
-    receiver.open(real, 999)
+    receiver.open(real, 124)
     assert receiver.last_drop == "key_index"
-    receiver.open(real, 1000)
+    receiver.open(real, 125)
     assert receiver.last_drop is None and receiver.current_index == 10
 
 
-def test_level_none_follows_key_indices_without_a_derivation_budget():
+@pytest.mark.parametrize("level", [ref.LEVEL_AUTH, ref.LEVEL_ENCRYPT])
+def test_a_promotion_holds_the_indices_around_the_new_one_at_no_cost_in_tokens(level):
+    secret = make_secret(level)
+    receiver = ref.Receiver(level)
+    receiver.set_session(secret)
+    receiver.open(crafted(level, secret, key_index=40, counter=0), 0)
+    assert receiver.last_drop is None and receiver.current_index == 40
+    assert receiver.bucket.tokens == 7  # index 40 was derived on demand; 39 and 41 came free
+    for key_index, counter in [(39, 1), (41, 2)]:
+        receiver.open(crafted(level, secret, key_index=key_index, counter=counter), 0)
+        assert receiver.last_drop is None, key_index
+    assert receiver.current_index == 41 and receiver.bucket.tokens == 7
+    # 41 is current: 40 previous, 42 next; 39 is behind the previous index and out of reach.
+    receiver.open(crafted(level, secret, key_index=39, counter=3), 0)
+    assert receiver.last_drop == "key_index"
+
+
+def test_on_demand_keys_survive_a_promotion_to_next_while_their_index_is_still_ahead():
+    secret = make_secret(ref.LEVEL_AUTH)
+    receiver = ref.Receiver(ref.LEVEL_AUTH)
+    receiver.set_session(secret)
+    receiver.open(forged_under(secret, 5, 0), 0)
+    receiver.open(crafted(ref.LEVEL_AUTH, secret, key_index=1, counter=1), 0)
+    assert receiver.current_index == 1 and receiver.bucket.tokens == 7
+    receiver.open(crafted(ref.LEVEL_AUTH, secret, key_index=5, counter=2), 0)
+    assert receiver.last_drop is None and receiver.bucket.tokens == 7
+
+
+def test_level_none_accepts_any_key_index_without_a_derivation_budget():
     sender, receiver = make_pair(ref.LEVEL_NONE)
-    for index in (0, 1, 2, 20, 84, 148):
+    for index in (0, 1, 2, 20, 84, 148, 148 + 65, 2**32 - 1, 3, 0):
         sender.set_session(b"", index=index)
         receiver.open(sender.seal(bytes(60))[0])
-        assert receiver.last_drop is None and receiver.current_index == index
-    sender.set_session(b"", index=148 + 65)
-    receiver.open(sender.seal(bytes(60))[0])
-    assert receiver.last_drop == "key_index"
+        assert receiver.last_drop is None, index
+    assert receiver.bucket.tokens == 8
+
+
+def test_level_none_still_removes_duplicates_with_one_replay_window_per_session():
+    _, receiver = make_pair(ref.LEVEL_NONE)
+    for key_index, counter, reason in [(0, 7, None), (0, 7, "replay"), (5, 7, "replay"), (5, 8, None), (0, 4041, None)]:
+        receiver.open(crafted(ref.LEVEL_NONE, b"", key_index=key_index, counter=counter))
+        assert receiver.last_drop == reason, (key_index, counter)
+    receiver.open(crafted(ref.LEVEL_NONE, b"", key_index=5, counter=8))
+    assert receiver.last_drop == "replay"  # 4033 below the highest, whatever the key index
 
 
 # --- sessions (§4.2) --------------------------------------------------------
@@ -750,19 +844,55 @@ def test_the_old_session_stays_usable_until_the_next_switch(level):
     assert receiver.last_drop == "auth"  # old_secret is gone; index 0 is held, so the tag decides
 
 
-def test_a_packet_for_neither_session_reports_the_check_it_got_furthest_in():
-    secret = make_secret(ref.LEVEL_AUTH, 1)
+def test_the_old_session_is_tried_only_under_the_key_index_it_had_when_replaced():
+    old, new, stranger = (make_secret(ref.LEVEL_AUTH, seed) for seed in (1, 2, 3))
     receiver = ref.Receiver(ref.LEVEL_AUTH)
-    receiver.set_session(secret)
-    receiver.open(crafted(ref.LEVEL_AUTH, secret, key_index=30, counter=0))
-    assert receiver.current_index == 30
-    receiver.set_session(make_secret(ref.LEVEL_AUTH, 2))
-    stranger = make_secret(ref.LEVEL_AUTH, 3)
-    # index 31 is "next" of the old session (the tag fails there) and out of reach of the new one.
-    receiver.open(crafted(ref.LEVEL_AUTH, stranger, key_index=31, counter=1))
+    receiver.set_session(old)
+    receiver.open(crafted(ref.LEVEL_AUTH, old, key_index=64, counter=0))
+    receiver.open(crafted(ref.LEVEL_AUTH, old, key_index=100, counter=1))
+    assert receiver.current_index == 100
+    receiver.set_session(new)
+    assert receiver.current_index == 0
+    cases = [
+        (old, 100, None),  # the old session's index: the second try succeeds
+        (old, 99, "key_index"),  # was "previous" of the old session, which keeps only its current index
+        (old, 101, "key_index"),  # ... and not its "next" either
+        (stranger, 100, "auth"),  # out of the new session's reach; the old one has it, and the tag fails
+        (stranger, 200, "key_index"),  # neither session has or may derive it
+        (stranger, 1, "auth"),  # held by the new session only: its tag decides
+    ]
+    for counter, (secret, key_index, reason) in enumerate(cases, start=2):
+        receiver.open(crafted(ref.LEVEL_AUTH, secret, key_index=key_index, counter=counter))
+        assert receiver.last_drop == reason, (key_index, reason)
+    assert receiver.current_index == 0  # a packet of the old session never moves the new one
+
+
+def test_an_old_session_packet_that_needs_a_token_in_the_new_session_spends_one_then_opens():
+    old, new = make_secret(ref.LEVEL_AUTH, 1), make_secret(ref.LEVEL_AUTH, 2)
+    receiver = ref.Receiver(ref.LEVEL_AUTH)
+    receiver.set_session(old)
+    receiver.open(crafted(ref.LEVEL_AUTH, old, key_index=5, counter=0), 0)
+    receiver.set_session(new)
+    assert receiver.bucket.tokens == 7
+    # Index 5 is ahead for the new session: derived (a token), its tag fails, and the old session takes it.
+    receiver.open(crafted(ref.LEVEL_AUTH, old, key_index=5, counter=1), 0)
+    assert receiver.last_drop is None and receiver.bucket.tokens == 6 and receiver.current_index == 0
+
+
+def test_an_empty_bucket_does_not_keep_the_old_session_from_its_second_try():
+    # §3.2: a packet failing step 4 or 5 under the current session is tried once more
+    # against the old one if that holds its key index; trying held keys derives nothing.
+    old, new = make_secret(ref.LEVEL_AUTH, 1), make_secret(ref.LEVEL_AUTH, 2)
+    receiver = ref.Receiver(ref.LEVEL_AUTH)
+    receiver.set_session(old)
+    receiver.open(crafted(ref.LEVEL_AUTH, old, key_index=5, counter=0), 0)
+    receiver.set_session(new)
+    open_all(receiver, [forged_under(new, k, k) for k in range(10, 17)], now_ms=0)
+    assert receiver.bucket.tokens == 0
+    receiver.open(crafted(ref.LEVEL_AUTH, old, key_index=5, counter=1), 0)
+    assert receiver.last_drop is None
+    receiver.open(forged_under(old, 5, 2), 0)
     assert receiver.last_drop == "auth"
-    receiver.open(crafted(ref.LEVEL_AUTH, stranger, key_index=200, counter=1))
-    assert receiver.last_drop == "key_index"
 
 
 # --- reassembly (§3.4) ------------------------------------------------------
