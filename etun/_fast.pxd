@@ -58,6 +58,15 @@ cdef enum:
     CTL_SLOTS = 32            # control packets queued for Python
     CTL_MAX = 9216            # the largest control packet kept (probes fill max_packet)
 
+    PUMP_TX_WAKEUPS = 0       # tx pump: LAN reads that returned frames
+    PUMP_TX_SLEEPS = 1        # ... polls because the LAN had nothing
+    PUMP_UDP_SENDS = 2        # ... sendmmsg calls
+    PUMP_UDP_MSGS = 3         # ... messages they carried (a GSO train is one)
+    PUMP_RX_WAKEUPS = 4       # rx pump: UDP reads that returned datagrams
+    PUMP_RX_SLEEPS = 5        # ... polls because the socket had nothing
+    PUMP_RX_DGRAMS = 6        # ... datagrams read (a GRO train counts each)
+    PUMP_LAN_SENDS = 7        # ... sendmmsg/writev calls to the LAN
+
     OPEN_HELD = 0             # open_packet(): fragment stored, frame not complete yet
     OPEN_FRAME = 1            # open_packet(): a complete frame is in the frame_ref
     OPEN_CONTROL = 2          # open_packet(): a control packet for the Python control plane
@@ -207,6 +216,7 @@ cdef struct engine_state:     # the two pumps, their buffers and what they share
     bint gso                          # UDP GSO in use (switched off if the kernel refuses it)
     bint gro                          # UDP GRO enabled on the socket
     int gso_errno                     # why GSO was switched off at run time; 0: it was not
+    uint32_t spin_us                  # keep polling this long before sleeping (0: sleep at once)
 
     pthread_mutex_t peer_lock         # guards peer, peer_len, peer_gen
     uint8_t peer[SOCKADDR_LEN]
@@ -215,6 +225,7 @@ cdef struct engine_state:     # the two pumps, their buffers and what they share
     uint32_t peer_roams               # changes made by authenticated packets (roaming)
     uint64_t last_auth_ms             # the latest authenticated data packet (rx pump)
     uint64_t last_send_ms             # the latest tunnel packet sent (tx pump)
+    uint64_t pump_stats[8]            # PUMP_* counts: how well the pumps batch
 
     # tx pump: LAN -> tunnel
     uint8_t *frames                   # TX_BATCH slots of FRAME_SLOT bytes

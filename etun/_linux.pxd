@@ -103,3 +103,11 @@ cdef extern from "<sys/eventfd.h>" nogil:
     int eventfd(unsigned int initval, int flags)
     int EFD_NONBLOCK
     int EFD_CLOEXEC
+
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef unsigned long pthread_t
+    pthread_t pthread_self()
+    int pthread_setname_np(pthread_t thread, const char *name)

@@ -227,6 +227,8 @@ cdef void lan_emit(engine_state *e) noexcept nogil:
     cdef int i, r, sent = 0, n = e.nout
     cdef frame_ref *f
     cdef iovec *iov
+    if n == 0:
+        return
     for i in range(n):
         f = &e.out[i]
         iov = &e.lan_out_iov[2 * i]
@@ -241,11 +243,13 @@ cdef void lan_emit(engine_state *e) noexcept nogil:
             iov[1].iov_len = f.length
             e.lan_out[i].msg_hdr.msg_iovlen = 2
     if e.lan_kind == LAN_TAP:
+        e.pump_stats[PUMP_LAN_SENDS] += n
         for i in range(n):
             if writev(e.lan_fd, &e.lan_out_iov[2 * i], <int>e.lan_out[i].msg_hdr.msg_iovlen) < 0:
                 lan_count_send_error(e, errno)
         return
     while sent < n:
+        e.pump_stats[PUMP_LAN_SENDS] += 1
         r = sendmmsg(e.lan_fd, &e.lan_out[sent], n - sent, 0)
         if r > 0:
             sent += r

@@ -14,6 +14,28 @@ cdef inline uint64_t pump_clock_ms() noexcept nogil:
     return <uint64_t>ts.tv_sec * 1000 + <uint64_t>ts.tv_nsec // 1000000
 
 
+cdef inline uint64_t pump_clock_us() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <uint64_t>ts.tv_sec * 1000000 + <uint64_t>ts.tv_nsec // 1000
+
+
+cdef inline bint pump_keep_spinning(engine_state *e, uint64_t *idle_since) noexcept nogil:
+    """Whether to try again at once instead of sleeping: a wakeup costs more than a few
+    empty reads while traffic is flowing (yielding, so nothing runnable is starved)."""
+    cdef uint64_t now
+    if e.spin_us == 0:
+        return False
+    now = pump_clock_us()
+    if idle_since[0] == 0:
+        idle_since[0] = now
+    if now - idle_since[0] < e.spin_us:
+        sched_yield()
+        return True
+    idle_since[0] = 0
+    return False
+
+
 cdef int pump_wait(engine_state *e, int fd, int timeout_ms) noexcept nogil:
     """Sleep until fd is readable, the stop eventfd fires, or the timeout passes."""
     cdef pollfd fds[2]
@@ -38,10 +60,13 @@ cdef int pump_tx(engine_state *e) noexcept nogil:
     """LAN -> tunnel until stopped. Returns 0, or the errno that broke the LAN side."""
     cdef dp_state *d = e.dp
     cdef int n, i, r
-    cdef uint64_t now
+    cdef uint64_t now, idle_since = 0
     while not e.stop:
         n = lan_capture_tap(e) if e.lan_kind == LAN_TAP else lan_capture_packet(e)
         if n == -EAGAIN or n == -EINTR or n == 0:
+            if pump_keep_spinning(e, &idle_since):
+                continue
+            e.pump_stats[PUMP_TX_SLEEPS] += 1
             pump_wait(e, e.lan_fd, 100)
             now = pump_clock_ms()
             if now >= e.stats_next_ms:
@@ -50,6 +75,8 @@ cdef int pump_tx(engine_state *e) noexcept nogil:
             continue
         if n < 0:
             return -n
+        idle_since = 0
+        e.pump_stats[PUMP_TX_WAKEUPS] += 1
         now = pump_clock_ms()
         pthread_mutex_lock(&d.send_lock)
         for i in range(n):
@@ -90,10 +117,13 @@ cdef int pump_rx(engine_state *e) noexcept nogil:
     cdef uint8_t *name
     cdef socklen_t namelen
     cdef bint accepted
-    cdef uint64_t now
+    cdef uint64_t now, idle_since = 0
     while not e.stop:
         n = udp_receive(e)
         if n == -EAGAIN or n == -EINTR or n == 0:
+            if pump_keep_spinning(e, &idle_since):
+                continue
+            e.pump_stats[PUMP_RX_SLEEPS] += 1
             pump_wait(e, e.udp_fd, 100)
             pthread_mutex_lock(&d.recv_lock)
             d.now_ms = pump_clock_ms()
@@ -102,6 +132,8 @@ cdef int pump_rx(engine_state *e) noexcept nogil:
             continue
         if n < 0:
             return -n
+        idle_since = 0
+        e.pump_stats[PUMP_RX_WAKEUPS] += 1
         now = pump_clock_ms()
         pthread_mutex_lock(&d.recv_lock)
         d.now_ms = now
@@ -117,6 +149,7 @@ cdef int pump_rx(engine_state *e) noexcept nogil:
             accepted = False
             off = 0
             while off < total:
+                e.pump_stats[PUMP_RX_DGRAMS] += 1
                 length = seg if total - off > seg else total - off
                 if e.nout == OUT_BATCH:
                     pump_deliver(e)

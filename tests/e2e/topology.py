@@ -83,7 +83,9 @@ class Topology:
             self.run(f"ip link add wan0 netns {self.ns(g)} type veth peer name {site}0 netns {self.ns('wan')}")
             for node, dev in ((h, "eth0"), (g, "lan0")):
                 self.run(f"ip link set {dev} mtu {self.lan_mtu} up", node)
-            self.run(f"sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.accept_dad=0", h)
+            # Each TCP connection starts afresh: no ssthresh inherited from an earlier test.
+            self.run("sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.accept_dad=0 "
+                     "net.ipv4.tcp_no_metrics_save=1", h)
             self.run(f"ip addr add {HOST_IP[site]}/24 dev eth0", h)
             self.run(f"ip addr add {HOST_IP6[site]}/64 dev eth0 nodad", h)
             if not self.host_offloads:
@@ -93,6 +95,8 @@ class Topology:
             for node, dev in ((g, "wan0"), ("wan", f"{site}0")):
                 self.run(f"ip link set {dev} mtu {self.wan_mtu} up", node)
                 self.run(f"ethtool -K {dev} tso off gso off tx-udp-segmentation off gro off >/dev/null", node)
+            # A gateway's WAN port behaves like a physical NIC, which does GRO on receive.
+            self.run("ethtool -K wan0 gro on >/dev/null", g)
             self.run(f"ip addr add {GW_IP[site]}/24 dev wan0", g)
             self.run(f"ip addr add {ROUTER_IP[site]}/24 dev {site}0", "wan")
             self.run(f"ip route add default via {ROUTER_IP[site]}", g)
