@@ -201,6 +201,7 @@ cdef struct dp_state:          # everything one site's datapath holds, shared by
     reasm_table reasm
     uint64_t ctr_rx[N_COUNTERS]
     uint64_t ctr_ctl[N_COUNTERS]      # drops the Python control plane decided; shown with rx
+    void *filt[2]                     # filter_table of nic_ingress (tx) and tunnel_ingress (rx)
     int last_drop                     # reason of the latest drop, for tests (0: none)
 
 

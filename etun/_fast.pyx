@@ -65,6 +65,7 @@ include "reasm.pxi"
 include "rxkeys.pxi"
 include "seal.pxi"
 include "open.pxi"
+include "filter.pxi"
 include "lanio.pxi"
 include "udpio.pxi"
 include "gso.pxi"
@@ -100,6 +101,8 @@ HELLO = TYPE_HELLO
 PROBE = TYPE_PROBE
 PROBE_REPLY = TYPE_PROBE_REPLY
 CONTROL_TYPES = (TYPE_HELLO, TYPE_PROBE, TYPE_PROBE_REPLY)
+NIC_INGRESS = FILTER_NIC_INGRESS
+TUNNEL_INGRESS = FILTER_TUNNEL_INGRESS
 
 
 class Dropped(Exception):
@@ -198,6 +201,8 @@ cdef class Datapath:
                 raise MemoryError(openssl_error("EVP_CIPHER_CTX_new"))
         if reasm_init(&d.reasm, <uint64_t>reassembly_kib * 1024, reassembly_timeout_ms) != 0:
             raise MemoryError("reassembly table")
+        self.set_filter(FILTER_NIC_INGRESS, True, ())
+        self.set_filter(FILTER_TUNNEL_INGRESS, True, ())
 
     def __dealloc__(self):
         cdef int k
@@ -209,6 +214,8 @@ cdef class Datapath:
                 crypto_keys_wipe(&d.rxk[k].keys)
                 EVP_CIPHER_CTX_free(d.rxk[k].keys.cipher)
             reasm_free(&d.reasm)
+            filter_free(<filter_table *>d.filt[0])
+            filter_free(<filter_table *>d.filt[1])
             pthread_mutex_destroy(&d.send_lock)
             pthread_mutex_destroy(&d.recv_lock)
             OPENSSL_cleanse(d, sizeof(dp_state))
@@ -306,6 +313,80 @@ cdef class Datapath:
         if rc != 0:
             raise RuntimeError(openssl_error("deriving receive keys"))
 
+    # -- filters -------------------------------------------------------------------------
+
+    def set_filter(self, int direction, bint default_allow, rules):
+        """Install a compiled filter: rules are (allow, kind, value) with kind "mac" (6 bytes),
+        "oui" (3 bytes) or "ethertype" (int), in configuration order."""
+        cdef dp_state *d = self.d
+        cdef filter_table *t
+        cdef filter_table *old
+        cdef uint32_t i, nmac = 0, noui = 0
+        cdef pthread_mutex_t *lock
+        if direction not in (FILTER_NIC_INGRESS, FILTER_TUNNEL_INGRESS):
+            raise ValueError("direction must be FILTER_NIC_INGRESS or FILTER_TUNNEL_INGRESS")
+        rules = list(rules)
+        if len(rules) > FILTER_MAX_RULES:
+            raise ValueError(f"at most {FILTER_MAX_RULES} rules")
+        for allow, kind, value in rules:
+            nmac += kind == "mac"
+            noui += kind == "oui"
+        t = <filter_table *>calloc(1, sizeof(filter_table))
+        if t == NULL:
+            raise MemoryError("filter table")
+        t.default_allow = default_allow
+        t.nrules = len(rules)
+        t.allow = <uint8_t *>calloc(len(rules) + 1, 1)
+        t.hits = <uint64_t *>calloc(len(rules) + 1, sizeof(uint64_t))
+        t.seen = <uint64_t *>calloc(65536, sizeof(uint64_t))
+        if (t.allow == NULL or t.hits == NULL or t.seen == NULL
+                or (nmac and filter_hash_init(&t.mac, nmac) != 0)
+                or (noui and filter_hash_init(&t.oui, noui) != 0)):
+            filter_free(t)
+            raise MemoryError("filter table")
+        for i, (allow, kind, value) in enumerate(rules):
+            t.allow[i] = bool(allow)
+            if kind == "mac" and len(value) == 6:
+                filter_hash_put(&t.mac, int.from_bytes(value, "big"), i)
+            elif kind == "oui" and len(value) == 3:
+                filter_hash_put(&t.oui, int.from_bytes(value, "big"), i)
+            elif kind == "ethertype" and 0x600 <= value <= 0xFFFF:
+                if t.ethertype == NULL:
+                    t.ethertype = <uint16_t *>malloc(65536 * sizeof(uint16_t))
+                    if t.ethertype == NULL:
+                        filter_free(t)
+                        raise MemoryError("filter table")
+                    memset(t.ethertype, 0xFF, 65536 * sizeof(uint16_t))
+                if t.ethertype[value] == FILTER_NONE:
+                    t.ethertype[value] = <uint16_t>i
+            else:
+                filter_free(t)
+                raise ValueError(f"rule {i + 1}: bad {kind} {value!r}")
+        lock = &d.send_lock if direction == FILTER_NIC_INGRESS else &d.recv_lock
+        pthread_mutex_lock(lock)
+        old = <filter_table *>d.filt[direction]
+        d.filt[direction] = t
+        pthread_mutex_unlock(lock)
+        filter_free(old)
+
+    def filter_check(self, int direction, frame):
+        """Decide one frame as the pump would (and count it); (allowed, rule index or None)."""
+        cdef const uint8_t[:] f = frame
+        cdef int verdict
+        t = <filter_table *>self.d.filt[direction]
+        verdict = filter_frame(t, &f[0] if f.shape[0] else NULL, f.shape[0])
+        if verdict >= 0:
+            return bool(verdict & 1), verdict >> 1
+        return verdict == -1, None
+
+    def filter_stats(self, int direction):
+        """{"rules": [hits per rule], "default": hits, "ethertypes": {EtherType: frames}}."""
+        cdef filter_table *t = <filter_table *>self.d.filt[direction]
+        cdef uint32_t i
+        seen = {i: t.seen[i] for i in range(65536) if t.seen[i]}
+        return {"rules": [t.hits[i] for i in range(t.nrules)], "default": t.default_hits,
+                "ethertypes": seen}
+
     # -- packets -------------------------------------------------------------------------
 
     def seal(self, frame, int frame_type=TYPE_FRAME):
@@ -399,9 +480,11 @@ cdef class Datapath:
 
     # -- benchmarks (in-process, GIL released, no I/O) -----------------------------------
 
-    def bench_seal(self, int frame_len, double seconds):
-        """Seal frames of `frame_len` bytes for about `seconds`; returns (frames, elapsed)."""
+    def bench_seal(self, int frame_len, double seconds, bint filtered=False):
+        """Seal frames of `frame_len` bytes for about `seconds`; returns (frames, elapsed).
+        `filtered`: pass each frame through the nic_ingress filter first, as the pump does."""
         cdef dp_state *d = self.d
+        cdef filter_table *filt = <filter_table *>d.filt[FILTER_NIC_INGRESS]
         cdef pkt_ref pkts[MAX_FRAGS]
         cdef uint64_t frames = 0
         cdef int i, n = 0
@@ -412,11 +495,15 @@ cdef class Datapath:
             raise RuntimeError("no send session")
         for i in range(frame_len):
             self.work_tx[i] = <uint8_t>(i * 7)
+            self.work_rx[i] = <uint8_t>(i * 7)
         with nogil:
             pthread_mutex_lock(&d.send_lock)
             t0 = monotonic_s()
             while True:
                 for i in range(256):
+                    # The filter reads a pristine copy: seal_frame encrypts work_tx in place.
+                    if filtered and not filter_allows(filt, self.work_rx, frame_len):
+                        continue
                     n = seal_frame(d, self.work_tx, frame_len, TYPE_FRAME, pkts)
                 frames += 256
                 t1 = monotonic_s()
@@ -461,13 +548,14 @@ cdef class Datapath:
                     break
         return frames, t1 - t0
 
-    def bench_open(self, datagrams, double seconds):
+    def bench_open(self, datagrams, double seconds, bint filtered=False):
         """Open the given datagrams over and over for about `seconds`; returns (frames, elapsed).
 
         The replay windows are reset between rounds, which is the only thing the real
-        datapath would not do.
+        datapath would not do. `filtered`: pass each frame through the tunnel_ingress filter.
         """
         cdef dp_state *d = self.d
+        cdef filter_table *filt = <filter_table *>d.filt[FILTER_TUNNEL_INGRESS]
         cdef Py_ssize_t count = len(datagrams), total = 0, j
         cdef uint8_t *arena
         cdef uint32_t *offs
@@ -499,7 +587,8 @@ cdef class Datapath:
                 for j in range(count):
                     rc = open_packet(d, arena + offs[j], lens[j], &f, self.scratch)
                     if rc == OPEN_FRAME:
-                        frames += 1
+                        if not filtered or filter_allows(filt, f.data, f.length):
+                            frames += 1
                         open_release(d, &f)
                     elif rc < 0:
                         bad = -rc

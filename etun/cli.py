@@ -85,6 +85,17 @@ def cmd_status(args) -> int:
     return run_status(args["<config>"], args["--json"], args["--watch"])
 
 
+def cmd_verify_peer(args) -> int:
+    from etun.verify import run_verify
+
+    raw = args["--timeout"]
+    try:
+        timeout = float(raw)
+    except ValueError:
+        raise UsageError(f'--timeout: expected seconds, got "{raw}"') from None
+    return run_verify(args["<config>"], timeout, args["--json"])
+
+
 def cmd_bench(args) -> int:
     raw = args["--seconds"]
     try:
@@ -99,17 +110,10 @@ def cmd_bench(args) -> int:
     return run_bench(seconds, args["--json"])
 
 
-def _not_built(command: str):
-    def cmd(args) -> int:
-        raise RuntimeFailure(f"{command} is not available in this build yet")
-
-    return cmd
-
-
 COMMANDS = {
     "run": cmd_run,
     "keygen": cmd_keygen,
-    "verify-peer": _not_built("verify-peer"),
+    "verify-peer": cmd_verify_peer,
     "status": cmd_status,
     "check": cmd_check,
     "bench": cmd_bench,

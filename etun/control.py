@@ -157,6 +157,10 @@ class ControlServer:
             pass
 
 
+class NoDaemon(RuntimeFailure):
+    """Nothing listens on the control socket: no daemon runs for this site."""
+
+
 def ask(path: Path, request: dict, timeout: float) -> dict:
     """Client side: one request to the daemon at `path`, its answer; RuntimeFailure if none."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -171,9 +175,9 @@ def ask(path: Path, request: dict, timeout: float) -> dict:
                 break
             data += chunk
     except FileNotFoundError:
-        raise RuntimeFailure(f"no etun running for this site (no control socket at {path})") from None
+        raise NoDaemon(f"no etun running for this site (no control socket at {path})") from None
     except ConnectionRefusedError:
-        raise RuntimeFailure(f"no etun running for this site ({path} is not answering)") from None
+        raise NoDaemon(f"no etun running for this site ({path} is not answering)") from None
     except PermissionError:
         raise RuntimeFailure(f"cannot reach the daemon at {path}: Permission denied (run as root)") from None
     except socket.timeout:

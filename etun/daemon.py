@@ -8,21 +8,25 @@ import signal
 import threading
 import time
 
-from etun import __version__, _fast, keys
+from etun import __version__, _fast, filters, keys
 from etun.config import load_config
-from etun.control import ControlServer
+from etun.control import ControlServer, Pending
 from etun.errors import RuntimeFailure
 from etun.lan import open_lan
+from etun.metrics import MetricsServer
 from etun.session import Session
 from etun.transport import format_sockaddr, open_transport, resolve_peer, sockaddr_tuple
+from etun.verify import Prober, Responder
 
 log = logging.getLogger("etun")
 
 TICK_S = 0.2                    # the control loop wakes at least this often
+PROBE_TICK_S = 0.02             # ... and more often while verify-peer probes are out
 PEER_SILENT_KEEPALIVES = 3      # the peer is down after this many silent keepalive intervals
 RESOLVE_INTERVAL_MS = 30_000    # re-resolve a DNS peer this often while it is silent
 PUMP_JOIN_S = 5.0
 DEFAULT_SPIN_US = 50
+TOP_ETHERTYPES = 8              # EtherTypes listed per direction in status
 
 
 def spin_us() -> int:
@@ -65,7 +69,7 @@ class Daemon:
         self.keepalive_ms = config.tunnel.keepalive * 1000
         self.stopping = False
         self.pump_result: dict[str, int] = {}
-        self.lan = self.udp = self.engine = self.control = None
+        self.lan = self.udp = self.engine = self.control = self.metrics = None
         self.threads: list[threading.Thread] = []
         self.started = time.monotonic()
 
@@ -82,20 +86,29 @@ class Daemon:
             finally:
                 keys.wipe(material)
             control_key = keys.control_key(prk)
+        # First of all that is visible: a second etun for this site stops here, touching nothing.
+        self.control = ControlServer(c.control.socket, {"status": self.handle_status,
+                                                        "verify": self.handle_verify})
         self.lan = open_lan(c.lan)
         self.udp = open_transport(c.tunnel.listen)
         peer = resolve_peer(c.tunnel.peer, self.udp.family)
         self.datapath = _fast.Datapath(self.level, c.tunnel.max_packet)
+        filters.install(self.datapath, c.filter)
         self.engine = _fast.Engine(self.datapath, self.lan.fd, self.lan.kind, self.udp.fd,
                                    self.udp.port, self.udp.gso, self.udp.gro)
         self.engine.set_peer(peer)
         self.engine.spin_us = spin_us()
-        self.control = ControlServer(c.control.socket, {"status": self.handle_status})
+        self.responder = Responder(self.level, control_key, c.site.name)
+        self.control_key = control_key
+        self.probers: list[tuple[Prober, object]] = []
         now = _fast.clock_ms()
         self.session = Session(self.level, self.datapath, c.site.name, prk, control_key, now,
                                self.keepalive_ms)
         self.peer_up = False
         self.peer_gen = self.engine.peer()[1]
+        if c.metrics.listen is not None:
+            self.metrics = MetricsServer(c.metrics.listen, self.status)
+            log.info("Prometheus metrics at http://%s/metrics", c.metrics.listen)
         self.last_resolve_ms = now
         self.last_rotate_ms = now
         self.rotated_for = None
@@ -121,7 +134,8 @@ class Daemon:
 
     def loop(self) -> int:
         while not self.stopping:
-            timeout = min(TICK_S, max(0.0, (self.session.next_hello_ms - _fast.clock_ms()) / 1000))
+            timeout = min(TICK_S if not self.probers else PROBE_TICK_S,
+                          max(0.0, (self.session.next_hello_ms - _fast.clock_ms()) / 1000))
             ready, _, _ = select.select([self.engine.control_fd, self.wake_r, *self.control.fds()],
                                         [], [], timeout)
             if self.wake_r in ready:
@@ -138,8 +152,13 @@ class Daemon:
         return 0
 
     def handle_control(self, datagram: bytes, source: bytes, now: int) -> None:
-        if datagram[0] & 15 != _fast.HELLO:
-            self.datapath.count_rx_drop("malformed")        # PROBE handling arrives with verify-peer
+        ptype = datagram[0] & 15
+        if ptype == _fast.PROBE:
+            self.answer_probe(datagram, source)
+            return
+        if ptype == _fast.PROBE_REPLY:
+            for prober, _ in self.probers:
+                prober.incoming(datagram)
             return
         out = self.session.receive(datagram, now)
         if out.drop:
@@ -157,6 +176,38 @@ class Daemon:
         if out.answer:
             self.send_hello(now)
 
+    def answer_probe(self, datagram: bytes, source: bytes) -> None:
+        """Another site's verify-peer asks; answer from the tunnel socket it reached."""
+        try:
+            replies = self.responder.answer(datagram, source, self.engine.peer()[0], self.peer_up)
+        except _fast.Dropped as e:
+            self.datapath.count_rx_drop(e.reason)
+            return
+        for reply in replies:
+            try:
+                self.udp.sock.sendto(reply, sockaddr_tuple(source))
+            except OSError as e:
+                log.debug("probe answer to %s not sent: %s", format_sockaddr(source), e.strerror)
+
+    def handle_verify(self, request, client):
+        """`etun verify-peer` on this host: probe the peer from the tunnel socket itself."""
+        timeout = float(request.get("timeout", 5))
+        prober = Prober(self.level, self.control_key, self.config.tunnel.max_packet,
+                        self.engine.peer()[0], min(max(timeout, 0.5), 300), self.udp.family)
+        self.probers.append((prober, client))
+        return Pending()
+
+    def drive_probers(self) -> None:
+        for prober, client in list(self.probers):
+            for datagram in prober.outgoing():
+                try:
+                    self.udp.sock.sendto(datagram, sockaddr_tuple(prober.peer))
+                except OSError:
+                    pass
+            if prober.done():
+                self.probers.remove((prober, client))
+                client.respond(prober.report())
+
     def send_hello(self, now: int) -> None:
         peer = self.engine.peer()[0]
         try:
@@ -166,6 +217,7 @@ class Daemon:
 
     def tick(self, now: int) -> None:
         s = self.session
+        self.drive_probers()
         if s.hello_due(now):
             self.send_hello(now)
         # Rotate the send keys every `rekey` seconds of one session; a new session starts at 0.
@@ -220,9 +272,19 @@ class Daemon:
         last = max(snap["last_auth_ms"], s.last_rx_ms or 0)
         counters = self.datapath.counters()
 
-        def direction(raw: dict, traffic: tuple) -> dict:
+        def direction(raw: dict, traffic: tuple, filter_name: str) -> dict:
             d = {name: raw[name] for name in traffic}
             d["drops"] = {name: raw[name] for name in _fast.DROP_REASONS}
+            table = getattr(c.filter, filter_name)
+            stats = self.datapath.filter_stats(filters.DIRECTIONS[filter_name])
+            d["filter"] = {
+                "name": filter_name,
+                "rules": [{"rule": i + 1, "match": filters.describe(r), "hits": hits}
+                          for i, (r, hits) in enumerate(zip(table.rules, stats["rules"]))],
+                "default": {"action": table.default, "hits": stats["default"]},
+            }
+            top = sorted(stats["ethertypes"].items(), key=lambda kv: -kv[1])[:TOP_ETHERTYPES]
+            d["ethertypes"] = {("802.3" if et == 0 else f"0x{et:04x}"): n for et, n in top}
             return d
 
         return {
@@ -248,15 +310,17 @@ class Daemon:
             "pumps": snap["pumps"],
             "directions": {
                 "outbound": direction(counters["tx"], ("frames", "bytes", "packets", "fragments",
-                                                       "superframes")),
+                                                       "superframes"), "nic_ingress"),
                 "inbound": direction(counters["rx"], ("frames", "bytes", "packets", "fragments",
-                                                      "reassembled", "control")),
+                                                      "reassembled", "control"), "tunnel_ingress"),
             },
         }
 
     # -- teardown, in reverse ---------------------------------------------------------------
 
     def teardown(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
         if self.control is not None:
             self.control.close()
         if self.engine is not None:

@@ -119,6 +119,9 @@ cdef void lan_prepare(engine_state *e, int i, uint8_t *frame, uint32_t flen, con
     if lan_is_own_tunnel(frame, flen, e.listen_port):
         d.ctr_tx[DROP_OWN_TUNNEL] += 1
         return
+    if not filter_allows(<filter_table *>d.filt[FILTER_NIC_INGRESS], frame, flen):
+        d.ctr_tx[DROP_FILTER] += 1
+        return
     if gso_type != VNET_GSO_NONE and gso_parse(e, i, frame, flen, vnet, vlan_shift) == 0:
         e.cap_data[i] = frame
         e.cap_len[i] = flen

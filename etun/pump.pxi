@@ -100,6 +100,13 @@ cdef int pump_tx(engine_state *e) noexcept nogil:
     return 0
 
 
+cdef inline bint pump_rx_allows(engine_state *e, frame_ref *f) noexcept nogil:
+    """tunnel_ingress: the frame behind any offload header."""
+    cdef uint32_t skip = VNET_HDR_LEN if f.ftype == TYPE_FRAME_VNET else 0
+    return filter_allows(<filter_table *>e.dp.filt[FILTER_TUNNEL_INGRESS], f.data + skip,
+                         f.length - skip)
+
+
 cdef void pump_deliver(engine_state *e) noexcept nogil:
     cdef int i
     lan_emit(e)
@@ -156,8 +163,12 @@ cdef int pump_rx(engine_state *e) noexcept nogil:
                 rc = open_packet(d, base + off, length, &e.out[e.nout],
                                  e.scratch + <size_t>e.nout * (MAX_MAX_PACKET + TAILROOM))
                 if rc == OPEN_FRAME:
-                    e.nout += 1
                     accepted = True
+                    if pump_rx_allows(e, &e.out[e.nout]):
+                        e.nout += 1
+                    else:
+                        d.ctr_rx[DROP_FILTER] += 1
+                        open_release(d, &e.out[e.nout])
                 elif rc == OPEN_HELD:
                     accepted = True
                 elif rc == OPEN_CONTROL:

@@ -56,6 +56,15 @@ def render(st: dict) -> str:
     lines.append("drops")
     for reason in out["drops"]:
         lines.append(f"  {reason:22}{out['drops'][reason]:>16,}{inb['drops'][reason]:>16,}")
+    for d in (out, inb):
+        f = d["filter"]
+        lines.append(f"filter {f['name']}:")
+        for r in f["rules"]:
+            lines.append(f"  rule {r['rule']:<3} {r['match']:<34}{r['hits']:>14,} hits")
+        lines.append(f"  default {f['default']['action']:<34}{f['default']['hits']:>14,} hits")
+    for label, d in (("LAN → tunnel", out), ("tunnel → LAN", inb)):
+        shown = ", ".join(f"{et} {n:,}" for et, n in d["ethertypes"].items()) or "none yet"
+        lines.append(f"EtherTypes {label}: {shown}")
     return "\n".join(lines)
 
 

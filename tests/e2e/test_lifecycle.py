@@ -81,10 +81,10 @@ def test_own_tunnel_packets_are_never_tunneled_when_the_underlay_shares_the_lan_
     assert sent == got
     out = status(t, "a")["directions"]["outbound"]
     # No loop: site A sent about what hostA sent (8 MiB), not its own tunnel traffic again.
-    assert out["bytes"] < 8.5 * (1 << 20) + 2_000_000
+    assert out["bytes"] < 8.5 * (1 << 20) + 2_000_000, out
     if underlay == "mv0":
         # The macvlan's frames reach promiscuous lan0 under another MAC: caught by content.
-        assert out["drops"]["own_tunnel"] > 100
+        assert out["drops"]["own_tunnel"] > 100, out
 
 
 def test_gro_on_the_lan_nic_is_noticed_and_its_super_frames_cross_intact(topo):

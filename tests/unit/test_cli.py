@@ -194,12 +194,20 @@ def test_check_rejects_a_key_file_of_the_wrong_size(site):
     )
 
 
-def test_verify_peer_is_not_built_yet_and_says_so_with_exit_1(site):
+@pytest.mark.parametrize("value", ["abc", "0.1", "1000"])
+def test_verify_peer_rejects_a_bad_timeout_with_exit_2(site, value):
     tmp_path, _ = site
+    result = etun("verify-peer", f"--timeout={value}", "site.toml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert error_line(result).startswith("etun: --timeout: expected")
+
+
+def test_verify_peer_with_a_config_mistake_fails_in_one_line_with_exit_2(site):
+    tmp_path, _ = site
+    (tmp_path / "site.toml").write_text(VALID_TOML.replace('level = "encrypt"', 'level = "high"'))
     result = etun("verify-peer", "site.toml", cwd=tmp_path)
-    assert result.returncode == 1
-    assert error_line(result) == "etun: verify-peer is not available in this build yet"
-    assert result.stdout == ""
+    assert result.returncode == 2
+    assert error_line(result) == 'etun: site.toml: [security] level: expected one of "none", "auth", "encrypt", got "high"'
 
 
 def test_run_with_a_missing_lan_interface_fails_in_one_line_with_exit_1(site):

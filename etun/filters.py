@@ -1,0 +1,28 @@
+"""Compile [filter.*] rules into what the datapath's filter tables take, and name them for people."""
+
+from etun import _fast
+
+DIRECTIONS = {"nic_ingress": _fast.NIC_INGRESS, "tunnel_ingress": _fast.TUNNEL_INGRESS}
+
+
+def kind_and_value(rule) -> tuple[str, object]:
+    if rule.mac is not None:
+        return "mac", rule.mac
+    if rule.oui is not None:
+        return "oui", rule.oui
+    return "ethertype", rule.ethertype
+
+
+def describe(rule) -> str:
+    """A rule as an operator writes it: "deny mac 01:80:c2:00:00:00"."""
+    kind, value = kind_and_value(rule)
+    shown = f"0x{value:04x}" if kind == "ethertype" else value.hex(":")
+    return f"{rule.action} {kind} {shown}"
+
+
+def install(datapath, filters) -> None:
+    """Put both directions' rules (an etun.config.Filters) into the datapath."""
+    for name, direction in DIRECTIONS.items():
+        table = getattr(filters, name)
+        rules = [(r.action == "allow", *kind_and_value(r)) for r in table.rules]
+        datapath.set_filter(direction, table.default == "allow", rules)
