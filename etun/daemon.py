@@ -14,6 +14,7 @@ from etun.control import ControlServer, Pending
 from etun.errors import RuntimeFailure
 from etun.lan import open_lan
 from etun.metrics import MetricsServer
+from etun.selftest import run_selftest
 from etun.session import Session
 from etun.transport import format_sockaddr, open_transport, resolve_peer, sockaddr_tuple
 from etun.verify import Prober, Responder
@@ -27,6 +28,24 @@ RESOLVE_INTERVAL_MS = 30_000    # re-resolve a DNS peer this often while it is s
 PUMP_JOIN_S = 5.0
 DEFAULT_SPIN_US = 50
 TOP_ETHERTYPES = 8              # EtherTypes listed per direction in status
+
+
+CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
+
+
+def require_capabilities(mode: str) -> None:
+    """etun needs CAP_NET_RAW and CAP_NET_ADMIN, and says so before touching anything."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            effective = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return                      # no /proc: let the first privileged call say what is missing
+    missing = [name for bit, name in ((CAP_NET_RAW, "CAP_NET_RAW"), (CAP_NET_ADMIN, "CAP_NET_ADMIN"))
+               if not effective & (1 << bit)]
+    if missing:
+        why = "to create the TAP device" if mode == "tap" else "to capture and inject frames on the LAN"
+        raise RuntimeFailure(f"missing {' and '.join(missing)}: etun needs CAP_NET_RAW and CAP_NET_ADMIN "
+                             f"{why}; run it as root or from packaging/etun@.service")
 
 
 def spin_us() -> int:
@@ -77,6 +96,8 @@ class Daemon:
 
     def setup(self) -> None:
         c = self.config
+        run_selftest()
+        require_capabilities(c.lan.mode)
         prk = control_key = None
         if self.level != _fast.LEVELS["none"]:
             material = keys.load_key_file(c.security.key_file)

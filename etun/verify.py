@@ -334,10 +334,12 @@ def run_verify(config_path, timeout_s: float, as_json: bool) -> int:
     from etun.config import load_config
     from etun.control import NoDaemon, ask
     from etun.errors import UsageError
+    from etun.selftest import run_selftest
 
     if not 0.5 <= timeout_s <= 300:
         raise UsageError(f"--timeout: expected 0.5..300 seconds, got {timeout_s:g}")
     config = load_config(config_path)
+    run_selftest()
     try:
         report = ask(config.control.socket, {"request": "verify", "timeout": timeout_s}, timeout_s + 5)
     except NoDaemon:

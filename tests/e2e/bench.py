@@ -88,14 +88,14 @@ def measure(t: Topology, seconds: float, with_etun: bool) -> dict:
     return row
 
 
-def run_case(offloads: bool, seconds: float, level: str) -> dict:
+def run_case(offloads: bool, seconds: float, level: str, etun: str | None = None) -> dict:
     t = Topology(name="etunbench", host_offloads=offloads, narrate=False)
     with t:
         vxlan_up(t)
         vxlan = measure(t, seconds, with_etun=False)
         vxlan_down(t)
         for site in "ab":
-            t.start_etun(site, t.write_config(site, level=level))
+            t.start_etun(site, t.write_config(site, level=level), etun=etun)
         t.wait_log("a", "peer up")
         t.wait_log("b", "peer up")
         etun = measure(t, seconds, with_etun=True)
@@ -110,8 +110,10 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--level", default="encrypt")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--etun", help="command to run instead of the in-tree etun, e.g. dist/etun")
     args = p.parse_args()
-    cases = [run_case(False, args.seconds, args.level), run_case(True, args.seconds, args.level)]
+    cases = [run_case(False, args.seconds, args.level, args.etun),
+             run_case(True, args.seconds, args.level, args.etun)]
     if args.json:
         json.dump(cases, sys.stdout, indent=2)
         print()

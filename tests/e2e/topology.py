@@ -153,11 +153,14 @@ class Topology:
         path.write_text(text)
         return path
 
-    def start_etun(self, site: str, config: Path | None = None, wait_up: bool = False,
-                   prefix: str = "") -> EtunProcess:
+    def start_etun(self, site: str, config: Path | str | None = None, wait_up: bool = False,
+                   prefix: str = "", etun: str | None = None) -> EtunProcess:
+        """Start `etun run` at gateway `site`; `etun` replaces the in-tree command (e.g. with
+        "chroot /some/root /etun" for the one-file binary), `prefix` goes in front of it."""
         config = config or self.write_config(site)
         log = self.workdir / f"{site}.log"
-        cmd = f"{prefix}{sys.executable} -m etun.cli run {config}"
+        etun = etun or f"{sys.executable} -m etun.cli"
+        cmd = f"{prefix}{etun} run {config}"
         if self.narrate:
             print(f"[g{site}] {cmd} 2>{log}", file=sys.stderr, flush=True)
         with open(log, "w") as f:

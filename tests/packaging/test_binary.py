@@ -1,0 +1,146 @@
+"""The one-file dist/etun (`make binary`): runs in an empty root with no libc and no Python, carries a
+real tunnel from there, works with just CAP_NET_RAW and CAP_NET_ADMIN, and says which one is missing.
+
+    empty root:  /etun  /dev (bind)  /proc  /tmp  /run  and the files the test writes
+
+Topology of the tunnel cases: tests/e2e/topology.py (hostA - gwA - WAN MTU 840 - gwB - hostB).
+"""
+
+import os
+import pwd
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import e2e_ready, topo  # noqa: F401 (fixtures)
+from tests.e2e.topology import GW_IP, HOST_IP, REPO
+
+BINARY = REPO / "dist" / "etun"
+NOBODY = pwd.getpwnam("nobody")
+
+
+@pytest.fixture(scope="module")
+def binary():
+    if not BINARY.exists():
+        pytest.skip("dist/etun is not built (run make binary)")
+    return BINARY
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    print("[root]", " ".join(map(str, cmd)))
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)
+
+
+@pytest.fixture
+def empty_root(binary, tmp_path):
+    """A directory holding only the binary, with /dev and /proc mounted; unmounted afterwards."""
+    root = tmp_path / "root"
+    for d in ("dev", "proc", "tmp", "run"):
+        (root / d).mkdir(parents=True)
+    (root / "tmp").chmod(0o1777)
+    shutil.copy2(binary, root / "etun")
+    mounted = []
+    try:
+        for args in (["--bind", "/dev", str(root / "dev")], ["-t", "proc", "proc", str(root / "proc")]):
+            assert run(["mount", *args]).returncode == 0
+            mounted.append(args[-1])
+        assert not (root / "lib").exists() and not (root / "usr").exists()
+        yield root
+    finally:
+        for path in reversed(mounted):
+            run(["umount", "-l", path])
+
+
+def chrooted(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return run(["chroot", str(root), "/etun", *args])
+
+
+def test_the_binary_is_small_and_answers_version_quickly(binary):
+    assert binary.stat().st_size <= 40 * 1024 * 1024
+    started = time.monotonic()
+    r = run([str(binary), "--version"])
+    assert r.returncode == 0 and r.stdout == "etun 0.1.0\n"
+    assert time.monotonic() - started < 2.0          # measured properly in docs/PERFORMANCE.md
+
+
+def test_an_empty_root_runs_version_keygen_and_check(empty_root):
+    r = chrooted(empty_root, "--version")
+    assert (r.returncode, r.stdout) == (0, "etun 0.1.0\n"), r.stderr
+    r = chrooted(empty_root, "keygen", "/site.key")
+    assert r.returncode == 0 and "fingerprint" in r.stdout, r.stderr
+    assert (empty_root / "site.key").stat().st_size == 32768
+    (empty_root / "site.toml").write_text(
+        '[lan]\ninterface = "eth1"\n[tunnel]\npeer = "203.0.113.7:5555"\n[security]\nkey_file = "/site.key"\n')
+    r = chrooted(empty_root, "check", "/site.toml")
+    assert r.returncode == 0 and r.stdout.startswith("/site.toml: ok"), r.stderr
+    r = chrooted(empty_root, "check", "/missing.toml")
+    assert r.returncode == 2 and r.stderr == "etun: /missing.toml: cannot read: No such file or directory\n"
+
+
+def root_config(t, root: Path, site: str, **kw) -> str:
+    """Write site's config into the root with paths as seen from inside it; the in-root path."""
+    path = t.write_config(site, **kw)
+    text = path.read_text().replace(str(t.workdir / "site.key"), "/site.key")
+    text = text.replace(str(t.workdir / f"{site}.sock"), f"/run/{site}.sock")
+    (root / f"{site}.toml").write_text(text)
+    return f"/{site}.toml"
+
+
+def test_two_gateways_run_the_binary_from_an_empty_root_and_carry_full_size_frames(empty_root, topo):  # noqa: F811
+    t = topo()
+    shutil.copy2(t.keygen(), empty_root / "site.key")
+    for site in "ab":
+        t.start_etun(site, root_config(t, empty_root, site), etun=f"chroot {empty_root} /etun")
+    t.wait_log("a", "peer up")
+    t.wait_log("b", "peer up")
+    r = t.ping("a", HOST_IP["b"], size=1472, count=5)
+    assert " 0% packet loss" in r.stdout, r.stdout
+    assert "level encrypt" in t.etuns["a"].text()
+
+
+def unprivileged(caps: str) -> str:
+    """setpriv: become `nobody` holding only `caps` (e.g. "+net_raw,+net_admin"; "" for none)."""
+    keep = f"--inh-caps={caps} --ambient-caps={caps} --bounding-set=-all,{caps} " if caps else \
+        "--inh-caps=-all --bounding-set=-all "
+    return f"setpriv --reuid={NOBODY.pw_uid} --regid={NOBODY.pw_gid} --clear-groups {keep}"
+
+
+@pytest.fixture
+def nobody_dir():
+    """A directory nobody owns, reachable by nobody (pytest's own tmp_path is root-only)."""
+    path = Path(f"/tmp/etun-nobody-{os.getpid()}")
+    path.mkdir(mode=0o755)
+    os.chown(path, NOBODY.pw_uid, NOBODY.pw_gid)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_the_binary_carries_traffic_as_nobody_with_only_net_raw_and_net_admin(binary, topo, nobody_dir):  # noqa: F811
+    t = topo()
+    key = nobody_dir / "site.key"
+    shutil.copy2(t.keygen(), key)
+    os.chown(key, NOBODY.pw_uid, NOBODY.pw_gid)
+    for site in "ab":
+        text = t.write_config(site, key=key).read_text()
+        config = nobody_dir / f"{site}.toml"
+        config.write_text(text.replace(f"{t.workdir}/{site}.sock", f"{nobody_dir}/{site}.sock"))
+        t.start_etun(site, config, prefix=unprivileged("+net_raw,+net_admin"), etun=str(binary))
+    t.wait_log("a", "peer up")
+    r = t.ping("a", HOST_IP["b"], size=1472, count=5)
+    assert " 0% packet loss" in r.stdout, r.stdout
+    assert (nobody_dir / "a.sock").stat().st_uid == NOBODY.pw_uid
+
+
+@pytest.mark.parametrize("caps,missing", [("", "CAP_NET_RAW and CAP_NET_ADMIN"), ("+net_raw", "CAP_NET_ADMIN")])
+def test_without_its_capabilities_the_binary_names_the_missing_one_in_one_line(binary, topo, nobody_dir,  # noqa: F811
+                                                                               caps, missing):
+    t = topo()
+    config = nobody_dir / "a.toml"
+    config.write_text(t.write_config("a").read_text())
+    r = t.run(f"{unprivileged(caps)}{binary} run {config}", "ga", check=False, capture=True)
+    assert r.returncode == 1
+    assert r.stdout.startswith(f"etun: missing {missing}: etun needs CAP_NET_RAW and CAP_NET_ADMIN")
+    assert r.stdout.count("\n") == 1

@@ -1,0 +1,35 @@
+"""packaging/etun@.service: systemd accepts it, and it grants etun its two capabilities and no more."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.e2e.topology import REPO
+
+UNIT = REPO / "packaging" / "etun@.service"
+
+
+def test_the_unit_verifies_with_systemd_analyze(tmp_path):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed (make test installs systemd)")
+    binary = REPO / "dist" / "etun"
+    if not binary.exists():
+        pytest.skip("dist/etun is not built (run make binary)")
+    # The unit runs /usr/local/bin/etun; point that at the built binary for the check.
+    unit = tmp_path / "etun@berlin.service"
+    unit.write_text(UNIT.read_text().replace("/usr/local/bin/etun", str(binary)))
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr
+    r = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)], capture_output=True, text=True)
+    exposure = float(r.stdout.rsplit("Overall exposure level for etun@berlin.service: ", 1)[1].split()[0])
+    assert exposure <= 3.0, r.stdout
+
+
+def test_the_unit_grants_exactly_net_raw_and_net_admin():
+    lines = dict(line.split("=", 1) for line in UNIT.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    assert lines["CapabilityBoundingSet"] == "CAP_NET_RAW CAP_NET_ADMIN"
+    assert lines["AmbientCapabilities"] == "CAP_NET_RAW CAP_NET_ADMIN"
+    assert lines["NoNewPrivileges"] == "yes" and lines["ProtectSystem"] == "strict"
+    assert lines["PrivateTmp"] == "yes" and lines["Restart"] == "on-failure"
+    assert lines["ExecStart"] == "/usr/local/bin/etun run /etc/etun/%i.toml"
