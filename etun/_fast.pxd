@@ -58,6 +58,11 @@ cdef enum:
     CTL_SLOTS = 32            # control packets queued for Python
     CTL_MAX = 9216            # the largest control packet kept (probes fill max_packet)
 
+    PUMP_TX = 0               # index of the LAN -> tunnel pump in per-pump arrays
+    PUMP_RX = 1               # ... and of the tunnel -> LAN pump
+    KICK_SPIN_US = 300        # how long a kicked pump polls for the reply it was woken for
+    KICK_RECENT_US = 100000   # kick only a pump that moved traffic this recently: a flow both ways
+
     PUMP_TX_WAKEUPS = 0       # tx pump: LAN reads that returned frames
     PUMP_TX_SLEEPS = 1        # ... polls because the LAN had nothing
     PUMP_UDP_SENDS = 2        # ... sendmmsg calls
@@ -211,6 +216,10 @@ cdef struct engine_state:     # the two pumps, their buffers and what they share
     int lan_kind
     int udp_fd
     int wake_fd                       # eventfd: written to stop both pumps
+    int kick_fd[2]                    # eventfds: wake pump PUMP_TX / PUMP_RX ahead of a reply
+    int sleeping[2]                   # set while that pump sleeps in poll()
+    uint64_t spin_until_us[2]         # a kicked pump polls until then before sleeping again
+    uint64_t active_us[2]             # when each pump last moved traffic
     int ctl_fd                        # eventfd: written when control packets are queued
     int stop
     uint16_t listen_port              # our UDP port, to spot our own packets on the LAN

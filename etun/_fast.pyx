@@ -764,7 +764,7 @@ cdef class Engine:
         self.e = e = <engine_state *>calloc(1, sizeof(engine_state))
         if e == NULL:
             raise MemoryError("engine state")
-        e.wake_fd = e.ctl_fd = -1
+        e.wake_fd = e.ctl_fd = e.kick_fd[PUMP_TX] = e.kick_fd[PUMP_RX] = -1
         e.dp = datapath.d
         e.lan_fd = lan_fd
         e.lan_kind = lan_kind
@@ -789,7 +789,9 @@ cdef class Engine:
             raise MemoryError("engine buffers")
         e.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
         e.ctl_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
-        if e.wake_fd < 0 or e.ctl_fd < 0:
+        e.kick_fd[PUMP_TX] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        e.kick_fd[PUMP_RX] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        if e.wake_fd < 0 or e.ctl_fd < 0 or e.kick_fd[PUMP_TX] < 0 or e.kick_fd[PUMP_RX] < 0:
             raise OSError(errno, "eventfd failed")
         for i in range(TX_BATCH):
             slot = e.frames + <size_t>i * FRAME_SLOT
@@ -818,6 +820,10 @@ cdef class Engine:
             close(e.wake_fd)
         if e.ctl_fd >= 0:
             close(e.ctl_fd)
+        if e.kick_fd[PUMP_TX] >= 0:
+            close(e.kick_fd[PUMP_TX])
+        if e.kick_fd[PUMP_RX] >= 0:
+            close(e.kick_fd[PUMP_RX])
         free(e.frames)
         free(e.pkts)
         free(e.udp_out)

@@ -20,7 +20,7 @@ cdef inline uint64_t pump_clock_us() noexcept nogil:
     return <uint64_t>ts.tv_sec * 1000000 + <uint64_t>ts.tv_nsec // 1000
 
 
-cdef inline bint pump_keep_spinning(engine_state *e, uint64_t *idle_since) noexcept nogil:
+cdef inline bint pump_keep_spinning(engine_state *e, int me, uint64_t *idle_since) noexcept nogil:
     """Whether to try again at once instead of sleeping: a wakeup costs more than a few
     empty reads while traffic is flowing (yielding, so nothing runnable is starved)."""
     cdef uint64_t now
@@ -29,23 +29,46 @@ cdef inline bint pump_keep_spinning(engine_state *e, uint64_t *idle_since) noexc
     now = pump_clock_us()
     if idle_since[0] == 0:
         idle_since[0] = now
-    if now - idle_since[0] < e.spin_us:
+    if now - idle_since[0] < e.spin_us or now < e.spin_until_us[me]:
         sched_yield()
         return True
     idle_since[0] = 0
     return False
 
 
-cdef int pump_wait(engine_state *e, int fd, int timeout_ms) noexcept nogil:
-    """Sleep until fd is readable, the stop eventfd fires, or the timeout passes."""
-    cdef pollfd fds[2]
+cdef inline void pump_kick(engine_state *e, int other) noexcept nogil:
+    """This pump just moved traffic the other pump will likely see an answer to (a ping, a
+    TCP segment): if that pump sleeps but carried traffic lately, wake it now, so its wakeup
+    overlaps the answer's journey instead of adding to it."""
+    cdef uint64_t one = 1, now
+    if not e.sleeping[other] or e.spin_us == 0:
+        return
+    now = pump_clock_us()
+    if now - e.active_us[other] < KICK_RECENT_US:
+        write(e.kick_fd[other], &one, sizeof(one))
+
+
+cdef int pump_wait(engine_state *e, int me, int fd, int timeout_ms) noexcept nogil:
+    """Sleep until fd is readable, the stop eventfd fires, a kick comes, or the timeout passes."""
+    cdef pollfd fds[3]
+    cdef uint64_t junk
+    cdef int rc
     fds[0].fd = fd
     fds[0].events = POLLIN
     fds[0].revents = 0
     fds[1].fd = e.wake_fd
     fds[1].events = POLLIN
     fds[1].revents = 0
-    return poll(fds, 2, timeout_ms)
+    fds[2].fd = e.kick_fd[me]
+    fds[2].events = POLLIN
+    fds[2].revents = 0
+    e.sleeping[me] = 1
+    rc = poll(fds, 3, timeout_ms)
+    e.sleeping[me] = 0
+    if rc > 0 and fds[2].revents:
+        read(e.kick_fd[me], &junk, sizeof(junk))
+        e.spin_until_us[me] = pump_clock_us() + KICK_SPIN_US
+    return rc
 
 
 cdef void pump_lan_drops(engine_state *e) noexcept nogil:
@@ -59,15 +82,15 @@ cdef void pump_lan_drops(engine_state *e) noexcept nogil:
 cdef int pump_tx(engine_state *e) noexcept nogil:
     """LAN -> tunnel until stopped. Returns 0, or the errno that broke the LAN side."""
     cdef dp_state *d = e.dp
-    cdef int n, i, r
+    cdef int n, i, r, sent
     cdef uint64_t now, idle_since = 0
     while not e.stop:
         n = lan_capture_tap(e) if e.lan_kind == LAN_TAP else lan_capture_packet(e)
         if n == -EAGAIN or n == -EINTR or n == 0:
-            if pump_keep_spinning(e, &idle_since):
+            if pump_keep_spinning(e, PUMP_TX, &idle_since):
                 continue
             e.pump_stats[PUMP_TX_SLEEPS] += 1
-            pump_wait(e, e.lan_fd, 100)
+            pump_wait(e, PUMP_TX, e.lan_fd, 100)
             now = pump_clock_ms()
             if now >= e.stats_next_ms:
                 pump_lan_drops(e)
@@ -96,7 +119,11 @@ cdef int pump_tx(engine_state *e) noexcept nogil:
             if r > 0:
                 e.npkts += r
         pthread_mutex_unlock(&d.send_lock)
+        sent = e.npkts
         udp_flush(e, now)
+        if sent:
+            e.active_us[PUMP_TX] = pump_clock_us()
+            pump_kick(e, PUMP_RX)
     return 0
 
 
@@ -109,10 +136,14 @@ cdef inline bint pump_rx_allows(engine_state *e, frame_ref *f) noexcept nogil:
 
 cdef void pump_deliver(engine_state *e) noexcept nogil:
     cdef int i
+    if e.nout == 0:
+        return
     lan_emit(e)
     for i in range(e.nout):
         open_release(e.dp, &e.out[i])
     e.nout = 0
+    e.active_us[PUMP_RX] = pump_clock_us()
+    pump_kick(e, PUMP_TX)
 
 
 cdef int pump_rx(engine_state *e) noexcept nogil:
@@ -128,10 +159,10 @@ cdef int pump_rx(engine_state *e) noexcept nogil:
     while not e.stop:
         n = udp_receive(e)
         if n == -EAGAIN or n == -EINTR or n == 0:
-            if pump_keep_spinning(e, &idle_since):
+            if pump_keep_spinning(e, PUMP_RX, &idle_since):
                 continue
             e.pump_stats[PUMP_RX_SLEEPS] += 1
-            pump_wait(e, e.udp_fd, 100)
+            pump_wait(e, PUMP_RX, e.udp_fd, 100)
             pthread_mutex_lock(&d.recv_lock)
             d.now_ms = pump_clock_ms()
             reasm_expire(&d.reasm, d.now_ms, d.ctr_rx)

@@ -8,6 +8,7 @@ resident memory, RTTs, and the ratios the targets are stated in; --json for mach
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -42,16 +43,36 @@ def ping_rtt_us(t: Topology, count: int = 200) -> float:
     return float(m.group(1)) * 1000
 
 
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants: the one-file binary runs etun in a child of its launchers."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in open(f"/proc/{p}/task/{task}/children").read().split()]
+        except OSError:
+            pass
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    total = 0.0
+    for p in process_tree(pid):
+        fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
 def peak_rss_kib(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
+    """The largest peak RSS of any process in the tree (the target is per process)."""
+    peak = 0
+    for p in process_tree(pid):
+        for line in open(f"/proc/{p}/status"):
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]))
+    return peak
 
 
 def vxlan_up(t: Topology) -> None:
