@@ -51,6 +51,7 @@ cdef enum:
     RX_BATCH = 32             # datagram buffers per UDP read; each may hold a GRO train
     RX_SLOT = 65600           # the largest UDP payload + TAILROOM
     OUT_BATCH = 64            # frames per LAN write
+    GRO_HEAD_ROOM = 144       # vnet header + L2 (two tags) + IPv6 + TCP with options: 10+22+40+60
     GSO_SEGMENTS = 64         # datagrams per UDP GSO send (the kernel's UDP_MAX_SEGMENTS floor)
     GSO_BYTES = 65000         # payload bytes per UDP GSO send (below the 64 KiB IP limit)
     SOCKADDR_LEN = 28         # sizeof(struct sockaddr_in6), the largest peer address
@@ -210,6 +211,15 @@ cdef struct dp_state:          # everything one site's datapath holds, shared by
     int last_drop                     # reason of the latest drop, for tests (0: none)
 
 
+cdef struct gro_seg_t:         # what software GRO learned about one opened frame (gro.pxi)
+    uint16_t l3                   # network header offset (after VLAN tags); 0: not mergeable
+    uint16_t l4                   # TCP header offset
+    uint16_t hdr                  # payload offset
+    uint16_t payload              # payload bytes
+    uint32_t seq
+    bint v6
+
+
 cdef struct engine_state:     # the two pumps, their buffers and what they share with Python
     dp_state *dp
     int lan_fd
@@ -269,7 +279,10 @@ cdef struct engine_state:     # the two pumps, their buffers and what they share
     frame_ref out[OUT_BATCH]
     int nout
     mmsghdr lan_out[OUT_BATCH]
-    iovec lan_out_iov[2 * OUT_BATCH]
+    iovec lan_out_iov[3 * OUT_BATCH]  # a message: 2 iovecs, or a merged run: 1 + its frames
+    int msg_frames[OUT_BATCH]         # frames each LAN message carries
+    uint8_t gro_heads[OUT_BATCH * GRO_HEAD_ROOM]   # vnet + merged headers per merged run
+    gro_seg_t segs[OUT_BATCH]         # what software GRO learned about each frame in out
     uint8_t *scratch                  # OUT_BATCH decrypt targets for single-packet frames
     uint64_t expire_next_ms
 

@@ -38,7 +38,7 @@ Invariants:
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from libc.errno cimport errno, EAGAIN, EINTR, EIO, EINVAL, EMSGSIZE, ENOPROTOOPT
 from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport memcpy, memmove, memset
+from libc.string cimport memcmp, memcpy, memmove, memset
 
 from etun._openssl cimport (
     EVP_CIPHER_CTX_new, EVP_CIPHER_CTX_free, EVP_chacha20, EVP_EncryptInit_ex,
@@ -69,6 +69,7 @@ include "filter.pxi"
 include "lanio.pxi"
 include "udpio.pxi"
 include "gso.pxi"
+include "gro.pxi"
 include "ctlq.pxi"
 include "pump.pxi"
 
@@ -809,8 +810,6 @@ cdef class Engine:
             e.udp_in[i].msg_hdr.msg_iovlen = 1
             e.udp_in[i].msg_hdr.msg_name = &e.udp_in_name[i * SOCKADDR_LEN]
             e.udp_in[i].msg_hdr.msg_control = &e.udp_in_cmsg[i * CMSG_ROOM]
-        for i in range(OUT_BATCH):
-            e.lan_out[i].msg_hdr.msg_iov = &e.lan_out_iov[2 * i]
 
     def __dealloc__(self):
         e = self.e
@@ -930,3 +929,67 @@ PUMP_STAT_NAMES = ("tx_wakeups", "tx_sleeps", "udp_sends", "udp_messages",
 
 LAN_KIND_PACKET = LAN_PACKET
 LAN_KIND_TAP = LAN_TAP
+
+
+# -- software GRO and GSO on their own, for tests -----------------------------------------
+
+def gro_merge(frames):
+    """Run the LAN-side merging over plain frames as one batch; returns the LAN messages as
+    bytes (a merged run starts with its 10-byte virtio_net_hdr; a plain frame gets a zero one)."""
+    cdef Datapath holder = Datapath(LEVEL_NONE)
+    cdef engine_state *e = <engine_state *>calloc(1, sizeof(engine_state))
+    cdef int i, m, k
+    cdef msghdr *h
+    if e == NULL:
+        raise MemoryError("engine state")
+    keep = [bytes(f) for f in frames]
+    try:
+        if len(keep) > OUT_BATCH:
+            raise ValueError(f"at most {OUT_BATCH} frames")
+        e.dp = holder.d
+        for i, f in enumerate(keep):
+            e.out[i].data = <uint8_t *><const char *>f
+            e.out[i].length = len(f)
+            e.out[i].ftype = TYPE_FRAME
+            e.out[i].slot = -1
+        e.nout = len(keep)
+        m = gro_plan(e)
+        out = []
+        for i in range(m):
+            h = &e.lan_out[i].msg_hdr
+            out.append(b"".join(PyBytes_FromStringAndSize(<char *>h.msg_iov[k].iov_base, h.msg_iov[k].iov_len)
+                                for k in range(h.msg_iovlen)))
+        return out
+    finally:
+        free(e)
+
+
+def gso_split(packet):
+    """Cut a virtio_net_hdr + super-frame into the frames etun's software GSO would seal."""
+    cdef engine_state *e = <engine_state *>calloc(1, sizeof(engine_state))
+    cdef const uint8_t[:] p = packet
+    cdef uint32_t n, hdr, mss, payload, k, nseg, seglen
+    cdef bytearray seg
+    if e == NULL:
+        raise MemoryError("engine state")
+    try:
+        if p.shape[0] <= VNET_HDR_LEN:
+            raise ValueError("too short")
+        n = p.shape[0] - VNET_HDR_LEN
+        if gso_parse(e, 0, &p[VNET_HDR_LEN], n, &p[0], 0) != 0:
+            raise ValueError("not a super-frame etun cuts")
+        hdr, mss = e.gso_hdr[0], e.gso_mss[0]
+        payload = n - hdr
+        nseg = (payload + mss - 1) // mss
+        out = []
+        for k in range(nseg):
+            seglen = mss if (k + 1) * mss <= payload else payload - k * mss
+            seg = bytearray(hdr + seglen)
+            memcpy(<uint8_t *>seg, &p[VNET_HDR_LEN], hdr)
+            memcpy(<uint8_t *>seg + hdr, &p[VNET_HDR_LEN + hdr + k * mss], seglen)
+            gso_fill(<uint8_t *>seg, &p[VNET_HDR_LEN], e.gso_l3[0], e.gso_l4[0], hdr, seglen, k, nseg,
+                     mss, e.gso_tcp[0])
+            out.append(bytes(seg))
+        return out
+    finally:
+        free(e)

@@ -333,7 +333,8 @@ class Daemon:
                 "outbound": direction(counters["tx"], ("frames", "bytes", "packets", "fragments",
                                                        "superframes"), "nic_ingress"),
                 "inbound": direction(counters["rx"], ("frames", "bytes", "packets", "fragments",
-                                                      "reassembled", "control"), "tunnel_ingress"),
+                                                      "reassembled", "control", "superframes"),
+                                     "tunnel_ingress"),
             },
         }
 

@@ -221,44 +221,31 @@ cdef int lan_capture_tap(engine_state *e) noexcept nogil:
     return TX_BATCH
 
 
-cdef void lan_count_send_error(engine_state *e, int err) noexcept nogil:
-    e.dp.ctr_rx[DROP_OVERSIZED if err == EMSGSIZE else DROP_SEND_ERROR] += 1
+cdef void lan_count_send_error(engine_state *e, int err, int frames) noexcept nogil:
+    e.dp.ctr_rx[DROP_OVERSIZED if err == EMSGSIZE else DROP_SEND_ERROR] += frames
 
 
 cdef void lan_emit(engine_state *e) noexcept nogil:
-    """Write the frames opened this batch to the LAN, counting every one that fails."""
-    cdef int i, r, sent = 0, n = e.nout
-    cdef frame_ref *f
-    cdef iovec *iov
-    if n == 0:
+    """Write the frames opened this batch to the LAN (merged where gro.pxi may), counting every
+    frame of a message the kernel refuses."""
+    cdef int i, r, sent = 0, m
+    if e.nout == 0:
         return
-    for i in range(n):
-        f = &e.out[i]
-        iov = &e.lan_out_iov[2 * i]
-        if f.ftype == TYPE_FRAME_VNET:
-            iov[0].iov_base = f.data
-            iov[0].iov_len = f.length
-            e.lan_out[i].msg_hdr.msg_iovlen = 1
-        else:
-            iov[0].iov_base = LAN_ZERO_VNET
-            iov[0].iov_len = VNET_HDR_LEN
-            iov[1].iov_base = f.data
-            iov[1].iov_len = f.length
-            e.lan_out[i].msg_hdr.msg_iovlen = 2
+    m = gro_plan(e)
     if e.lan_kind == LAN_TAP:
-        e.pump_stats[PUMP_LAN_SENDS] += n
-        for i in range(n):
-            if writev(e.lan_fd, &e.lan_out_iov[2 * i], <int>e.lan_out[i].msg_hdr.msg_iovlen) < 0:
-                lan_count_send_error(e, errno)
+        e.pump_stats[PUMP_LAN_SENDS] += m
+        for i in range(m):
+            if writev(e.lan_fd, e.lan_out[i].msg_hdr.msg_iov, <int>e.lan_out[i].msg_hdr.msg_iovlen) < 0:
+                lan_count_send_error(e, errno, e.msg_frames[i])
         return
-    while sent < n:
+    while sent < m:
         e.pump_stats[PUMP_LAN_SENDS] += 1
-        r = sendmmsg(e.lan_fd, &e.lan_out[sent], n - sent, 0)
+        r = sendmmsg(e.lan_fd, &e.lan_out[sent], m - sent, 0)
         if r > 0:
             sent += r
         elif errno == EINTR:
             continue
         else:
             # The message at `sent` failed; skip it and send the rest.
-            lan_count_send_error(e, errno)
+            lan_count_send_error(e, errno, e.msg_frames[sent])
             sent += 1

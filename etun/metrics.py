@@ -63,7 +63,7 @@ def exposition(st: dict) -> str:
             ("packets", "Tunnel packets"),
             ("fragments", "Tunnel packets carrying part of a multi-packet frame"),
             ("reassembled", "Multi-packet frames put back together"),
-            ("superframes", "GSO super-frames cut into wire-size frames"),
+            ("superframes", "GSO super-frames cut (outbound) or merged (inbound) by etun"),
             ("control", "Control packets (HELLO, PROBE) received"),
         ):
             if name in d:

@@ -1,0 +1,190 @@
+# Software GRO on the way to the LAN: consecutive TCP segments of one flow, opened in the same
+# batch, leave as one GSO super-frame with a virtio_net_hdr, as kernel VXLAN's GRO cells do.
+# The far host's stack then handles one packet instead of up to 64, and acknowledges it once.
+#
+# Merging is conservative, like Linux GRO: plain IPv4 (no options, no fragments) or IPv6 (no
+# extension headers) TCP behind identical Ethernet and VLAN headers; ACK set, no SYN, FIN, RST,
+# URG, ECE or CWR; identical TCP options, acknowledgement and window; the next sequence number
+# and IPv4 ID; valid IP and TCP checksums (a corrupted segment is passed on as it came, never
+# hidden under a recomputed sum); every segment the size of the first but the last.
+
+cdef enum:
+    GRO_MAX_SEGS = 64             # segments in one super-frame (the kernel's GSO_MAX_SEGS floor)
+    GRO_MAX_IP = 65535            # bytes of IP packet in one super-frame
+    TCP_FLAGS_NO_MERGE = 0x01 | 0x02 | 0x04 | 0x20 | 0x40 | 0x80   # FIN SYN RST URG ECE CWR
+    TCP_ACK = 0x10
+    VNET_GSO_TCPV4_ = 1
+    VNET_GSO_TCPV6_ = 4
+
+
+cdef bint gro_inspect(const uint8_t *f, uint32_t n, gro_seg_t *g) noexcept nogil:
+    """Whether this frame may join a super-frame; fills g. Verifies both checksums."""
+    cdef uint32_t l3 = 12, l4, hdr, iplen, sum
+    cdef uint16_t et
+    cdef int depth = 0
+    g.l3 = 0
+    if n < 14 + 40:
+        return False
+    et = lan_be16(f + 12)
+    while (et == ETH_P_8021Q or et == ETH_P_8021AD) and depth < 2 and l3 + 6 <= n:
+        l3 += 4
+        depth += 1
+        et = lan_be16(f + l3)
+    l3 += 2
+    if et == ETH_P_IP:
+        if l3 + 20 > n or f[l3] != 0x45 or f[l3 + 9] != 6 or (lan_be16(f + l3 + 6) & 0x3fff) != 0:
+            return False
+        iplen = lan_be16(f + l3 + 2)
+        if l3 + iplen != n or lan_csum_sum(f + l3, 20) != 0xffff:
+            return False
+        l4 = l3 + 20
+        g.v6 = False
+        sum = lan_csum_sum(f + l3 + 12, 8)
+    elif et == ETH_P_IPV6:
+        if l3 + 40 > n or (f[l3] >> 4) != 6 or f[l3 + 6] != 6:
+            return False
+        iplen = 40 + lan_be16(f + l3 + 4)
+        if l3 + iplen != n:
+            return False
+        l4 = l3 + 40
+        g.v6 = True
+        sum = lan_csum_sum(f + l3 + 8, 32)
+    else:
+        return False
+    if l4 + 20 > n:
+        return False
+    hdr = l4 + (f[l4 + 12] >> 4) * 4
+    if hdr < l4 + 20 or hdr >= n or hdr > GRO_HEAD_ROOM - VNET_HDR_LEN:
+        return False
+    if (f[l4 + 13] & TCP_FLAGS_NO_MERGE) or not (f[l4 + 13] & TCP_ACK):
+        return False
+    sum = gso_add(sum, 6)
+    sum = gso_add(sum, n - l4)
+    if gso_add(sum, lan_csum_sum(f + l4, n - l4)) != 0xffff:
+        return False                  # let the host see, and drop, exactly what was sent
+    g.l3 = <uint16_t>l3
+    g.l4 = <uint16_t>l4
+    g.hdr = <uint16_t>hdr
+    g.payload = <uint16_t>(n - hdr)
+    g.seq = (<uint32_t>f[l4 + 4] << 24) | (<uint32_t>f[l4 + 5] << 16) | (<uint32_t>f[l4 + 6] << 8) | f[l4 + 7]
+    return True
+
+
+cdef bint gro_follows(const uint8_t *a, const gro_seg_t *ga, const uint8_t *b, const gro_seg_t *gb,
+                      uint32_t gso_size) noexcept nogil:
+    """Whether segment b continues the run whose latest segment is a."""
+    cdef uint32_t l3 = ga.l3, l4 = ga.l4
+    if gb.l3 != l3 or gb.hdr != ga.hdr or gb.v6 != ga.v6 or ga.payload != gso_size:
+        return False
+    if gb.payload > gso_size or gb.seq != ga.seq + ga.payload:
+        return False
+    if memcmp(a, b, l3) != 0:                               # MACs, tags, EtherType
+        return False
+    if ga.v6:
+        # Version, traffic class, flow label; hop limit; addresses.
+        if memcmp(a + l3, b + l3, 4) != 0 or a[l3 + 7] != b[l3 + 7] or memcmp(a + l3 + 8, b + l3 + 8, 32) != 0:
+            return False
+    else:
+        # TOS, DF, TTL, addresses; the ID counts up by one per segment.
+        if (a[l3 + 1] != b[l3 + 1] or a[l3 + 6] != b[l3 + 6] or a[l3 + 8] != b[l3 + 8]
+                or memcmp(a + l3 + 12, b + l3 + 12, 8) != 0
+                or <uint16_t>(lan_be16(a + l3 + 4) + 1) != lan_be16(b + l3 + 4)):
+            return False
+    # Ports; acknowledgement; data offset; flags but PSH (it may end a run); window; options.
+    return (memcmp(a + l4, b + l4, 4) == 0 and memcmp(a + l4 + 8, b + l4 + 8, 5) == 0
+            and (a[l4 + 13] | TCP_PSH) == (b[l4 + 13] | TCP_PSH)
+            and memcmp(a + l4 + 14, b + l4 + 14, 2) == 0
+            and memcmp(a + l4 + 20, b + l4 + 20, ga.hdr - l4 - 20) == 0)
+
+
+cdef void gro_head(uint8_t *out, const uint8_t *f, const gro_seg_t *g, uint32_t total_payload,
+                   uint32_t gso_size, bint push) noexcept nogil:
+    """vnet header and merged headers for a run, into out (GRO_HEAD_ROOM bytes)."""
+    cdef uint8_t *h = out + VNET_HDR_LEN
+    cdef uint32_t l3 = g.l3, l4 = g.l4, hdr = g.hdr, l4len = hdr - l4 + total_payload, sum
+    memset(out, 0, VNET_HDR_LEN)
+    out[0] = VNET_F_NEEDS_CSUM
+    out[1] = VNET_GSO_TCPV6_ if g.v6 else VNET_GSO_TCPV4_
+    lan_put_le16(out + 2, <uint16_t>hdr)
+    lan_put_le16(out + 4, <uint16_t>gso_size)
+    lan_put_le16(out + 6, <uint16_t>l4)
+    lan_put_le16(out + 8, 16)
+    memcpy(h, f, hdr)
+    if g.v6:
+        gso_put_be16(h + l3 + 4, <uint16_t>l4len)
+        sum = lan_csum_sum(h + l3 + 8, 32)
+    else:
+        gso_put_be16(h + l3 + 2, <uint16_t>(20 + l4len))
+        h[l3 + 10] = 0
+        h[l3 + 11] = 0
+        gso_put_be16(h + l3 + 10, <uint16_t>~lan_csum_sum(h + l3, 20))
+        sum = lan_csum_sum(h + l3 + 12, 8)
+    if push:
+        h[l4 + 13] |= TCP_PSH
+    # The partial checksum a NIC (or the kernel's GSO) finishes: the pseudo-header sum.
+    sum = gso_add(sum, 6)
+    sum = gso_add(sum, (l4len >> 16) & 0xffff)
+    sum = gso_add(sum, l4len & 0xffff)
+    gso_put_be16(h + l4 + 16, <uint16_t>sum)
+
+
+cdef int gro_plan(engine_state *e) noexcept nogil:
+    """Group e.out into LAN messages (e.lan_out with their iovecs; e.msg_frames says how many
+    frames each carries). Returns the message count."""
+    cdef int i = 0, j, k, m = 0, niov = 0
+    cdef uint32_t gso_size = 0, total = 0, ip_total
+    cdef frame_ref *f
+    cdef gro_seg_t *g
+    cdef uint8_t *head
+    cdef iovec *iov
+    cdef msghdr *h
+    for j in range(e.nout):
+        f = &e.out[j]
+        if f.ftype != TYPE_FRAME or not gro_inspect(f.data, f.length, &e.segs[j]):
+            e.segs[j].l3 = 0
+    while i < e.nout:
+        iov = &e.lan_out_iov[niov]
+        h = &e.lan_out[m].msg_hdr
+        h.msg_iov = iov
+        g = &e.segs[i]
+        j = i + 1
+        if g.l3:
+            gso_size = g.payload
+            total = g.payload
+            ip_total = (g.hdr - g.l3) + g.payload
+            # A segment with PSH ends its run: the sender wanted it delivered now.
+            while (j < e.nout and j - i < GRO_MAX_SEGS and e.segs[j].l3
+                   and not (e.out[j - 1].data[g.l4 + 13] & TCP_PSH)
+                   and ip_total + e.segs[j].payload <= GRO_MAX_IP
+                   and gro_follows(e.out[j - 1].data, &e.segs[j - 1], e.out[j].data, &e.segs[j], gso_size)):
+                total += e.segs[j].payload
+                ip_total += e.segs[j].payload
+                j += 1
+        if j - i > 1:
+            head = e.gro_heads + <size_t>m * GRO_HEAD_ROOM
+            gro_head(head, e.out[i].data, g, total, gso_size,
+                     (e.out[j - 1].data[g.l4 + 13] & TCP_PSH) != 0)
+            iov[0].iov_base = head
+            iov[0].iov_len = VNET_HDR_LEN + g.hdr
+            for k in range(i, j):
+                iov[1 + k - i].iov_base = e.out[k].data + e.segs[k].hdr
+                iov[1 + k - i].iov_len = e.segs[k].payload
+            h.msg_iovlen = 1 + (j - i)
+            e.dp.ctr_rx[C_SUPERFRAMES] += 1
+        else:
+            f = &e.out[i]
+            if f.ftype == TYPE_FRAME_VNET:
+                iov[0].iov_base = f.data
+                iov[0].iov_len = f.length
+                h.msg_iovlen = 1
+            else:
+                iov[0].iov_base = LAN_ZERO_VNET
+                iov[0].iov_len = VNET_HDR_LEN
+                iov[1].iov_base = f.data
+                iov[1].iov_len = f.length
+                h.msg_iovlen = 2
+        e.msg_frames[m] = j - i
+        niov += <int>h.msg_iovlen
+        m += 1
+        i = j
+    return m
