@@ -314,6 +314,18 @@ cdef class Datapath:
         if rc != 0:
             raise RuntimeError(openssl_error("deriving receive keys"))
 
+    def catch_up_recv(self, unsigned int index):
+        """The peer sends under key index `index` of our receive session (from a fresh,
+        authenticated HELLO): make it current if it lies beyond next. True if it did."""
+        cdef dp_state *d = self.d
+        cdef int rc
+        pthread_mutex_lock(&d.recv_lock)
+        rc = rxkeys_jump(d, index)
+        pthread_mutex_unlock(&d.recv_lock)
+        if rc < 0:
+            raise RuntimeError(openssl_error("deriving receive keys"))
+        return rc == 1
+
     # -- filters -------------------------------------------------------------------------
 
     def set_filter(self, int direction, bint default_allow, rules):

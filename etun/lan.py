@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from etun import _fast
 from etun.errors import RuntimeFailure
+from etun.transport import size_buffers
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -19,8 +20,6 @@ PACKET_AUXDATA = 8
 PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
 SO_ATTACH_FILTER = 26
-SO_RCVBUFFORCE = 33
-SO_SNDBUFFORCE = 32
 SIOCGIFMTU = 0x8921
 SIOCSIFMTU = 0x8922
 SIOCGIFFLAGS = 0x8913
@@ -138,14 +137,6 @@ def _attach_filter(sock: socket.socket) -> None:
                     struct.pack("HxxxxxxP", len(CAPTURE_FILTER), ctypes.addressof(buf)))
 
 
-def _size_buffers(sock: socket.socket) -> None:
-    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER_BYTES)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER_BYTES)
-
-
 def open_packet(name: str) -> LanPort:
     """AF_PACKET on `name`: promiscuous, VLAN tags and offload metadata delivered, own frames out."""
     try:
@@ -165,7 +156,7 @@ def open_packet(name: str) -> LanPort:
         except OSError:
             pass                    # before Linux 4.20: the filter drops outgoing frames anyway
         _attach_filter(sock)
-        _size_buffers(sock)
+        size_buffers(sock, SOCKET_BUFFER_BYTES)
         sock.bind((name, ETH_P_ALL))
         sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP,
                         struct.pack("iHH8s", ifindex, PACKET_MR_PROMISC, 0, b""))

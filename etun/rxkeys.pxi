@@ -145,3 +145,17 @@ cdef keyset *rxkeys_find(dp_state *d, uint32_t gen, uint32_t index) noexcept nog
                 and d.rxk[k].keys.index == index):
             return &d.rxk[k].keys
     return NULL
+
+
+cdef int rxkeys_jump(dp_state *d, uint32_t index) noexcept nogil:
+    """A fresh authenticated HELLO says the sender of the current session is at `index`: make
+    it current when it lies beyond next. Returns 1 if it jumped, 0 if not, -1 on failure."""
+    if d.level == LEVEL_NONE or not d.recv_ready or d.rx_cur < 0:
+        return 0
+    if <uint64_t>index <= <uint64_t>d.rxk[d.rx_cur].keys.index + 1:
+        return 0
+    rxkeys_clear(d, &d.rx_trial)
+    if rxkeys_install(d, &d.rx_trial, index) != 0:
+        return -1
+    rxkeys_promote(d, d.rx_trial)
+    return 1

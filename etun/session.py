@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from etun import _fast, keys
 
-HELLO_LEN = 128
+HELLO_LEN = 132
 FLAG_ANSWER = 0x01
 ZERO16 = bytes(16)
 SENDERS_REMEMBERED = 16         # HELLO counters kept per sender nonce: bounded, whatever arrives
@@ -31,14 +31,16 @@ class Hello:
     echo_us: int
     held_us: int
     flags: int
+    send_index: int
     site: str
 
-    LAYOUT = struct.Struct("!16s16s16s16s16sIIIB3x32s")
+    LAYOUT = struct.Struct("!16s16s16s16s16sIIIB3xI32s")
 
     def encode(self) -> bytes:
         return self.LAYOUT.pack(self.sender, self.challenge, self.propose, self.acc_sender,
                                 self.acc_chal, self.time_us & 0xFFFFFFFF, self.echo_us & 0xFFFFFFFF,
-                                self.held_us & 0xFFFFFFFF, self.flags, self.site.encode()[:32])
+                                self.held_us & 0xFFFFFFFF, self.flags, self.send_index,
+                                self.site.encode()[:32])
 
     @classmethod
     def decode(cls, payload: bytes) -> "Hello":
@@ -46,10 +48,10 @@ class Hello:
             raise ValueError("malformed")
         f = cls.LAYOUT.unpack(payload)
         try:
-            site = f[9].rstrip(b"\0").decode()
+            site = f[10].rstrip(b"\0").decode()
         except UnicodeDecodeError:
             raise ValueError("malformed") from None
-        return cls(*f[:9], site=site)
+        return cls(*f[:10], site=site)
 
 
 @dataclass
@@ -138,6 +140,7 @@ class Session:
             echo_us=echo,
             held_us=held,
             flags=0 if self.settled else FLAG_ANSWER,
+            send_index=self.dp.send_index or 0,
             site=self.site,
         )
         self.next_hello_ms = now_ms + (UNSETTLED_INTERVAL_MS if not self.settled else self.keepalive_ms)
@@ -193,6 +196,10 @@ class Session:
         elif self.recv is not None and h.sender == self.recv[0]:
             out.roam = True
 
+        # The peer sends under our receive session at h.send_index: after an outage longer than
+        # the receiver's look-ahead, data alone could not tell us how far the sender rotated.
+        if self.recv == (h.sender, h.propose):
+            self.dp.catch_up_recv(h.send_index)
         self.peer_challenge = h.challenge
         # 3./4. Confirm our proposal, or propose the peer's current challenge.
         if h.acc_sender == self.sender and self.pending is not None and h.acc_chal == self.pending:

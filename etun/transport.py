@@ -37,12 +37,14 @@ class UdpPort:
         self.sock.close()
 
 
-def _size_buffers(sock: socket.socket) -> None:
+def size_buffers(sock: socket.socket, nbytes: int) -> None:
+    """Receive and send buffers of nbytes: beyond net.core.[rw]mem_max with CAP_NET_ADMIN,
+    else as large as the sysctls allow."""
     for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
         try:
-            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, force, nbytes)
         except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, plain, nbytes)
 
 
 def _probe(sock: socket.socket, option: int, value: int) -> bool:
@@ -64,7 +66,7 @@ def open_transport(listen) -> UdpPort:
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_PROBE)
         sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
         sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
-        _size_buffers(sock)
+        size_buffers(sock, SOCKET_BUFFER_BYTES)
         sock.bind((listen.host, listen.port))
     except OSError as e:
         sock.close()

@@ -78,7 +78,7 @@ KEY_BUCKET_CAPACITY = 8  # on-demand derivations a receiver may make at once (§
 KEY_BUCKET_REFILL_PER_S = 8  # ... and the rate, continuous, at which that budget comes back
 REPLAY_WINDOW = 4032  # a counter is accepted at most this far below the highest seen (RFC 6479: 4096 - 64)
 
-HELLO_LEN = 128  # bytes of HELLO payload
+HELLO_LEN = 132  # bytes of HELLO payload
 HELLO_FLAG_ANSWER = 0x01  # flags bit 0: please answer
 NONCE_LEN = 16  # sender nonces and challenges
 
@@ -628,10 +628,10 @@ def open_control(level: int, ctl_key: bytes | None, datagram: bytes) -> tuple[in
     return hdr.ptype, hdr.counter, datagram[HEADER_LEN:end]
 
 
-_HELLO = struct.Struct(">16s16s16s16s16sIIIB3s32s")
+_HELLO = struct.Struct(">16s16s16s16s16sIIIB3sI32s")
 assert _HELLO.size == HELLO_LEN
 _HELLO_NONCES = ("sender", "challenge", "propose", "acc_sender", "acc_chal")
-_HELLO_TIMES = ("time_ms", "echo_ms", "held_ms")
+_HELLO_NUMBERS = ("time_us", "echo_us", "held_us", "send_index")
 
 
 def encode_hello(
@@ -641,18 +641,19 @@ def encode_hello(
     propose: bytes = bytes(16),
     acc_sender: bytes = bytes(16),
     acc_chal: bytes = bytes(16),
-    time_ms: int = 0,
-    echo_ms: int = 0,
-    held_ms: int = 0,
+    time_us: int = 0,
+    echo_us: int = 0,
+    held_us: int = 0,
     flags: int = 0,
+    send_index: int = 0,
     site: str = "",
 ) -> bytes:
-    """The 128-byte HELLO payload of §5; omitted nonces are zeros ("none")."""
+    """The 132-byte HELLO payload of §5; omitted nonces are zeros ("none")."""
     nonces = (sender, challenge, propose, acc_sender, acc_chal)
     for name, value in zip(_HELLO_NONCES, nonces):
         if len(value) != NONCE_LEN:
             raise ValueError(f"HELLO {name} is 16 bytes, got {len(value)}")
-    for name, value in zip(_HELLO_TIMES, (time_ms, echo_ms, held_ms)):
+    for name, value in zip(_HELLO_NUMBERS, (time_us, echo_us, held_us, send_index)):
         if not 0 <= value < 1 << 32:
             raise ValueError(f"HELLO {name} is a 32-bit unsigned integer, got {value}")
     if not 0 <= flags < 256:
@@ -660,18 +661,19 @@ def encode_hello(
     name = site.encode("utf-8")
     if len(name) > 32 or b"\0" in name:
         raise ValueError(f"HELLO site is at most 32 bytes of UTF-8 without NUL, got {site!r}")
-    return _HELLO.pack(*nonces, time_ms, echo_ms, held_ms, flags, bytes(3), name)
+    return _HELLO.pack(*nonces, time_us, echo_us, held_us, flags, bytes(3), send_index, name)
 
 
 def decode_hello(payload: bytes) -> dict:
     """The fields of a HELLO payload as encode_hello takes them; raises ValueError("malformed")."""
     if len(payload) != HELLO_LEN:
         raise ValueError("malformed")
-    *nonces, time_ms, echo_ms, held_ms, flags, _reserved, site = _HELLO.unpack(payload)
+    *nonces, time_us, echo_us, held_us, flags, _reserved, send_index, site = _HELLO.unpack(payload)
     try:
         name = site.rstrip(b"\0").decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("malformed") from None
     fields = dict(zip(_HELLO_NONCES, nonces))
-    fields.update(time_ms=time_ms, echo_ms=echo_ms, held_ms=held_ms, flags=flags, site=name)
+    fields.update(time_us=time_us, echo_us=echo_us, held_us=held_us, flags=flags, send_index=send_index,
+                  site=name)
     return fields

@@ -210,6 +210,21 @@ def test_on_demand_derivations_are_rate_limited():
     assert rx.last_drop == "auth"
 
 
+def test_a_receiver_told_the_senders_index_catches_up_after_a_long_outage():
+    tx, rx, _ = pair(ENCRYPT)
+    assert len(deliver(rx, tx.seal(bytes(100)))) == 1
+    for _ in range(100):                                 # far beyond the look-ahead
+        tx.rotate_send()
+    late = tx.seal(bytes(100))
+    assert rx.open(late[0]) == [] and rx.last_drop == "key_index"
+    assert rx.catch_up_recv(100)
+    assert rx.recv_index == 100
+    assert len(deliver(rx, tx.seal(bytes(100)))) == 1
+    assert not rx.catch_up_recv(50)                      # never backwards
+    assert not rx.catch_up_recv(101)                     # next is held already
+    assert rx.recv_index == 100
+
+
 # -- sessions -----------------------------------------------------------------------------
 
 def test_the_previous_receive_session_stays_usable_until_the_next_switch():

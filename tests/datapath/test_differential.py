@@ -262,7 +262,7 @@ def control_packet(level, rng):
     kind = rng.choice(["genuine", "other level", "other key", "tampered", "truncated"])
     sealed_level = rng.choice([lv for lv in LEVELS if lv != level]) if kind == "other level" else level
     key = FOREIGN_CTL_KEY if kind == "other key" else CTL_KEY
-    payload = ref.encode_hello(sender=rng.randbytes(16), challenge=rng.randbytes(16), time_ms=rng.getrandbits(32))
+    payload = ref.encode_hello(sender=rng.randbytes(16), challenge=rng.randbytes(16), time_us=rng.getrandbits(32))
     ptype = rng.choice([ref.TYPE_HELLO, ref.TYPE_PROBE])
     packet = ref.seal_control(sealed_level, key, ptype, rng.getrandbits(64), payload)
     if kind == "tampered":
@@ -569,7 +569,7 @@ def test_every_bit_flip_cut_or_extension_of_a_hello_gets_the_same_verdict_at_eve
 @given(
     level=st.sampled_from(LEVELS),
     nonces=st.lists(st.binary(min_size=16, max_size=16), min_size=5, max_size=5),
-    times=st.lists(st.integers(0, 2**32 - 1), min_size=3, max_size=3),
+    times=st.lists(st.integers(0, 2**32 - 1), min_size=4, max_size=4),
     flags=st.integers(0, 255),
     site=st.text(max_size=32).filter(lambda s: "\0" not in s and len(s.encode()) <= 32),
     counter=st.integers(1, 2**64 - 1),
@@ -578,10 +578,15 @@ def test_hello_payloads_encoded_by_the_reference_travel_through_the_extension_in
     level, nonces, times, flags, site, counter
 ):
     fields = dict(zip(["sender", "challenge", "propose", "acc_sender", "acc_chal"], nonces))
-    fields.update(zip(["time_ms", "echo_ms", "held_ms"], times), flags=flags, site=site)
+    fields.update(zip(["time_us", "echo_us", "held_us", "send_index"], times), flags=flags, site=site)
     packet = _fast.seal_control(level, CTL_KEY, ref.TYPE_HELLO, counter, ref.encode_hello(**fields))
     dp = _fast.Datapath(level)
     assert dp.open(packet, T0) == [(ref.TYPE_HELLO, packet)]  # handed up whole, no session needed
     ptype, got_counter, payload = ref.open_control(level, CTL_KEY, packet)
     assert (ptype, got_counter) == (ref.TYPE_HELLO, counter)
     assert ref.decode_hello(payload) == fields
+    from etun.session import Hello
+
+    h = Hello.decode(payload)                                 # and etun's own decoder agrees
+    assert (h.sender, h.send_index, h.site, h.time_us) == (
+        fields["sender"], fields["send_index"], fields["site"], fields["time_us"])

@@ -26,6 +26,22 @@ def test_traffic_resumes_after_one_side_restarts(topo):
     assert status(t, "a")["peer"]["up"]
 
 
+def test_traffic_resumes_after_an_outage_longer_than_the_key_look_ahead(topo):
+    t = topo()
+    # rekey = 1 s: during a 70-second outage each sender moves about 70 key indices on,
+    # beyond the 64 a receiver derives on its own; the next HELLO tells it where to go.
+    start_pair(t, rekey=1)
+    assert " 0% packet loss" in t.ping("a", HOST_IP["b"]).stdout
+    t.run("ip link set b0 down", "wan")
+    time.sleep(70)
+    t.run("ip link set b0 up", "wan")
+    wait_until(lambda: " 0% packet loss" in t.ping("a", HOST_IP["b"], count=2).stdout, timeout=20,
+               what="traffic to resume after the outage")
+    st = status(t, "b")
+    assert st["keys"]["recv_index"] >= 65, st["keys"]
+    assert st["peer"]["up"]
+
+
 def test_an_ipv6_underlay_carries_the_tunnel(topo):
     t = topo(wan_mtu=1280)              # IPv6's minimum MTU; datagrams stay below 800 bytes anyway
     for site, other in (("a", "b"), ("b", "a")):

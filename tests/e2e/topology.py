@@ -138,7 +138,8 @@ class Topology:
         return path
 
     def write_config(self, site: str, level: str = "encrypt", peer: str | None = None,
-                     listen: str | None = None, key: Path | None = None, extra: str = "") -> Path:
+                     listen: str | None = None, key: Path | None = None, extra: str = "",
+                     rekey: int = 120) -> Path:
         other = "b" if site == "a" else "a"
         peer = peer or f"{GW_IP[other]}:{ETUN_PORT}"
         listen = listen or f"0.0.0.0:{ETUN_PORT}"
@@ -147,7 +148,7 @@ class Topology:
                else 'interface = "lan0"')
         text = (f'[site]\nname = "site-{site}"\n\n[lan]\n{lan}\n\n'
                 f'[tunnel]\nlisten = "{listen}"\npeer = "{peer}"\nkeepalive = 2\n\n'
-                f'[security]\nlevel = "{level}"\nkey_file = "{key}"\n\n'
+                f'[security]\nlevel = "{level}"\nkey_file = "{key}"\nrekey = {rekey}\n\n'
                 f'[control]\nsocket = "{self.workdir}/{site}.sock"\n{extra}')
         path = self.workdir / f"{site}.toml"
         path.write_text(text)

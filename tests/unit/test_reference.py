@@ -935,9 +935,9 @@ def test_control_packets_round_trip_and_carry_the_fixed_header(level):
     ctl = ref.control_key(ref.derive_prk(MATERIAL))
     payload = ref.encode_hello(sender=SENDER_NONCE, challenge=CHALLENGE, site="berlin")
     packet = ref.seal_control(level, ctl, ref.TYPE_HELLO, 1, payload)
-    assert len(packet) == 16 + 128 + ref.tag_len(level)
+    assert len(packet) == 16 + ref.HELLO_LEN + ref.tag_len(level)
     assert packet[:16] == bytes([0x44 | level << 4, 0, 0, 1, 0, 0, 0, 0]) + (1).to_bytes(8, "big")
-    assert packet[16:144] == payload  # control payloads are never encrypted
+    assert packet[16 : 16 + ref.HELLO_LEN] == payload  # control payloads are never encrypted
     assert ref.open_control(level, ctl, packet) == (ref.TYPE_HELLO, 1, payload)
 
 
@@ -986,9 +986,10 @@ def test_hello_fields_sit_at_the_offsets_of_protocol_md():
         propose=bytes([3]) * 16,
         acc_sender=bytes([4]) * 16,
         acc_chal=bytes([5]) * 16,
-        time_ms=0x01020304,
-        echo_ms=0xFFFFFFFF,
-        held_ms=7,
+        time_us=0x01020304,
+        echo_us=0xFFFFFFFF,
+        held_us=7,
+        send_index=0x0A0B0C0D,
         flags=ref.HELLO_FLAG_ANSWER,
         site="münchen",
     )
@@ -997,18 +998,19 @@ def test_hello_fields_sit_at_the_offsets_of_protocol_md():
     assert payload[:80] == b"".join(bytes([k]) * 16 for k in range(1, 6))
     assert payload[80:92] == bytes.fromhex("01020304" "ffffffff" "00000007")
     assert payload[92:96] == b"\x01\x00\x00\x00"
-    assert payload[96:] == "münchen".encode() + bytes(32 - len("münchen".encode()))
+    assert payload[96:100] == bytes.fromhex("0a0b0c0d")
+    assert payload[100:] == "münchen".encode() + bytes(32 - len("münchen".encode()))
     assert ref.decode_hello(payload) == fields
 
 
 def test_hello_defaults_are_zeros_meaning_none():
-    assert ref.encode_hello() == bytes(128)
-    assert ref.decode_hello(bytes(128))["propose"] == bytes(16)
+    assert ref.encode_hello() == bytes(132)
+    assert ref.decode_hello(bytes(132))["propose"] == bytes(16)
 
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(sender=bytes(15)), dict(time_ms=2**32), dict(held_ms=-1), dict(flags=256), dict(site="x" * 33), dict(site="a\0b")],
+    [dict(sender=bytes(15)), dict(time_us=2**32), dict(held_us=-1), dict(send_index=2**32), dict(flags=256), dict(site="x" * 33), dict(site="a\0b")],
 )
 def test_hello_fields_that_do_not_fit_are_refused(bad):
     with pytest.raises(ValueError):

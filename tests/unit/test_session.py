@@ -12,13 +12,18 @@ class RecordingDatapath:
     """Remembers which session secrets the session installed, in order."""
 
     def __init__(self):
-        self.send, self.recv = [], []
+        self.send, self.recv, self.caught_up = [], [], []
+        self.send_index = None
 
     def set_send_session(self, secret):
         self.send.append(secret)
+        self.send_index = 0
 
     def set_recv_session(self, secret):
         self.recv.append(secret)
+
+    def catch_up_recv(self, index):
+        self.caught_up.append(index)
 
 
 class Site:
@@ -130,10 +135,31 @@ def test_round_trip_time_is_measured_from_the_echo():
 
 
 def test_hello_layout_is_128_bytes_and_round_trips():
-    h = Hello(b"s" * 16, b"c" * 16, b"p" * 16, b"x" * 16, b"y" * 16, 1, 2, 3, 1, "berlin")
+    h = Hello(b"s" * 16, b"c" * 16, b"p" * 16, b"x" * 16, b"y" * 16, 1, 2, 3, 1, 70000, "berlin")
     raw = h.encode()
-    assert len(raw) == 128
+    assert len(raw) == 132
     assert Hello.decode(raw) == h
+
+
+def test_hello_encodes_as_the_independent_reference_does():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import reference
+
+    h = Hello(b"s" * 16, b"c" * 16, b"p" * 16, b"x" * 16, b"y" * 16, 1, 2, 3, 1, 70000, "berlin")
+    assert h.encode() == reference.encode_hello(
+        sender=b"s" * 16, challenge=b"c" * 16, propose=b"p" * 16, acc_sender=b"x" * 16, acc_chal=b"y" * 16,
+        time_us=1, echo_us=2, held_us=3, flags=1, send_index=70000, site="berlin")
+
+
+def test_the_receiver_is_told_the_peers_send_index_and_catches_up():
+    a, b, _ = pair()
+    settle(a, b)
+    a.dp.send_index = 500                    # A rotated many times while nothing reached B
+    exchange(a, b)
+    assert b.dp.caught_up[-1] == 500
 
 
 def test_level_none_settles_without_keys():
