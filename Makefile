@@ -47,8 +47,10 @@ binary: build
 	@cat dist/etun.build-info
 
 lint: build
-	$(PY) -m cython -3 --annotate etun/_fast.pyx -o build/_fast_annotated.c >/dev/null
-	@echo "annotated datapath: build/_fast_annotated.html"
+	$(VENV)/bin/ruff check etun tests packaging
+	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/cython-lint etun/*.pyx etun/*.pxi etun/*.pxd
+	mkdir -p build && $(PY) -m cython -3 --annotate etun/_fast.pyx -o build/_fast_annotated.c >/dev/null
+	@echo "lint clean; where the datapath touches Python: build/_fast_annotated.html"
 
 debug: .stamp-venv
 	CFLAGS="-O0 -g -DCYTHON_TRACE_NOGIL=1" $(PIP) install --no-build-isolation --no-deps -e . -q

@@ -341,7 +341,7 @@ cdef class Datapath:
         rules = list(rules)
         if len(rules) > FILTER_MAX_RULES:
             raise ValueError(f"at most {FILTER_MAX_RULES} rules")
-        for allow, kind, value in rules:
+        for _, kind, _ in rules:
             nmac += kind == "mac"
             noui += kind == "oui"
         t = <filter_table *>calloc(1, sizeof(filter_table))
@@ -462,7 +462,6 @@ cdef class Datapath:
         reasm_expire(&d.reasm, d.now_ms, d.ctr_rx)
         pthread_mutex_unlock(&d.recv_lock)
 
-
     def reassembly_in_use(self):
         """Reassembly slots holding a frame in progress (or in delivery)."""
         return reasm_in_use(&self.d.reasm)
@@ -513,7 +512,7 @@ cdef class Datapath:
             pthread_mutex_lock(&d.send_lock)
             t0 = monotonic_s()
             while True:
-                for i in range(256):
+                for _ in range(256):
                     # The filter reads a pristine copy: seal_frame encrypts work_tx in place.
                     if filtered and not filter_allows(filt, self.work_rx, frame_len):
                         continue
@@ -583,7 +582,9 @@ cdef class Datapath:
         offs = <uint32_t *>malloc(count * sizeof(uint32_t))
         lens = <uint32_t *>malloc(count * sizeof(uint32_t))
         if arena == NULL or offs == NULL or lens == NULL:
-            free(arena); free(offs); free(lens)
+            free(arena)
+            free(offs)
+            free(lens)
             raise MemoryError("bench arena")
         total = 0
         for j, dg in enumerate(datagrams):

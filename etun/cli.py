@@ -39,7 +39,7 @@ from docopt import DocoptExit, docopt
 
 import etun
 from etun import keys
-from etun.errors import EtunError, RuntimeFailure, UsageError
+from etun.errors import EtunError, UsageError
 
 # Options that take a value as the next argv word; needed to find the command word in bad usage.
 _VALUE_OPTIONS = ("--timeout", "--seconds")

@@ -464,7 +464,8 @@ def _ethertype(rule: _Table) -> int:
         shown = _show(value)
         if type(value) is int and 0 <= value <= ETHERTYPE_MAX:
             shown += f" (0x{value:04x})"  # TOML forgets the radix the user wrote it in
-        rule.fail("ethertype", f'expected an EtherType 0x{ETHERTYPE_MIN:04x}..0x{ETHERTYPE_MAX:04x} like "0x86dd", got {shown}')
+        rule.fail("ethertype",
+                  f'expected an EtherType 0x{ETHERTYPE_MIN:04x}..0x{ETHERTYPE_MAX:04x} like "0x86dd", got {shown}')
     return number
 
 

@@ -24,7 +24,7 @@ log = logging.getLogger("etun")
 TICK_S = 0.2                    # the control loop wakes at least this often
 PROBE_TICK_S = 0.02             # ... and more often while verify-peer probes are out
 PEER_SILENT_KEEPALIVES = 3      # the peer is down after this many silent keepalive intervals
-RESOLVE_INTERVAL_MS = 30_000    # re-resolve a DNS peer this often while it is silent
+RESOLVE_MIN_MS = 10_000         # re-resolve a silent DNS peer every 3 keepalives, at most this often
 PUMP_JOIN_S = 5.0
 DEFAULT_SPIN_US = 50
 TOP_ETHERTYPES = 8              # EtherTypes listed per direction in status
@@ -268,7 +268,8 @@ class Daemon:
             else:
                 log.info("peer down: nothing authenticated for %d s", (now - last) // 1000 if last else 0)
         host = self.config.tunnel.peer.host
-        if not up and is_name(host) and now - self.last_resolve_ms >= RESOLVE_INTERVAL_MS:
+        resolve_every = max(RESOLVE_MIN_MS, PEER_SILENT_KEEPALIVES * self.keepalive_ms)
+        if not up and is_name(host) and now - self.last_resolve_ms >= resolve_every:
             self.last_resolve_ms = now
             try:
                 fresh = resolve_peer(self.config.tunnel.peer, self.udp.family)
@@ -301,7 +302,7 @@ class Daemon:
             d["filter"] = {
                 "name": filter_name,
                 "rules": [{"rule": i + 1, "match": filters.describe(r), "hits": hits}
-                          for i, (r, hits) in enumerate(zip(table.rules, stats["rules"]))],
+                          for i, (r, hits) in enumerate(zip(table.rules, stats["rules"], strict=True))],
                 "default": {"action": table.default, "hits": stats["default"]},
             }
             top = sorted(stats["ethertypes"].items(), key=lambda kv: -kv[1])[:TOP_ETHERTYPES]

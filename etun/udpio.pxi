@@ -20,8 +20,8 @@ cdef extern from *:
         return 0;
     }
     """
-    bint udp_addr_equal "etun_addr_equal"(const uint8_t *a, unsigned int alen,
-                                           const uint8_t *b, unsigned int blen) nogil
+    bint udp_addr_equal "etun_addr_equal"(
+        const uint8_t *a, unsigned int alen, const uint8_t *b, unsigned int blen) nogil
 
 
 cdef int udp_receive(engine_state *e) noexcept nogil:

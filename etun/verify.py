@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from etun import _fast
-from etun.transport import format_sockaddr, pack_sockaddr
+from etun.transport import format_sockaddr
 
 KIND_PLAIN, KIND_SIZE = 1, 2                       # probes
 KIND_ANSWER, KIND_BIG, KIND_UNAUTHENTICATED = 1, 2, 3   # replies

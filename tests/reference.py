@@ -650,10 +650,10 @@ def encode_hello(
 ) -> bytes:
     """The 132-byte HELLO payload of §5; omitted nonces are zeros ("none")."""
     nonces = (sender, challenge, propose, acc_sender, acc_chal)
-    for name, value in zip(_HELLO_NONCES, nonces):
+    for name, value in zip(_HELLO_NONCES, nonces, strict=True):
         if len(value) != NONCE_LEN:
             raise ValueError(f"HELLO {name} is 16 bytes, got {len(value)}")
-    for name, value in zip(_HELLO_NUMBERS, (time_us, echo_us, held_us, send_index)):
+    for name, value in zip(_HELLO_NUMBERS, (time_us, echo_us, held_us, send_index), strict=True):
         if not 0 <= value < 1 << 32:
             raise ValueError(f"HELLO {name} is a 32-bit unsigned integer, got {value}")
     if not 0 <= flags < 256:
@@ -673,7 +673,7 @@ def decode_hello(payload: bytes) -> dict:
         name = site.rstrip(b"\0").decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("malformed") from None
-    fields = dict(zip(_HELLO_NONCES, nonces))
+    fields = dict(zip(_HELLO_NONCES, nonces, strict=True))
     fields.update(time_us=time_us, echo_us=echo_us, held_us=held_us, flags=flags, send_index=send_index,
                   site=name)
     return fields

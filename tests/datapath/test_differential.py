@@ -577,8 +577,8 @@ def test_every_bit_flip_cut_or_extension_of_a_hello_gets_the_same_verdict_at_eve
 def test_hello_payloads_encoded_by_the_reference_travel_through_the_extension_intact(
     level, nonces, times, flags, site, counter
 ):
-    fields = dict(zip(["sender", "challenge", "propose", "acc_sender", "acc_chal"], nonces))
-    fields.update(zip(["time_us", "echo_us", "held_us", "send_index"], times), flags=flags, site=site)
+    fields = dict(zip(["sender", "challenge", "propose", "acc_sender", "acc_chal"], nonces, strict=True))
+    fields.update(zip(["time_us", "echo_us", "held_us", "send_index"], times, strict=True), flags=flags, site=site)
     packet = _fast.seal_control(level, CTL_KEY, ref.TYPE_HELLO, counter, ref.encode_hello(**fields))
     dp = _fast.Datapath(level)
     assert dp.open(packet, T0) == [(ref.TYPE_HELLO, packet)]  # handed up whole, no session needed

@@ -37,7 +37,7 @@ def test_lost_duplicated_and_reordered_packets_never_corrupt_or_duplicate_a_fram
     wire = []
     complete = collections.Counter()
     k = 0
-    for frame, datagrams in zip(frames, sent):
+    for frame, datagrams in zip(frames, sent, strict=True):
         all_arrive = True
         for d in datagrams:
             n = copies[k % len(copies)]

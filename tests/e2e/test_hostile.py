@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import status, wait_until
+from tests.e2e.conftest import status
 from tests.e2e.test_tunnel import start_pair, transfer
 from tests.e2e.topology import ETUN_PORT, GW_IP, HOST_IP, REPO, ROUTER_IP
 

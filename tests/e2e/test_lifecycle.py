@@ -2,7 +2,9 @@
 shares the LAN NIC (promise 7), GRO on the LAN NIC. Topology in tests/e2e/topology.py.
 """
 
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +53,25 @@ def test_an_ipv6_underlay_carries_the_tunnel(topo):
     r = t.ping("a", HOST_IP["b"], size=1472, count=5)
     assert " 0% packet loss" in r.stdout, r.stdout
     assert status(t, "a")["peer"]["address"] == f"[{GW_IP6['b']}]:{ETUN_PORT}"
+
+
+def test_a_dns_peer_is_resolved_and_re_resolved_while_it_is_silent(topo):
+    t = topo()
+    hosts = Path(f"/etc/netns/{t.ns('ga')}/hosts")
+    hosts.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # `ip netns exec` shows this file as /etc/hosts; first the name points nowhere useful.
+        hosts.write_text("198.19.2.99 gw-b.example\n")
+        t.start_etun("a", t.write_config("a", peer=f"gw-b.example:{ETUN_PORT}"))
+        t.start_etun("b")
+        time.sleep(3)
+        assert "peer up" not in t.etuns["a"].text()
+        hosts.write_text(f"{GW_IP['b']} gw-b.example\n")        # the name moves, as DNS would
+        t.wait_log("a", "now resolves to 198.19.2.1:5555", timeout=20)
+        t.wait_log("a", "peer up", timeout=10)
+        assert " 0% packet loss" in t.ping("a", HOST_IP["b"], size=1472).stdout
+    finally:
+        shutil.rmtree(hosts.parent, ignore_errors=True)
 
 
 def test_a_peer_that_changes_its_address_is_followed(topo):

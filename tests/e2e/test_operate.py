@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import etun_cli, status, wait_until
+from tests.e2e.conftest import etun_cli, status
 from tests.e2e.test_tunnel import start_pair
 from tests.e2e.topology import HOST_IP, REPO
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import e2e_ready, topo  # noqa: F401 (fixtures)
-from tests.e2e.topology import GW_IP, HOST_IP, REPO
+from tests.e2e.topology import HOST_IP, REPO
 
 BINARY = REPO / "dist" / "etun"
 NOBODY = pwd.getpwnam("nobody")

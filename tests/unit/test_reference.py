@@ -185,7 +185,7 @@ def test_every_frame_length_splits_into_balanced_contiguous_fragments_below_max_
     overhead = ref.UDP_HEADER_LEN + ref.HEADER_LEN + ref.tag_len(level)
     largest = max_packet - 1 - overhead  # P: the biggest payload that keeps the datagram below max_packet
     for length in range(ref.FRAME_MIN_LEN, ref.FRAME_MAX_LEN + 1):
-        offsets, sizes = zip(*ref.plan_fragments(length, level, max_packet))
+        offsets, sizes = zip(*ref.plan_fragments(length, level, max_packet), strict=True)
         count = len(sizes)
         assert sum(sizes) == length
         assert max(sizes) - min(sizes) <= 1
