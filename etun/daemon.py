@@ -28,6 +28,7 @@ RESOLVE_MIN_MS = 10_000         # re-resolve a silent DNS peer every 3 keepalive
 PUMP_JOIN_S = 5.0
 DEFAULT_SPIN_US = 50
 TOP_ETHERTYPES = 8              # EtherTypes listed per direction in status
+DROP_LOG_INTERVAL_MS = 30_000   # at most one log line about new drops this often
 
 
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
@@ -133,6 +134,10 @@ class Daemon:
         self.last_resolve_ms = now
         self.last_rotate_ms = now
         self.rotated_for = None
+        self.drops_logged_ms = now
+        self.drops_seen = self.drop_totals()
+        self.hello_refused_ms: dict[str, int] = {}
+        self.fingerprint = fingerprint if prk else None
         # Logged once everything is open, so a failing start prints just its one error line.
         for note in self.lan.notes + self.udp.notes:
             log.info("%s", note)
@@ -184,7 +189,7 @@ class Daemon:
         out = self.session.receive(datagram, now)
         if out.drop:
             self.datapath.count_rx_drop(out.drop)
-            log.debug("HELLO from %s dropped: %s", format_sockaddr(source), out.drop)
+            self.explain_refused_hello(out.drop, datagram, source, now)
             return
         for event in out.events:
             log.info("%s (peer %s at %s)", event, self.session.peer_site or "?", format_sockaddr(source))
@@ -196,6 +201,21 @@ class Daemon:
         self.peer_gen = self.engine.peer()[1]
         if out.answer:
             self.send_hello(now)
+
+    def explain_refused_hello(self, reason: str, datagram: bytes, source: bytes, now: int) -> None:
+        """A misconfigured peer shows as HELLOs we refuse: say why, once in a while."""
+        if reason not in ("auth", "level_mismatch") or now - self.hello_refused_ms.get(reason, -1e12) < \
+                DROP_LOG_INTERVAL_MS:
+            log.debug("HELLO from %s dropped: %s", format_sockaddr(source), reason)
+            return
+        self.hello_refused_ms[reason] = now
+        if reason == "auth":
+            log.info("HELLOs from %s do not authenticate: the key material differs (compare "
+                     "fingerprints: etun check shows ours, %s)", format_sockaddr(source), self.fingerprint)
+        else:
+            theirs = _fast.LEVEL_NAMES.get((datagram[0] >> 4) & 3, "?")
+            log.info("HELLOs from %s are at level %s, we run %s: both sites need the same [security] level",
+                     format_sockaddr(source), theirs, self.config.security.level)
 
     def answer_probe(self, datagram: bytes, source: bytes) -> None:
         """Another site's verify-peer asks; answer from the tunnel socket it reached."""
@@ -236,9 +256,32 @@ class Daemon:
         except OSError as e:
             log.debug("HELLO to %s not sent: %s", format_sockaddr(peer), e.strerror)
 
+    def drop_totals(self) -> dict:
+        counters = self.datapath.counters()
+        return {(direction, reason): counters[side][reason]
+                for side, direction in (("tx", "outbound"), ("rx", "inbound"))
+                for reason in _fast.DROP_REASONS}
+
+    def log_new_drops(self, now: int) -> None:
+        """Drops are counted, not logged one by one: one line now and then says what grew."""
+        if now - self.drops_logged_ms < DROP_LOG_INTERVAL_MS:
+            return
+        self.drops_logged_ms = now
+        totals = self.drop_totals()
+        grown = []
+        for (direction, reason), total in totals.items():
+            before = self.drops_seen[(direction, reason)]
+            if total > before:
+                grown.append(f"{direction} {reason} +{total - before}")
+        self.drops_seen = totals
+        if grown:
+            log.info("dropped in the last %d s: %s (etun status shows all counters)",
+                     DROP_LOG_INTERVAL_MS // 1000, ", ".join(grown))
+
     def tick(self, now: int) -> None:
         s = self.session
         self.drive_probers()
+        self.log_new_drops(now)
         if s.hello_due(now):
             self.send_hello(now)
         # Rotate the send keys every `rekey` seconds of one session; a new session starts at 0.

@@ -56,6 +56,7 @@ def test_a_wrong_key_lets_nothing_through_and_is_counted(topo):
         assert st["directions"]["inbound"]["drops"]["auth"] >= 2          # every HELLO refused
         assert st["directions"]["inbound"]["frames"] == 0
         assert "peer up" not in t.etuns[site].text()
+        assert "do not authenticate: the key material differs" in t.etuns[site].text()
 
 
 def test_a_level_mismatch_lets_nothing_through_and_is_counted(topo):
@@ -69,6 +70,8 @@ def test_a_level_mismatch_lets_nothing_through_and_is_counted(topo):
         assert not st["peer"]["up"]
         assert st["directions"]["inbound"]["drops"]["level_mismatch"] >= 2
         assert st["directions"]["inbound"]["frames"] == 0
+    assert "are at level auth, we run encrypt" in t.etuns["a"].text()
+    assert "are at level encrypt, we run auth" in t.etuns["b"].text()
 
 
 def test_replayed_and_bit_flipped_packets_are_dropped_and_counted(topo):
