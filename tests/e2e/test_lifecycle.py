@@ -44,6 +44,16 @@ def test_traffic_resumes_after_an_outage_longer_than_the_key_look_ahead(topo):
     assert st["peer"]["up"]
 
 
+def test_a_lan_interface_that_disappears_stops_etun_with_one_line_and_exit_1(topo):
+    t = topo()
+    start_pair(t)
+    t.run("ip link del lan0", "ga")
+    e = t.etuns["a"]
+    wait_until(lambda: e.proc.poll() is not None, timeout=5, what="etun to stop")
+    assert e.proc.returncode == 1
+    assert e.text().splitlines()[-1] == "etun: LAN interface lan0 failed: Network is down"
+
+
 def test_an_ipv6_underlay_carries_the_tunnel(topo):
     t = topo(wan_mtu=1280)              # IPv6's minimum MTU; datagrams stay below 800 bytes anyway
     for site, other in (("a", "b"), ("b", "a")):
