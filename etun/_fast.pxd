@@ -36,6 +36,8 @@ cdef enum:
     REPLAY_WINDOW = (REPLAY_BLOCKS - 1) * 64  # how far behind the highest a counter may be: 4032
 
     KEY_LOOKAHEAD = 64        # key indices ahead of the current one a receiver will derive
+    CONTROL_BURST = 50        # unverified control packets (probes, foreign HELLOs) queued at once
+    CONTROL_PER_SEC = 50      # ... and per second; authentic HELLOs always pass
     DERIVE_BURST = 8          # on-demand derivations allowed at once
     DERIVE_PER_SEC = 8        # ... and refilled per second
 
@@ -207,6 +209,10 @@ cdef struct dp_state:          # everything one site's datapath holds, shared by
     reasm_table reasm
     uint64_t ctr_rx[N_COUNTERS]
     uint64_t ctr_ctl[N_COUNTERS]      # drops the Python control plane decided; shown with rx
+    mac_state ctl_mac                 # the control key, to let authentic HELLOs pass a flood
+    bint ctl_ready
+    uint64_t ctl_credit_ms            # token bucket for control packets the pump cannot verify
+    uint64_t ctl_last_ms
     void *filt[2]                     # filter_table of nic_ingress (tx) and tunnel_ingress (rx)
     int last_drop                     # reason of the latest drop, for tests (0: none)
 

@@ -189,8 +189,9 @@ cdef class Datapath:
         d.payload_max = frag_payload_max(level, max_packet)
         d.rx_cur = d.rx_prev = d.rx_next = d.rx_trial = d.rx_old = -1
         d.derive_credit_ms = DERIVE_BURST * (1000 // DERIVE_PER_SEC)
+        d.ctl_credit_ms = CONTROL_BURST * (1000 // CONTROL_PER_SEC)
         d.now_ms = monotonic_ms()
-        d.derive_last_ms = d.now_ms
+        d.derive_last_ms = d.ctl_last_ms = d.now_ms
         if pthread_mutex_init(&d.send_lock, NULL) != 0 or pthread_mutex_init(&d.recv_lock, NULL) != 0:
             raise OSError("pthread_mutex_init failed")
         d.send_keys.cipher = EVP_CIPHER_CTX_new()
@@ -313,6 +314,16 @@ cdef class Datapath:
         pthread_mutex_unlock(&d.recv_lock)
         if rc != 0:
             raise RuntimeError(openssl_error("deriving receive keys"))
+
+    def set_control_key(self, control_key):
+        """Let HELLOs that authenticate under this key past the control-queue rate limit."""
+        cdef dp_state *d = self.d
+        key = check_key(control_key, "control key")
+        pthread_mutex_lock(&d.recv_lock)
+        d.ctl_ready = crypto_mac_init(&d.ctl_mac, <const uint8_t *>PyBytes_AS_STRING(key), KEY_LEN) == 0
+        pthread_mutex_unlock(&d.recv_lock)
+        if not d.ctl_ready:
+            raise RuntimeError(openssl_error("HMAC key setup"))
 
     def catch_up_recv(self, unsigned int index):
         """The peer sends under key index `index` of our receive session (from a fresh,

@@ -29,7 +29,6 @@ class Client:
         self.sock = sock
         self.buf = b""
         self.deadline = now + CLIENT_TIMEOUT_S
-        self.waiting = False
 
     def respond(self, answer: dict) -> None:
         try:
@@ -49,7 +48,13 @@ class ControlServer:
         self.path = Path(path)
         self.handlers = handlers
         self.clients: dict[int, Client] = {}
+        self.waiting: set[Client] = set()      # answered later (verify-peer), see finish()
+        self.accept_after = 0.0
         self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if os.stat(self.path.parent).st_mode & 0o022:
+            # Anyone who can write there could take the path first and answer `etun status`.
+            raise RuntimeFailure(f"control socket directory {self.path.parent} is writable by other users; "
+                                 "put [control] socket in a directory only root can write, such as /run/etun")
         self._clear_stale()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         old = os.umask(0o177)        # the socket is born 0600: root only, no window
@@ -85,20 +90,24 @@ class ControlServer:
             probe.close()
         raise RuntimeFailure(f"another etun is running for this site (it answers on {self.path})")
 
-    def fds(self) -> list:
-        return [self.sock] + [c.sock for c in self.clients.values() if not c.waiting]
+    def fds(self) -> list[int]:
+        listening = [self.sock.fileno()] if time.monotonic() >= self.accept_after else []
+        return listening + list(self.clients)
 
-    def handle(self, ready) -> None:
+    def handle(self, ready: set[int]) -> None:
         now = time.monotonic()
-        if self.sock in ready:
+        if self.sock.fileno() in ready:
             self._accept(now)
         for fd, client in list(self.clients.items()):
-            if client.waiting:
-                continue
-            if client.sock in ready:
+            if fd in ready:
                 self._read(fd, client)
             elif now > client.deadline:
                 self._drop(fd)
+
+    def finish(self, client: Client, answer: dict) -> None:
+        """Answer a request a handler took as Pending."""
+        self.waiting.discard(client)
+        client.respond(answer)
 
     def _accept(self, now: float) -> None:
         while True:
@@ -107,6 +116,8 @@ class ControlServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
+                # Out of descriptors (EMFILE): stop listening for a second instead of spinning.
+                self.accept_after = now + 1.0
                 return
             if len(self.clients) >= CLIENTS_MAX:
                 conn.close()
@@ -139,7 +150,7 @@ class ControlServer:
         except Exception as e:        # a bug in one handler must not take the tunnel down
             answer = {"error": f"{type(e).__name__}: {e}"}
         if isinstance(answer, Pending):
-            client.waiting = True
+            self.waiting.add(client)
         else:
             client.respond(answer)
 
@@ -149,6 +160,8 @@ class ControlServer:
     def close(self) -> None:
         for fd in list(self.clients):
             self._drop(fd)
+        for client in list(self.waiting):
+            self.finish(client, {"error": "etun is stopping"})
         self.sock.close()
         try:
             if os.stat(self.path).st_ino == self.inode:
@@ -163,6 +176,15 @@ class NoDaemon(RuntimeFailure):
 
 def ask(path: Path, request: dict, timeout: float) -> dict:
     """Client side: one request to the daemon at `path`, its answer; RuntimeFailure if none."""
+    try:
+        owner = os.lstat(path).st_uid
+    except FileNotFoundError:
+        raise NoDaemon(f"no etun running for this site (no control socket at {path})") from None
+    except OSError as e:
+        raise RuntimeFailure(f"cannot reach the daemon at {path}: {os.strerror(e.errno or 0)}") from None
+    if owner not in (0, os.geteuid()):
+        # Someone else's socket at our path could answer anything: trust only root's or ours.
+        raise RuntimeFailure(f"control socket {path} belongs to uid {owner}, not root: not trusting it")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:

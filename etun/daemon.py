@@ -116,6 +116,8 @@ class Daemon:
         peer = resolve_peer(c.tunnel.peer, self.udp.family)
         self.datapath = _fast.Datapath(self.level, c.tunnel.max_packet)
         filters.install(self.datapath, c.filter)
+        if control_key is not None:
+            self.datapath.set_control_key(control_key)
         self.engine = _fast.Engine(self.datapath, self.lan.fd, self.lan.kind, self.udp.fd,
                                    self.udp.port, self.udp.gso, self.udp.gro)
         self.engine.set_peer(peer)
@@ -162,8 +164,11 @@ class Daemon:
         while not self.stopping:
             timeout = min(TICK_S if not self.probers else PROBE_TICK_S,
                           max(0.0, (self.session.next_hello_ms - _fast.clock_ms()) / 1000))
-            ready, _, _ = select.select([self.engine.control_fd, self.wake_r, *self.control.fds()],
-                                        [], [], timeout)
+            # poll(), not select(): descriptors may be numbered beyond 1024.
+            poller = select.poll()
+            for fd in (self.engine.control_fd, self.wake_r, *self.control.fds()):
+                poller.register(fd, select.POLLIN)
+            ready = {fd for fd, _ in poller.poll(timeout * 1000)}
             if self.wake_r in ready:
                 os.read(self.wake_r, 4096)
             self.control.handle(ready)
@@ -200,7 +205,9 @@ class Daemon:
                 log.info("peer moved to %s", format_sockaddr(source))
         self.peer_gen = self.engine.peer()[1]
         if out.answer:
-            self.send_hello(now)
+            # Answer where the HELLO came from: a peer that restarted at a new address can only
+            # learn our challenge there (same size as its HELLO, rate-limited: no amplifier).
+            self.send_hello(now, to=source)
 
     def explain_refused_hello(self, reason: str, datagram: bytes, source: bytes, now: int) -> None:
         """A misconfigured peer shows as HELLOs we refuse: say why, once in a while."""
@@ -247,10 +254,10 @@ class Daemon:
                     pass
             if prober.done():
                 self.probers.remove((prober, client))
-                client.respond(prober.report())
+                self.control.finish(client, prober.report())
 
-    def send_hello(self, now: int) -> None:
-        peer = self.engine.peer()[0]
+    def send_hello(self, now: int, to: bytes | None = None) -> None:
+        peer = to or self.engine.peer()[0]
         try:
             self.udp.sock.sendto(self.session.hello(now), sockaddr_tuple(peer))
         except OSError as e:
@@ -311,8 +318,9 @@ class Daemon:
             else:
                 log.info("peer down: nothing authenticated for %d s", (now - last) // 1000 if last else 0)
         host = self.config.tunnel.peer.host
-        resolve_every = max(RESOLVE_MIN_MS, PEER_SILENT_KEEPALIVES * self.keepalive_ms)
-        if not up and is_name(host) and now - self.last_resolve_ms >= resolve_every:
+        silent_for = PEER_SILENT_KEEPALIVES * self.keepalive_ms
+        silent = not last or now - last >= silent_for
+        if silent and is_name(host) and now - self.last_resolve_ms >= max(RESOLVE_MIN_MS, silent_for):
             self.last_resolve_ms = now
             try:
                 fresh = resolve_peer(self.config.tunnel.peer, self.udp.family)

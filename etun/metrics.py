@@ -84,13 +84,20 @@ def exposition(st: dict) -> str:
     return e.render()
 
 
+SCRAPERS_MAX = 8                # connections served at once; more are closed at once
+SCRAPE_TIMEOUT_S = 5.0          # a connection that sends nothing is closed after this long
+
+
 class MetricsServer:
-    """An HTTP server in its own thread; `status` is called per scrape."""
+    """An HTTP server in its own threads, a few at most; `status` is called per scrape."""
 
     def __init__(self, listen, status):
         family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+        slots = threading.BoundedSemaphore(SCRAPERS_MAX)
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            timeout = SCRAPE_TIMEOUT_S
+
             def do_GET(self):
                 if self.path.split("?", 1)[0] != "/metrics":
                     self.send_error(404, "only /metrics here")
@@ -108,6 +115,19 @@ class MetricsServer:
         class Server(http.server.ThreadingHTTPServer):
             address_family = family
             daemon_threads = True
+
+            def process_request(self, request, client_address):
+                # Idle connections must not pile up threads: beyond a few, close at once.
+                if not slots.acquire(blocking=False):
+                    self.shutdown_request(request)
+                    return
+                super().process_request(request, client_address)
+
+            def process_request_thread(self, request, client_address):
+                try:
+                    super().process_request_thread(request, client_address)
+                finally:
+                    slots.release()
 
         try:
             self.server = Server((listen.host, listen.port), Handler)

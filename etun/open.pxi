@@ -14,6 +14,32 @@ cdef inline int open_drop(dp_state *d, int reason) noexcept nogil:
     return -reason
 
 
+cdef inline bint open_control_authentic(dp_state *d, const uint8_t *pkt, uint32_t length,
+                                        uint8_t lvl, uint8_t ptype) noexcept nogil:
+    """A HELLO at our level whose tag verifies under the control key."""
+    if ptype != TYPE_HELLO or not d.ctl_ready or lvl != d.level or lvl == LEVEL_NONE:
+        return False
+    if length < HEADER_LEN + TAG_LEN:
+        return False
+    return crypto_tag_ok(&d.ctl_mac, pkt, pkt + HEADER_LEN, length - HEADER_LEN - TAG_LEN,
+                         pkt + length - TAG_LEN)
+
+
+cdef bint open_control_credit(dp_state *d) noexcept nogil:
+    """Token bucket for control packets the pump cannot vouch for: CONTROL_PER_SEC, burst
+    CONTROL_BURST."""
+    cdef uint64_t cost = 1000 // CONTROL_PER_SEC
+    cdef uint64_t credit = d.ctl_credit_ms + (d.now_ms - d.ctl_last_ms)
+    if credit > CONTROL_BURST * cost:
+        credit = CONTROL_BURST * cost
+    d.ctl_last_ms = d.now_ms
+    if credit < cost:
+        d.ctl_credit_ms = credit
+        return False
+    d.ctl_credit_ms = credit - cost
+    return True
+
+
 cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref *out,
                      uint8_t *scratch) noexcept nogil:
     """Open one datagram. Returns OPEN_FRAME (see `out`), OPEN_HELD, OPEN_CONTROL or -DROP_*.
@@ -41,6 +67,10 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
     if (b0 >> 6) != WIRE_VERSION or lvl == 3:
         return open_drop(d, DROP_MALFORMED)
     if ptype == TYPE_HELLO or ptype == TYPE_PROBE or ptype == TYPE_PROBE_REPLY:
+        # The control plane checks everything again; here only the queue to it is guarded, so
+        # a flood of forged control packets cannot crowd out the peer's HELLOs.
+        if not open_control_authentic(d, pkt, length, lvl, ptype) and not open_control_credit(d):
+            return open_drop(d, DROP_CONTROL_QUEUE)
         d.ctr_rx[C_CONTROL] += 1
         return OPEN_CONTROL
     if ptype != TYPE_FRAME and ptype != TYPE_FRAME_VNET:

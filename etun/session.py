@@ -87,6 +87,7 @@ class Session:
         self.recv: tuple[bytes, bytes] | None = None    # (peer sender, our challenge) we accept
         self.send: bytes | None = None                  # peer challenge we send under
         self.pending: bytes | None = None               # peer challenge proposed, unconfirmed
+        self.renewing = False                           # we asked for a new send session
         self.peer_challenge: bytes | None = None        # the peer's latest challenge seen
         self.last_counter: dict[bytes, int] = {}
         self.peer_time: tuple[int, int] | None = None   # (peer's time_us, our clock_us on receipt)
@@ -117,9 +118,20 @@ class Session:
     def renew_send(self) -> None:
         """Propose a new send session (the current one used up its key indices); the old one
         stays in use until the peer confirms."""
+        self.renewing = True
         if self.peer_challenge is not None and self.peer_challenge != self.send:
             self.pending = self.peer_challenge
             self.next_hello_ms = 0
+
+    def _remember(self, sender: bytes, counter: int) -> None:
+        """Keep HELLO counters of the latest few sender nonces, never evicting the one whose
+        session we accept: forgetting it would make its recorded HELLOs fresh again."""
+        self.last_counter.pop(sender, None)       # re-insert: the dict's order is recency
+        self.last_counter[sender] = counter
+        keep = self.recv[0] if self.recv else None
+        while len(self.last_counter) > SENDERS_REMEMBERED:
+            oldest = next(k for k in self.last_counter if k != keep)
+            del self.last_counter[oldest]
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -140,7 +152,8 @@ class Session:
             echo_us=echo,
             held_us=held,
             flags=0 if self.settled else FLAG_ANSWER,
-            send_index=self.dp.send_index or 0,
+            # The index of the session `propose` names: a proposed new one starts at 0.
+            send_index=0 if self.pending not in (None, self.send) else (self.dp.send_index or 0),
             site=self.site,
         )
         self.next_hello_ms = now_ms + (UNSETTLED_INTERVAL_MS if not self.settled else self.keepalive_ms)
@@ -172,15 +185,17 @@ class Session:
         except ValueError:
             out.drop = "malformed"
             return out
+        # Both sites hold the same control key: one of our own HELLOs, reflected back, would
+        # authenticate. It is never the peer's.
+        if h.sender == self.sender:
+            out.drop = "replay"
+            return out
         # 1. Freshness: per sender nonce, HELLO counters only grow.
         if counter <= self.last_counter.get(h.sender, 0):
             out.drop = "replay"
             return out
-        self.last_counter.pop(h.sender, None)     # re-insert: the dict's order is recency
-        self.last_counter[h.sender] = counter
-        if len(self.last_counter) > SENDERS_REMEMBERED:
-            del self.last_counter[next(iter(self.last_counter))]
-        changed = False
+        self._remember(h.sender, counter)
+        changed = accepted = False
 
         # 2. Accept: the peer echoed our current challenge, so this HELLO is fresh.
         if h.propose == self.challenge:
@@ -192,13 +207,14 @@ class Session:
                                   else "receive session accepted")
                 changed = True
             self.challenge = self.random(16)
-            out.roam = True
+            out.roam = accepted = True
         elif self.recv is not None and h.sender == self.recv[0]:
             out.roam = True
 
-        # The peer sends under our receive session at h.send_index: after an outage longer than
-        # the receiver's look-ahead, data alone could not tell us how far the sender rotated.
-        if self.recv == (h.sender, h.propose):
+        # 6. The peer sends under our receive session at h.send_index: after an outage longer
+        # than the receiver's look-ahead, data alone could not tell us how far it rotated. (A
+        # HELLO that just opened the session says nothing of it: new sessions start at 0.)
+        if not accepted and self.recv == (h.sender, h.propose):
             self.dp.catch_up_recv(h.send_index)
         self.peer_challenge = h.challenge
         # 3./4. Confirm our proposal, or propose the peer's current challenge.
@@ -206,8 +222,18 @@ class Session:
             if self.send != self.pending:
                 self._install_send(self.pending, now_ms)
             self.pending = None
+            self.renewing = False
             out.events.append("send session confirmed")
-        elif not (h.acc_sender == self.sender and h.acc_chal == self.send):
+        elif h.acc_sender == self.sender and h.acc_chal == self.send:
+            # The peer accepts what we send under. A proposal still out is stale (say, made for
+            # a HELLO of the peer's previous run) unless we asked for a new session ourselves;
+            # then it follows the peer's latest challenge until the peer takes it.
+            if self.renewing and self.pending != h.challenge:
+                self.pending = h.challenge
+                changed = True
+            elif not self.renewing and self.pending is not None:
+                self.pending = None
+        else:
             if self.pending != h.challenge:
                 self.pending = h.challenge
                 changed = True

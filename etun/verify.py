@@ -90,12 +90,23 @@ class Bucket:
 class Responder:
     """Answers probes from other sites' verify-peer (inside the daemon)."""
 
+    SOURCES_REMEMBERED = 64     # per-source answer budgets kept (the least recent goes first)
+
     def __init__(self, level: int, control_key, site: str):
         self.level = level
         self.control_key = control_key
         self.site = site
         self.answers = Bucket(ANSWERS_PER_SECOND)
         self.unauth = Bucket(UNAUTH_ANSWERS_PER_SECOND)
+        self.per_source: dict[bytes, Bucket] = {}
+
+    def _source_allows(self, source: bytes) -> bool:
+        """A recorded probe replayed from one address must not use up everyone's answers."""
+        bucket = self.per_source.pop(source, None) or Bucket(ANSWERS_PER_SECOND // 4)
+        self.per_source[source] = bucket
+        while len(self.per_source) > self.SOURCES_REMEMBERED:
+            del self.per_source[next(iter(self.per_source))]
+        return bucket.take()
 
     def answer(self, datagram: bytes, source: bytes, target: bytes | None, peer_up: bool) -> list[bytes]:
         """The replies to one PROBE (possibly none); raises _fast.Dropped for a broken one."""
@@ -104,25 +115,31 @@ class Responder:
             raise _fast.Dropped("malformed")
         kind, _, _, nonce = PROBE_HEAD.unpack_from(payload)
 
-        def reply(reply_kind: int, size: int = 0) -> bytes:
-            body = REPLY_HEAD.pack(reply_kind, self.level, 1 if peer_up else 0, nonce, encode_addr(source),
-                                   encode_addr(target), self.site.encode()[:32])
+        def reply(reply_kind: int, size: int = 0, telling: bool = True) -> bytes:
+            # Only an authenticated prober learns where we send and how the tunnel is.
+            fields = ((1 if peer_up else 0), encode_addr(source), encode_addr(target),
+                      self.site.encode()[:32]) if telling else (0, bytes(20), bytes(20), b"")
+            body = REPLY_HEAD.pack(reply_kind, self.level, fields[0], nonce, *fields[1:])
             tag = 16 if self.level else 0
             body = body.ljust(max(len(body), size - 16 - tag), b"\0")
             return _fast.seal_control(self.level, self.control_key, _fast.PROBE_REPLY, 0, body)
 
         probe_level = (datagram[0] >> 4) & 3
         if not authenticated and not (self.level == 0 and probe_level == 0):
-            # We cannot tell who sent this: answer small, rarely, never larger than the probe.
-            answer = reply(KIND_UNAUTHENTICATED)
+            # We cannot tell who sent this: one small answer that tells nothing but our level,
+            # rarely, never larger than the probe.
+            answer = reply(KIND_UNAUTHENTICATED, telling=False)
             if len(answer) > len(datagram) or not self.unauth.take():
                 raise _fast.Dropped("auth")
             return [answer]
+        if not self._source_allows(source):
+            return []
         if self.level == 0:
             # Level none proves nothing about who asked: one answer, no larger than the probe.
-            if not self.unauth.take():
+            answer = reply(KIND_BIG, size=len(datagram)) if kind == KIND_SIZE else reply(KIND_ANSWER)
+            if len(answer) > len(datagram) or not self.unauth.take():
                 return []
-            return [reply(KIND_BIG, size=len(datagram)) if kind == KIND_SIZE else reply(KIND_ANSWER)]
+            return [answer]
         if not self.answers.take():
             return []
         out = [reply(KIND_ANSWER)]

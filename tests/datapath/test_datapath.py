@@ -285,3 +285,19 @@ def test_reassembly_memory_is_fixed_at_construction():
     small, large, nbytes = rx.reassembly_capacity()
     assert (small, large) == (1024, 31)
     assert nbytes <= 4096 * 1024
+
+
+# -- the control queue --------------------------------------------------------------------
+
+def test_a_flood_of_forged_control_packets_cannot_crowd_out_the_peers_hellos():
+    key = os.urandom(32)
+    rx = _fast.Datapath(ENCRYPT)
+    rx.set_control_key(key)
+    forged = _fast.seal_control(ENCRYPT, os.urandom(32), _fast.HELLO, 1, bytes(132))
+    probe = _fast.seal_control(ENCRYPT, os.urandom(32), _fast.PROBE, 0, bytes(128))
+    genuine = _fast.seal_control(ENCRYPT, key, _fast.HELLO, 7, bytes(132))
+    passed = sum(len(rx.open(p, now_ms=T0)) for p in [forged, probe] * 500)
+    assert passed == 50                                   # the burst, then the rate limit
+    assert rx.counters()["rx"]["control_queue"] == 950
+    assert rx.open(genuine, now_ms=T0) == [(_fast.HELLO, genuine)]    # always through
+    assert len(rx.open(forged, now_ms=T0 + 1000)) == 1    # the bucket refills over time

@@ -117,6 +117,22 @@ def share_lan_nic(t, underlay_dev: str) -> None:
           f"ip route add default via {ROUTER_IP['a']} dev {underlay_dev}", "ga")
 
 
+def test_a_peer_that_restarts_at_a_new_address_is_followed(topo):
+    t = topo()
+    start_pair(t)
+    assert t.stop_etun("b") == 0
+    moved = "198.19.2.7"                      # say, a home router that got a new address on reboot
+    t.run(f"ip addr del {GW_IP['b']}/24 dev wan0 && ip addr add {moved}/24 dev wan0 && "
+          f"ip route replace default via {ROUTER_IP['b']}", "gb")
+    t.start_etun("b", t.workdir / "b.toml")
+    # A still sends to the old address; it answers B's HELLOs where they come from, B then
+    # opens a session to A with A's challenge, which proves it fresh: A follows it there.
+    t.wait_log("a", f"peer moved to {moved}:{ETUN_PORT}", timeout=15)
+    t.wait_log("b", "peer up")
+    r = t.ping("a", HOST_IP["b"], size=1472, count=5)
+    assert " 0% packet loss" in r.stdout, r.stdout
+
+
 @pytest.mark.parametrize("underlay", ["lan0", "mv0"])
 def test_own_tunnel_packets_are_never_tunneled_when_the_underlay_shares_the_lan_nic(topo, underlay):
     t = topo()

@@ -166,3 +166,45 @@ def test_level_none_settles_without_keys():
     a, b, _ = pair(level=0)
     settle(a, b)
     assert a.dp.send == [b""] and b.dp.recv == [b""]
+
+
+def test_our_own_hello_reflected_back_is_refused_and_moves_nothing():
+    a, b, _ = pair()
+    settle(a, b)
+    before = (a.s.recv, a.s.send, a.s.pending, a.s.challenge)
+    out = a.s.receive(a.s.hello(0), 0)
+    assert out.drop == "replay" and not out.roam and not out.answer
+    assert (a.s.recv, a.s.send, a.s.pending, a.s.challenge) == before
+
+
+def test_a_stale_proposal_is_dropped_once_the_peer_accepts_what_we_send():
+    a, b, prk = pair()
+    settle(a, b)
+    b2 = Site("b", prk)                       # B restarts...
+    old_run = a.s.hello(0)                    # ...while a HELLO of A's is still on its way
+    settle(b2, a)
+    b2.s.receive(old_run, 0)                  # arrives late: B2 proposes to a challenge A dropped
+    for _ in range(4):
+        exchange(a, b2)
+        exchange(b2, a)
+    assert a.s.settled and b2.s.settled
+
+
+def test_a_proposal_for_a_new_session_announces_index_0():
+    a, b, _ = pair()
+    settle(a, b)
+    a.dp.send_index = 720                     # A rotated for a day
+    a.s.pending = b.s.challenge               # and now proposes a new session
+    from etun.session import Hello
+    from etun import _fast as fast
+    _, _, payload = fast.open_control(ENCRYPT, a.s.control_key, a.s.hello(0))
+    assert Hello.decode(payload).send_index == 0
+
+
+def test_the_hello_that_opens_a_session_does_not_move_its_key_index():
+    a, b, prk = pair()
+    settle(a, b)
+    a.dp.send_index = 720
+    b2 = Site("b", prk)                        # B restarts: A must propose a new session to B2
+    settle(b2, a)
+    assert b2.dp.caught_up == [] or max(b2.dp.caught_up) == 0
