@@ -71,9 +71,11 @@ def test_a_dns_peer_is_resolved_and_re_resolved_while_it_is_silent(topo):
     hosts.parent.mkdir(parents=True, exist_ok=True)
     try:
         # `ip netns exec` shows this file as /etc/hosts; first the name points nowhere useful.
+        # B does not know where A is either, so only A's re-resolution can bring them together
+        # (B then answers A's HELLOs where they come from, and follows A there).
         hosts.write_text("198.19.2.99 gw-b.example\n")
         t.start_etun("a", t.write_config("a", peer=f"gw-b.example:{ETUN_PORT}"))
-        t.start_etun("b")
+        t.start_etun("b", t.write_config("b", peer=f"198.19.1.99:{ETUN_PORT}"))
         time.sleep(3)
         assert "peer up" not in t.etuns["a"].text()
         hosts.write_text(f"{GW_IP['b']} gw-b.example\n")        # the name moves, as DNS would
