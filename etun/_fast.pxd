@@ -37,7 +37,10 @@ cdef enum:
 
     KEY_LOOKAHEAD = 64        # key indices ahead of the current one a receiver will derive
     CONTROL_BURST = 50        # unverified control packets (probes, foreign HELLOs) queued at once
-    CONTROL_PER_SEC = 50      # ... and per second; authentic HELLOs always pass
+    CONTROL_PER_SEC = 50      # ... and per second
+    HELLO_BURST = 10          # authentic HELLOs from a sender nonce other than the peer's current
+    HELLO_PER_SEC = 10        # ... (a restart, or a recorded earlier run); the current one is free
+    HELLO_SENDERS = 8         # sender nonces whose HELLO counters the pump remembers
     DERIVE_BURST = 8          # on-demand derivations allowed at once
     DERIVE_PER_SEC = 8        # ... and refilled per second
 
@@ -178,6 +181,18 @@ cdef struct reasm_table:
     uint8_t *arena
 
 
+cdef struct ctl_bucket:         # a token bucket, in milliseconds of credit
+    uint64_t credit_ms
+    uint64_t last_ms
+
+
+cdef struct hello_sender:       # the highest HELLO counter seen from one sender nonce
+    uint8_t sender[16]
+    uint64_t counter
+    uint64_t used_ms
+    bint used
+
+
 cdef struct dp_state:          # everything one site's datapath holds, shared by both directions
     int level
     int max_packet
@@ -211,8 +226,11 @@ cdef struct dp_state:          # everything one site's datapath holds, shared by
     uint64_t ctr_ctl[N_COUNTERS]      # drops the Python control plane decided; shown with rx
     mac_state ctl_mac                 # the control key, to let authentic HELLOs pass a flood
     bint ctl_ready
-    uint64_t ctl_credit_ms            # token bucket for control packets the pump cannot verify
-    uint64_t ctl_last_ms
+    ctl_bucket ctl_foreign            # control packets the pump cannot verify
+    ctl_bucket ctl_other              # authentic HELLOs of senders other than the peer's current
+    hello_sender ctl_senders[HELLO_SENDERS]
+    uint8_t ctl_peer[16]              # the peer's current sender nonce (the control plane's word)
+    bint ctl_peer_set
     void *filt[2]                     # filter_table of nic_ingress (tx) and tunnel_ingress (rx)
     int last_drop                     # reason of the latest drop, for tests (0: none)
 
@@ -307,3 +325,4 @@ cdef class Datapath:
     cdef uint8_t *work_tx             # staging for frames sealed through the Python API / bench
     cdef uint8_t *work_rx             # staging for datagrams opened through the Python API / bench
     cdef uint8_t *scratch             # decrypt target for single-packet frames
+    cdef int engines                  # Engines built on this datapath: filters are fixed then

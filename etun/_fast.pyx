@@ -159,6 +159,11 @@ cdef bytes check_key(object key, str what):
     return bytes(key)
 
 
+cdef check_direction(int direction):
+    if direction not in (FILTER_NIC_INGRESS, FILTER_TUNNEL_INGRESS):
+        raise ValueError("direction must be FILTER_NIC_INGRESS or FILTER_TUNNEL_INGRESS")
+
+
 cdef class Datapath:
     """One site's datapath: the send side (seal) and the receive side (open) with their keys.
 
@@ -189,9 +194,10 @@ cdef class Datapath:
         d.payload_max = frag_payload_max(level, max_packet)
         d.rx_cur = d.rx_prev = d.rx_next = d.rx_trial = d.rx_old = -1
         d.derive_credit_ms = DERIVE_BURST * (1000 // DERIVE_PER_SEC)
-        d.ctl_credit_ms = CONTROL_BURST * (1000 // CONTROL_PER_SEC)
+        d.ctl_foreign.credit_ms = CONTROL_BURST * (1000 // CONTROL_PER_SEC)
+        d.ctl_other.credit_ms = HELLO_BURST * (1000 // HELLO_PER_SEC)
         d.now_ms = monotonic_ms()
-        d.derive_last_ms = d.ctl_last_ms = d.now_ms
+        d.derive_last_ms = d.ctl_foreign.last_ms = d.ctl_other.last_ms = d.now_ms
         if pthread_mutex_init(&d.send_lock, NULL) != 0 or pthread_mutex_init(&d.recv_lock, NULL) != 0:
             raise OSError("pthread_mutex_init failed")
         d.send_keys.cipher = EVP_CIPHER_CTX_new()
@@ -325,6 +331,17 @@ cdef class Datapath:
         if not d.ctl_ready:
             raise RuntimeError(openssl_error("HMAC key setup"))
 
+    def set_peer_hello_sender(self, sender):
+        """The peer's current sender nonce (that of our receive session): its fresh HELLOs
+        reach the control queue without the rate limit other senders' HELLOs get."""
+        cdef dp_state *d = self.d
+        if not isinstance(sender, bytes) or len(sender) != 16:
+            raise ValueError("a sender nonce is 16 bytes")
+        pthread_mutex_lock(&d.recv_lock)
+        memcpy(d.ctl_peer, <const char *>sender, 16)
+        d.ctl_peer_set = True
+        pthread_mutex_unlock(&d.recv_lock)
+
     def catch_up_recv(self, unsigned int index):
         """The peer sends under key index `index` of our receive session (from a fresh,
         authenticated HELLO): make it current if it lies beyond next. True if it did."""
@@ -347,8 +364,11 @@ cdef class Datapath:
         cdef filter_table *old
         cdef uint32_t i, nmac = 0, noui = 0
         cdef pthread_mutex_t *lock
-        if direction not in (FILTER_NIC_INGRESS, FILTER_TUNNEL_INGRESS):
-            raise ValueError("direction must be FILTER_NIC_INGRESS or FILTER_TUNNEL_INGRESS")
+        check_direction(direction)
+        if self.engines:
+            # The capture side reads the nic_ingress table outside any lock: swapping it
+            # under running pumps could free it mid-read.
+            raise RuntimeError("filters are installed before an Engine is built on this datapath")
         rules = list(rules)
         if len(rules) > FILTER_MAX_RULES:
             raise ValueError(f"at most {FILTER_MAX_RULES} rules")
@@ -397,6 +417,7 @@ cdef class Datapath:
         """Decide one frame as the pump would (and count it); (allowed, rule index or None)."""
         cdef const uint8_t[:] f = frame
         cdef int verdict
+        check_direction(direction)
         t = <filter_table *>self.d.filt[direction]
         verdict = filter_frame(t, &f[0] if f.shape[0] else NULL, f.shape[0])
         if verdict >= 0:
@@ -405,8 +426,10 @@ cdef class Datapath:
 
     def filter_stats(self, int direction):
         """{"rules": [hits per rule], "default": hits, "ethertypes": {EtherType: frames}}."""
-        cdef filter_table *t = <filter_table *>self.d.filt[direction]
+        cdef filter_table *t
         cdef uint32_t i
+        check_direction(direction)
+        t = <filter_table *>self.d.filt[direction]
         seen = {i: t.seen[i] for i in range(65536) if t.seen[i]}
         return {"rules": [t.hits[i] for i in range(t.nrules)], "default": t.default_hits,
                 "ethertypes": seen}
@@ -786,6 +809,7 @@ cdef class Engine:
         if lan_kind not in (LAN_PACKET, LAN_TAP):
             raise ValueError(f"lan_kind must be LAN_PACKET or LAN_TAP, got {lan_kind}")
         self.datapath = datapath
+        datapath.engines += 1
         self.e = e = <engine_state *>calloc(1, sizeof(engine_state))
         if e == NULL:
             raise MemoryError("engine state")
@@ -837,6 +861,8 @@ cdef class Engine:
 
     def __dealloc__(self):
         e = self.e
+        if self.datapath is not None:
+            self.datapath.engines -= 1
         if e == NULL:
             return
         if e.wake_fd >= 0:

@@ -14,16 +14,20 @@ cdef inline uint32_t frag_offset(uint32_t i, uint32_t q, uint32_t r) noexcept no
     return i * q + (i if i < r else r)
 
 
-cdef inline int frag_parse(const uint8_t *head, uint32_t size, int ptype,
+cdef inline int frag_parse(const uint8_t *head, uint32_t size, uint32_t tag_len, int ptype,
                            uint32_t *q, uint32_t *length) noexcept nogil:
     """Validate one fragment's fields (PROTOCOL.md §2) and derive q and the frame length.
 
-    Returns 0, or -1 when the fields cannot describe a frame of this type (malformed).
+    Returns 0, or -1 when the fields cannot describe a frame of this type (malformed),
+    including a payload larger than any max_packet allows: no sender makes one, and a
+    receiver's single-packet buffers are sized by that bound.
     """
     cdef uint32_t r = head[1], i = head[2], n = head[3]
     cdef uint64_t counter = wire_be64(head + 8)
     cdef uint32_t qq
     if n == 0 or i >= n or r >= n or counter < i or size == 0:
+        return -1
+    if size > <uint32_t>(MAX_MAX_PACKET - 1 - UDP_HEADER_LEN - HEADER_LEN) - tag_len:
         return -1
     qq = size - 1 if i < r else size
     if qq == 0:

@@ -45,7 +45,8 @@ cdef int gso_parse(engine_state *e, int i, const uint8_t *f, uint32_t n, const u
     l3 += 2
     l4 = lan_le16(vnet + 6) + <uint32_t>vlan_shift       # csum_start: the kernel's own L4 offset
     if gso_type == VNET_GSO_TCPV4 or (gso_type == VNET_GSO_UDP_L4 and et == ETH_P_IP):
-        if et != ETH_P_IP or l3 + 20 > n or l4 < l3 + 20 or (f[l3] >> 4) != 4:
+        if (et != ETH_P_IP or l3 + 20 > n or (f[l3] >> 4) != 4 or (f[l3] & 15) < 5
+                or l4 < l3 + (f[l3] & 15) * 4):
             return -1
     elif gso_type == VNET_GSO_TCPV6 or (gso_type == VNET_GSO_UDP_L4 and et == ETH_P_IPV6):
         if et != ETH_P_IPV6 or l3 + 40 > n or l4 < l3 + 40 or (f[l3] >> 4) != 6:
@@ -55,10 +56,10 @@ cdef int gso_parse(engine_state *e, int i, const uint8_t *f, uint32_t n, const u
     if gso_type == VNET_GSO_UDP_L4:
         hdr = l4 + 8
     else:
-        if l4 + 20 > n:
+        if l4 + 20 > n or (f[l4 + 12] >> 4) < 5:
             return -1
         hdr = l4 + (f[l4 + 12] >> 4) * 4
-    if hdr < l4 + 8 or hdr >= n:
+    if hdr >= n or hdr > 0xffff:
         return -1
     e.gso_l3[i] = <uint16_t>l3
     e.gso_l4[i] = <uint16_t>l4
@@ -123,6 +124,9 @@ cdef int gso_seal(engine_state *e, int i, uint64_t now) noexcept nogil:
     cdef uint32_t mss = e.gso_mss[i], payload = n - hdr, nseg, k, seglen, need
     cdef uint8_t *s
     cdef int r, rc = 0
+    if not d.send_ready:
+        d.ctr_tx[DROP_NO_SESSION] += 1       # once per super-frame, as for any other frame
+        return -DROP_NO_SESSION
     nseg = (payload + mss - 1) // mss
     d.ctr_tx[C_SUPERFRAMES] += 1
     for k in range(nseg):
@@ -132,6 +136,9 @@ cdef int gso_seal(engine_state *e, int i, uint64_t now) noexcept nogil:
             pthread_mutex_unlock(&d.send_lock)
             udp_flush(e, now)
             pthread_mutex_lock(&d.send_lock)
+            if e.seg_used + need > SEG_ARENA_LEN or e.npkts + MAX_FRAGS > TX_PKTS:
+                d.ctr_tx[DROP_SOCKET_OVERFLOW] += nseg - k      # cannot happen; never overrun
+                return -DROP_SOCKET_OVERFLOW
         s = e.seg_arena + e.seg_used
         e.seg_used += need
         memcpy(s, f, hdr)

@@ -16,28 +16,67 @@ cdef inline int open_drop(dp_state *d, int reason) noexcept nogil:
 
 cdef inline bint open_control_authentic(dp_state *d, const uint8_t *pkt, uint32_t length,
                                         uint8_t lvl, uint8_t ptype) noexcept nogil:
-    """A HELLO at our level whose tag verifies under the control key."""
+    """A HELLO at our level, long enough to name its sender, whose tag verifies under the
+    control key."""
     if ptype != TYPE_HELLO or not d.ctl_ready or lvl != d.level or lvl == LEVEL_NONE:
         return False
-    if length < HEADER_LEN + TAG_LEN:
+    if length < HEADER_LEN + 16 + TAG_LEN:
         return False
     return crypto_tag_ok(&d.ctl_mac, pkt, pkt + HEADER_LEN, length - HEADER_LEN - TAG_LEN,
                          pkt + length - TAG_LEN)
 
 
-cdef bint open_control_credit(dp_state *d) noexcept nogil:
-    """Token bucket for control packets the pump cannot vouch for: CONTROL_PER_SEC, burst
-    CONTROL_BURST."""
-    cdef uint64_t cost = 1000 // CONTROL_PER_SEC
-    cdef uint64_t credit = d.ctl_credit_ms + (d.now_ms - d.ctl_last_ms)
-    if credit > CONTROL_BURST * cost:
-        credit = CONTROL_BURST * cost
-    d.ctl_last_ms = d.now_ms
+cdef bint open_control_credit(ctl_bucket *b, uint64_t now_ms, uint64_t per_sec,
+                              uint64_t burst) noexcept nogil:
+    """Take one token from bucket b (per_sec tokens a second, at most burst held)."""
+    cdef uint64_t cost = 1000 // per_sec
+    cdef uint64_t credit = b.credit_ms + (now_ms - b.last_ms)
+    if credit > burst * cost:
+        credit = burst * cost
+    b.last_ms = now_ms
     if credit < cost:
-        d.ctl_credit_ms = credit
+        b.credit_ms = credit
         return False
-    d.ctl_credit_ms = credit - cost
+    b.credit_ms = credit - cost
     return True
+
+
+cdef int open_hello_admit(dp_state *d, const uint8_t *pkt) noexcept nogil:
+    """Queue an authentic HELLO only if its counter is new for its sender nonce (the control
+    plane's freshness rule, PROTOCOL.md §5 step 1, applied before the queue), and, unless it
+    comes from the peer's current sender nonce, only within HELLO_PER_SEC: a recording of
+    genuine HELLOs replayed in a flood cannot crowd out the peer's. 0 or -DROP_*."""
+    cdef const uint8_t *sender = pkt + HEADER_LEN
+    cdef uint64_t counter = wire_be64(pkt + 8)
+    cdef int k, slot = -1, victim = -1
+    cdef hello_sender *h
+    for k in range(HELLO_SENDERS):
+        h = &d.ctl_senders[k]
+        if h.used and memcmp(h.sender, sender, 16) == 0:
+            slot = k
+            break
+    if slot >= 0 and counter <= d.ctl_senders[slot].counter:
+        return -DROP_REPLAY
+    if not (d.ctl_peer_set and memcmp(d.ctl_peer, sender, 16) == 0):
+        if not open_control_credit(&d.ctl_other, d.now_ms, HELLO_PER_SEC, HELLO_BURST):
+            return -DROP_CONTROL_QUEUE
+    if slot < 0:
+        # A free entry, else the least recently used one that is not the peer's current.
+        for k in range(HELLO_SENDERS):
+            h = &d.ctl_senders[k]
+            if not h.used:
+                victim = k
+                break
+            if d.ctl_peer_set and memcmp(d.ctl_peer, h.sender, 16) == 0:
+                continue
+            if victim < 0 or h.used_ms < d.ctl_senders[victim].used_ms:
+                victim = k
+        slot = victim
+        memcpy(d.ctl_senders[slot].sender, sender, 16)
+        d.ctl_senders[slot].used = True
+    d.ctl_senders[slot].counter = counter
+    d.ctl_senders[slot].used_ms = d.now_ms
+    return 0
 
 
 cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref *out,
@@ -68,8 +107,12 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
         return open_drop(d, DROP_MALFORMED)
     if ptype == TYPE_HELLO or ptype == TYPE_PROBE or ptype == TYPE_PROBE_REPLY:
         # The control plane checks everything again; here only the queue to it is guarded, so
-        # a flood of forged control packets cannot crowd out the peer's HELLOs.
-        if not open_control_authentic(d, pkt, length, lvl, ptype) and not open_control_credit(d):
+        # a flood of forged or replayed control packets cannot crowd out the peer's HELLOs.
+        if open_control_authentic(d, pkt, length, lvl, ptype):
+            rc = open_hello_admit(d, pkt)
+            if rc < 0:
+                return open_drop(d, -rc)
+        elif not open_control_credit(&d.ctl_foreign, d.now_ms, CONTROL_PER_SEC, CONTROL_BURST):
             return open_drop(d, DROP_CONTROL_QUEUE)
         d.ctr_rx[C_CONTROL] += 1
         return OPEN_CONTROL
@@ -80,7 +123,7 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
     if length <= HEADER_LEN + tag_len:
         return open_drop(d, DROP_MALFORMED)
     body_len = length - HEADER_LEN - tag_len
-    if frag_parse(pkt, body_len, ptype, &q, &flen) != 0:
+    if frag_parse(pkt, body_len, tag_len, ptype, &q, &flen) != 0:
         return open_drop(d, DROP_MALFORMED)
     if lvl != d.level:
         return open_drop(d, DROP_LEVEL_MISMATCH)

@@ -72,10 +72,11 @@ cdef bint rxkeys_may_derive(dp_state *d) noexcept nogil:
 cdef int rxkeys_lookup(dp_state *d, const uint8_t *pkt, uint32_t body_len) noexcept nogil:
     """The slot whose keys authenticate this data packet, or -DROP_KEY_INDEX / -DROP_AUTH."""
     cdef uint32_t index = wire_be32(pkt + 4)
-    cdef uint32_t cur_index
+    cdef uint64_t cur_index
     cdef int cand[5]
     cdef int roles[4]
     cdef int nc = 0, j, k
+    cdef bint old_match, tried_old = False
     cdef const uint8_t *body = pkt + HEADER_LEN
     cdef const uint8_t *tag = body + body_len
     roles[0] = d.rx_cur
@@ -87,22 +88,30 @@ cdef int rxkeys_lookup(dp_state *d, const uint8_t *pkt, uint32_t body_len) noexc
         if k >= 0 and d.rxk[k].keys.live and d.rxk[k].keys.index == index:
             cand[nc] = k
             nc += 1
+    k = d.rx_old
+    old_match = k >= 0 and d.rxk[k].keys.live and d.rxk[k].keys.index == index
+    if nc == 0 and old_match:
+        # The old session's keys are held: try them before spending a derivation token on
+        # the current session, so the old session's traffic never drains the budget.
+        if crypto_tag_ok(&d.rxk[k].keys.mac, pkt, body, body_len, tag):
+            return k
+        old_match = False
+        tried_old = True
     if nc == 0 and d.rx_cur >= 0:
         cur_index = d.rxk[d.rx_cur].keys.index
-        if index > cur_index + 1 and index - cur_index <= KEY_LOOKAHEAD and rxkeys_may_derive(d):
-            # The sender rotated more than once while nothing reached us. Without a token the
-            # packet gets no derivation, but keys already held (the old session's) still apply.
+        if (index > cur_index + 1 and index - cur_index <= KEY_LOOKAHEAD
+                and rxkeys_may_derive(d)):
+            # The sender rotated more than once while nothing reached us.
             rxkeys_clear(d, &d.rx_trial)
             if rxkeys_install(d, &d.rx_trial, index) != 0:
                 return -DROP_CRYPTO_ERROR
             cand[nc] = d.rx_trial
             nc += 1
-    k = d.rx_old
-    if k >= 0 and d.rxk[k].keys.live and d.rxk[k].keys.index == index:
+    if old_match:
         cand[nc] = k
         nc += 1
     if nc == 0:
-        return -DROP_KEY_INDEX
+        return -DROP_AUTH if tried_old else -DROP_KEY_INDEX
     for j in range(nc):
         if crypto_tag_ok(&d.rxk[cand[j]].keys.mac, pkt, body, body_len, tag):
             return cand[j]
@@ -131,11 +140,12 @@ cdef void rxkeys_promote(dp_state *d, int k) noexcept nogil:
     d.rx_cur = k
     d.rx_prev = keep
     d.rx_next = -1
-    if d.rx_trial >= 0 and d.rxk[d.rx_trial].keys.index <= index + 1:
+    if d.rx_trial >= 0 and <uint64_t>d.rxk[d.rx_trial].keys.index <= <uint64_t>index + 1:
         rxkeys_clear(d, &d.rx_trial)
     if d.rx_prev < 0:
         rxkeys_install(d, &d.rx_prev, index - 1)
-    rxkeys_install(d, &d.rx_next, index + 1)
+    if index < 0xFFFFFFFFu:
+        rxkeys_install(d, &d.rx_next, index + 1)     # the last index has no next: never 0 again
 
 
 cdef keyset *rxkeys_find(dp_state *d, uint32_t gen, uint32_t index) noexcept nogil:

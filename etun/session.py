@@ -202,6 +202,7 @@ class Session:
             if self.recv != (h.sender, h.propose):
                 restarted = self.recv is not None and self.recv[0] != h.sender
                 self.dp.set_recv_session(self._secret(h.sender, h.propose))
+                self.dp.set_peer_hello_sender(h.sender)
                 self.recv = (h.sender, h.propose)
                 out.events.append("peer restarted; new session accepted" if restarted
                                   else "receive session accepted")

@@ -85,6 +85,7 @@ cdef void udp_flush(engine_state *e, uint64_t now_ms) noexcept nogil:
     cdef int first[TX_PKTS]
     cdef int count[TX_PKTS]
     if n == 0:
+        e.seg_used = 0        # segments whose seal failed left bytes in the arena too
         return
     pthread_mutex_lock(&e.peer_lock)
     memcpy(peer, e.peer, SOCKADDR_LEN)

@@ -279,6 +279,8 @@ def _structure_ok(hdr: Header, length: int) -> bool:
     n, i, r = hdr.frag_count, hdr.frag_index, hdr.frag_big
     if not (n >= 1 and i < n and r < n and hdr.counter >= i):
         return False
+    if size > max_payload(hdr.level, MAX_PACKET_MAX):
+        return False                                  # larger than any sender's max_packet allows
     q, _, frame_len = fragment_geometry(i, n, r, size)
     low, high = FRAME_LIMITS[hdr.ptype]
     return q >= 1 and low <= frame_len <= high
@@ -509,7 +511,14 @@ class Receiver:
             return "no_session", []
         session = self.session
         # 4. and 5. key index and tag; skipped at level none, which has no keys.
-        if self.level != LEVEL_NONE:
+        old = self.old_session
+        if (self.level != LEVEL_NONE and not session.holds(hdr.key_index)
+                and session.trial != hdr.key_index and old is not None
+                and hdr.key_index == old.current and _tag_ok(old.secret, hdr.key_index, datagram)):
+            # The old session holds this index and its tag verifies: no derivation token is
+            # spent on the current session for the old one's traffic (§4.3).
+            session = old
+        elif self.level != LEVEL_NONE:
             reason = self._check_index_and_tag(hdr, datagram)
             if reason is None:
                 if hdr.key_index > session.current:
@@ -517,7 +526,6 @@ class Receiver:
             else:
                 # Tried once more against the old session if it has this key index: it
                 # holds only the index that was current when it was replaced (§3.2, §4.2).
-                old = self.old_session
                 if old is None or hdr.key_index != old.current:
                     return reason, []
                 if not _tag_ok(old.secret, hdr.key_index, datagram):

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from etun import _fast
+from tests import reference as ref
 
 LEVELS = (0, 1, 2)
 NONE, AUTH, ENCRYPT = LEVELS
@@ -225,6 +226,69 @@ def test_a_receiver_told_the_senders_index_catches_up_after_a_long_outage():
     assert rx.recv_index == 100
 
 
+def test_the_last_key_index_has_no_next_so_index_0_is_never_accepted_again():
+    secret = os.urandom(32)
+    early = _fast.Datapath(ENCRYPT)
+    early.set_send_session(secret)
+    recorded = early.seal(bytes(100))[0]                 # index 0, as a listener recorded it
+    tx = _fast.Datapath(ENCRYPT)
+    tx.set_send_session(secret, 0xFFFFFFFF)
+    rx = _fast.Datapath(ENCRYPT)
+    rx.set_recv_session(secret)
+    assert rx.catch_up_recv(0xFFFFFFFF)
+    assert len(deliver(rx, tx.seal(bytes(100)))) == 1
+    assert rx.recv_index == 0xFFFFFFFF
+    assert rx.open(recorded) == [] and rx.last_drop == "key_index"
+    with pytest.raises(OverflowError, match="exhausted"):
+        tx.rotate_send()                                 # the sender proposes a new session
+
+
+def test_the_old_sessions_traffic_spends_no_derivation_tokens():
+    old_secret, new_secret = os.urandom(32), os.urandom(32)
+    old_tx = _fast.Datapath(ENCRYPT)
+    old_tx.set_send_session(old_secret, 5)
+    rx = _fast.Datapath(ENCRYPT)
+    rx.set_recv_session(old_secret)
+    assert rx.catch_up_recv(5)
+    rx.set_recv_session(new_secret)                      # the old session stays at index 5
+    # Index 5 lies ahead of the new session's 0: the old session's keys are tried first.
+    for _ in range(20):
+        assert len(deliver(rx, old_tx.seal(bytes(100)), now_ms=T0)) == 1
+    reasons = []
+    for ahead in range(2, 10):
+        forged = _fast.Datapath(ENCRYPT)
+        forged.set_send_session(os.urandom(32), ahead)
+        rx.open(forged.seal(bytes(100))[0], T0)
+        reasons.append(rx.last_drop)
+    assert reasons == ["auth"] * 8                       # the whole burst was still there
+    # The same flow through the reference.
+    recv = ref.Receiver(ENCRYPT)
+    recv.set_session(old_secret)
+    recv.session.promote(5)
+    recv.set_session(new_secret)
+    for _ in range(20):
+        assert len(recv.open(old_tx.seal(bytes(100))[0], T0)) == 1
+    assert recv.bucket.tokens == ref.KEY_BUCKET_CAPACITY  # no token spent
+
+
+def test_a_single_packet_larger_than_any_max_packet_allows_is_malformed():
+    secret = os.urandom(32)
+    _, mac_key = ref.index_keys(secret, 0)
+    largest = ref.max_payload(ENCRYPT, 9000)             # what a sender at max_packet 9000 sends
+    rx = _fast.Datapath(ENCRYPT)
+    rx.set_recv_session(secret)
+    recv = ref.Receiver(ENCRYPT)
+    recv.set_session(secret)
+    for counter, size in enumerate([largest, largest + 1, 40000]):
+        header = ref.pack_header(ENCRYPT, ref.TYPE_FRAME, 0, 0, 1, 0, counter)
+        packet = ref.build_packet(ENCRYPT, mac_key, header, os.urandom(size))
+        want = None if size == largest else "malformed"
+        frames = rx.open(packet, T0)
+        assert (rx.last_drop, len(frames)) == (want, 0 if want else 1)
+        recv.open(packet, T0)
+        assert recv.last_drop == want
+
+
 # -- sessions -----------------------------------------------------------------------------
 
 def test_the_previous_receive_session_stays_usable_until_the_next_switch():
@@ -301,3 +365,29 @@ def test_a_flood_of_forged_control_packets_cannot_crowd_out_the_peers_hellos():
     assert rx.counters()["rx"]["control_queue"] == 950
     assert rx.open(genuine, now_ms=T0) == [(_fast.HELLO, genuine)]    # always through
     assert len(rx.open(forged, now_ms=T0 + 1000)) == 1    # the bucket refills over time
+
+
+def test_replayed_genuine_hellos_pass_once_and_other_senders_hellos_are_rate_limited():
+    key = os.urandom(32)
+    peer, earlier_run = os.urandom(16), os.urandom(16)
+    rx = _fast.Datapath(ENCRYPT)
+    rx.set_control_key(key)
+    rx.set_peer_hello_sender(peer)
+
+    def hello(sender, counter):
+        return _fast.seal_control(ENCRYPT, key, _fast.HELLO, counter, sender + bytes(116))
+
+    first = hello(peer, 1)
+    assert rx.open(first, now_ms=T0) == [(_fast.HELLO, first)]
+    assert sum(len(rx.open(first, now_ms=T0)) for _ in range(1000)) == 0
+    assert rx.counters()["rx"]["replay"] == 1000
+    # A recording of an earlier run, replayed in a flood: 10 at once, then 10 a second.
+    recorded = [hello(earlier_run, c) for c in range(1, 1001)]
+    assert sum(len(rx.open(p, now_ms=T0)) for p in recorded) == 10
+    assert rx.counters()["rx"]["control_queue"] == 990
+    # The peer's own fresh HELLOs are never held back by it.
+    assert all(len(rx.open(hello(peer, c), now_ms=T0)) == 1 for c in range(2, 102))
+    assert sum(len(rx.open(p, now_ms=T0 + 1000)) for p in recorded[10:]) == 10
+    assert rx.open(recorded[0], now_ms=T0 + 5000) == [] and rx.last_drop == "replay"
+    with pytest.raises(ValueError):
+        rx.set_peer_hello_sender(b"short")

@@ -106,3 +106,26 @@ def test_a_thousand_rules_compile_and_the_first_of_duplicates_decides():
     d = _fast.Datapath(2)
     d.set_filter(_fast.NIC_INGRESS, True, rules)
     assert d.filter_check(_fast.NIC_INGRESS, frame((500).to_bytes(6, "big"), A, IPV4)) == (True, 499)
+
+
+def test_a_direction_that_is_neither_is_refused_everywhere():
+    dp = _fast.Datapath(2)
+    for call in (lambda: dp.set_filter(2, True, []), lambda: dp.filter_check(-1, frame(A, B, IPV4)),
+                 lambda: dp.filter_stats(7)):
+        with pytest.raises(ValueError, match="direction must be"):
+            call()
+
+
+def test_filters_are_fixed_once_an_engine_runs_on_the_datapath():
+    import socket
+    dp = _fast.Datapath(2)
+    dp.set_filter(_fast.NIC_INGRESS, True, RULES)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    engine = _fast.Engine(dp, a.fileno(), _fast.LAN_KIND_TAP, udp.fileno(), 0, False, False)
+    with pytest.raises(RuntimeError, match="before an Engine"):
+        dp.set_filter(_fast.NIC_INGRESS, False, [])
+    del engine
+    dp.set_filter(_fast.NIC_INGRESS, False, [])         # no engine left: allowed again
+    for s in (a, b, udp):
+        s.close()

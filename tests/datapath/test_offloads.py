@@ -84,3 +84,35 @@ def test_at_most_64_segments_and_64_kib_go_in_one_super_frame():
     messages = _fast.gro_merge(sent)
     assert all(len(m) - 10 - vnet(m)["hdr_len"] + 20 + 32 <= 65535 for m in messages if m[:10] != bytes(10))
     assert sum(len(_fast.gso_split(m)) if m[:10] != bytes(10) else 1 for m in messages) == 64
+
+
+def super_frame(ihl=5, doff=5, l4=None, total=None, payload=b"A" * 4000, mss=1000):
+    """A TCPv4 super-frame as a host hands it over, with header fields a forger controls."""
+    ip = bytearray(raw(IP(src="198.18.0.1", dst="198.18.0.2", proto=6, ihl=ihl,
+                          options=[] if ihl == 5 else [b"\x01" * ((ihl - 5) * 4)])))
+    tcp = bytearray(20 + max(doff - 5, 0) * 4)
+    tcp[12] = doff << 4
+    tcp[13] = 0x10
+    frame = bytearray(raw(Ether(src=A, dst=B, type=0x0800))) + ip + tcp + payload
+    if total:
+        frame += bytes(total - len(frame))
+    start = 14 + len(ip) if l4 is None else l4
+    head = bytes([1, 1]) + (0).to_bytes(2, "little") + mss.to_bytes(2, "little")
+    return head + start.to_bytes(2, "little") + (16).to_bytes(2, "little") + bytes(frame)
+
+
+def test_a_well_formed_super_frame_is_cut():
+    assert len(_fast.gso_split(super_frame())) == 4
+
+
+@pytest.mark.parametrize("forged", [
+    dict(doff=2),                     # a TCP data offset under 5: an 8-byte "header"
+    dict(ihl=6, l4=14 + 20),          # L4 starts inside the IPv4 options the IHL declares
+    dict(l4=65500, total=65590),      # a TCP header far out, its data offset 60 bytes:
+])                                    # headers ending past 64 KiB cannot be described
+def test_a_super_frame_whose_headers_do_not_add_up_is_never_cut(forged):
+    packet = bytearray(super_frame(**forged))
+    if forged.get("l4"):
+        packet[10 + forged["l4"] + 12] = 0xF0
+    with pytest.raises(ValueError, match="not a super-frame etun cuts"):
+        _fast.gso_split(bytes(packet))

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -89,3 +90,43 @@ def test_the_tx_pump_switches_gso_off_when_the_kernel_refuses_it_and_resends(net
     assert snap["gso"] is False and snap["gso_errno"] == 22          # EINVAL
     assert result["got"] == 40                                        # 20 frames, two datagrams each
     assert result["counters"]["send_error"] == 0
+
+
+def test_super_frames_sealed_without_a_session_never_fill_the_segment_arena():
+    """Each cut segment takes arena room before its seal fails for want of a session; the
+    arena must empty anyway, or the next super-frame writes past its end."""
+    lan, host = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    lan.setblocking(False)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    dp = _fast.Datapath(2)
+    engine = _fast.Engine(dp, lan.fileno(), _fast.LAN_KIND_TAP, udp.fileno(), udp.getsockname()[1],
+                          False, False)
+    engine.set_peer(pack_sockaddr(socket.AF_INET, *sink.getsockname()))
+    pump = threading.Thread(target=engine.run_tx)
+    pump.start()
+    payload = bytes(20000)                 # 200 segments of 100 bytes: ~50 KiB of arena each
+    ip = bytes.fromhex("45000000000140004006000" "0c6120001c6120002")
+    ip = ip[:2] + (40 + len(payload)).to_bytes(2, "big") + ip[4:]
+    tcp = bytes.fromhex("03e807d00000000100000001501000ff00000000")
+    vnet = bytes([1, 1]) + (54).to_bytes(2, "little") + (100).to_bytes(2, "little") \
+        + (34).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    message = vnet + bytes.fromhex("02aaaaaaaaaa02bbbbbbbbbb0800") + ip + tcp + payload
+    try:
+        for _ in range(60):               # 3 MiB of segments into a 1 MiB arena
+            host.send(message)
+        deadline = time.monotonic() + 5
+        while dp.counters()["tx"]["no_session"] < 60 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert dp.counters()["tx"]["no_session"] == 60      # one per super-frame
+        dp.set_send_session(os.urandom(32))
+        sink.settimeout(2)
+        host.send(message)
+        got = sum(len(sink.recv(2048)) > 0 for _ in range(200))
+        assert got == 200
+    finally:
+        engine.stop()
+        pump.join(5)
+    assert not pump.is_alive()

@@ -115,6 +115,10 @@ def share_lan_nic(t, underlay_dev: str) -> None:
     t.run(f"ip link set a0 up && ip addr add {ROUTER_IP['a']}/24 dev a0", "wan")
     if underlay_dev != "lan0":
         t.run(f"ip link add {underlay_dev} link lan0 type macvlan mode bridge && ip link set {underlay_dev} up", "ga")
+        # Else lan0 may answer the router's ARP for the macvlan's address with its own MAC
+        # (arp_ignore=0, the weak host model): tunnel packets then arrive as PACKET_HOST on
+        # lan0, the kernel filters them from the capture, and the content check never runs.
+        t.run("sysctl -qw net.ipv4.conf.lan0.arp_ignore=1", "ga")
     t.run(f"ip addr add {GW_IP['a']}/24 dev {underlay_dev} && "
           f"ip route add default via {ROUTER_IP['a']} dev {underlay_dev}", "ga")
 

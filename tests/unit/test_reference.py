@@ -510,7 +510,7 @@ def test_the_frame_limits_themselves_are_accepted(level):
     receiver = ref.Receiver(level)
     receiver.set_session(secret)
     for counter, arguments in enumerate(
-        [dict(size=14), dict(ptype=ref.TYPE_FRAME_VNET, size=24), dict(count=2, big=1, size=32779)]
+        [dict(size=14), dict(ptype=ref.TYPE_FRAME_VNET, size=24), dict(count=8, big=5, size=8195)]
     ):
         receiver.open(crafted(level, secret, counter=counter * 2, **arguments))
         assert receiver.last_drop is None
@@ -522,7 +522,7 @@ def test_a_frame_beyond_its_types_limits_is_malformed_on_arrival_so_receiving_ha
     secret = make_secret(ref.LEVEL_AUTH)
     receiver = ref.Receiver(ref.LEVEL_AUTH)
     receiver.set_session(secret)
-    receiver.open(crafted(ref.LEVEL_AUTH, secret, count=2, big=1, size=32780))  # q = 32779: L = 65559
+    receiver.open(crafted(ref.LEVEL_AUTH, secret, count=8, big=6, size=8195))  # q = 8194: L = 65558
     assert receiver.last_drop == "malformed"
 
 
@@ -867,16 +867,20 @@ def test_the_old_session_is_tried_only_under_the_key_index_it_had_when_replaced(
     assert receiver.current_index == 0  # a packet of the old session never moves the new one
 
 
-def test_an_old_session_packet_that_needs_a_token_in_the_new_session_spends_one_then_opens():
+def test_an_old_session_packet_whose_index_is_ahead_in_the_new_session_spends_no_token():
     old, new = make_secret(ref.LEVEL_AUTH, 1), make_secret(ref.LEVEL_AUTH, 2)
     receiver = ref.Receiver(ref.LEVEL_AUTH)
     receiver.set_session(old)
     receiver.open(crafted(ref.LEVEL_AUTH, old, key_index=5, counter=0), 0)
     receiver.set_session(new)
     assert receiver.bucket.tokens == 7
-    # Index 5 is ahead for the new session: derived (a token), its tag fails, and the old session takes it.
+    # Index 5 is ahead for the new session, but the old session holds it and its tag verifies
+    # there: nothing is derived (§4.3).
     receiver.open(crafted(ref.LEVEL_AUTH, old, key_index=5, counter=1), 0)
-    assert receiver.last_drop is None and receiver.bucket.tokens == 6 and receiver.current_index == 0
+    assert receiver.last_drop is None and receiver.bucket.tokens == 7 and receiver.current_index == 0
+    # A forgery under index 5 fails the old session's tag, then costs a derivation as before.
+    receiver.open(forged_under(old, 5, 2), 0)
+    assert receiver.last_drop == "auth" and receiver.bucket.tokens == 6
 
 
 def test_an_empty_bucket_does_not_keep_the_old_session_from_its_second_try():

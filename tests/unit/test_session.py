@@ -22,6 +22,9 @@ class RecordingDatapath:
     def set_recv_session(self, secret):
         self.recv.append(secret)
 
+    def set_peer_hello_sender(self, sender):
+        self.peer_sender = sender
+
     def catch_up_recv(self, index):
         self.caught_up.append(index)
 
