@@ -198,9 +198,7 @@ def test_a_proposal_for_a_new_session_announces_index_0():
     settle(a, b)
     a.dp.send_index = 720                     # A rotated for a day
     a.s.pending = b.s.challenge               # and now proposes a new session
-    from etun.session import Hello
-    from etun import _fast as fast
-    _, _, payload = fast.open_control(ENCRYPT, a.s.control_key, a.s.hello(0))
+    _, _, payload = _fast.open_control(ENCRYPT, a.s.control_key, a.s.hello(0))
     assert Hello.decode(payload).send_index == 0
 
 
