@@ -35,6 +35,7 @@ Invariants:
   is counted under a DROP_* reason.
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from libc.errno cimport errno, EAGAIN, EINTR, EIO, EINVAL, EMSGSIZE, ENOPROTOOPT
 from libc.stdlib cimport malloc, calloc, free
@@ -791,6 +792,7 @@ def clock_ms():
     return pump_clock_ms()
 
 
+@cython.no_gc_clear    # __dealloc__ must still see self.datapath to release its filters
 cdef class Engine:
     """Both pumps of one site over its LAN fd and UDP fd, and what Python shares with them.
 

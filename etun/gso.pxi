@@ -61,6 +61,10 @@ cdef int gso_parse(engine_state *e, int i, const uint8_t *f, uint32_t n, const u
         hdr = l4 + (f[l4 + 12] >> 4) * 4
     if hdr >= n or hdr > 0xffff:
         return -1
+    # Each segment's IP and UDP lengths are 16-bit fields: a segment they cannot describe is
+    # not cut (a local TAP writer could ask for one; the kernel never does).
+    if hdr - l3 + (mss if mss < n - hdr else n - hdr) > 0xffff:
+        return -1
     e.gso_l3[i] = <uint16_t>l3
     e.gso_l4[i] = <uint16_t>l4
     e.gso_hdr[i] = <uint16_t>hdr

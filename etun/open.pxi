@@ -55,8 +55,8 @@ cdef int open_hello_admit(dp_state *d, const uint8_t *pkt) noexcept nogil:
         if h.used and memcmp(h.sender, sender, 16) == 0:
             slot = k
             break
-    if slot >= 0 and counter <= d.ctl_senders[slot].counter:
-        return -DROP_REPLAY
+    if counter == 0 or (slot >= 0 and counter <= d.ctl_senders[slot].counter):
+        return -DROP_REPLAY                      # HELLO counters start at 1 (§5)
     if not (d.ctl_peer_set and memcmp(d.ctl_peer, sender, 16) == 0):
         if not open_control_credit(&d.ctl_other, d.now_ms, HELLO_PER_SEC, HELLO_BURST):
             return -DROP_CONTROL_QUEUE
@@ -84,7 +84,8 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
     """Open one datagram. Returns OPEN_FRAME (see `out`), OPEN_HELD, OPEN_CONTROL or -DROP_*.
 
     `pkt` needs TAILROOM readable bytes after it; `scratch` receives single-packet frames at
-    encrypt and needs payload_max + TAILROOM bytes. A delivered frame points into `pkt`, into
+    encrypt and needs MAX_MAX_PACKET + TAILROOM bytes (frag_parse bounds any payload by the
+    largest max_packet, not by ours). A delivered frame points into `pkt`, into
     `scratch` or into a reassembly slot, which the caller hands back with open_release() once
     the frame is sent. Caller holds recv_lock.
     """

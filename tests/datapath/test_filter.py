@@ -1,5 +1,8 @@
 """Filter semantics exactly as SPEC.md states them, case by numbered case, through the compiled tables."""
 
+import gc
+import socket
+
 import pytest
 
 from etun import _fast
@@ -117,7 +120,6 @@ def test_a_direction_that_is_neither_is_refused_everywhere():
 
 
 def test_filters_are_fixed_once_an_engine_runs_on_the_datapath():
-    import socket
     dp = _fast.Datapath(2)
     dp.set_filter(_fast.NIC_INGRESS, True, RULES)
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -125,7 +127,10 @@ def test_filters_are_fixed_once_an_engine_runs_on_the_datapath():
     engine = _fast.Engine(dp, a.fileno(), _fast.LAN_KIND_TAP, udp.fileno(), 0, False, False)
     with pytest.raises(RuntimeError, match="before an Engine"):
         dp.set_filter(_fast.NIC_INGRESS, False, [])
-    del engine
+    cycle = [engine]
+    cycle.append(cycle)                                 # garbage the collector must break
+    del engine, cycle
+    gc.collect()
     dp.set_filter(_fast.NIC_INGRESS, False, [])         # no engine left: allowed again
     for s in (a, b, udp):
         s.close()

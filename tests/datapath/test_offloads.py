@@ -108,6 +108,7 @@ def test_a_well_formed_super_frame_is_cut():
 @pytest.mark.parametrize("forged", [
     dict(doff=2),                     # a TCP data offset under 5: an 8-byte "header"
     dict(ihl=6, l4=14 + 20),          # L4 starts inside the IPv4 options the IHL declares
+    dict(mss=65500, payload=b"A" * 65500),   # a segment whose IP total length exceeds 16 bits
     dict(l4=65500, total=65590),      # a TCP header far out, its data offset 60 bytes:
 ])                                    # headers ending past 64 KiB cannot be described
 def test_a_super_frame_whose_headers_do_not_add_up_is_never_cut(forged):
