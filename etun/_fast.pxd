@@ -181,7 +181,7 @@ cdef struct reasm_table:
     uint8_t *arena
 
 
-cdef struct ctl_bucket:         # a token bucket, in milliseconds of credit
+cdef struct token_bucket:       # a token bucket, in milliseconds of credit (bucket.pxi)
     uint64_t credit_ms
     uint64_t last_ms
 
@@ -219,15 +219,14 @@ cdef struct dp_state:          # everything one site's datapath holds, shared by
     int rx_next
     int rx_trial
     int rx_old                        # the current index of the previous receive session
-    uint64_t derive_credit_ms         # token bucket for on-demand derivations, in ms of credit
-    uint64_t derive_last_ms
+    token_bucket derive               # on-demand key derivations
     reasm_table reasm
     uint64_t ctr_rx[N_COUNTERS]
     uint64_t ctr_ctl[N_COUNTERS]      # drops the Python control plane decided; shown with rx
     mac_state ctl_mac                 # the control key, to let authentic HELLOs pass a flood
     bint ctl_ready
-    ctl_bucket ctl_foreign            # control packets the pump cannot verify
-    ctl_bucket ctl_other              # authentic HELLOs of senders other than the peer's current
+    token_bucket ctl_foreign            # control packets the pump cannot verify
+    token_bucket ctl_other              # authentic HELLOs of senders other than the peer's current
     hello_sender ctl_senders[HELLO_SENDERS]
     uint8_t ctl_peer[16]              # the peer's current sender nonce (the control plane's word)
     bint ctl_peer_set

@@ -63,6 +63,7 @@ include "crypto.pxi"
 include "replay.pxi"
 include "frag.pxi"
 include "reasm.pxi"
+include "bucket.pxi"
 include "rxkeys.pxi"
 include "seal.pxi"
 include "open.pxi"
@@ -194,11 +195,10 @@ cdef class Datapath:
         d.tag_len = TAG_LEN if level != LEVEL_NONE else 0
         d.payload_max = frag_payload_max(level, max_packet)
         d.rx_cur = d.rx_prev = d.rx_next = d.rx_trial = d.rx_old = -1
-        d.derive_credit_ms = DERIVE_BURST * (1000 // DERIVE_PER_SEC)
-        d.ctl_foreign.credit_ms = CONTROL_BURST * (1000 // CONTROL_PER_SEC)
-        d.ctl_other.credit_ms = HELLO_BURST * (1000 // HELLO_PER_SEC)
         d.now_ms = monotonic_ms()
-        d.derive_last_ms = d.ctl_foreign.last_ms = d.ctl_other.last_ms = d.now_ms
+        bucket_fill(&d.derive, DERIVE_PER_SEC, DERIVE_BURST, d.now_ms)
+        bucket_fill(&d.ctl_foreign, CONTROL_PER_SEC, CONTROL_BURST, d.now_ms)
+        bucket_fill(&d.ctl_other, HELLO_PER_SEC, HELLO_BURST, d.now_ms)
         if pthread_mutex_init(&d.send_lock, NULL) != 0 or pthread_mutex_init(&d.recv_lock, NULL) != 0:
             raise OSError("pthread_mutex_init failed")
         d.send_keys.cipher = EVP_CIPHER_CTX_new()

@@ -26,21 +26,6 @@ cdef inline bint open_control_authentic(dp_state *d, const uint8_t *pkt, uint32_
                          pkt + length - TAG_LEN)
 
 
-cdef bint open_control_credit(ctl_bucket *b, uint64_t now_ms, uint64_t per_sec,
-                              uint64_t burst) noexcept nogil:
-    """Take one token from bucket b (per_sec tokens a second, at most burst held)."""
-    cdef uint64_t cost = 1000 // per_sec
-    cdef uint64_t credit = b.credit_ms + (now_ms - b.last_ms)
-    if credit > burst * cost:
-        credit = burst * cost
-    b.last_ms = now_ms
-    if credit < cost:
-        b.credit_ms = credit
-        return False
-    b.credit_ms = credit - cost
-    return True
-
-
 cdef int open_hello_admit(dp_state *d, const uint8_t *pkt) noexcept nogil:
     """Queue an authentic HELLO only if its counter is new for its sender nonce (the control
     plane's freshness rule, PROTOCOL.md §5 step 1, applied before the queue), and, unless it
@@ -58,7 +43,7 @@ cdef int open_hello_admit(dp_state *d, const uint8_t *pkt) noexcept nogil:
     if counter == 0 or (slot >= 0 and counter <= d.ctl_senders[slot].counter):
         return -DROP_REPLAY                      # HELLO counters start at 1 (§5)
     if not (d.ctl_peer_set and memcmp(d.ctl_peer, sender, 16) == 0):
-        if not open_control_credit(&d.ctl_other, d.now_ms, HELLO_PER_SEC, HELLO_BURST):
+        if not bucket_take(&d.ctl_other, d.now_ms, HELLO_PER_SEC, HELLO_BURST):
             return -DROP_CONTROL_QUEUE
     if slot < 0:
         # A free entry, else the least recently used one that is not the peer's current.
@@ -113,7 +98,7 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
             rc = open_hello_admit(d, pkt)
             if rc < 0:
                 return open_drop(d, -rc)
-        elif not open_control_credit(&d.ctl_foreign, d.now_ms, CONTROL_PER_SEC, CONTROL_BURST):
+        elif not bucket_take(&d.ctl_foreign, d.now_ms, CONTROL_PER_SEC, CONTROL_BURST):
             return open_drop(d, DROP_CONTROL_QUEUE)
         d.ctr_rx[C_CONTROL] += 1
         return OPEN_CONTROL

@@ -55,20 +55,6 @@ cdef int rxkeys_new_session(dp_state *d, const uint8_t *secret) noexcept nogil:
     return 0
 
 
-cdef bint rxkeys_may_derive(dp_state *d) noexcept nogil:
-    """Token bucket: DERIVE_BURST derivations at once, DERIVE_PER_SEC more each second."""
-    cdef uint64_t cost = 1000 // DERIVE_PER_SEC
-    cdef uint64_t credit = d.derive_credit_ms + (d.now_ms - d.derive_last_ms)
-    if credit > DERIVE_BURST * cost:
-        credit = DERIVE_BURST * cost
-    d.derive_last_ms = d.now_ms
-    if credit < cost:
-        d.derive_credit_ms = credit
-        return False
-    d.derive_credit_ms = credit - cost
-    return True
-
-
 cdef int rxkeys_lookup(dp_state *d, const uint8_t *pkt, uint32_t body_len) noexcept nogil:
     """The slot whose keys authenticate this data packet, or -DROP_KEY_INDEX / -DROP_AUTH."""
     cdef uint32_t index = wire_be32(pkt + 4)
@@ -100,7 +86,7 @@ cdef int rxkeys_lookup(dp_state *d, const uint8_t *pkt, uint32_t body_len) noexc
     if nc == 0 and d.rx_cur >= 0:
         cur_index = d.rxk[d.rx_cur].keys.index
         if (index > cur_index + 1 and index - cur_index <= KEY_LOOKAHEAD
-                and rxkeys_may_derive(d)):
+                and bucket_take(&d.derive, d.now_ms, DERIVE_PER_SEC, DERIVE_BURST)):
             # The sender rotated more than once while nothing reached us.
             rxkeys_clear(d, &d.rx_trial)
             if rxkeys_install(d, &d.rx_trial, index) != 0:

@@ -867,12 +867,19 @@ def test_the_old_session_is_tried_only_under_the_key_index_it_had_when_replaced(
     assert receiver.current_index == 0  # a packet of the old session never moves the new one
 
 
-def test_an_old_session_packet_whose_index_is_ahead_in_the_new_session_spends_no_token():
+def old_session_at_index_5():
+    """A receiver whose old session got to key index 5 (one token spent) before a new one
+    replaced it: (receiver, old secret, new secret)."""
     old, new = make_secret(ref.LEVEL_AUTH, 1), make_secret(ref.LEVEL_AUTH, 2)
     receiver = ref.Receiver(ref.LEVEL_AUTH)
     receiver.set_session(old)
     receiver.open(crafted(ref.LEVEL_AUTH, old, key_index=5, counter=0), 0)
     receiver.set_session(new)
+    return receiver, old, new
+
+
+def test_an_old_session_packet_whose_index_is_ahead_in_the_new_session_spends_no_token():
+    receiver, old, _ = old_session_at_index_5()
     assert receiver.bucket.tokens == 7
     # Index 5 is ahead for the new session, but the old session holds it and its tag verifies
     # there: nothing is derived (§4.3).
@@ -886,11 +893,7 @@ def test_an_old_session_packet_whose_index_is_ahead_in_the_new_session_spends_no
 def test_an_empty_bucket_does_not_keep_the_old_session_from_its_second_try():
     # §3.2: a packet failing step 4 or 5 under the current session is tried once more
     # against the old one if that holds its key index; trying held keys derives nothing.
-    old, new = make_secret(ref.LEVEL_AUTH, 1), make_secret(ref.LEVEL_AUTH, 2)
-    receiver = ref.Receiver(ref.LEVEL_AUTH)
-    receiver.set_session(old)
-    receiver.open(crafted(ref.LEVEL_AUTH, old, key_index=5, counter=0), 0)
-    receiver.set_session(new)
+    receiver, old, new = old_session_at_index_5()
     open_all(receiver, [forged_under(new, k, k) for k in range(10, 17)], now_ms=0)
     assert receiver.bucket.tokens == 0
     receiver.open(crafted(ref.LEVEL_AUTH, old, key_index=5, counter=1), 0)
