@@ -68,8 +68,10 @@ cdef enum:
     PUMP_RX = 1               # ... and of the tunnel -> LAN pump
     KICK_SPIN_US = 300        # how long a kicked pump polls for the reply it was woken for
     KICK_RECENT_US = 100000   # kick only a pump that moved traffic this recently: a flow both ways
+    PARK_AFTER_US = 50000     # the tx pump parks after this long without a burst (pump.pxi)
+    TX_BURST_FRAMES = 8       # a tx round of this many frames (or a super-frame) unparks it
 
-    PUMP_TX_WAKEUPS = 0       # tx pump: LAN reads that returned frames
+    PUMP_TX_WAKEUPS = 0       # tx rounds (either pump): LAN reads that returned frames
     PUMP_TX_SLEEPS = 1        # ... polls because the LAN had nothing
     PUMP_UDP_SENDS = 2        # ... sendmmsg calls
     PUMP_UDP_MSGS = 3         # ... messages they carried (a GSO train is one)
@@ -77,6 +79,7 @@ cdef enum:
     PUMP_RX_SLEEPS = 5        # ... polls because the socket had nothing
     PUMP_RX_DGRAMS = 6        # ... datagrams read (a GRO train counts each)
     PUMP_LAN_SENDS = 7        # ... sendmmsg/writev calls to the LAN
+    PUMP_TX_SERVED = 8        # tx rounds the rx pump ran, the tx pump parked or asleep
 
     OPEN_HELD = 0             # open_packet(): fragment stored, frame not complete yet
     OPEN_FRAME = 1            # open_packet(): a complete frame is in the frame_ref
@@ -249,7 +252,7 @@ cdef struct engine_state:     # the two pumps, their buffers and what they share
     int lan_kind
     int udp_fd
     int wake_fd                       # eventfd: written to stop both pumps
-    int kick_fd[2]                    # eventfds: wake pump PUMP_TX / PUMP_RX ahead of a reply
+    int kick_fd[2]                    # eventfds: wake pump PUMP_TX / PUMP_RX ahead of a reply, or to unpark
     int sleeping[2]                   # set while that pump sleeps in poll()
     uint64_t spin_until_us[2]         # a kicked pump polls until then before sleeping again
     uint64_t active_us[2]             # when each pump last moved traffic
@@ -267,10 +270,15 @@ cdef struct engine_state:     # the two pumps, their buffers and what they share
     uint32_t peer_gen                 # bumped whenever the address changes
     uint32_t peer_roams               # changes made by authenticated packets (roaming)
     uint64_t last_auth_ms             # the latest authenticated data packet (rx pump)
-    uint64_t last_send_ms             # the latest tunnel packet sent (tx pump)
-    uint64_t pump_stats[8]            # PUMP_* counts: how well the pumps batch
+    uint64_t last_send_ms             # the latest tunnel packet sent (tx rounds)
+    uint64_t pump_stats[9]            # PUMP_* counts: how well the pumps batch
 
-    # tx pump: LAN -> tunnel
+    # tx side: LAN -> tunnel, run by the tx pump or, while it sleeps, by the rx pump
+    pthread_mutex_t tx_lock           # held for a whole tx round: guards the buffers below
+    int tx_errno                      # a LAN error the rx pump met serving this side
+    int tx_parked                     # 1: the tx pump sleeps, the rx pump runs the tx rounds
+    bint tx_burst                     # the latest tx round was a big one
+    uint64_t tx_burst_us              # when the latest big one was sent
     uint8_t *frames                   # TX_BATCH slots of FRAME_SLOT bytes
     mmsghdr lan_in[TX_BATCH]
     iovec lan_in_iov[2 * TX_BATCH]

@@ -49,6 +49,7 @@ from etun._openssl cimport (
 )
 from etun._linux cimport (
     pthread_mutex_init, pthread_mutex_destroy, pthread_mutex_lock, pthread_mutex_unlock,
+    pthread_mutex_trylock,
     clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_MONOTONIC_COARSE,
     iovec, writev, msghdr, mmsghdr, cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR, CMSG_DATA, CMSG_SPACE,
     CMSG_LEN, recvmmsg, sendmmsg, getsockopt, socklen_t, SOL_SOCKET, SOL_PACKET, SO_RXQ_OVFL,
@@ -797,7 +798,8 @@ cdef class Engine:
     """Both pumps of one site over its LAN fd and UDP fd, and what Python shares with them.
 
     Engine(datapath, lan_fd, lan_kind, udp_fd, listen_port, gso, gro); run_tx() and run_rx()
-    each block their calling thread, GIL released, until stop().
+    each block their calling thread, GIL released, until stop(). Run both: while the tx pump
+    is parked (light traffic, and at the start) the rx pump reads the LAN for it.
     """
 
     cdef engine_state *e
@@ -823,7 +825,9 @@ cdef class Engine:
         e.listen_port = <uint16_t>listen_port
         e.gso = gso
         e.gro = gro
-        if pthread_mutex_init(&e.peer_lock, NULL) != 0 or pthread_mutex_init(&e.ctl_lock, NULL) != 0:
+        e.tx_parked = 1                # until the LAN brings a burst (pump.pxi)
+        if (pthread_mutex_init(&e.peer_lock, NULL) != 0 or pthread_mutex_init(&e.ctl_lock, NULL) != 0
+                or pthread_mutex_init(&e.tx_lock, NULL) != 0):
             raise OSError("pthread_mutex_init failed")
         e.frames = <uint8_t *>malloc(<size_t>TX_BATCH * FRAME_SLOT)
         e.pkts = <pkt_ref *>calloc(TX_PKTS, sizeof(pkt_ref))
@@ -886,6 +890,7 @@ cdef class Engine:
         free(e.seg_arena)
         pthread_mutex_destroy(&e.peer_lock)
         pthread_mutex_destroy(&e.ctl_lock)
+        pthread_mutex_destroy(&e.tx_lock)
         free(e)
         self.e = NULL
 
@@ -970,6 +975,7 @@ cdef class Engine:
             "gso": bool(e.gso),
             "gro": bool(e.gro),
             "gso_errno": e.gso_errno,
+            "tx_parked": bool(e.tx_parked),
             "last_auth_ms": e.last_auth_ms,
             "last_send_ms": e.last_send_ms,
             "pumps": {name: e.pump_stats[i] for i, name in enumerate(PUMP_STAT_NAMES)},
@@ -977,7 +983,7 @@ cdef class Engine:
 
 
 PUMP_STAT_NAMES = ("tx_wakeups", "tx_sleeps", "udp_sends", "udp_messages",
-                   "rx_wakeups", "rx_sleeps", "rx_datagrams", "lan_sends")
+                   "rx_wakeups", "rx_sleeps", "rx_datagrams", "lan_sends", "tx_served_by_rx")
 
 LAN_KIND_PACKET = LAN_PACKET
 LAN_KIND_TAP = LAN_TAP

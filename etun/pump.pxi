@@ -1,12 +1,20 @@
 # The two pumps, each a loop in one thread with the GIL released, until stopped or broken.
 #
-# tx pump (LAN -> tunnel):                    rx pump (tunnel -> LAN):
-#   1. wait for frames (or the stop eventfd)    1. wait for datagrams (or the stop eventfd)
-#   2. read a batch, re-insert VLAN tags,       2. read a batch, split GRO trains
-#      finish checksums, cut super-frames       3. open each: checks, replay, reassembly
-#   3. seal each frame under send_lock          4. authenticated from a new address: roam
-#   4. flush: sendmmsg, equal sizes as GSO      5. control packets to the Python queue
-#   5. now and then: kernel drop statistics     6. write the frames to the LAN, release slots
+# tx round (LAN -> tunnel):                   rx round (tunnel -> LAN):
+#   1. read a batch, re-insert VLAN tags,       1. read a batch, split GRO trains
+#      finish checksums, cut super-frames       2. open each: checks, replay, reassembly
+#   2. seal each frame under send_lock          3. authenticated from a new address: roam
+#   3. flush: sendmmsg, equal sizes as GSO      4. control packets to the Python queue
+#                                               5. write the frames to the LAN, release slots
+#
+# Light traffic needs one thread, and waking a sleeping thread is what costs: ~50 us where
+# idle CPUs halt (a VM), of which the waker pays ~15 us for the interprocessor interrupt.
+# So the tx pump parks while the LAN is quiet, and the rx pump watches the LAN as well and
+# runs the tx rounds itself. A host's answer to a frame just written to the LAN (a ping
+# reply, a TCP ACK) is in the capture queue before that write returns, and it leaves at once
+# with no thread woken. A round that brings a burst (TX_BURST_FRAMES frames or a super-frame)
+# wakes the tx pump, which then serves the LAN on its own until it goes PARK_AFTER_US
+# without a burst. tx_lock makes sure only one thread runs a tx round at a time.
 
 cdef inline uint64_t pump_clock_ms() noexcept nogil:
     cdef timespec ts
@@ -48,27 +56,33 @@ cdef inline void pump_kick(engine_state *e, int other) noexcept nogil:
         write(e.kick_fd[other], &one, sizeof(one))
 
 
-cdef int pump_wait(engine_state *e, int me, int fd, int timeout_ms) noexcept nogil:
-    """Sleep until fd is readable, the stop eventfd fires, a kick comes, or the timeout passes."""
-    cdef pollfd fds[3]
+cdef inline void pump_signal(engine_state *e, int other) noexcept nogil:
+    """Wake the other pump unconditionally (it re-reads the parking state)."""
+    cdef uint64_t one = 1
+    write(e.kick_fd[other], &one, sizeof(one))
+
+
+cdef bint pump_wait(engine_state *e, int me, int fd, int fd2, int timeout_ms) noexcept nogil:
+    """Sleep until fd or fd2 is readable (-1: not watched), the stop eventfd fires, a kick
+    comes, or the timeout passes. Returns whether a kick came."""
+    cdef pollfd fds[4]
     cdef uint64_t junk
     cdef int rc
-    fds[0].fd = fd
-    fds[0].events = POLLIN
-    fds[0].revents = 0
-    fds[1].fd = e.wake_fd
-    fds[1].events = POLLIN
-    fds[1].revents = 0
-    fds[2].fd = e.kick_fd[me]
-    fds[2].events = POLLIN
-    fds[2].revents = 0
+    fds[0].fd = e.wake_fd
+    fds[1].fd = e.kick_fd[me]
+    fds[2].fd = fd
+    fds[3].fd = fd2
+    for rc in range(4):
+        fds[rc].events = POLLIN
+        fds[rc].revents = 0
     e.sleeping[me] = 1
-    rc = poll(fds, 3, timeout_ms)
+    rc = poll(fds, 4, timeout_ms)
     e.sleeping[me] = 0
-    if rc > 0 and fds[2].revents:
+    if rc > 0 and fds[1].revents:
         read(e.kick_fd[me], &junk, sizeof(junk))
         e.spin_until_us[me] = pump_clock_us() + KICK_SPIN_US
-    return rc
+        return True
+    return False
 
 
 cdef void pump_lan_drops(engine_state *e) noexcept nogil:
@@ -79,51 +93,97 @@ cdef void pump_lan_drops(engine_state *e) noexcept nogil:
         e.dp.ctr_tx[DROP_SOCKET_OVERFLOW] += st.tp_drops
 
 
-cdef int pump_tx(engine_state *e) noexcept nogil:
-    """LAN -> tunnel until stopped. Returns 0, or the errno that broke the LAN side."""
+cdef int tx_round(engine_state *e) noexcept nogil:
+    """One round of the tx side, by whichever pump holds tx_lock: read a batch of frames from
+    the LAN, seal them, send them. Returns the frames read; 0, -EAGAIN or -EINTR for none;
+    -errno when the LAN side broke. Sets tx_burst when the round was a big one."""
     cdef dp_state *d = e.dp
     cdef int n, i, r, sent
+    cdef uint64_t now
+    n = lan_capture_tap(e) if e.lan_kind == LAN_TAP else lan_capture_packet(e)
+    if n <= 0:
+        return n
+    e.pump_stats[PUMP_TX_WAKEUPS] += 1
+    e.tx_burst = n >= TX_BURST_FRAMES
+    now = pump_clock_ms()
+    pthread_mutex_lock(&d.send_lock)
+    for i in range(n):
+        if e.cap_data[i] == NULL:
+            continue
+        if e.peer_len == 0:
+            d.ctr_tx[DROP_NO_SESSION] += 1
+            continue
+        if e.cap_type[i] == CAP_SUPERFRAME:
+            e.tx_burst = True
+            gso_seal(e, i, now)
+            continue
+        if e.npkts + MAX_FRAGS > TX_PKTS:
+            pthread_mutex_unlock(&d.send_lock)
+            udp_flush(e, now)
+            pthread_mutex_lock(&d.send_lock)
+        r = seal_frame(d, e.cap_data[i], e.cap_len[i], e.cap_type[i], e.pkts + e.npkts)
+        if r > 0:
+            e.npkts += r
+    pthread_mutex_unlock(&d.send_lock)
+    sent = e.npkts
+    udp_flush(e, now)
+    if sent:
+        e.active_us[PUMP_TX] = pump_clock_us()
+        if e.tx_burst:
+            e.tx_burst_us = e.active_us[PUMP_TX]
+        pump_kick(e, PUMP_RX)
+    return n
+
+
+cdef int pump_tx(engine_state *e) noexcept nogil:
+    """LAN -> tunnel until stopped. Returns 0, or the errno that broke the LAN side."""
+    cdef int n
     cdef uint64_t now, idle_since = 0
     while not e.stop:
-        n = lan_capture_tap(e) if e.lan_kind == LAN_TAP else lan_capture_packet(e)
-        if n == -EAGAIN or n == -EINTR or n == 0:
+        if e.tx_errno:
+            return e.tx_errno                  # met by the rx pump during one of its tx rounds
+        if not e.tx_parked:
+            pthread_mutex_lock(&e.tx_lock)
+            n = tx_round(e)
+            pthread_mutex_unlock(&e.tx_lock)
+            if n > 0:
+                idle_since = 0
+                continue
+            if n < 0 and n != -EAGAIN and n != -EINTR:
+                return -n
             if pump_keep_spinning(e, PUMP_TX, &idle_since):
                 continue
-            e.pump_stats[PUMP_TX_SLEEPS] += 1
-            pump_wait(e, PUMP_TX, e.lan_fd, 100)
-            now = pump_clock_ms()
-            if now >= e.stats_next_ms:
-                pump_lan_drops(e)
-                e.stats_next_ms = now + 1000
-            continue
-        if n < 0:
-            return -n
-        idle_since = 0
-        e.pump_stats[PUMP_TX_WAKEUPS] += 1
+            if pump_clock_us() - e.tx_burst_us >= PARK_AFTER_US:
+                e.tx_parked = 1
+                pump_signal(e, PUMP_RX)        # so that it watches the LAN from now on
+        e.pump_stats[PUMP_TX_SLEEPS] += 1
+        if pump_wait(e, PUMP_TX, -1 if e.tx_parked else e.lan_fd, -1, 100):
+            e.tx_parked = 0                    # a burst, or an answer expected soon
         now = pump_clock_ms()
-        pthread_mutex_lock(&d.send_lock)
-        for i in range(n):
-            if e.cap_data[i] == NULL:
-                continue
-            if e.peer_len == 0:
-                d.ctr_tx[DROP_NO_SESSION] += 1
-                continue
-            if e.cap_type[i] == CAP_SUPERFRAME:
-                gso_seal(e, i, now)
-                continue
-            if e.npkts + MAX_FRAGS > TX_PKTS:
-                pthread_mutex_unlock(&d.send_lock)
-                udp_flush(e, now)
-                pthread_mutex_lock(&d.send_lock)
-            r = seal_frame(d, e.cap_data[i], e.cap_len[i], e.cap_type[i], e.pkts + e.npkts)
-            if r > 0:
-                e.npkts += r
-        pthread_mutex_unlock(&d.send_lock)
-        sent = e.npkts
-        udp_flush(e, now)
-        if sent:
-            e.active_us[PUMP_TX] = pump_clock_us()
-            pump_kick(e, PUMP_RX)
+        if now >= e.stats_next_ms:
+            pump_lan_drops(e)
+            e.stats_next_ms = now + 1000
+    return 0
+
+
+cdef int pump_serve_tx(engine_state *e) noexcept nogil:
+    """A tx round run by the rx pump, while the tx pump is parked or asleep. Returns the
+    frames read (0 when the tx pump holds the round)."""
+    cdef int n
+    if pthread_mutex_trylock(&e.tx_lock) != 0:
+        return 0
+    n = tx_round(e)
+    pthread_mutex_unlock(&e.tx_lock)
+    if n > 0:
+        e.pump_stats[PUMP_TX_SERVED] += 1
+        if e.tx_burst and e.tx_parked:
+            pump_signal(e, PUMP_TX)            # more is coming: the tx pump takes the LAN back
+        elif pump_clock_us() - e.active_us[PUMP_RX] < KICK_RECENT_US:
+            e.spin_until_us[PUMP_RX] = pump_clock_us() + KICK_SPIN_US   # the answer, as a kick would
+        return n
+    if n < 0 and n != -EAGAIN and n != -EINTR:
+        e.tx_errno = -n                        # reported once, to us: the tx pump returns it
+        pump_signal(e, PUMP_TX)
     return 0
 
 
@@ -143,11 +203,14 @@ cdef void pump_deliver(engine_state *e) noexcept nogil:
         open_release(e.dp, &e.out[i])
     e.nout = 0
     e.active_us[PUMP_RX] = pump_clock_us()
-    pump_kick(e, PUMP_TX)
+    if not e.tx_parked:
+        pump_kick(e, PUMP_TX)                  # parked, its answers are ours to send
 
 
-cdef int pump_rx(engine_state *e) noexcept nogil:
-    """Tunnel -> LAN until stopped. Returns 0, or the errno that broke the UDP side."""
+cdef int rx_round(engine_state *e) noexcept nogil:
+    """One round of the rx side: read a batch of datagrams, open them, write the frames to
+    the LAN. Returns the datagrams read; 0, -EAGAIN or -EINTR for none; -errno when the UDP
+    side broke."""
     cdef dp_state *d = e.dp
     cdef int n, i, rc
     cdef uint32_t total, seg, off, length
@@ -155,60 +218,77 @@ cdef int pump_rx(engine_state *e) noexcept nogil:
     cdef uint8_t *name
     cdef socklen_t namelen
     cdef bint accepted
-    cdef uint64_t now, idle_since = 0
+    cdef uint64_t now
+    n = udp_receive(e)
+    if n <= 0:
+        return n
+    e.pump_stats[PUMP_RX_WAKEUPS] += 1
+    now = pump_clock_ms()
+    pthread_mutex_lock(&d.recv_lock)
+    d.now_ms = now
+    if now >= e.expire_next_ms:
+        reasm_expire(&d.reasm, now, d.ctr_rx)
+        e.expire_next_ms = now + 50
+    for i in range(n):
+        total = e.udp_in[i].msg_len
+        seg = udp_segment_size(e, &e.udp_in[i].msg_hdr, total)
+        base = e.dgrams + <size_t>i * RX_SLOT
+        name = e.udp_in_name + i * SOCKADDR_LEN
+        namelen = e.udp_in[i].msg_hdr.msg_namelen
+        accepted = False
+        off = 0
+        while off < total:
+            e.pump_stats[PUMP_RX_DGRAMS] += 1
+            length = seg if total - off > seg else total - off
+            if e.nout == OUT_BATCH:
+                pump_deliver(e)
+            rc = open_packet(d, base + off, length, &e.out[e.nout],
+                             e.scratch + <size_t>e.nout * (MAX_MAX_PACKET + TAILROOM))
+            if rc == OPEN_FRAME:
+                accepted = True
+                if pump_rx_allows(e, &e.out[e.nout]):
+                    e.nout += 1
+                else:
+                    d.ctr_rx[DROP_FILTER] += 1
+                    open_release(d, &e.out[e.nout])
+            elif rc == OPEN_HELD:
+                accepted = True
+            elif rc == OPEN_CONTROL:
+                ctlq_push(e, base + off, length, name, namelen)
+            off += length
+        if accepted:
+            e.last_auth_ms = now
+            if d.level != LEVEL_NONE:
+                udp_roam(e, name, namelen)
+    pump_deliver(e)
+    pthread_mutex_unlock(&d.recv_lock)
+    return n
+
+
+cdef int pump_rx(engine_state *e) noexcept nogil:
+    """Tunnel -> LAN until stopped, and LAN -> tunnel too while the tx pump is parked.
+    Returns 0, or the errno that broke the UDP side."""
+    cdef dp_state *d = e.dp
+    cdef int n, served
+    cdef bint lan
+    cdef uint64_t idle_since = 0
     while not e.stop:
-        n = udp_receive(e)
-        if n == -EAGAIN or n == -EINTR or n == 0:
-            if pump_keep_spinning(e, PUMP_RX, &idle_since):
-                continue
-            e.pump_stats[PUMP_RX_SLEEPS] += 1
-            pump_wait(e, PUMP_RX, e.udp_fd, 100)
-            pthread_mutex_lock(&d.recv_lock)
-            d.now_ms = pump_clock_ms()
-            reasm_expire(&d.reasm, d.now_ms, d.ctr_rx)
-            pthread_mutex_unlock(&d.recv_lock)
-            continue
-        if n < 0:
+        n = rx_round(e)
+        if n < 0 and n != -EAGAIN and n != -EINTR:
             return -n
-        idle_since = 0
-        e.pump_stats[PUMP_RX_WAKEUPS] += 1
-        now = pump_clock_ms()
+        lan = e.tx_parked and not e.tx_errno
+        served = 0
+        if lan or (n > 0 and e.sleeping[PUMP_TX] and not e.tx_errno):
+            served = pump_serve_tx(e)
+        if n > 0 or served > 0:
+            idle_since = 0
+            continue
+        if pump_keep_spinning(e, PUMP_RX, &idle_since):
+            continue
+        e.pump_stats[PUMP_RX_SLEEPS] += 1
+        pump_wait(e, PUMP_RX, e.udp_fd, e.lan_fd if lan else -1, 100)
         pthread_mutex_lock(&d.recv_lock)
-        d.now_ms = now
-        if now >= e.expire_next_ms:
-            reasm_expire(&d.reasm, now, d.ctr_rx)
-            e.expire_next_ms = now + 50
-        for i in range(n):
-            total = e.udp_in[i].msg_len
-            seg = udp_segment_size(e, &e.udp_in[i].msg_hdr, total)
-            base = e.dgrams + <size_t>i * RX_SLOT
-            name = e.udp_in_name + i * SOCKADDR_LEN
-            namelen = e.udp_in[i].msg_hdr.msg_namelen
-            accepted = False
-            off = 0
-            while off < total:
-                e.pump_stats[PUMP_RX_DGRAMS] += 1
-                length = seg if total - off > seg else total - off
-                if e.nout == OUT_BATCH:
-                    pump_deliver(e)
-                rc = open_packet(d, base + off, length, &e.out[e.nout],
-                                 e.scratch + <size_t>e.nout * (MAX_MAX_PACKET + TAILROOM))
-                if rc == OPEN_FRAME:
-                    accepted = True
-                    if pump_rx_allows(e, &e.out[e.nout]):
-                        e.nout += 1
-                    else:
-                        d.ctr_rx[DROP_FILTER] += 1
-                        open_release(d, &e.out[e.nout])
-                elif rc == OPEN_HELD:
-                    accepted = True
-                elif rc == OPEN_CONTROL:
-                    ctlq_push(e, base + off, length, name, namelen)
-                off += length
-            if accepted:
-                e.last_auth_ms = now
-                if d.level != LEVEL_NONE:
-                    udp_roam(e, name, namelen)
-        pump_deliver(e)
+        d.now_ms = pump_clock_ms()
+        reasm_expire(&d.reasm, d.now_ms, d.ctr_rx)
         pthread_mutex_unlock(&d.recv_lock)
     return 0
