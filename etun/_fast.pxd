@@ -72,8 +72,8 @@ cdef enum:
     TX_BURST_FRAMES = 8       # a tx round of this many frames (or a super-frame) unparks it
 
     PUMP_TX_WAKEUPS = 0       # tx rounds (either pump): LAN reads that returned frames
-    PUMP_TX_SLEEPS = 1        # ... polls because the LAN had nothing
-    PUMP_UDP_SENDS = 2        # ... sendmmsg calls
+    PUMP_TX_SLEEPS = 1        # tx pump: polls because the LAN had nothing, or each 100 ms parked
+    PUMP_UDP_SENDS = 2        # tx rounds: sendmmsg calls
     PUMP_UDP_MSGS = 3         # ... messages they carried (a GSO train is one)
     PUMP_RX_WAKEUPS = 4       # rx pump: UDP reads that returned datagrams
     PUMP_RX_SLEEPS = 5        # ... polls because the socket had nothing
@@ -278,7 +278,7 @@ cdef struct engine_state:     # the two pumps, their buffers and what they share
     int tx_errno                      # a LAN error the rx pump met serving this side
     int tx_parked                     # 1: the tx pump sleeps, the rx pump runs the tx rounds
     bint tx_burst                     # the latest tx round was a big one
-    uint64_t tx_burst_us              # when the latest big one was sent
+    uint64_t tx_burst_us              # when the latest big one was read
     uint8_t *frames                   # TX_BATCH slots of FRAME_SLOT bytes
     mmsghdr lan_in[TX_BATCH]
     iovec lan_in_iov[2 * TX_BATCH]

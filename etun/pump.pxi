@@ -9,12 +9,14 @@
 #
 # Light traffic needs one thread, and waking a sleeping thread is what costs: ~50 us where
 # idle CPUs halt (a VM), of which the waker pays ~15 us for the interprocessor interrupt.
-# So the tx pump parks while the LAN is quiet, and the rx pump watches the LAN as well and
-# runs the tx rounds itself. A host's answer to a frame just written to the LAN (a ping
-# reply, a TCP ACK) is in the capture queue before that write returns, and it leaves at once
-# with no thread woken. A round that brings a burst (TX_BURST_FRAMES frames or a super-frame)
-# wakes the tx pump, which then serves the LAN on its own until it goes PARK_AFTER_US
-# without a burst. tx_lock makes sure only one thread runs a tx round at a time.
+# So the tx pump parks while the LAN is light, and the rx pump watches the LAN as well and
+# runs the tx rounds itself. "Light" means no LAN read brings a burst (TX_BURST_FRAMES frames
+# or a super-frame): when one thread falls behind, the queue grows and a burst comes. The
+# answer to a frame just written to the LAN (a ping reply, a TCP ACK) leaves from the rx
+# pump, caught while it polls; from a host in the same kernel (a bridge, veth, a container)
+# it is in the capture queue before that write even returns. A burst wakes the tx pump,
+# which reads the LAN itself from then on; it parks again when it finds the LAN empty
+# PARK_AFTER_US after the latest burst. Any tx round, whichever pump runs it, holds tx_lock.
 
 cdef inline uint64_t pump_clock_ms() noexcept nogil:
     cdef timespec ts
@@ -127,10 +129,10 @@ cdef int tx_round(engine_state *e) noexcept nogil:
     pthread_mutex_unlock(&d.send_lock)
     sent = e.npkts
     udp_flush(e, now)
+    if e.tx_burst:
+        e.tx_burst_us = pump_clock_us()        # sent or not: no flapping before a session
     if sent:
         e.active_us[PUMP_TX] = pump_clock_us()
-        if e.tx_burst:
-            e.tx_burst_us = e.active_us[PUMP_TX]
         pump_kick(e, PUMP_RX)
     return n
 
@@ -153,12 +155,12 @@ cdef int pump_tx(engine_state *e) noexcept nogil:
                 return -n
             if pump_keep_spinning(e, PUMP_TX, &idle_since):
                 continue
-            if pump_clock_us() - e.tx_burst_us >= PARK_AFTER_US:
+            if pump_clock_us() >= e.tx_burst_us + PARK_AFTER_US:
                 e.tx_parked = 1
                 pump_signal(e, PUMP_RX)        # so that it watches the LAN from now on
         e.pump_stats[PUMP_TX_SLEEPS] += 1
         if pump_wait(e, PUMP_TX, -1 if e.tx_parked else e.lan_fd, -1, 100):
-            e.tx_parked = 0                    # a burst, or an answer expected soon
+            e.tx_parked = 0                    # a burst (a kick that came late does the same)
         now = pump_clock_ms()
         if now >= e.stats_next_ms:
             pump_lan_drops(e)
@@ -168,7 +170,7 @@ cdef int pump_tx(engine_state *e) noexcept nogil:
 
 cdef int pump_serve_tx(engine_state *e) noexcept nogil:
     """A tx round run by the rx pump, while the tx pump is parked or asleep. Returns the
-    frames read (0 when the tx pump holds the round)."""
+    frames read: 0 when there were none, on an error, or when the tx pump holds the round."""
     cdef int n
     if pthread_mutex_trylock(&e.tx_lock) != 0:
         return 0
@@ -182,7 +184,7 @@ cdef int pump_serve_tx(engine_state *e) noexcept nogil:
             e.spin_until_us[PUMP_RX] = pump_clock_us() + KICK_SPIN_US   # the answer, as a kick would
         return n
     if n < 0 and n != -EAGAIN and n != -EINTR:
-        e.tx_errno = -n                        # reported once, to us: the tx pump returns it
+        e.tx_errno = -n                        # the kernel reports it once, to the reader: us
         pump_signal(e, PUMP_TX)
     return 0
 
@@ -204,7 +206,10 @@ cdef void pump_deliver(engine_state *e) noexcept nogil:
     e.nout = 0
     e.active_us[PUMP_RX] = pump_clock_us()
     if not e.tx_parked:
-        pump_kick(e, PUMP_TX)                  # parked, its answers are ours to send
+        pump_kick(e, PUMP_TX)
+    elif e.spin_us and e.active_us[PUMP_TX] + KICK_RECENT_US > e.active_us[PUMP_RX]:
+        # Parked, the answers are ours to send: wait for them as a kicked tx pump would.
+        e.spin_until_us[PUMP_RX] = e.active_us[PUMP_RX] + KICK_SPIN_US
 
 
 cdef int rx_round(engine_state *e) noexcept nogil:
