@@ -46,22 +46,31 @@ cdef inline bint pump_keep_spinning(engine_state *e, int me, uint64_t *idle_sinc
     return False
 
 
-cdef inline void pump_kick(engine_state *e, int other) noexcept nogil:
-    """This pump just moved traffic the other pump will likely see an answer to (a ping, a
-    TCP segment): if that pump sleeps but carried traffic lately, wake it now, so its wakeup
-    overlaps the answer's journey instead of adding to it."""
-    cdef uint64_t one = 1, now
-    if not e.sleeping[other] or e.spin_us == 0:
-        return
-    now = pump_clock_us()
-    if now - e.active_us[other] < KICK_RECENT_US:
-        write(e.kick_fd[other], &one, sizeof(one))
-
-
 cdef inline void pump_signal(engine_state *e, int other) noexcept nogil:
     """Wake the other pump unconditionally (it re-reads the parking state)."""
     cdef uint64_t one = 1
     write(e.kick_fd[other], &one, sizeof(one))
+
+
+cdef inline bint pump_answer_likely(engine_state *e, int side, uint64_t now_us) noexcept nogil:
+    """Whether `side` carried traffic lately, so an answer to what just went the other way is
+    likely to come back through it soon (a ping, a TCP segment). Never when not spinning."""
+    return e.spin_us != 0 and e.active_us[side] + KICK_RECENT_US > now_us
+
+
+cdef inline void pump_kick(engine_state *e, int other) noexcept nogil:
+    """This pump just moved traffic the other pump will likely see an answer to: if that
+    pump sleeps, wake it now, so its wakeup overlaps the answer's journey instead of adding
+    to it (it then polls KICK_SPIN_US)."""
+    if e.sleeping[other] and pump_answer_likely(e, other, pump_clock_us()):
+        pump_signal(e, other)
+
+
+cdef inline void pump_expect(engine_state *e, int side, uint64_t now_us) noexcept nogil:
+    """The kick's twin for an answer the rx pump itself will read (`side` PUMP_RX: from the
+    tunnel; PUMP_TX: from the LAN while the tx pump is parked): poll for it as long."""
+    if pump_answer_likely(e, side, now_us):
+        e.spin_until_us[PUMP_RX] = now_us + KICK_SPIN_US
 
 
 cdef bint pump_wait(engine_state *e, int me, int fd, int fd2, int timeout_ms) noexcept nogil:
@@ -69,14 +78,14 @@ cdef bint pump_wait(engine_state *e, int me, int fd, int fd2, int timeout_ms) no
     comes, or the timeout passes. Returns whether a kick came."""
     cdef pollfd fds[4]
     cdef uint64_t junk
-    cdef int rc
+    cdef int i, rc
     fds[0].fd = e.wake_fd
     fds[1].fd = e.kick_fd[me]
     fds[2].fd = fd
     fds[3].fd = fd2
-    for rc in range(4):
-        fds[rc].events = POLLIN
-        fds[rc].revents = 0
+    for i in range(4):
+        fds[i].events = POLLIN
+        fds[i].revents = 0
     e.sleeping[me] = 1
     rc = poll(fds, 4, timeout_ms)
     e.sleeping[me] = 0
@@ -101,7 +110,7 @@ cdef int tx_round(engine_state *e) noexcept nogil:
     -errno when the LAN side broke. Sets tx_burst when the round was a big one."""
     cdef dp_state *d = e.dp
     cdef int n, i, r, sent
-    cdef uint64_t now
+    cdef uint64_t now, now_us
     n = lan_capture_tap(e) if e.lan_kind == LAN_TAP else lan_capture_packet(e)
     if n <= 0:
         return n
@@ -129,11 +138,13 @@ cdef int tx_round(engine_state *e) noexcept nogil:
     pthread_mutex_unlock(&d.send_lock)
     sent = e.npkts
     udp_flush(e, now)
-    if e.tx_burst:
-        e.tx_burst_us = pump_clock_us()        # sent or not: no flapping before a session
-    if sent:
-        e.active_us[PUMP_TX] = pump_clock_us()
-        pump_kick(e, PUMP_RX)
+    if e.tx_burst or sent:
+        now_us = pump_clock_us()
+        if e.tx_burst:
+            e.tx_burst_us = now_us             # sent or not: no flapping before a session
+        if sent:
+            e.active_us[PUMP_TX] = now_us
+            pump_kick(e, PUMP_RX)
     return n
 
 
@@ -180,8 +191,8 @@ cdef int pump_serve_tx(engine_state *e) noexcept nogil:
         e.pump_stats[PUMP_TX_SERVED] += 1
         if e.tx_burst and e.tx_parked:
             pump_signal(e, PUMP_TX)            # more is coming: the tx pump takes the LAN back
-        elif pump_clock_us() - e.active_us[PUMP_RX] < KICK_RECENT_US:
-            e.spin_until_us[PUMP_RX] = pump_clock_us() + KICK_SPIN_US   # the answer, as a kick would
+        else:
+            pump_expect(e, PUMP_RX, pump_clock_us())
         return n
     if n < 0 and n != -EAGAIN and n != -EINTR:
         e.tx_errno = -n                        # the kernel reports it once, to the reader: us
@@ -207,9 +218,8 @@ cdef void pump_deliver(engine_state *e) noexcept nogil:
     e.active_us[PUMP_RX] = pump_clock_us()
     if not e.tx_parked:
         pump_kick(e, PUMP_TX)
-    elif e.spin_us and e.active_us[PUMP_TX] + KICK_RECENT_US > e.active_us[PUMP_RX]:
-        # Parked, the answers are ours to send: wait for them as a kicked tx pump would.
-        e.spin_until_us[PUMP_RX] = e.active_us[PUMP_RX] + KICK_SPIN_US
+    else:
+        pump_expect(e, PUMP_TX, e.active_us[PUMP_RX])   # parked, the answers are ours to send
 
 
 cdef int rx_round(engine_state *e) noexcept nogil:

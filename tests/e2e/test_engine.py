@@ -73,11 +73,20 @@ def enter(name: str):
         os.close(fd)
 
 
+def in_netns(name: str, scenario) -> None:
+    """Run scenario() in a thread moved into the namespace, so this one stays where it is."""
+    def entered():
+        enter(name)
+        scenario()
+    t = threading.Thread(target=entered)
+    t.start()
+    t.join(30)
+
+
 def test_the_tx_pump_switches_gso_off_when_the_kernel_refuses_it_and_resends(netns):
     result = {}
 
     def scenario():
-        enter(netns)
         rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         rx.bind(("127.0.0.1", 0))
         rx.settimeout(2)
@@ -105,9 +114,7 @@ def test_the_tx_pump_switches_gso_off_when_the_kernel_refuses_it_and_resends(net
         result.update(got=got, snapshot=engine.snapshot(), counters=dp.counters()["tx"])
         lan.close()
 
-    t = threading.Thread(target=scenario)
-    t.start()
-    t.join(30)
+    in_netns(netns, scenario)
     snap = result["snapshot"]
     assert snap["gso"] is False and snap["gso_errno"] == 22          # EINVAL
     assert result["got"] == 40                                        # 20 frames, two datagrams each
@@ -232,7 +239,6 @@ def test_a_lan_error_met_by_the_rx_pump_is_returned_by_the_parked_tx_pump(netns)
     result = {}
 
     def scenario():
-        enter(netns)
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         udp.bind(("127.0.0.1", 0))
         lan = open_packet("l0")
@@ -249,9 +255,7 @@ def test_a_lan_error_met_by_the_rx_pump_is_returned_by_the_parked_tx_pump(netns)
         result["returned"] = returned
         lan.close()
 
-    t = threading.Thread(target=scenario)
-    t.start()
-    t.join(30)
+    in_netns(netns, scenario)
     assert result["parked"] is True
     assert result["tx_alone"] == {"tx": errno.ENETDOWN}
     assert result["returned"] == {"tx": errno.ENETDOWN, "rx": 0}
