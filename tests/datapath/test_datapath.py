@@ -1,4 +1,4 @@
-"""The compiled datapath on its own: fragment sizes, sessions, key rotation, reassembly bounds."""
+"""The compiled datapath on its own: fragment sizes, sessions and their roles, key indices, reassembly bounds."""
 
 import os
 
@@ -9,18 +9,25 @@ from tests import reference as ref
 
 LEVELS = (0, 1, 2)
 NONE, AUTH, ENCRYPT = LEVELS
-FRAME, FRAME_VNET = _fast.TYPE_FRAME, _fast.TYPE_FRAME_VNET
+FRAME, FRAME_VNET, SESSION = _fast.TYPE_FRAME, _fast.TYPE_FRAME_VNET, _fast.TYPE_SESSION
 # Test clocks start far beyond the real monotonic clock, which the datapath never moves back from.
 T0 = 10**12
+ROOT = os.urandom(32)  # the index root both sites hold (PROTOCOL.md §4.1)
 
 
-def pair(level, max_packet=800, **rx_options):
+def datapath(level, max_packet=800, **options):
+    dp = _fast.Datapath(level, max_packet, **options)
+    dp.set_static_keys(bytes(32), bytes(32), bytes(32), bytes(32), ROOT)
+    return dp
+
+
+def pair(level, max_packet=800, session_id=0, index=0, **rx_options):
     """A sender and a receiver sharing one session, as site A -> site B."""
     secret = os.urandom(32)
-    tx = _fast.Datapath(level, max_packet)
-    rx = _fast.Datapath(level, max_packet, **rx_options)
-    tx.set_send_session(secret)
-    rx.set_recv_session(secret)
+    tx = datapath(level, max_packet)
+    rx = datapath(level, max_packet, **rx_options)
+    tx.set_send_session(secret, session_id, index)
+    rx.set_recv_session(secret, session_id, index)
     return tx, rx, secret
 
 
@@ -34,7 +41,7 @@ def deliver(rx, datagrams, now_ms=None):
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("max_packet", [320, 576, 800, 1400, 9000])
 def test_every_datagram_stays_below_max_packet_with_balanced_fragments(level, max_packet):
-    tx = _fast.Datapath(level, max_packet)
+    tx = datapath(level, max_packet)
     tx.set_send_session(os.urandom(32))
     overhead = 16 + (16 if level else 0)
     lengths = list(range(14, 3100)) + [9000, 9216, 20000, 65535, _fast.MAX_FRAME_LEN]
@@ -95,50 +102,95 @@ def test_encrypt_hides_the_frame_and_auth_does_not():
         assert all((b"\xaa" * 64 in d) is visible for d in datagrams)
 
 
-def test_counters_are_consecutive_within_a_frame_and_grow_across_frames():
+def test_counters_are_consecutive_within_a_frame_and_grow_across_frames_and_session_messages():
     tx, _, _ = pair(ENCRYPT)
     seen = []
-    for length in (1514, 60, 9000):
-        for d in tx.seal(bytes(length)):
-            seen.append(int.from_bytes(d[8:16], "big"))
+    for length, ptype in ((1514, FRAME), (60, FRAME), (100, SESSION), (9000, FRAME), (8192, SESSION)):
+        for d in tx.seal(bytes(length), ptype):
+            seen.append(int.from_bytes(d[10:16], "big"))
     assert seen == list(range(len(seen)))
     assert tx.send_counter == len(seen)
 
 
 @pytest.mark.parametrize("level", LEVELS)
+def test_the_header_names_the_peers_session_the_segment_and_the_key_index(level):
+    tx, rx, _ = pair(level, session_id=0x2A, index=0x01020304)
+    (d,) = tx.seal(bytes(100), segment=7)
+    assert d[0] == 2 << 6 | level << 4 | FRAME
+    assert d[4:10] == bytes.fromhex("01020304" "2a07")
+    assert rx.open(d) == [(FRAME, bytes(100))] and rx.last_session == 0x2A
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_session_messages_travel_whole_and_come_back_as_their_payload(level):
+    tx, rx, _ = pair(level)
+    message = os.urandom(8192)
+    datagrams = tx.seal(message, SESSION)
+    assert all(d[0] & 0x0F == SESSION for d in datagrams)
+    assert deliver(rx, reversed(datagrams)) == [(SESSION, message)]
+
+
+@pytest.mark.parametrize("level", LEVELS)
 def test_nothing_is_sealed_or_opened_without_a_session(level):
-    tx = _fast.Datapath(level)
+    tx = datapath(level)
     assert tx.seal(bytes(100)) == []
     assert tx.counters()["tx"]["no_session"] == 1
     sender, _, _ = pair(level)
-    rx = _fast.Datapath(level)
+    rx = datapath(level)
     assert rx.open(sender.seal(bytes(100))[0]) == []
     assert rx.last_drop == "no_session"
 
 
-def test_runt_and_oversized_frames_are_dropped_and_counted():
+@pytest.mark.parametrize("level", LEVELS)
+def test_a_packet_under_a_session_id_the_receiver_does_not_hold_is_no_session(level):
+    tx, rx, secret = pair(level, session_id=5)
+    rx.set_recv_session(secret, 6)
+    tx.set_send_session(secret, 7)
+    assert rx.open(tx.seal(bytes(100))[0]) == [] and rx.last_drop == "no_session"
+
+
+def test_runt_and_oversized_frames_and_session_messages_are_dropped_and_counted():
     tx, _, _ = pair(ENCRYPT)
     assert tx.seal(bytes(13)) == []
     assert tx.seal(bytes(_fast.MAX_FRAME_LEN + 1)) == []
     assert tx.seal(bytes(10 + 13), FRAME_VNET) == []
+    assert tx.seal(bytes(3), SESSION) == []
+    assert tx.seal(bytes(8193), SESSION) == []
     c = tx.counters()["tx"]
-    assert (c["runt"], c["oversized"], c["frames"]) == (2, 1, 0)
+    assert (c["runt"], c["oversized"], c["frames"]) == (3, 2, 0)
+    assert tx.send_counter == 0
 
 
 def test_a_packet_of_another_level_is_a_level_mismatch():
     tx, _, secret = pair(AUTH)
-    rx = _fast.Datapath(ENCRYPT)
+    rx = datapath(ENCRYPT)
     rx.set_recv_session(secret)
     assert rx.open(tx.seal(bytes(100))[0]) == []
     assert rx.last_drop == "level_mismatch"
 
 
-def test_a_wrong_session_secret_fails_authentication():
-    tx, _, _ = pair(ENCRYPT)
-    rx = _fast.Datapath(ENCRYPT)
+def test_a_wrong_session_secret_or_index_root_fails_authentication():
+    tx, _, secret = pair(ENCRYPT)
+    rx = datapath(ENCRYPT)
     rx.set_recv_session(os.urandom(32))
     assert rx.open(tx.seal(bytes(100))[0]) == []
     assert rx.last_drop == "auth"
+    other_root = _fast.Datapath(ENCRYPT)  # another key file: another index root, other data keys
+    other_root.set_static_keys(bytes(32), bytes(32), bytes(32), bytes(32), os.urandom(32))
+    other_root.set_recv_session(secret)
+    assert other_root.open(tx.seal(bytes(100))[0]) == []
+    assert other_root.last_drop == "auth"
+    # SESSION messages are sealed under index-free control keys: the index root plays no part.
+    assert other_root.open(tx.seal(bytes(100), SESSION)[0]) == [(SESSION, bytes(100))]
+
+
+def test_the_index_root_a_session_uses_is_the_one_held_when_it_was_installed():
+    tx, rx, secret = pair(ENCRYPT)
+    rx.set_static_keys(bytes(32), bytes(32), bytes(32), bytes(32), os.urandom(32))  # a reload
+    assert len(rx.open(tx.seal(bytes(100))[0])) == 1  # the session keeps the root it copied
+    rx.set_recv_session(secret, 1)
+    tx.set_send_session(secret, 1)
+    assert rx.open(tx.seal(bytes(100))[0]) == [] and rx.last_drop == "auth"
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -152,7 +204,7 @@ def test_every_packet_is_accepted_once(level):
         assert rx.last_drop == "replay"
 
 
-# -- key rotation -------------------------------------------------------------------------
+# -- key indices ---------------------------------------------------------------------------
 
 def test_rotation_is_hitless_packets_of_the_previous_index_still_open():
     tx, rx, _ = pair(ENCRYPT)
@@ -175,114 +227,77 @@ def test_rotation_forgets_an_index_two_steps_back():
     assert rx.last_drop == "key_index"
 
 
-def test_a_receiver_catches_up_with_a_sender_that_rotated_while_nothing_arrived():
+@pytest.mark.parametrize("ahead", [2, 3, 64, 65, 1000])
+def test_a_packet_beyond_the_next_index_is_refused_without_work_even_from_the_real_sender(ahead):
     tx, rx, _ = pair(ENCRYPT)
-    for _ in range(_fast.KEY_LOOKAHEAD):
-        tx.rotate_send()
-    assert len(deliver(rx, tx.seal(bytes(100)))) == 1
-    assert rx.recv_index == _fast.KEY_LOOKAHEAD
-    tx.rotate_send()
-    assert len(deliver(rx, tx.seal(bytes(100)))) == 1    # and next is ready again
-
-
-def test_an_index_beyond_the_lookahead_is_refused_without_work():
-    tx, rx, _ = pair(ENCRYPT)
-    for _ in range(_fast.KEY_LOOKAHEAD + 1):
+    for _ in range(ahead):
         tx.rotate_send()
     assert rx.open(tx.seal(bytes(100))[0]) == []
-    assert rx.last_drop == "key_index"
+    assert rx.last_drop == "key_index" and rx.recv_index == 0
 
 
-def test_on_demand_derivations_are_rate_limited():
-    secret = os.urandom(32)
-    rx = _fast.Datapath(ENCRYPT)
-    rx.set_recv_session(secret)
-    forged = []
-    for ahead in range(2, 2 + 20):
-        tx = _fast.Datapath(ENCRYPT)
-        tx.set_send_session(os.urandom(32), ahead)      # wrong secret: forged
-        forged.append(tx.seal(bytes(100))[0])
-    t = T0
-    reasons = []
-    for d in forged:
-        rx.open(d, t)
-        reasons.append(rx.last_drop)
-    assert reasons.count("auth") == 8                   # the burst: derived, then failed the tag
-    assert reasons.count("key_index") == 12             # the rest: refused before any work
-    rx.open(forged[-1], t + 1000)                        # a second later, 8 more are allowed
-    assert rx.last_drop == "auth"
-
-
-def test_a_receiver_told_the_senders_index_catches_up_after_a_long_outage():
+def test_a_receiver_catches_up_with_a_sender_that_rotated_while_nothing_arrived_from_its_session_message():
     tx, rx, _ = pair(ENCRYPT)
     assert len(deliver(rx, tx.seal(bytes(100)))) == 1
-    for _ in range(100):                                 # far beyond the look-ahead
+    for _ in range(100):
         tx.rotate_send()
     late = tx.seal(bytes(100))
     assert rx.open(late[0]) == [] and rx.last_drop == "key_index"
-    assert rx.catch_up_recv(100)
+    assert deliver(rx, tx.seal(bytes(16), SESSION)) == [(SESSION, bytes(16))]
     assert rx.recv_index == 100
+    assert len(deliver(rx, late)) == 1         # refused before, opens now
+    tx.rotate_send()
     assert len(deliver(rx, tx.seal(bytes(100)))) == 1
-    assert not rx.catch_up_recv(50)                      # never backwards
-    assert not rx.catch_up_recv(101)                     # next is held already
-    assert rx.recv_index == 100
+    assert rx.recv_index == 101
+
+
+def test_a_session_message_never_moves_the_receiver_back():
+    tx, rx, secret = pair(ENCRYPT, index=50)
+    behind = datapath(ENCRYPT)
+    behind.set_send_session(secret, 0, 10)
+    behind.seal(bytes(100))                    # counter 0 is the other sender's
+    assert deliver(rx, behind.seal(bytes(16), SESSION)) == [(SESSION, bytes(16))]
+    assert rx.recv_index == 50
+
+
+def test_a_forged_session_message_moves_nothing():
+    tx, rx, _ = pair(ENCRYPT)
+    for _ in range(10):
+        tx.rotate_send()
+    (message,) = tx.seal(bytes(16), SESSION)
+    assert rx.open(message[:-1] + bytes([message[-1] ^ 1])) == [] and rx.last_drop == "auth"
+    assert rx.recv_index == 0
 
 
 def test_the_last_key_index_has_no_next_so_index_0_is_never_accepted_again():
     secret = os.urandom(32)
-    early = _fast.Datapath(ENCRYPT)
+    early = datapath(ENCRYPT)
     early.set_send_session(secret)
     recorded = early.seal(bytes(100))[0]                 # index 0, as a listener recorded it
-    tx = _fast.Datapath(ENCRYPT)
-    tx.set_send_session(secret, 0xFFFFFFFF)
-    rx = _fast.Datapath(ENCRYPT)
+    tx = datapath(ENCRYPT)
+    tx.set_send_session(secret, 0, 0xFFFFFFFF)
+    tx.seal(bytes(100))                                  # counter 0 was the early sender's
+    rx = datapath(ENCRYPT)
     rx.set_recv_session(secret)
-    assert rx.catch_up_recv(0xFFFFFFFF)
+    assert deliver(rx, tx.seal(bytes(16), SESSION)) == [(SESSION, bytes(16))]
     assert len(deliver(rx, tx.seal(bytes(100)))) == 1
     assert rx.recv_index == 0xFFFFFFFF
     assert rx.open(recorded) == [] and rx.last_drop == "key_index"
     with pytest.raises(OverflowError, match="exhausted"):
-        tx.rotate_send()                                 # the sender proposes a new session
-
-
-def test_the_old_sessions_traffic_spends_no_derivation_tokens():
-    old_secret, new_secret = os.urandom(32), os.urandom(32)
-    old_tx = _fast.Datapath(ENCRYPT)
-    old_tx.set_send_session(old_secret, 5)
-    rx = _fast.Datapath(ENCRYPT)
-    rx.set_recv_session(old_secret)
-    assert rx.catch_up_recv(5)
-    rx.set_recv_session(new_secret)                      # the old session stays at index 5
-    # Index 5 lies ahead of the new session's 0: the old session's keys are tried first.
-    for _ in range(20):
-        assert len(deliver(rx, old_tx.seal(bytes(100)), now_ms=T0)) == 1
-    reasons = []
-    for ahead in range(2, 10):
-        forged = _fast.Datapath(ENCRYPT)
-        forged.set_send_session(os.urandom(32), ahead)
-        rx.open(forged.seal(bytes(100))[0], T0)
-        reasons.append(rx.last_drop)
-    assert reasons == ["auth"] * 8                       # the whole burst was still there
-    # The same flow through the reference.
-    recv = ref.Receiver(ENCRYPT)
-    recv.set_session(old_secret)
-    recv.session.promote(5)
-    recv.set_session(new_secret)
-    for _ in range(20):
-        assert len(recv.open(old_tx.seal(bytes(100))[0], T0)) == 1
-    assert recv.bucket.tokens == ref.KEY_BUCKET_CAPACITY  # no token spent
+        tx.rotate_send()                                 # a new session is needed
+    assert tx.send_index == 0xFFFFFFFF
 
 
 def test_a_single_packet_larger_than_any_max_packet_allows_is_malformed():
     secret = os.urandom(32)
-    _, mac_key = ref.index_keys(secret, 0)
+    _, mac_key = ref.data_keys(secret, ROOT, 0)
     largest = ref.max_payload(ENCRYPT, 9000)             # what a sender at max_packet 9000 sends
-    rx = _fast.Datapath(ENCRYPT)
+    rx = datapath(ENCRYPT)
     rx.set_recv_session(secret)
-    recv = ref.Receiver(ENCRYPT)
-    recv.set_session(secret)
+    recv = ref.Receiver(ENCRYPT, ROOT)
+    recv.install(secret)
     for counter, size in enumerate([largest, largest + 1, 40000]):
-        header = ref.pack_header(ENCRYPT, ref.TYPE_FRAME, 0, 0, 1, 0, counter)
+        header = ref.pack_header(ENCRYPT, ref.TYPE_FRAME, counter=counter)
         packet = ref.build_packet(ENCRYPT, mac_key, header, os.urandom(size))
         want = None if size == largest else "malformed"
         frames = rx.open(packet, T0)
@@ -291,27 +306,84 @@ def test_a_single_packet_larger_than_any_max_packet_allows_is_malformed():
         assert recv.last_drop == want
 
 
-# -- sessions -----------------------------------------------------------------------------
+# -- sessions and their roles (PROTOCOL.md §5.2, §5.4) ------------------------------------
 
-def test_the_previous_receive_session_stays_usable_until_the_next_switch():
+def roles(dp):
+    """{role: (session id, confirmed) or None} of what the datapath holds."""
+    held = dp.sessions()
+    return {role: held[role] and (held[role][0], held[role][2]) for role in ("current", "previous", "next")}
+
+
+def test_a_replaced_receive_session_opens_packets_in_flight_until_the_one_after_replaces_it():
     tx, rx, _ = pair(ENCRYPT)
     in_flight = tx.seal(os.urandom(200))[0]
     new_secret = os.urandom(32)
-    rx.set_recv_session(new_secret)
-    assert len(deliver(rx, [in_flight])) == 1
-    tx.set_send_session(new_secret)
+    rx.set_recv_session(new_secret, 1)
+    assert roles(rx) == {"current": (1, True), "previous": (0, True), "next": None}
+    assert len(deliver(rx, [in_flight])) == 1            # on the real clock: well within 10 s
+    tx.set_send_session(new_secret, 1)
     assert len(deliver(rx, tx.seal(os.urandom(200)))) == 1
-    rx.set_recv_session(os.urandom(32))
-    rx.set_recv_session(os.urandom(32))
-    assert rx.open(tx.seal(os.urandom(200))[0]) == []
+    rx.set_recv_session(os.urandom(32), 2)
+    rx.set_recv_session(os.urandom(32), 3)
+    assert rx.open(tx.seal(os.urandom(200))[0]) == [] and rx.last_drop == "no_session"
 
 
-def test_the_counter_belongs_to_the_process_not_the_session():
+def test_a_replaced_session_opens_packets_for_10_seconds_from_its_replacement():
+    old_tx, rx, _ = pair(ENCRYPT, session_id=1)
+    new_secret = os.urandom(32)
+    rx.set_recv_session(new_secret, 2, confirmed=False)
+    new_tx = datapath(ENCRYPT)
+    new_tx.set_send_session(new_secret, 2)
+    assert len(rx.open(new_tx.seal(bytes(100))[0], T0)) == 1   # confirms 2 at T0: 1 is previous
+    assert roles(rx)["previous"] == (1, True)
+    assert len(rx.open(old_tx.seal(bytes(100))[0], T0 + 9_999)) == 1
+    assert rx.open(old_tx.seal(bytes(100))[0], T0 + 10_000) == [] and rx.last_drop == "no_session"
+    assert roles(rx)["previous"] is None
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_an_unconfirmed_session_carries_nothing_until_a_packet_under_it_authenticates(level):
+    old_tx, rx, _ = pair(level, session_id=1)
+    new_secret = os.urandom(32)
+    rx.set_recv_session(new_secret, 2, index=7, confirmed=False)
+    assert roles(rx) == {"current": (1, True), "previous": None, "next": (2, False)}
+    assert rx.recv_index == 0                            # still the current session's
+    new_tx = datapath(level)
+    new_tx.set_send_session(new_secret, 2, 7)
+    first = new_tx.seal(bytes(100))[0]
+    if level != NONE:
+        assert rx.open(first[:-1] + bytes([first[-1] ^ 1])) == [] and rx.last_drop == "auth"
+        assert roles(rx)["next"] == (2, False)           # a forgery confirms nothing
+    assert len(rx.open(first)) == 1
+    assert roles(rx) == {"current": (2, True), "previous": (1, True), "next": None}
+    assert rx.recv_index == (0 if level == NONE else 7)
+    assert rx.sessions()["confirmed_ms"] > 0
+
+
+def test_a_confirmed_install_drops_a_session_waiting_for_confirmation():
+    _, rx, _ = pair(ENCRYPT, session_id=1)
+    rx.set_recv_session(os.urandom(32), 2, confirmed=False)
+    rx.set_recv_session(os.urandom(32), 3)
+    assert roles(rx) == {"current": (3, True), "previous": (1, True), "next": None}
+
+
+def test_drop_sessions_forgets_both_directions():
+    tx, rx, _ = pair(ENCRYPT)
+    rx.set_recv_session(os.urandom(32), 1, confirmed=False)
+    rx.drop_sessions()
+    assert roles(rx) == {"current": None, "previous": None, "next": None} and rx.recv_index is None
+    tx.drop_sessions()
+    assert tx.sessions()["sending"] is None and tx.send_index is None
+    assert tx.seal(bytes(100)) == []
+
+
+def test_the_counter_starts_at_0_with_each_send_session():
     tx, _, _ = pair(ENCRYPT)
     tx.seal(bytes(100))
-    tx.set_send_session(os.urandom(32))
     assert tx.send_counter == 1
-    assert int.from_bytes(tx.seal(bytes(100))[0][8:16], "big") == 1
+    tx.set_send_session(os.urandom(32), 1)
+    assert tx.send_counter == 0
+    assert int.from_bytes(tx.seal(bytes(100))[0][10:16], "big") == 0
 
 
 # -- reassembly ---------------------------------------------------------------------------
@@ -347,50 +419,7 @@ def test_a_flood_of_incomplete_frames_stays_within_the_table_and_real_frames_sti
 
 
 def test_reassembly_memory_is_fixed_at_construction():
-    rx = _fast.Datapath(ENCRYPT, reassembly_kib=4096)
+    rx = datapath(ENCRYPT, reassembly_kib=4096)
     small, large, nbytes = _fast.reassembly_capacity(rx)
     assert (small, large) == (1024, 31)
     assert nbytes <= 4096 * 1024
-
-
-# -- the control queue --------------------------------------------------------------------
-
-def test_a_flood_of_forged_control_packets_cannot_crowd_out_the_peers_hellos():
-    key = os.urandom(32)
-    rx = _fast.Datapath(ENCRYPT)
-    rx.set_control_key(key)
-    forged = _fast.seal_control(ENCRYPT, os.urandom(32), _fast.TYPE_HELLO, 1, bytes(132))
-    probe = _fast.seal_control(ENCRYPT, os.urandom(32), _fast.TYPE_PROBE, 0, bytes(128))
-    genuine = _fast.seal_control(ENCRYPT, key, _fast.TYPE_HELLO, 7, bytes(132))
-    passed = sum(len(rx.open(p, now_ms=T0)) for p in [forged, probe] * 500)
-    assert passed == 50                                   # the burst, then the rate limit
-    assert rx.counters()["rx"]["control_queue"] == 950
-    assert rx.open(genuine, now_ms=T0) == [(_fast.TYPE_HELLO, genuine)]    # always through
-    assert len(rx.open(forged, now_ms=T0 + 1000)) == 1    # the bucket refills over time
-
-
-def test_replayed_genuine_hellos_pass_once_and_other_senders_hellos_are_rate_limited():
-    key = os.urandom(32)
-    peer, earlier_run = os.urandom(16), os.urandom(16)
-    rx = _fast.Datapath(ENCRYPT)
-    rx.set_control_key(key)
-    rx.set_peer_hello_sender(peer)
-
-    def hello(sender, counter):
-        return _fast.seal_control(ENCRYPT, key, _fast.TYPE_HELLO, counter, sender + bytes(116))
-
-    assert rx.open(hello(peer, 0), now_ms=T0) == [] and rx.last_drop == "replay"   # counters start at 1
-    first = hello(peer, 1)
-    assert rx.open(first, now_ms=T0) == [(_fast.TYPE_HELLO, first)]
-    assert sum(len(rx.open(first, now_ms=T0)) for _ in range(1000)) == 0
-    assert rx.counters()["rx"]["replay"] == 1001
-    # A recording of an earlier run, replayed in a flood: 10 at once, then 10 a second.
-    recorded = [hello(earlier_run, c) for c in range(1, 1001)]
-    assert sum(len(rx.open(p, now_ms=T0)) for p in recorded) == 10
-    assert rx.counters()["rx"]["control_queue"] == 990
-    # The peer's own fresh HELLOs are never held back by it.
-    assert all(len(rx.open(hello(peer, c), now_ms=T0)) == 1 for c in range(2, 102))
-    assert sum(len(rx.open(p, now_ms=T0 + 1000)) for p in recorded[10:]) == 10
-    assert rx.open(recorded[0], now_ms=T0 + 5000) == [] and rx.last_drop == "replay"
-    with pytest.raises(ValueError):
-        rx.set_peer_hello_sender(b"short")

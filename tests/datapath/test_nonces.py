@@ -1,93 +1,136 @@
-"""No ChaCha20 (key, nonce) pair repeats across directions, restarts, sessions and rotations.
+"""No ChaCha20 (key, nonce) pair repeats across directions, restarts, sessions, rotations and segments.
 
-Every random value here is etun's own: each site is a real Session (which draws its sender
-nonce and its challenges) over a real Datapath, and the sessions are set up by the HELLO
-exchange itself. A restart is a new Session and a new Datapath, as a new process has.
+Every random value here is etun's own: each session comes from a real Noise handshake between two
+Datapaths (_fast.Handshake draws the ephemeral keys), installed with install_session() as the
+daemon installs it. A restart is a new Datapath, as a new process has. The split keys are read
+with _fast.handshake_keys() before install_session() takes them, so that each datagram's key and
+nonce can be named (PROTOCOL.md §3.1, §4.2) and checked against its tag.
 """
 
 import os
 
 from etun import _fast, keys
-from etun.session import Session
+from tests import reference as ref
 
 ENCRYPT = _fast.LEVEL_ENCRYPT
 
 
-def key_and_nonce(secret: bytes, datagram: bytes) -> tuple[bytes, bytes]:
-    """The ChaCha20 key and nonce a data datagram was encrypted under (PROTOCOL.md §3.1)."""
-    key_index = int.from_bytes(datagram[4:8], "big")
-    base = int.from_bytes(datagram[8:16], "big") - datagram[2]
-    enc_key, _ = keys.index_keys(secret, key_index)
-    return enc_key, datagram[4:8] + base.to_bytes(8, "big")
-
-
 class Site:
-    """One etun process: its Session (sender nonce, challenges) and its Datapath (counters)."""
+    """One etun process: a Datapath, and the session secret it seals under now."""
 
-    def __init__(self, name: str, prk: bytes):
-        self.prk = prk
+    def __init__(self, secrets: keys.Secrets):
+        self.index_root = secrets.index_root
         self.dp = _fast.Datapath(ENCRYPT)
-        self.s = Session(ENCRYPT, self.dp, name, prk, keys.control_key(prk), now_ms=0)
+        secrets.install(self.dp)
+        self.send_secret: bytes | None = None  # S of the session the datapath seals under
+        self.pending_secret: bytes | None = None  # a responder's, until its session is confirmed
+        self.ids = iter(range(1, 256))  # receive session ids this site hands out
 
-    @property
-    def send_secret(self) -> bytes:
-        """The secret of the session this site seals under now, from what the session chose."""
-        return keys.session_secret(self.prk, self.s.sender, self.s.send)
+    def key_and_nonce(self, datagram: bytes) -> tuple[bytes, bytes]:
+        """The ChaCha20 key and nonce a datagram was encrypted under, its tag checked under the
+        matching mac_key so that the key is named right."""
+        ptype = datagram[0] & 0x0F
+        key_index = int.from_bytes(datagram[4:8], "big")
+        if ptype == _fast.TYPE_SESSION:
+            enc_key, mac_key = ref.control_keys(self.send_secret)
+        else:
+            enc_key, mac_key = ref.data_keys(self.send_secret, self.index_root, key_index)
+        assert ref.compute_tag(mac_key, datagram[:-16]) == datagram[-16:]
+        base = int.from_bytes(datagram[10:16], "big") - datagram[2]
+        return enc_key, datagram[4:10] + base.to_bytes(6, "big")
 
-    def traffic(self, used: list, frames: int = 20) -> None:
-        """Seal frames; each is one ChaCha20 pass, so it uses one (key, nonce) pair."""
+    def traffic(self, peer: "Site", used: list, frames: int = 20) -> None:
+        """Seal frames of two segments and a SESSION message, each one ChaCha20 pass under one
+        (key, nonce) pair; the peer opens every one."""
         for i in range(frames):
-            sealed = self.dp.seal(bytes(14 + (i * 397) % 3000))
-            pairs = {key_and_nonce(self.send_secret, d) for d in sealed}
-            assert len(pairs) == 1
-            used += pairs
+            sealed = self.dp.seal(bytes(14 + (i * 397) % 3000), segment=i % 2)
+            self.deliver(peer, sealed, used)
+        self.deliver(peer, self.dp.seal(bytes(40), _fast.TYPE_SESSION), used)
+
+    def deliver(self, peer: "Site", sealed: list, used: list) -> None:
+        pairs = {self.key_and_nonce(d) for d in sealed}
+        assert len(pairs) == 1  # the fragments of a frame share its nonce
+        used += pairs
+        opened = [item for d in sealed for item in peer.dp.open(d)]
+        assert len(opened) == 1 and peer.dp.last_drop is None
 
 
-def settle(a: Site, b: Site) -> None:
-    """HELLOs both ways, answered as the daemon answers them, until both directions settle."""
-    outcome = b.s.receive(a.s.hello(0), 0)
-    turn = (b, a)
-    for _ in range(8):
-        if a.s.settled and b.s.settled:
-            return
-        sender, receiver = turn if outcome.answer else turn[::-1]
-        outcome = receiver.s.receive(sender.s.hello(0), 0)
-        turn = (receiver, sender)
-    assert a.s.settled and b.s.settled
+def handshake(initiator: Site, responder: Site) -> None:
+    """A real handshake; both sites install the session. Each starts sending at the key index it
+    has reached (§4.2), and the responder's session waits for confirmation (§5.2)."""
+    ours, theirs = _fast.Handshake(initiator.dp), _fast.Handshake(responder.dp)
+    theirs.respond(ours.initiate(os.urandom(36)))
+    ours.finish(theirs.reply(os.urandom(24)))
+    k1, k2 = _fast.handshake_keys(ours)
+    assert _fast.handshake_keys(theirs) == (k1, k2)
+    i_id, r_id = next(initiator.ids), next(responder.ids)
+    i_index, r_index = initiator.dp.send_index or 0, responder.dp.send_index or 0
+    initiator.dp.install_session(ours, i_id, r_id, i_index, r_index)
+    responder.dp.install_session(theirs, r_id, i_id, r_index, i_index)
+    initiator.send_secret = k1
+    responder.pending_secret = k2
+
+
+def confirm(initiator: Site, responder: Site, used: list) -> None:
+    """The initiator's first SESSION message confirms the session; the responder sends under it."""
+    initiator.deliver(responder, initiator.dp.seal(bytes(40), _fast.TYPE_SESSION), used)
+    assert responder.dp.sessions()["next"] is None
+    responder.send_secret, responder.pending_secret = responder.pending_secret, None
+
+
+def rotate(*sites: Site) -> None:
+    for site in sites:
+        site.dp.rotate_send()
 
 
 def test_no_key_nonce_pair_repeats_across_directions_restarts_sessions_and_rotations():
-    prk = keys.derive_prk(os.urandom(keys.MATERIAL_LEN))
+    secrets = keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
     used: list[tuple[bytes, bytes]] = []
 
-    a, b = Site("a", prk), Site("b", prk)
-    settle(a, b)
+    a, b = Site(secrets), Site(secrets)
+    handshake(a, b)
+    confirm(a, b, used)
     for _ in range(3):
-        a.traffic(used)
-        b.traffic(used)
-        a.dp.rotate_send()
-        b.dp.rotate_send()
-    a.s.renew_send()                     # A asks for a new session: B's next challenge keys it
-    settle(a, b)
-    a.traffic(used)
+        a.traffic(b, used)
+        b.traffic(a, used)
+        rotate(a, b)
+    handshake(b, a)  # B renews the session; both carry on from the indices they reached
+    confirm(b, a, used)
+    a.traffic(b, used)
+    b.traffic(a, used)
+    assert a.dp.send_index == b.dp.send_index == 3
 
-    a = Site("a", prk)                   # A restarts: its counter starts at 0 again
-    settle(a, b)
-    a.traffic(used)
-    b = Site("b", prk)                   # and so does B, and both come back at index 0
-    settle(a, b)
-    a.traffic(used)
-    b.traffic(used)
+    a = Site(secrets)  # A restarts: a new process, its counters and indices from 0 again
+    handshake(a, b)
+    confirm(a, b, used)
+    a.traffic(b, used)
+    b = Site(secrets)  # and so does B
+    handshake(b, a)
+    confirm(b, a, used)
+    a.traffic(b, used)
+    b.traffic(a, used)
 
-    assert len(used) == 10 * 20
+    frames = 20 + 1  # per traffic() call
+    assert len(used) == 11 * frames + 4  # eleven traffic() calls and four confirmations
     assert len(set(used)) == len(used)
 
 
 def test_fragments_of_one_frame_share_one_nonce_and_frames_never_do():
-    prk = keys.derive_prk(os.urandom(keys.MATERIAL_LEN))
-    a, b = Site("a", prk), Site("b", prk)
-    settle(a, b)
+    secrets = keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
+    a, b = Site(secrets), Site(secrets)
+    handshake(a, b)
     datagrams = a.dp.seal(bytes(9000))
-    assert len({key_and_nonce(a.send_secret, d) for d in datagrams}) == 1
+    assert len(datagrams) > 1 and len({a.key_and_nonce(d) for d in datagrams}) == 1
     other = a.dp.seal(bytes(9000))
-    assert key_and_nonce(a.send_secret, other[0]) != key_and_nonce(a.send_secret, datagrams[0])
+    assert a.key_and_nonce(other[0]) != a.key_and_nonce(datagrams[0])
+
+
+def test_every_handshake_draws_new_keys_for_both_directions():
+    secrets = keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
+    a, b = Site(secrets), Site(secrets)
+    seen = set()
+    for _ in range(5):
+        handshake(a, b)
+        seen |= {a.send_secret, b.pending_secret}
+        confirm(a, b, [])
+    assert len(seen) == 10

@@ -25,15 +25,22 @@ frames_strategy = st.lists(
     copies=st.lists(st.integers(min_value=0, max_value=3), min_size=200, max_size=200),
     order=st.randoms(use_true_random=False),
     secret=st.binary(min_size=32, max_size=32),
+    index_root=st.binary(min_size=32, max_size=32),
+    session_id=st.integers(0, 255),
+    index=st.integers(0, 2**32 - 1),
+    segment=st.integers(0, 255),
 )
 def test_lost_duplicated_and_reordered_packets_never_corrupt_or_duplicate_a_frame(level, frames, copies, order,
-                                                                                   secret):
+                                                                                   secret, index_root, session_id,
+                                                                                   index, segment):
     tx = _fast.Datapath(level)
     rx = _fast.Datapath(level)
-    tx.set_send_session(secret)
-    rx.set_recv_session(secret)
+    for dp in (tx, rx):
+        dp.set_static_keys(bytes(32), bytes(32), bytes(32), bytes(32), index_root)
+    tx.set_send_session(secret, session_id, index)
+    rx.set_recv_session(secret, session_id, index)
 
-    sent = [tx.seal(f) for f in frames]
+    sent = [tx.seal(f, segment=segment) for f in frames]
     wire = []
     complete = collections.Counter()
     k = 0

@@ -1,22 +1,22 @@
-"""Every single-bit flip of a sealed packet is dropped by the datapath for the reason the reference and a table give."""
+"""Every single-bit flip of a sealed packet gets the verdict a table and the reference give, from the datapath."""
 
 # The packets under test, sealed by a fresh sender at the default max_packet 800
-# (P = 759 payload bytes at auth and encrypt), each received by a fresh receiver
-# holding the session at key index 0 (previous: none, next: 1, derivable on demand:
-# 2..64, token bucket full):
+# (P = 759 payload bytes at auth and encrypt) to the peer's session 0, each received by a
+# fresh receiver holding session 0 at key index 0 (so it holds indices 0 and 1):
 #
 #   fragment 0 of 2 and fragment 1 of 2 of a 1518-byte FRAME, 791 bytes each:
-#     byte 0 0x51 (auth) / 0x61 (encrypt): ver 1, lvl, type 1 FRAME
+#     byte 0 0x91 (auth) / 0xa1 (encrypt): ver 2, lvl, type 1 FRAME
 #     byte 1 frag_big r = 0   byte 2 frag_index i = 0 / 1   byte 3 frag_count n = 2
-#     bytes 4-7 key_index 0   bytes 8-15 counter 0 / 1 (base 0)
+#     bytes 4-7 key_index 0   byte 8 session 0   byte 9 segment 0
+#     bytes 10-15 counter 0 / 1 (base 0)
 #     bytes 16..774 payload (759)   bytes 775..790 tag
 #   a single-packet 600-byte FRAME, 632 bytes: r = 0, i = 0, n = 1, key_index 0, counter 0
 #
 # Step 1 of PROTOCOL.md §3.2 judges the fragment fields by the frame length the packet
 # implies: s = len - 16 - tag_len(the lvl the packet claims), q = s - 1 if i < r else s,
-# L = n*q + r, and L must be 14..65557 for a FRAME. A flip that turns the type into a
-# control type comes back from Datapath.open whole; its reason is then what
-# _fast.open_control raises, as in the control plane.
+# L = n*q + r, within the limits of the type the packet claims. A flip that turns the type
+# into a handshake type comes back from Datapath.open whole, unchecked (table entry None):
+# the handshake code judges it.
 
 import pytest
 
@@ -25,7 +25,7 @@ from tests import reference as ref
 
 AUTH, ENCRYPT = ref.LEVEL_AUTH, ref.LEVEL_ENCRYPT
 SECRET = bytes(range(32))
-CTL_KEY = ref.control_key(ref.derive_prk(bytes(range(256)) * 128))
+ROOT = bytes(range(32, 64))  # the index root (§4.1)
 T0 = 10**12  # beyond the real monotonic clock, which the datapath never moves back from
 FRAMES = {"fragment 0 of 2": bytes(range(256)) * 5 + bytes(238), "single packet": bytes(range(200)) * 3}
 FRAMES["fragment 1 of 2"] = FRAMES["fragment 0 of 2"]
@@ -46,16 +46,16 @@ def header_table(level, packet):
     i = 1 if packet == "fragment 1 of 2" else 0
     rows = [
         # (byte, bits, reason): why
-        (0, {7, 6}, "malformed"),  # ver 01 becomes 00 or 11: only version 1 exists (step 1)
+        (0, {7, 6}, "version"),  # ver 10 becomes 00 or 11: another protocol version (step 1)
         (0, {to_three}, "malformed"),  # lvl 3 is no level (step 1)
         # Claiming none drops the tag from the layout: s grows by 16 (775 / 616), and the fields
         # still describe a frame (L = 1550 / 616); the only fault left is the level (step 2).
         (0, {to_none}, "level_mismatch"),
-        (0, {3, 1, 0}, "malformed"),  # type 1 becomes 9, 3 or 0: unknown types (step 1)
-        # type 1 becomes 5, PROBE. A control packet must be one datagram (frag_count 1) under
-        # key index 0 (§5): a fragment of 2 is malformed; the single packet has a control
-        # header, its level matches, and its tag is not under the control key -> auth.
-        (0, {2}, "malformed" if fragment else "auth"),
+        (0, {3, 0}, "malformed"),  # type 1 becomes 9 or 0: unknown types (step 1)
+        # type 1 becomes 3, SESSION: a message of 1518 or 600 bytes fits 4..8192, and step 4
+        # does not apply to it; its tag is not under the session's control keys -> auth.
+        (0, {1}, "auth"),
+        (0, {2}, None),  # type 1 becomes 5, RESP: handed up whole to the handshake code
     ]
     if fragment:
         rows += [
@@ -84,18 +84,19 @@ def header_table(level, packet):
             (3, set(range(1, 7)), "auth"),
         ]
     rows += [
-        # key_index 0 -> 2**(8 * (7 - byte) + bit). 128 and above are more than 64 ahead (step 4).
+        # key_index 0 -> 2**(8 * (7 - byte) + bit). 1 is c + 1, held: the tag tells (step 5).
+        # From 2 on nothing is held, and nothing is derived because a packet asks (step 4, §4.2).
         (4, set(range(8)), "key_index"),
         (5, set(range(8)), "key_index"),
         (6, set(range(8)), "key_index"),
-        (7, {7}, "key_index"),
-        (7, {0}, "auth"),  # 1 is "next", held: the tag tells (step 5)
-        # 2..64 are ahead and derived on demand; a fresh receiver's bucket is full -> the tag tells
-        (7, set(range(1, 7)), "auth"),
+        (7, set(range(1, 8)), "key_index"),
+        (7, {0}, "auth"),
+        (8, set(range(8)), "no_session"),  # session 0 -> 2**bit: not held (step 3)
+        (9, set(range(8)), "auth"),  # segment 0 -> 2**bit: authenticated like every header byte
     ]
-    # counter c -> c ^ 2**k (bytes 8-15, bit 0 of byte 15 is the lowest). Only fragment 1
-    # can go below its frag_index: counter 1 -> 0 < i = 1 (§2). Everything else -> the tag tells.
-    for byte in range(8, 16):
+    # counter c -> c ^ 2**k (bytes 10-15, bit 0 of byte 15 is the lowest). Only fragment 1
+    # can go below its frag_index: counter 1 -> 0 < i = 1 (§2.1). Everything else -> the tag tells.
+    for byte in range(10, 16):
         low_bit = {0} if (byte == 15 and i == 1) else set()
         rows += [(byte, low_bit, "malformed"), (byte, set(range(8)) - low_bit, "auth")]
     table = {}
@@ -107,9 +108,15 @@ def header_table(level, packet):
     return table
 
 
+def datapath(level, **options):
+    dp = _fast.Datapath(level, **options)
+    dp.set_static_keys(bytes(32), bytes(32), bytes(32), bytes(32), ROOT)
+    return dp
+
+
 def sealed(level, packet):
     """The frame and its datagrams, sealed by a fresh datapath sender."""
-    tx = _fast.Datapath(level)
+    tx = datapath(level)
     tx.set_send_session(SECRET)
     frame = FRAMES[packet]
     return frame, tx.seal(frame)
@@ -118,17 +125,14 @@ def sealed(level, packet):
 def extension_reason(level, datagram, genuine, frame):
     """The drop reason a fresh datapath receiver gives; it must still deliver the frame afterwards."""
     # A small reassembly table: a fresh receiver per flip stays cheap, and one frame needs one slot.
-    rx = _fast.Datapath(level, reassembly_kib=64)
+    rx = datapath(level, reassembly_kib=64)
     rx.set_recv_session(SECRET)
     items = rx.open(datagram, T0)
+    reason = rx.last_drop
     if items:
-        ((ptype, whole),) = items
-        assert ptype in _fast.CONTROL_TYPES and whole == datagram and rx.last_drop is None
-        with pytest.raises(_fast.Dropped) as drop:
-            _fast.open_control(level, CTL_KEY, datagram)
-        reason = drop.value.reason
+        assert items == [(datagram[0] & 0x0F, datagram)] and reason is None
+        assert datagram[0] & 0x0F in _fast.HANDSHAKE_TYPES
     else:
-        reason = rx.last_drop
         assert reason is not None and rx.counters()["rx"][reason] == 1
     assert _fast.reassembly_in_use(rx) == 0 and rx.recv_index == 0
     delivered = [item for packet in genuine for item in rx.open(packet, T0)]
@@ -138,10 +142,11 @@ def extension_reason(level, datagram, genuine, frame):
 
 def reference_reason(level, datagram, genuine, frame):
     """The drop reason a fresh reference receiver gives; it must still deliver the frame afterwards."""
-    rx = ref.Receiver(level, ctl_key=CTL_KEY)
-    rx.set_session(SECRET)
-    assert rx.open(datagram, T0) == []
+    rx = ref.Receiver(level, ROOT)
+    rx.install(SECRET)
+    items = rx.open(datagram, T0)
     reason = rx.last_drop
+    assert items == ([] if reason else [(datagram[0] & 0x0F, datagram)])
     delivered = [item for packet in genuine for item in rx.open(packet, T0)]
     assert delivered == [(ref.TYPE_FRAME, frame)] and rx.last_drop is None
     return reason
@@ -158,14 +163,14 @@ def flipped(datagram, position, bit):
 def test_the_packets_under_test_have_the_headers_the_table_assumes(level, packet):
     frame, datagrams = sealed(level, packet)
     datagram = datagrams[WHOLE[packet]]
-    byte0 = 0x40 | level << 4 | ref.TYPE_FRAME
+    byte0 = 0x80 | level << 4 | ref.TYPE_FRAME
     if packet == "single packet":
         assert len(datagrams) == 1 and len(datagram) == 632
         assert datagram[:16] == bytes([byte0, 0, 0, 1]) + bytes(12)
     else:
         i = WHOLE[packet]
         assert len(datagrams) == 2 and len(datagram) == 791
-        assert datagram[:16] == bytes([byte0, 0, i, 2]) + bytes(4) + i.to_bytes(8, "big")
+        assert datagram[:16] == bytes([byte0, 0, i, 2]) + bytes(6) + i.to_bytes(6, "big")
 
 
 @pytest.mark.parametrize("packet", PACKETS)

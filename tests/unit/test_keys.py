@@ -1,4 +1,4 @@
-"""Tests for etun.keys: RFC 5869 vectors, PROTOCOL.md §4.1 labels, keygen and key-file checks."""
+"""Tests for etun.keys: RFC 5869 vectors, PROTOCOL.md §4.1 labels and secrets, keygen and key-file checks."""
 
 import hashlib
 import hmac
@@ -82,18 +82,31 @@ def test_hkdf_expand_matches_rfc5869(ikm, salt, info, length, prk_hex, okm_hex):
     assert keys.hkdf_expand(bytes.fromhex(prk_hex), info, length).hex() == okm_hex
 
 
+STATIC_LABELS = {  # Secrets field -> PROTOCOL.md §4.1 info string
+    "psk": b"etun/v2 psk",
+    "mac1_key": b"etun/v2 mac1",
+    "cookie_key": b"etun/v2 cookie",
+    "probe_key": b"etun/v2 probe",
+    "index_root": b"etun/v2 index root",
+}
+
+
 def test_derivations_use_the_protocol_labels(material):
     prk = hmac.new(b"etun/v1", bytes(material), hashlib.sha256).digest()
-    sender, challenge = os.urandom(16), os.urandom(16)
-    secret = reference_hkdf_expand(prk, b"etun/v1 session" + sender + challenge, 32)
-    okm = reference_hkdf_expand(secret, b"etun/v1 index" + (0x01020304).to_bytes(4, "big"), 64)
     fp = reference_hkdf_expand(prk, b"etun/v1 fingerprint", 8).hex()
 
     assert keys.derive_prk(material) == prk
-    assert keys.control_key(prk) == reference_hkdf_expand(prk, b"etun/v1 control", 32)
-    assert keys.session_secret(prk, sender, challenge) == secret
-    assert keys.index_keys(secret, 0x01020304) == (okm[:32], okm[32:])
     assert keys.fingerprint(material) == f"{fp[0:4]}-{fp[4:8]}-{fp[8:12]}-{fp[12:16]}"
+    secrets = keys.Secrets.from_prk(prk)
+    for name, label in STATIC_LABELS.items():
+        assert getattr(secrets, name) == reference_hkdf_expand(prk, label, 32), name
+    assert secrets.fingerprint == keys.fingerprint(material)
+
+
+def test_the_prk_and_fingerprint_are_unchanged_since_protocol_1():
+    # The same key file shows the same fingerprint to a version 1 and a version 2 etun.
+    material = bytes(range(256)) * 128
+    assert keys.fingerprint(material) == "a282-73c5-2b42-a16c"
 
 
 def test_fingerprint_is_four_groups_of_four_lowercase_hex_digits(material):
@@ -107,32 +120,38 @@ def test_fingerprint_is_stable_and_differs_between_materials(material):
     assert keys.fingerprint(material) != keys.fingerprint(other)
 
 
-def test_each_index_gets_its_own_encryption_and_mac_keys(material):
-    secret = keys.session_secret(keys.derive_prk(material), bytes(16), bytes(16))
-    all_keys = [k for i in (0, 1, 2, 2**31, 2**32 - 1) for k in keys.index_keys(secret, i)]
-    assert all(len(k) == 32 for k in all_keys)
-    assert len(set(all_keys)) == len(all_keys)
+def test_each_static_secret_is_its_own_32_bytes(material):
+    secrets = keys.Secrets.from_prk(keys.derive_prk(material))
+    values = [getattr(secrets, name) for name in STATIC_LABELS]
+    assert all(len(v) == 32 for v in values)
+    assert len(set(values)) == len(values)
+    other = keys.Secrets.from_prk(keys.derive_prk(bytes(material[:-1]) + bytes([material[-1] ^ 1])))
+    assert not {getattr(other, name) for name in STATIC_LABELS} & set(values)
 
 
-def test_the_two_directions_get_different_session_secrets(material):
-    prk = keys.derive_prk(material)
-    a_sender, b_sender, challenge = b"A" * 16, b"B" * 16, b"C" * 16
-    a_to_b = keys.session_secret(prk, a_sender, challenge)
-    b_to_a = keys.session_secret(prk, b_sender, challenge)
-    assert a_to_b != b_to_a
-    assert keys.index_keys(a_to_b, 0) != keys.index_keys(b_to_a, 0)
-    assert keys.session_secret(prk, a_sender, b"D" * 16) != a_to_b
+def test_level_none_has_zeros_for_every_secret_and_no_fingerprint():
+    none = keys.Secrets.none()
+    assert all(getattr(none, name) == bytes(32) for name in STATIC_LABELS)
+    assert none.fingerprint is None
 
 
-def test_control_key_differs_from_session_secrets(material):
-    prk = keys.derive_prk(material)
-    assert keys.control_key(prk) != keys.session_secret(prk, bytes(16), bytes(16))
+def test_install_hands_the_secrets_to_the_datapath_in_the_order_it_takes_them(material):
+    secrets = keys.Secrets.from_prk(keys.derive_prk(material))
+    calls = []
+
+    class Recorder:
+        def set_static_keys(self, *args):
+            calls.append(args)
+
+    secrets.install(Recorder())
+    assert calls == [(secrets.psk, secrets.mac1_key, secrets.cookie_key, secrets.probe_key, secrets.index_root)]
 
 
-@pytest.mark.parametrize("index", [-1, 2**32, True, 1.0])
-def test_index_keys_rejects_indices_outside_be32(index):
-    with pytest.raises(ValueError):
-        keys.index_keys(bytes(32), index)
+def test_load_secrets_derives_from_the_key_file(key_path):
+    fp = keys.generate_key_file(key_path)
+    secrets = keys.load_secrets(key_path)
+    assert secrets == keys.Secrets.from_prk(keys.derive_prk(key_path.read_bytes()))
+    assert secrets.fingerprint == fp
 
 
 @pytest.mark.parametrize(
@@ -140,10 +159,10 @@ def test_index_keys_rejects_indices_outside_be32(index):
     [
         pytest.param(lambda: keys.derive_prk(bytes(keys.MATERIAL_LEN - 1)), id="short-material"),
         pytest.param(lambda: keys.fingerprint(bytes(keys.MATERIAL_LEN + 1)), id="long-material"),
-        pytest.param(lambda: keys.control_key(bytes(31)), id="short-prk"),
-        pytest.param(lambda: keys.session_secret(bytes(32), bytes(15), bytes(16)), id="short-sender"),
-        pytest.param(lambda: keys.session_secret(bytes(32), bytes(16), bytes(17)), id="long-challenge"),
-        pytest.param(lambda: keys.index_keys(bytes(33), 0), id="long-secret"),
+        pytest.param(lambda: keys.Secrets.from_prk(bytes(31)), id="short-prk"),
+        pytest.param(lambda: keys.Secrets.from_prk(bytes(33)), id="long-prk"),
+        pytest.param(lambda: keys.hkdf_expand(bytes(31), b"", 32), id="short-hkdf-prk"),
+        pytest.param(lambda: keys.hkdf_expand(bytes(32), b"", 255 * 32 + 1), id="hkdf-too-long"),
     ],
 )
 def test_derivations_reject_wrong_argument_lengths(call):
