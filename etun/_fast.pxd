@@ -2,13 +2,13 @@
 # every fragment reads. `cpdef enum` members are exported to Python under these very names.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
-from etun._openssl cimport EVP_CIPHER_CTX, SHA256_CTX
+from etun._openssl cimport EVP_CIPHER_CTX, EVP_PKEY, SHA256_CTX
 from etun._linux cimport pthread_mutex_t, mmsghdr, iovec, socklen_t
 
 
 # -- the wire (docs/PROTOCOL.md) ----------------------------------------------------------
 cpdef enum:
-    WIRE_VERSION = 1
+    WIRE_VERSION = 2
     HEADER_LEN = 16               # bytes of header before the payload
     TAG_LEN = 16                  # bytes of HMAC-SHA256-128 after the payload
     UDP_HEADER_LEN = 8
@@ -28,15 +28,33 @@ cpdef enum:
     LEVEL_AUTH = 1
     LEVEL_ENCRYPT = 2
 
-    TYPE_FRAME = 1
-    TYPE_FRAME_VNET = 2
-    TYPE_HELLO = 4
-    TYPE_PROBE = 5
-    TYPE_PROBE_REPLY = 6
+    TYPE_FRAME = 1                # data: a fragment of an Ethernet frame
+    TYPE_FRAME_VNET = 2           # data: ... with its virtio_net_hdr
+    TYPE_SESSION = 3              # in-session control message, sealed like data (session.py)
+    TYPE_INIT = 4                 # handshake message 1 (PROTOCOL.md §5)
+    TYPE_RESP = 5                 # handshake message 2
+    TYPE_COOKIE = 6               # cookie reply, under load
+    TYPE_PROBE = 7                # verify-peer request (§7)
+    TYPE_PROBE_REPLY = 8          # verify-peer answer
+
+    SESSION_IDS = 256             # a receive session's id is one header byte
+    SEGMENT_IDS = 256             # ... and so is a segment's
+
+    # Handshake messages (handshake.pxi, PROTOCOL.md §5): ver|lvl|type, 3 zero bytes, the
+    # initiation's id (an INIT's own; a RESP or COOKIE echoes the INIT's), then:
+    HS_HEAD_LEN = 8
+    X25519_LEN = 32
+    MAC16_LEN = 16                # HMAC-SHA256-128: mac1, mac2, cookies
+    INIT_PAYLOAD_LEN = 36         # timestamp 12, instance 16, rx session 1, reserved 3, send index 4
+    RESP_PAYLOAD_LEN = 24         # instance 16, rx session 1, reserved 3, send index 4
+    INIT_LEN = HS_HEAD_LEN + X25519_LEN + INIT_PAYLOAD_LEN + 16 + 2 * MAC16_LEN   # 124: mac1, mac2
+    RESP_LEN = HS_HEAD_LEN + X25519_LEN + RESP_PAYLOAD_LEN + 16 + MAC16_LEN       # 96: mac1
+    COOKIE_NONCE_LEN = 12
+    COOKIE_LEN = HS_HEAD_LEN + COOKIE_NONCE_LEN + MAC16_LEN + 16                  # 52
+    PROBE_MIN_LEN = HEADER_LEN + 64   # the smallest probe etun sends is larger than this
 
     REPLAY_BLOCKS = 64                        # 64-bit words in the RFC 6479 bitmap
     REPLAY_WINDOW = (REPLAY_BLOCKS - 1) * 64  # how far behind the highest a counter may be: 4032
-    KEY_LOOKAHEAD = 64            # key indices ahead of the current one a receiver will derive
 
     FILTER_NIC_INGRESS = 0        # frames captured on the LAN NIC (tx pump)
     FILTER_TUNNEL_INGRESS = 1     # frames arriving from the tunnel (rx pump)
@@ -81,6 +99,10 @@ cdef extern from "counters.h":
         DROP_CRYPTO_ERROR
         DROP_CONTROL_QUEUE
         DROP_INTERNAL
+        DROP_VERSION
+        DROP_UNDER_LOAD
+        DROP_RATE_LIMIT
+        DROP_BAD_OFFLOAD
         N_COUNTERS
         FIRST_DROP_REASON
     cpdef enum:
@@ -110,8 +132,10 @@ cdef enum:
     PROTO_TCP = 6                 # IP protocol numbers in IPv4 and IPv6 headers
     PROTO_UDP = 17
     VNET_F_NEEDS_CSUM = 1
+    VNET_F_DATA_VALID = 2
     VNET_GSO_NONE = 0
     VNET_GSO_TCPV4 = 1
+    VNET_GSO_UDP = 3              # UFO, which older kernels still make
     VNET_GSO_TCPV6 = 4
     VNET_GSO_UDP_L4 = 5
     VNET_GSO_ECN = 0x80
@@ -124,7 +148,8 @@ cdef enum:
     SMALL_BUF_LEN = 2048          # reassembly buffer for the common frames: 1522 + vnet + tailroom fit
     LARGE_BUF_LEN = (MAX_PAYLOAD_LEN + TAILROOM + 63) & ~63
     SCRATCH_LEN = MAX_PACKET_MAX + TAILROOM   # a single-packet frame decrypted: any sender's payload fits
-    RX_SLOTS = 5                  # receive key slots: current, previous, next, trial, old (rxkeys.pxi)
+    RX_SESSIONS = 3               # receive sessions held: previous, current, next (session.pxi)
+    RX_INDICES = 3                # key indices held per receive session: c - 1, c, c + 1
     TX_BATCH = 64                 # frames per LAN read
     TX_PKTS = 1024                # sealed datagrams held before a UDP flush (>= MAX_FRAGS)
     # A captured frame starts at FRAME_AT in its slot: first 4 bytes of room for a re-inserted
@@ -145,15 +170,25 @@ cdef enum:
     TRACE_SLOTS = 64              # drop-trace samples waiting for the control loop
 
 
-# -- rate limits on what a stranger can ask of the receive side ------------------------------
+# -- budgets for what a stranger can ask of the receive side (admit.pxi) -------------------
 cdef enum:
-    CONTROL_BURST = 50            # unverified control packets (probes, foreign HELLOs) queued at once
-    CONTROL_PER_SEC = 50          # ... and per second
-    HELLO_BURST = 10              # authentic HELLOs from a sender nonce other than the peer's current
-    HELLO_PER_SEC = 10            # ... (a restart, or a recorded earlier run); the current one is free
-    HELLO_SENDERS = 8             # sender nonces whose HELLO counters the pump remembers
-    DERIVE_BURST = 8              # on-demand derivations allowed at once
-    DERIVE_PER_SEC = 8            # ... and refilled per second
+    HS_PER_SEC = 20               # handshake messages a second before etun is "under load"
+    HS_BURST = 20                 # ... and at once
+    UNDER_LOAD_MS = 1000          # once under load, cookies are asked for at least this long
+    SOURCE_PER_SEC = 5            # under load: handshakes with a valid cookie, per source address
+    SOURCE_BURST = 5
+    ANSWERS_PER_SEC = 10          # RESPs to our initiation queued a second; COOKIEs, as many
+    INIT_SEEN_SLOTS = 1024        # mac1s of recent initiations: one arriving twice is a replay
+    PROBE_PER_SEC = 20            # authentic verify-peer probes queued a second, in all ...
+    PROBE_SOURCE_PER_SEC = 10     # ... and per source address (a verify-peer run sends 2 to 5)
+    PROBE_REPLIES_PER_SEC = 20    # authentic replies to verify-peer queued a second
+    PROBE_SEEN_SLOTS = 64         # tags of authentic probes and replies admitted lately
+    PROBE_AGE_MAX_MS = 300000     # a probe's wall-clock time may be this far from ours
+    PROBE_TIME_AT = HEADER_LEN + 36   # where a PROBE carries its sender's wall clock (PROTOCOL.md §7)
+    FOREIGN_PER_SEC = 10          # verify-peer packets that do not authenticate (another key)
+    SRCLIMIT_SLOTS = 1024         # source addresses whose budgets are remembered (srclimit.pxi)
+    SRCLIMIT_PROBE = 8            # slots looked at to find or replace an entry
+    COOKIE_SECRET_MS = 120000     # the cookie secret is replaced this often
     TRACE_INTERVAL_MS = 1000      # at most one drop-trace sample per reason and direction this often
 
 
@@ -192,10 +227,48 @@ cdef struct replay_window:        # RFC 6479 sliding window
     bint any                      # whether any counter was accepted yet
     uint64_t bits[REPLAY_BLOCKS]
 
-cdef struct rx_key:               # a receive key index together with its replay window
+cdef struct rx_index:             # one key index of a receive session with its replay window
     keyset keys
     replay_window window
-    uint32_t gen                  # receive session generation the keys belong to
+
+cdef struct rx_session:           # what the peer sends under, by one handshake (session.pxi)
+    bint live
+    bint confirmed                # a packet under it authenticated (or we initiated it)
+    uint8_t id                    # the id the peer writes into header byte 8
+    uint32_t gen                  # names its frames in reassembly
+    uint32_t cur                  # its current key index c; idx[] holds c - 1, c, c + 1
+    uint64_t born_ms
+    uint8_t secret[SECRET_LEN]    # this direction's Noise Split() output
+    uint8_t index_root[SECRET_LEN]   # the key file's, as when the session began (a reload waits)
+    keyset ctl                    # keys of SESSION messages (index-free)
+    replay_window ctl_window
+    rx_index idx[RX_INDICES]
+
+cdef struct tx_session:           # what we send under, by one handshake (session.pxi)
+    bint live
+    uint8_t peer_id               # the receive session id the peer chose: header byte 8
+    uint32_t index                # key index of `data`
+    uint64_t counter              # next counter of this session (48 bits)
+    uint64_t born_ms
+    uint8_t secret[SECRET_LEN]
+    uint8_t index_root[SECRET_LEN]
+    keyset ctl
+    keyset data
+
+cdef struct noise_state:          # one Noise handshake in progress (noise.pxi); wiped when done
+    uint8_t ck[SECRET_LEN]        # chaining key
+    uint8_t h[SECRET_LEN]         # handshake hash
+    uint8_t k[SECRET_LEN]         # cipher key, once has_k
+    uint64_t n
+    bint has_k
+    EVP_PKEY *e                   # our ephemeral key pair, or NULL
+    uint8_t e_pub[X25519_LEN]
+    uint8_t re[X25519_LEN]        # the other side's ephemeral public key
+
+cdef struct srclimit_entry:       # one source address's budget (srclimit.pxi)
+    uint8_t key[9]                # family (4 or 6), then IPv4 (4) or IPv6 /64 (8) bytes; 0: empty
+    uint64_t credit_ms
+    uint64_t last_ms
 
 cdef struct pkt_ref:              # one sealed datagram, scattered: head, body, tag
     uint8_t meta[HEADER_LEN + TAG_LEN]
@@ -223,7 +296,7 @@ cdef struct reasm_slot:
     uint64_t have[4]              # bitmap of fragment indices held
     uint8_t *buf
     uint32_t gen
-    uint32_t key_index
+    uint8_t nonce_head[6]         # header bytes 4..9 (key_index, session, segment): the nonce's
     uint32_t q                    # fragment size; the first r fragments hold q + 1
     uint16_t n
     uint16_t r
@@ -276,13 +349,6 @@ cdef struct token_bucket:         # a token bucket, in milliseconds of credit (b
     uint64_t last_ms
 
 
-cdef struct hello_sender:         # the highest HELLO counter seen from one sender nonce
-    uint8_t sender[NONCE_LEN]
-    uint64_t counter
-    uint64_t used_ms
-    bint used
-
-
 cdef struct trace_sample:         # one sampled drop for the control loop to log (trace.pxi)
     uint64_t at_ms
     uint32_t more                 # drops of this reason and direction not sampled before it
@@ -300,34 +366,53 @@ cdef struct dp_state:             # everything one site's datapath holds, shared
     uint32_t payload_max          # P: payload bytes per packet at this level and max_packet
     uint64_t now_ms               # clock_ms(), moved forward by whoever holds recv_lock
 
+    # long-term secrets from the key file (none at level none): set once, before the engine
+    uint8_t psk[SECRET_LEN]       # Noise PSK
+    uint8_t index_root[SECRET_LEN]   # the key file's per-index secrets derive from it
+    uint8_t cookie_key[SECRET_LEN]   # seals cookie replies
+    mac_state mac1                # mac1 of handshake messages
+    mac_state probe_mac           # tags of verify-peer packets
+
     # send side: touched only under send_lock
     pthread_mutex_t send_lock
-    keyset send_keys
-    uint8_t send_secret[SECRET_LEN]
-    bint send_ready
-    uint64_t send_counter         # next counter; only grows while this process runs
+    tx_session tx                 # what we send under
+    tx_session tx_next            # a session we answered, used once the peer confirms it
 
     # receive side: touched only under recv_lock
     pthread_mutex_t recv_lock
-    uint8_t recv_secret[SECRET_LEN]
-    uint32_t recv_gen             # bumped by every new receive session
-    bint recv_ready
-    rx_key rxk[RX_SLOTS]          # physical slots; the roles below name them (-1: none)
+    rx_session rx[RX_SESSIONS]    # physical slots; the roles below name them (-1: none)
     int rx_cur
     int rx_prev
     int rx_next
-    int rx_trial
-    int rx_old                    # the current index of the previous receive session
-    token_bucket derive           # on-demand key derivations
+    uint32_t rx_gen               # the last reassembly generation handed out
     reasm_table reasm
-    mac_state ctl_mac             # the control key, to let authentic HELLOs pass a flood
-    bint ctl_ready
-    token_bucket ctl_foreign      # control packets the pump cannot verify
-    token_bucket ctl_other        # authentic HELLOs of senders other than the peer's current
-    hello_sender ctl_senders[HELLO_SENDERS]
-    uint8_t ctl_peer[NONCE_LEN]   # the peer's current sender nonce (the control plane's word)
-    bint ctl_peer_set
     int last_drop                 # reason of the latest drop open_packet() counted (0: none)
+    int last_rx_session           # session id (header byte 8) of the latest packet opened, -1: none
+    uint64_t confirmed_ms         # when the latest confirmation promoted a session (0: never)
+    uint64_t prev_until_ms        # the previous session's grace period ends then
+
+    # the admission gate for handshake and probe packets (admit.pxi), under recv_lock
+    uint32_t hs_expect            # the id of our initiation awaiting an answer (RESP, COOKIE)
+    bint hs_expecting
+    token_bucket answers_in       # RESPs to it a second: at most a few reach the control plane
+    token_bucket cookies_in       # COOKIEs likewise, so forged ones cannot crowd out the RESP
+    token_bucket hs_load          # handshake initiations a second, before etun is under load
+    uint64_t under_load_until_ms
+    uint8_t init_seen[INIT_SEEN_SLOTS * MAC16_LEN]   # mac1s of initiations, by their first bytes
+    token_bucket probe_in         # authentic probes to the control plane
+    token_bucket replies_in       # authentic probe replies to the control plane
+    uint8_t probe_seen[PROBE_SEEN_SLOTS * TAG_LEN]   # a ring of their tags
+    uint32_t probe_seen_next
+    token_bucket foreign_in       # probes that do not authenticate
+    uint8_t cookie_secret[SECRET_LEN]
+    uint64_t cookie_secret_ms     # when it was drawn
+    srclimit_entry *hs_sources    # SRCLIMIT_SLOTS: per-source budgets under load
+    srclimit_entry *probe_sources   # SRCLIMIT_SLOTS: per-source budgets for probes
+    uint64_t srclimit_seed        # keys the tables' hash, so nobody can aim at one slot
+    uint8_t refused_addr[SOCKADDR_LEN]   # the latest source refused for auth, level or version
+    uint32_t refused_len
+    int refused_reason
+    uint8_t refused_byte0         # that packet's first byte (its version, level and type)
 
     # counters per direction (DIR_TX, DIR_RX): each written by one thread at a time, the owner
     # of that direction's lock or round (drop.pxi); ctr_ctl holds drops the Python control
@@ -432,6 +517,8 @@ cdef struct engine_state:         # the two pumps, their buffers and what they s
     pthread_mutex_t ctl_lock
     uint8_t *ctl_buf              # CTL_SLOTS of CTL_MAX bytes
     uint32_t ctl_len[CTL_SLOTS]
+    uint8_t ctl_type[CTL_SLOTS]   # the packet's type; a SESSION message is queued opened
+    uint8_t ctl_session[CTL_SLOTS]   # ... with the id of the receive session it came under
     uint8_t ctl_from[CTL_SLOTS * SOCKADDR_LEN]
     uint32_t ctl_fromlen[CTL_SLOTS]
     int ctl_head
@@ -444,3 +531,4 @@ cdef class Datapath:
     cdef uint8_t *work_rx         # staging for datagrams opened through the Python API / bench
     cdef uint8_t *scratch         # decrypt target for single-packet frames (SCRATCH_LEN)
     cdef int engines              # Engines built on this datapath
+    cdef list keysets(self)

@@ -47,11 +47,16 @@ Fragments, in the order they are included (each uses only what comes before it):
   replay    the RFC 6479 replay window
   frag      the balanced fragmentation plan
   reasm     the reassembly table
-  rxkeys    receive key slots and their roles
+  session   the keys of sessions and their key indices, by role
   seal      outbound: frame -> datagrams
   open      inbound: datagram -> frame
-  filter    MAC / OUI / EtherType filter tables
   udp       the UDP side: recvmmsg, sendmmsg with GSO
+  noise     the Noise NNpsk0 handshake's cryptography
+  srclimit  budgets per source address
+  cookie    mac1, mac2 and cookie replies
+  admit     which handshake and probe packets reach the control plane
+  handshake handshake messages on the wire, and the Handshake object
+  filter    MAC / OUI / EtherType filter tables
   gso       cutting super-frames from the LAN
   gro       merging TCP segments towards the LAN
   lan       the LAN side: capture and injection
@@ -70,17 +75,23 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcmp, memcpy, memmove, memset, strlen
 
 from etun._openssl cimport (
-    EVP_CIPHER_CTX_new, EVP_CIPHER_CTX_free, EVP_chacha20, EVP_EncryptInit_ex,
-    EVP_EncryptUpdate, SHA256_Init, SHA256_Update, SHA256_Final, SHA256,
+    EVP_CIPHER_CTX, EVP_CIPHER_CTX_new, EVP_CIPHER_CTX_free, EVP_CIPHER_CTX_ctrl, EVP_chacha20,
+    EVP_chacha20_poly1305, EVP_EncryptInit_ex, EVP_EncryptUpdate, EVP_EncryptFinal_ex,
+    EVP_DecryptInit_ex, EVP_DecryptUpdate, EVP_DecryptFinal_ex, EVP_CTRL_AEAD_GET_TAG,
+    EVP_CTRL_AEAD_SET_TAG, EVP_PKEY, EVP_PKEY_CTX, EVP_PKEY_X25519, EVP_PKEY_new_raw_private_key,
+    EVP_PKEY_new_raw_public_key, EVP_PKEY_get_raw_public_key, EVP_PKEY_free, EVP_PKEY_CTX_new,
+    EVP_PKEY_CTX_new_id, EVP_PKEY_CTX_free, EVP_PKEY_keygen_init, EVP_PKEY_keygen,
+    EVP_PKEY_derive_init, EVP_PKEY_derive_set_peer, EVP_PKEY_derive, RAND_bytes,
+    SHA256_Init, SHA256_Update, SHA256_Final, SHA256,
     CRYPTO_memcmp, OPENSSL_cleanse, OpenSSL_version, OPENSSL_VERSION,
     ERR_get_error, ERR_error_string_n,
 )
 from etun._linux cimport (
     pthread_mutex_init, pthread_mutex_destroy, pthread_mutex_lock, pthread_mutex_unlock,
     pthread_mutex_trylock,
-    clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_MONOTONIC_COARSE,
+    clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_MONOTONIC_COARSE, CLOCK_REALTIME_COARSE,
     iovec, writev, msghdr, mmsghdr, cmsghdr, CMSG_FIRSTHDR, CMSG_NXTHDR, CMSG_DATA, CMSG_SPACE,
-    CMSG_LEN, recvmmsg, sendmmsg, getsockopt, socklen_t, SOL_SOCKET, SOL_PACKET, SO_RXQ_OVFL,
+    CMSG_LEN, recvmmsg, sendmmsg, getsockopt, AF_INET, AF_INET6, socklen_t, SOL_SOCKET, SOL_PACKET, SO_RXQ_OVFL,
     MSG_DONTWAIT, MSG_TRUNC, IPPROTO_UDP, UDP_SEGMENT, UDP_GRO, tpacket_auxdata, tpacket_stats,
     PACKET_AUXDATA, PACKET_STATISTICS, TP_STATUS_VLAN_VALID, TP_STATUS_VLAN_TPID_VALID,
     pollfd, poll, POLLIN, read, write, close, eventfd, EFD_NONBLOCK, EFD_CLOEXEC,
@@ -96,11 +107,16 @@ include "bucket.pxi"
 include "replay.pxi"
 include "frag.pxi"
 include "reasm.pxi"
-include "rxkeys.pxi"
+include "session.pxi"
 include "seal.pxi"
 include "open.pxi"
-include "filter.pxi"
 include "udp.pxi"
+include "noise.pxi"
+include "srclimit.pxi"
+include "cookie.pxi"
+include "admit.pxi"
+include "handshake.pxi"
+include "filter.pxi"
 include "gso.pxi"
 include "gro.pxi"
 include "lan.pxi"
@@ -114,13 +130,17 @@ include "testing.pxi"
 
 LEVELS = {"none": LEVEL_NONE, "auth": LEVEL_AUTH, "encrypt": LEVEL_ENCRYPT}
 LEVEL_NAMES = {v: k for k, v in LEVELS.items()}
-CONTROL_TYPES = (TYPE_HELLO, TYPE_PROBE, TYPE_PROBE_REPLY)
+HANDSHAKE_TYPES = (TYPE_INIT, TYPE_RESP, TYPE_COOKIE)
+TYPE_NAMES = {TYPE_FRAME: "FRAME", TYPE_FRAME_VNET: "FRAME_VNET", TYPE_SESSION: "SESSION", TYPE_INIT: "INIT",
+              TYPE_RESP: "RESP", TYPE_COOKIE: "COOKIE", TYPE_PROBE: "PROBE", TYPE_PROBE_REPLY: "PROBE_REPLY"}
+PROBE_TYPES = (TYPE_PROBE, TYPE_PROBE_REPLY)
 
 # `etun status` shows these names: counters.h generates them with the C_* / DROP_* enums.
 COUNTER_NAMES = tuple(etun_counter_names[i].decode() for i in range(N_COUNTERS))
 DROP_REASONS = COUNTER_NAMES[FIRST_DROP_REASON:]
 PUMP_STAT_NAMES = tuple(etun_pump_stat_names[i].decode() for i in range(N_PUMP_STATS))
 DIRECTION_NAMES = {DIR_TX: "outbound", DIR_RX: "inbound"}
+SESSION_COUNTER_MAX = COUNTER_MAX
 
 
 class Dropped(Exception):
@@ -186,7 +206,6 @@ cdef class Datapath:
 
     def __cinit__(self, int level, int max_packet=MAX_PACKET_DEFAULT, int reassembly_kib=4096,
                   int reassembly_timeout_ms=1000):
-        cdef int k
         cdef dp_state *d
         if level not in (LEVEL_NONE, LEVEL_AUTH, LEVEL_ENCRYPT):
             raise ValueError(f"level must be 0, 1 or 2, got {level}")
@@ -206,38 +225,55 @@ cdef class Datapath:
         d.max_packet = max_packet
         d.tag_len = TAG_LEN if level != LEVEL_NONE else 0
         d.payload_max = frag_payload_max(level, max_packet)
-        d.rx_cur = d.rx_prev = d.rx_next = d.rx_trial = d.rx_old = -1
+        d.rx_cur = d.rx_prev = d.rx_next = -1
+        d.last_rx_session = -1
         d.now_ms = clock_ms()
-        bucket_fill(&d.derive, DERIVE_PER_SEC, DERIVE_BURST, d.now_ms)
-        bucket_fill(&d.ctl_foreign, CONTROL_PER_SEC, CONTROL_BURST, d.now_ms)
-        bucket_fill(&d.ctl_other, HELLO_PER_SEC, HELLO_BURST, d.now_ms)
+        bucket_fill(&d.answers_in, ANSWERS_PER_SEC, ANSWERS_PER_SEC, d.now_ms)
+        bucket_fill(&d.cookies_in, ANSWERS_PER_SEC, ANSWERS_PER_SEC, d.now_ms)
+        bucket_fill(&d.hs_load, HS_PER_SEC, HS_BURST, d.now_ms)
+        bucket_fill(&d.probe_in, PROBE_PER_SEC, PROBE_PER_SEC, d.now_ms)
+        bucket_fill(&d.replies_in, PROBE_REPLIES_PER_SEC, PROBE_REPLIES_PER_SEC, d.now_ms)
+        bucket_fill(&d.foreign_in, FOREIGN_PER_SEC, FOREIGN_PER_SEC, d.now_ms)
         if (pthread_mutex_init(&d.send_lock, NULL) != 0 or pthread_mutex_init(&d.recv_lock, NULL) != 0
                 or pthread_mutex_init(&d.trace_lock, NULL) != 0):
             raise OSError("pthread_mutex_init failed")
-        d.send_keys.cipher = EVP_CIPHER_CTX_new()
-        if d.send_keys.cipher == NULL:
-            raise MemoryError(openssl_error("EVP_CIPHER_CTX_new"))
-        for k in range(RX_SLOTS):
-            d.rxk[k].keys.cipher = EVP_CIPHER_CTX_new()
-            if d.rxk[k].keys.cipher == NULL:
+        d.hs_sources = <srclimit_entry *>calloc(SRCLIMIT_SLOTS, sizeof(srclimit_entry))
+        d.probe_sources = <srclimit_entry *>calloc(SRCLIMIT_SLOTS, sizeof(srclimit_entry))
+        if d.hs_sources == NULL or d.probe_sources == NULL:
+            raise MemoryError("source budgets")
+        if crypto_random(<uint8_t *>&d.srclimit_seed, sizeof(uint64_t)) != 0:
+            raise RuntimeError(crypto_error("a hash seed"))
+        for c in self.keysets():
+            (<keyset *><size_t>c).cipher = EVP_CIPHER_CTX_new()
+            if (<keyset *><size_t>c).cipher == NULL:
                 raise MemoryError(openssl_error("EVP_CIPHER_CTX_new"))
         if reasm_init(&d.reasm, <uint64_t>reassembly_kib * 1024, reassembly_timeout_ms) != 0:
             raise MemoryError("reassembly table")
         self.set_filter(FILTER_NIC_INGRESS, True, ())
         self.set_filter(FILTER_TUNNEL_INGRESS, True, ())
 
+    cdef list keysets(self):
+        """Every keyset of the datapath, as addresses: each owns one cipher context."""
+        cdef dp_state *d = self.d
+        cdef int k, j
+        out = [<size_t>&d.tx.ctl, <size_t>&d.tx.data, <size_t>&d.tx_next.ctl, <size_t>&d.tx_next.data]
+        for k in range(RX_SESSIONS):
+            out.append(<size_t>&d.rx[k].ctl)
+            for j in range(RX_INDICES):
+                out.append(<size_t>&d.rx[k].idx[j].keys)
+        return out
+
     def __dealloc__(self):
-        cdef int k
         cdef dp_state *d = self.d
         if d != NULL:
-            crypto_keys_wipe(&d.send_keys)
-            EVP_CIPHER_CTX_free(d.send_keys.cipher)
-            for k in range(RX_SLOTS):
-                crypto_keys_wipe(&d.rxk[k].keys)
-                EVP_CIPHER_CTX_free(d.rxk[k].keys.cipher)
+            for c in self.keysets():
+                crypto_keys_wipe(<keyset *><size_t>c)
+                EVP_CIPHER_CTX_free((<keyset *><size_t>c).cipher)
             reasm_free(&d.reasm)
             filter_free(d.filt[FILTER_NIC_INGRESS])
             filter_free(d.filt[FILTER_TUNNEL_INGRESS])
+            free(d.hs_sources)
+            free(d.probe_sources)
             pthread_mutex_destroy(&d.send_lock)
             pthread_mutex_destroy(&d.recv_lock)
             pthread_mutex_destroy(&d.trace_lock)
@@ -266,20 +302,25 @@ cdef class Datapath:
     @property
     def send_index(self):
         """Key index the next frame is sealed under, or None without a send session."""
-        return self.d.send_keys.index if self.d.send_ready else None
+        return self.d.tx.index if self.d.tx.live else None
 
     @property
     def send_counter(self):
-        """Counter of the next packet sealed."""
-        return self.d.send_counter
+        """Counter of the next packet sealed in the current send session."""
+        return self.d.tx.counter
 
     @property
     def recv_index(self):
-        """Current key index of the receive session, or None without one."""
+        """Current key index of the current receive session, or None without one."""
         cdef dp_state *d = self.d
-        if not d.recv_ready or d.rx_cur < 0:
+        if d.rx_cur < 0:
             return None
-        return d.rxk[d.rx_cur].keys.index if d.level != LEVEL_NONE else 0
+        return d.rx[d.rx_cur].cur if d.level != LEVEL_NONE else 0
+
+    @property
+    def last_session(self):
+        """The receive session id of the latest packet opened (a SESSION message's), or None."""
+        return self.d.last_rx_session if self.d.last_rx_session >= 0 else None
 
     @property
     def last_drop(self):
@@ -288,89 +329,165 @@ cdef class Datapath:
 
     # -- sessions ------------------------------------------------------------------------
 
-    def set_send_session(self, secret=b"", unsigned int index=0):
-        """Seal under session secret `secret` (32 bytes; ignored at none) from key index `index`.
-
-        The counter is not reset: it belongs to this process, whatever the session.
-        """
-        cdef dp_state *d = self.d
-        cdef bytes key = check_secret(secret, "send secret") if d.level != LEVEL_NONE else bytes(SECRET_LEN)
-        cdef int rc = 0
-        pthread_mutex_lock(&d.send_lock)
-        memcpy(d.send_secret, PyBytes_AS_STRING(key), SECRET_LEN)
-        if d.level != LEVEL_NONE:
-            rc = crypto_keys_derive(&d.send_keys, d.send_secret, index)
-        else:
-            d.send_keys.index = 0             # no keys at none: key_index stays 0 (PROTOCOL §3.2)
-        d.send_ready = rc == 0
-        pthread_mutex_unlock(&d.send_lock)
-        if rc != 0:
-            raise RuntimeError(crypto_error("deriving send keys"))
-
-    def rotate_send(self):
-        """Move the send side to the next key index (hitless: the receiver holds `next`);
-        nothing to do at level none, which has no keys."""
-        cdef dp_state *d = self.d
-        cdef int rc = 0
-        if not d.send_ready:
-            raise RuntimeError("no send session to rotate")
-        if d.send_keys.index == 0xFFFFFFFF:
-            # 2**32 rotations (16,000 years at the default rekey): the session needs renewing.
-            raise OverflowError("key index space of this session exhausted")
-        pthread_mutex_lock(&d.send_lock)
-        if d.level != LEVEL_NONE:
-            rc = crypto_keys_derive(&d.send_keys, d.send_secret, d.send_keys.index + 1)
-            d.send_ready = rc == 0
-        pthread_mutex_unlock(&d.send_lock)
-        if rc != 0:
-            raise RuntimeError(crypto_error("deriving send keys"))
-
-    def set_recv_session(self, secret=b""):
-        """Accept data under session secret `secret` from key index 0 on; the previous
-        session stays acceptable at its current index until the next switch."""
-        cdef dp_state *d = self.d
-        cdef bytes key = check_secret(secret, "receive secret") if d.level != LEVEL_NONE else bytes(SECRET_LEN)
-        cdef int rc
-        pthread_mutex_lock(&d.recv_lock)
-        rc = rxkeys_new_session(d, <const uint8_t *>PyBytes_AS_STRING(key))
-        pthread_mutex_unlock(&d.recv_lock)
-        if rc != 0:
-            raise RuntimeError(crypto_error("deriving receive keys"))
-
-    def set_control_key(self, control_key):
-        """Let HELLOs that authenticate under this key past the control-queue rate limit."""
+    def set_static_keys(self, psk, mac1_key, cookie_key, probe_key, index_root):
+        """The long-term secrets derived from the key file (keys.Secrets); at level none, zeros.
+        Set before the Engine runs; again on a reload, for the handshakes that follow."""
         cdef dp_state *d = self.d
         cdef int rc
-        key = check_secret(control_key, "control key")
+        values = [check_secret(v, name) for v, name in ((psk, "psk"), (mac1_key, "mac1 key"),
+                  (cookie_key, "cookie key"), (probe_key, "probe key"), (index_root, "index root"))]
         pthread_mutex_lock(&d.recv_lock)
-        rc = crypto_mac_init(&d.ctl_mac, <const uint8_t *>PyBytes_AS_STRING(key), SECRET_LEN)
-        d.ctl_ready = rc == 0
+        pthread_mutex_lock(&d.send_lock)
+        memcpy(d.psk, PyBytes_AS_STRING(values[0]), SECRET_LEN)
+        memcpy(d.cookie_key, PyBytes_AS_STRING(values[2]), SECRET_LEN)
+        memcpy(d.index_root, PyBytes_AS_STRING(values[4]), SECRET_LEN)
+        rc = crypto_mac_init(&d.mac1, <const uint8_t *>PyBytes_AS_STRING(values[1]), SECRET_LEN)
+        if rc == 0:
+            rc = crypto_mac_init(&d.probe_mac, <const uint8_t *>PyBytes_AS_STRING(values[3]), SECRET_LEN)
+        pthread_mutex_unlock(&d.send_lock)
         pthread_mutex_unlock(&d.recv_lock)
         if rc != 0:
             raise RuntimeError(crypto_error("HMAC key setup"))
 
-    def set_peer_hello_sender(self, sender):
-        """The peer's current sender nonce (that of our receive session): its fresh HELLOs
-        reach the control queue without the rate limit other senders' HELLOs get."""
-        cdef dp_state *d = self.d
-        if not isinstance(sender, bytes) or len(sender) != NONCE_LEN:
-            raise ValueError(f"a sender nonce is {NONCE_LEN} bytes")
-        pthread_mutex_lock(&d.recv_lock)
-        memcpy(d.ctl_peer, <const char *>sender, NONCE_LEN)
-        d.ctl_peer_set = True
-        pthread_mutex_unlock(&d.recv_lock)
+    def install_session(self, Handshake hs, unsigned int local_id, unsigned int peer_id,
+                        unsigned int send_index, unsigned int recv_index):
+        """Put a finished handshake's keys into the datapath and wipe them from the handshake.
 
-    def catch_up_recv(self, unsigned int index):
-        """The peer sends under key index `index` of our receive session (from a fresh,
-        authenticated HELLO): make it current if it lies beyond next. True if it did."""
+        We receive under session id `local_id` (our choice, in the header byte 8 the peer
+        writes) from key index `recv_index`, and send with the peer's `peer_id` from
+        `send_index`. The initiator's session carries traffic at once (the peer's answer proved
+        it holds the keys); the responder's waits in `next` until a packet under it
+        authenticates (install_session returns; the switch is the rx pump's).
+        """
         cdef dp_state *d = self.d
+        cdef const uint8_t *send_secret
+        cdef const uint8_t *recv_secret
+        cdef int rc
+        if hs.stage != HS_DONE:
+            raise ValueError("the handshake is not done")
+        if local_id >= SESSION_IDS or peer_id >= SESSION_IDS:
+            raise ValueError("session ids are one byte")
+        if hs.initiator:
+            send_secret, recv_secret = hs.k1, hs.k2
+        else:
+            send_secret, recv_secret = hs.k2, hs.k1
+        pthread_mutex_lock(&d.recv_lock)
+        advance_clock(d, None)
+        rc = session_rx_install(d, recv_secret, <uint8_t>local_id, recv_index, hs.initiator, d.now_ms)
+        if rc == 0:
+            pthread_mutex_lock(&d.send_lock)
+            if hs.initiator:
+                session_tx_wipe(d, &d.tx_next)
+                rc = session_tx_set(d, &d.tx, send_secret, <uint8_t>peer_id, send_index, d.now_ms)
+            else:
+                rc = session_tx_set(d, &d.tx_next, send_secret, <uint8_t>peer_id, send_index, d.now_ms)
+            pthread_mutex_unlock(&d.send_lock)
+        pthread_mutex_unlock(&d.recv_lock)
+        hs.forget()
+        hs.stage = HS_NEW
+        if rc != 0:
+            raise RuntimeError(crypto_error("installing session keys"))
+
+    def set_send_session(self, secret=b"", unsigned int peer_id=0, unsigned int index=0):
+        """Seal under a raw session secret (32 bytes; ignored at none) from key index `index`,
+        to the peer's receive session `peer_id`: for `etun bench` and tests, which have no
+        peer to shake hands with. The daemon installs sessions with install_session()."""
+        cdef dp_state *d = self.d
+        cdef bytes key = check_secret(secret, "send secret") if d.level != LEVEL_NONE else bytes(SECRET_LEN)
+        cdef int rc
+        pthread_mutex_lock(&d.send_lock)
+        rc = session_tx_set(d, &d.tx, <const uint8_t *>PyBytes_AS_STRING(key), <uint8_t>peer_id, index,
+                            clock_ms())
+        pthread_mutex_unlock(&d.send_lock)
+        if rc != 0:
+            raise RuntimeError(crypto_error("deriving send keys"))
+
+    def set_recv_session(self, secret=b"", unsigned int session_id=0, unsigned int index=0,
+                         bint confirmed=True):
+        """Receive under a raw session secret as session `session_id` from key index `index`
+        (bench and tests; the daemon uses install_session()). `confirmed=False` puts it in
+        `next`, as a responder's session waits for key confirmation."""
+        cdef dp_state *d = self.d
+        cdef bytes key = check_secret(secret, "receive secret") if d.level != LEVEL_NONE else bytes(SECRET_LEN)
         cdef int rc
         pthread_mutex_lock(&d.recv_lock)
-        rc = rxkeys_jump(d, index)
+        advance_clock(d, None)
+        rc = session_rx_install(d, <const uint8_t *>PyBytes_AS_STRING(key), <uint8_t>session_id, index,
+                                confirmed, d.now_ms)
         pthread_mutex_unlock(&d.recv_lock)
-        if rc < 0:
+        if rc != 0:
             raise RuntimeError(crypto_error("deriving receive keys"))
-        return rc == 1
+
+    def rotate_send(self):
+        """Move the send side to the next key index of its session (hitless: the receiver
+        holds c + 1); nothing to do at level none, which has no keys."""
+        cdef dp_state *d = self.d
+        cdef int rc = 0
+        pthread_mutex_lock(&d.send_lock)
+        if not d.tx.live:
+            pthread_mutex_unlock(&d.send_lock)
+            raise RuntimeError("no send session to rotate")
+        if d.tx.index == 0xFFFFFFFF:
+            # 2**32 rotations (16,000 years at the default rekey): the index space is spent.
+            pthread_mutex_unlock(&d.send_lock)
+            raise OverflowError("key index space exhausted")
+        if d.level != LEVEL_NONE:
+            rc = session_data_keys(d.tx.index_root, &d.tx.data, d.tx.secret, d.tx.index + 1)
+        if rc == 0:
+            d.tx.index += 1
+        else:
+            session_tx_wipe(d, &d.tx)
+        pthread_mutex_unlock(&d.send_lock)
+        if rc != 0:
+            raise RuntimeError(crypto_error("deriving send keys"))
+
+    def drop_sessions(self, bint keep_next=False):
+        """Forget every session, both ways (their keys are wiped): the peer is gone for good, or
+        the sessions outlived their time. `keep_next` spares what is under way: a session we
+        answered that waits for the peer's confirmation, and the initiation we wait on."""
+        cdef dp_state *d = self.d
+        pthread_mutex_lock(&d.recv_lock)
+        session_rx_wipe(d, &d.rx_prev)
+        session_rx_wipe(d, &d.rx_cur)
+        if not keep_next:
+            session_rx_wipe(d, &d.rx_next)
+        pthread_mutex_lock(&d.send_lock)
+        session_tx_wipe(d, &d.tx)
+        if not keep_next:
+            session_tx_wipe(d, &d.tx_next)
+        pthread_mutex_unlock(&d.send_lock)
+        if not keep_next:
+            d.hs_expecting = False
+        pthread_mutex_unlock(&d.recv_lock)
+
+    def sessions(self):
+        """What the datapath holds, for the control plane: {"current": (id, born_ms, confirmed)
+        or None, "previous": ..., "next": ..., "sending": (peer id, index, born_ms) or None,
+        "confirmed_ms": when a session was last confirmed}."""
+        cdef dp_state *d = self.d
+        pthread_mutex_lock(&d.recv_lock)
+        roles = {}
+        for name, k in (("current", d.rx_cur), ("previous", d.rx_prev), ("next", d.rx_next)):
+            roles[name] = (d.rx[k].id, d.rx[k].born_ms, bool(d.rx[k].confirmed)) if k >= 0 else None
+        pthread_mutex_lock(&d.send_lock)
+        roles["sending"] = (d.tx.peer_id, d.tx.index, d.tx.born_ms) if d.tx.live else None
+        pthread_mutex_unlock(&d.send_lock)
+        roles["confirmed_ms"] = d.confirmed_ms
+        pthread_mutex_unlock(&d.recv_lock)
+        return roles
+
+    def refused(self):
+        """The latest packet refused because it is of another protocol version, level or key
+        material: (reason, its first byte, the raw source sockaddr), or None; read once."""
+        cdef dp_state *d = self.d
+        pthread_mutex_lock(&d.recv_lock)
+        out = None
+        if d.refused_reason:
+            out = (COUNTER_NAMES[d.refused_reason], d.refused_byte0,
+                   PyBytes_FromStringAndSize(<char *>d.refused_addr, d.refused_len))
+            d.refused_reason = 0
+        pthread_mutex_unlock(&d.recv_lock)
+        return out
 
     # -- filters -------------------------------------------------------------------------
 
@@ -432,22 +549,25 @@ cdef class Datapath:
 
     # -- packets -------------------------------------------------------------------------
 
-    def seal(self, frame, int frame_type=TYPE_FRAME):
-        """Seal one frame; returns its datagrams (UDP payloads) in order."""
+    def seal(self, frame, int frame_type=TYPE_FRAME, unsigned int segment=0):
+        """Seal one frame (or, with TYPE_SESSION, a SESSION message) of `segment`; returns its
+        datagrams (UDP payloads) in order."""
         cdef dp_state *d = self.d
         cdef const uint8_t[:] view = frame
         cdef Py_ssize_t length = view.shape[0]
         cdef pkt_ref pkts[MAX_FRAGS]
         cdef int n, i
-        if frame_type not in (TYPE_FRAME, TYPE_FRAME_VNET):
-            raise ValueError(f"frame_type must be TYPE_FRAME or TYPE_FRAME_VNET, got {frame_type}")
+        if frame_type not in (TYPE_FRAME, TYPE_FRAME_VNET, TYPE_SESSION):
+            raise ValueError(f"frame_type must be TYPE_FRAME, TYPE_FRAME_VNET or TYPE_SESSION, got {frame_type}")
+        if segment >= SEGMENT_IDS:
+            raise ValueError("segment ids are one byte")
         if length > MAX_PAYLOAD_LEN:
             drop_frame(d, DIR_TX, DROP_OVERSIZED, NULL, 0)
             return []
         if length:
             memcpy(self.work_tx, &view[0], length)
         pthread_mutex_lock(&d.send_lock)
-        n = seal_frame(d, self.work_tx, <uint32_t>length, <uint8_t>frame_type, pkts)
+        n = seal_frame(d, self.work_tx, <uint32_t>length, <uint8_t>frame_type, <uint8_t>segment, pkts)
         pthread_mutex_unlock(&d.send_lock)
         out = []
         for i in range(n):
@@ -459,8 +579,9 @@ cdef class Datapath:
     def open(self, datagram, now_ms=None):
         """Open one datagram; returns the frames it completed as [(frame_type, frame)].
 
-        A control packet comes back as [(its type, the whole datagram)]. A drop returns []
-        and sets last_drop.
+        A SESSION message comes back as [(TYPE_SESSION, its payload)], a handshake or probe
+        packet as [(its type, the whole datagram)], unchecked (the rx pump's admission gate is
+        not on this path). A drop returns [] and sets last_drop.
         """
         cdef dp_state *d = self.d
         cdef const uint8_t[:] view = datagram
@@ -530,86 +651,55 @@ cdef class Datapath:
         return out
 
 
-# -- control packets (Python control plane; not per data packet) -------------------------
+# -- verify-peer packets (PROTOCOL.md §7; the control plane's, not per data packet) -------
 
-def seal_control(int level, control_key, int ptype, unsigned long long counter, payload):
-    """A HELLO/PROBE/PROBE_REPLY datagram: header, payload, tag under the control key."""
-    cdef mac_state m
+def seal_probe(Datapath dp, int ptype, payload):
+    """A PROBE or PROBE_REPLY datagram: a header of its first byte and 15 zeros, the payload,
+    and at auth and encrypt a tag under the probe key."""
+    cdef dp_state *d = dp.d
     cdef uint8_t head[HEADER_LEN]
     cdef uint8_t tag[SHA256_LEN]
     cdef const uint8_t[:] body = payload
     cdef Py_ssize_t blen = body.shape[0]
-    cdef int rc
-    if ptype not in CONTROL_TYPES:
-        raise ValueError(f"not a control type: {ptype}")
-    wire_put_header(head, level, ptype, 0, 0, 1, 0, counter)
+    if ptype not in PROBE_TYPES:
+        raise ValueError(f"not a probe type: {ptype}")
+    memset(head, 0, HEADER_LEN)
+    head[0] = wire_first_byte(d.level, ptype)
     out = PyBytes_FromStringAndSize(<char *>head, HEADER_LEN) + bytes(payload)
-    if level == LEVEL_NONE:
+    if d.level == LEVEL_NONE:
         return out
-    key = check_secret(control_key, "control key")
-    rc = crypto_mac_init(&m, <const uint8_t *>PyBytes_AS_STRING(key), SECRET_LEN)
-    if rc == 0:
-        rc = crypto_mac(&m, head, HEADER_LEN, &body[0] if blen else NULL, blen, tag)
-    OPENSSL_cleanse(&m, sizeof(mac_state))
-    if rc != 0:
-        raise RuntimeError(crypto_error("sealing a control packet"))
+    if crypto_mac(&d.probe_mac, head, HEADER_LEN, &body[0] if blen else NULL, blen, tag) != 0:
+        raise RuntimeError(crypto_error("sealing a probe"))
     return out + PyBytes_FromStringAndSize(<char *>tag, TAG_LEN)
 
 
-cdef int control_parse(const uint8_t *dg, Py_ssize_t length, int *level, int *ptype) noexcept nogil:
-    """Check a control datagram's header against its own claimed level (PROTOCOL.md §5):
-    0, or -DROP_MALFORMED."""
-    cdef int tag_len
-    if length < HEADER_LEN:
-        return -DROP_MALFORMED
-    level[0] = wire_level(dg[0])
-    ptype[0] = wire_type(dg[0])
-    if wire_version(dg[0]) != WIRE_VERSION or level[0] == 3 or not wire_is_control(ptype[0]):
-        return -DROP_MALFORMED
-    tag_len = TAG_LEN if level[0] != LEVEL_NONE else 0
-    if length < HEADER_LEN + tag_len or dg[1] != 0 or dg[2] != 0 or dg[3] != 1:
-        return -DROP_MALFORMED
-    if pkt_be32(&dg[4]) != 0:
-        return -DROP_MALFORMED
-    return 0
-
-
-def read_control(datagram):
-    """A control datagram's fields WITHOUT checking its tag, for answering or reporting on
-    packets that cannot be authenticated (verify-peer): (level, ptype, counter, payload).
-    Raises Dropped("malformed") for a broken header."""
+def read_probe(Datapath dp, datagram):
+    """A verify-peer datagram's (level, ptype, payload, authenticated): its payload as it claims
+    to be laid out, and whether its tag verifies under our probe key (at whatever level it
+    claims but none). Raises Dropped("malformed") for a broken header."""
+    cdef dp_state *d = dp.d
     cdef const uint8_t[:] dg = datagram
     cdef Py_ssize_t length = dg.shape[0]
-    cdef int lvl = 0, ptype = 0
-    if control_parse(&dg[0] if length else NULL, length, &lvl, &ptype) != 0:
+    cdef int lvl, ptype, tag_len, k
+    if length < HEADER_LEN or wire_version(dg[0]) != WIRE_VERSION or wire_level(dg[0]) == 3:
         raise Dropped("malformed")
+    lvl = wire_level(dg[0])
+    ptype = wire_type(dg[0])
     tag_len = TAG_LEN if lvl != LEVEL_NONE else 0
-    return lvl, ptype, pkt_be64(&dg[8]), bytes(dg[HEADER_LEN:length - tag_len])
+    if ptype not in PROBE_TYPES or length < HEADER_LEN + tag_len:
+        raise Dropped("malformed")
+    for k in range(1, HEADER_LEN):
+        if dg[k] != 0:
+            raise Dropped("malformed")
+    authentic = (lvl != LEVEL_NONE
+                 and crypto_tag_ok(&d.probe_mac, &dg[0], &dg[HEADER_LEN], length - HEADER_LEN - TAG_LEN,
+                                   &dg[length - TAG_LEN]))
+    return lvl, ptype, bytes(dg[HEADER_LEN:length - tag_len]), authentic
 
 
-def open_control(int level, control_key, datagram):
-    """Check a control datagram at our level; returns (ptype, counter, payload) or raises
-    Dropped(reason)."""
-    cdef mac_state m
-    cdef const uint8_t[:] dg = datagram
-    cdef Py_ssize_t length = dg.shape[0]
-    cdef int lvl = 0, ptype = 0, rc
-    cdef Py_ssize_t tag_len
-    cdef bint ok
-    if control_parse(&dg[0] if length else NULL, length, &lvl, &ptype) != 0:
-        raise Dropped("malformed")
-    if lvl != level:
-        raise Dropped("level_mismatch")
-    tag_len = TAG_LEN if lvl != LEVEL_NONE else 0
-    if level != LEVEL_NONE:
-        key = check_secret(control_key, "control key")
-        rc = crypto_mac_init(&m, <const uint8_t *>PyBytes_AS_STRING(key), SECRET_LEN)
-        if rc != 0:
-            OPENSSL_cleanse(&m, sizeof(mac_state))
-            raise RuntimeError(crypto_error("HMAC key setup"))
-        ok = crypto_tag_ok(&m, &dg[0], &dg[HEADER_LEN], length - HEADER_LEN - tag_len,
-                           &dg[length - tag_len])
-        OPENSSL_cleanse(&m, sizeof(mac_state))
-        if not ok:
-            raise Dropped("auth")
-    return ptype, pkt_be64(&dg[8]), bytes(dg[HEADER_LEN:length - tag_len])
+def packet_type(datagram):
+    """(version, level, type) of a datagram's first byte; (None, None, None) for an empty one."""
+    if not datagram:
+        return None, None, None
+    b0 = datagram[0]
+    return wire_version(b0), wire_level(b0), wire_type(b0)

@@ -23,6 +23,7 @@ cdef extern from "<time.h>" nogil:
     int clock_gettime(clockid_t clk_id, timespec *tp)
     clockid_t CLOCK_MONOTONIC
     clockid_t CLOCK_MONOTONIC_COARSE
+    clockid_t CLOCK_REALTIME_COARSE
 
 cdef extern from "<sys/uio.h>" nogil:
     cdef struct iovec:
@@ -56,6 +57,8 @@ cdef extern from "<sys/socket.h>" nogil:
     int sendmmsg(int sockfd, mmsghdr *msgvec, unsigned int vlen, int flags)
     int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen)
     int SOL_SOCKET
+    int AF_INET
+    int AF_INET6
     int SOL_PACKET
     int SO_RXQ_OVFL
     int MSG_DONTWAIT

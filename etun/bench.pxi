@@ -16,7 +16,7 @@ def bench_seal(Datapath dp, int frame_len, double seconds, bint filtered=False):
     cdef double t0, t1 = 0.0
     if not MIN_FRAME_LEN <= frame_len <= MAX_FRAME_LEN:
         raise ValueError("frame_len out of range")
-    if not d.send_ready:
+    if not d.tx.live:
         raise RuntimeError("no send session")
     for i in range(frame_len):
         dp.work_tx[i] = <uint8_t>(i * 7)
@@ -29,7 +29,7 @@ def bench_seal(Datapath dp, int frame_len, double seconds, bint filtered=False):
                 # The filter reads a pristine copy: seal_frame encrypts work_tx in place.
                 if filtered and not filter_allows(filt, dp.work_rx, frame_len):
                     continue
-                n = seal_frame(d, dp.work_tx, frame_len, TYPE_FRAME, pkts)
+                n = seal_frame(d, dp.work_tx, frame_len, TYPE_FRAME, 0, pkts)
             frames += BENCH_BATCH
             t1 = clock_s()
             if n < 0 or t1 - t0 >= seconds:
@@ -44,16 +44,18 @@ def bench_crypto_bound(Datapath dp, int frame_len, double seconds):
     """libcrypto's own cost for one frame at this level, with nothing of etun around it:
     one ChaCha20 pass over the frame and one HMAC per fragment."""
     cdef dp_state *d = dp.d
-    cdef keyset *k = &d.send_keys
+    cdef keyset *k = &d.tx.data
     cdef uint8_t head[HEADER_LEN]
+    cdef uint8_t nonce[12]
     cdef uint8_t tag[SHA256_LEN]
     cdef uint32_t n, q, r, i, off
     cdef uint64_t frames = 0
     cdef double t0, t1 = 0.0
     cdef int j, rc = 0
-    if not MIN_FRAME_LEN <= frame_len <= MAX_FRAME_LEN or not d.send_ready:
+    if not MIN_FRAME_LEN <= frame_len <= MAX_FRAME_LEN or not d.tx.live:
         raise ValueError("frame_len out of range, or no send session")
     memset(head, 0, HEADER_LEN)
+    memset(nonce, 0, 12)
     n = frag_count(frame_len, d.payload_max)
     q = frame_len // n
     r = frame_len % n
@@ -62,7 +64,8 @@ def bench_crypto_bound(Datapath dp, int frame_len, double seconds):
         while rc == 0:
             for j in range(BENCH_BATCH):
                 if d.level == LEVEL_ENCRYPT:
-                    rc |= crypto_xor(k, frames + j, dp.work_tx, dp.work_tx, frame_len)
+                    wire_put_be48(nonce + 6, frames + j)
+                    rc |= crypto_xor(k, nonce, dp.work_tx, dp.work_tx, frame_len)
                 if d.level != LEVEL_NONE:
                     off = 0
                     for i in range(n):
@@ -91,7 +94,7 @@ def bench_open(Datapath dp, datagrams, double seconds, bint filtered=False):
     cdef uint32_t *lens
     cdef frame_ref f
     cdef uint64_t frames = 0
-    cdef int rc = 0, k, bad = 0
+    cdef int rc = 0, k, i, bad = 0
     cdef double t0, t1 = 0.0
     for dg in datagrams:
         total += len(dg) + TAILROOM
@@ -113,8 +116,10 @@ def bench_open(Datapath dp, datagrams, double seconds, bint filtered=False):
         pthread_mutex_lock(&d.recv_lock)
         t0 = clock_s()
         while True:
-            for k in range(RX_SLOTS):
-                replay_reset(&d.rxk[k].window)
+            for k in range(RX_SESSIONS):
+                replay_reset(&d.rx[k].ctl_window)
+                for i in range(RX_INDICES):
+                    replay_reset(&d.rx[k].idx[i].window)
             for j in range(count):
                 rc = open_packet(d, arena + offs[j], lens[j], &f, dp.scratch, NULL, 0)
                 if rc == OPEN_FRAME:

@@ -7,6 +7,14 @@ cdef inline uint64_t clock_ms() noexcept nogil:
     return <uint64_t>ts.tv_sec * 1000 + <uint64_t>ts.tv_nsec // 1000000
 
 
+cdef inline uint64_t clock_wall_ms() noexcept nogil:
+    """The wall clock in milliseconds since the epoch (CLOCK_REALTIME_COARSE): only for times
+    other sites write into packets, such as a probe's."""
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts)
+    return <uint64_t>ts.tv_sec * 1000 + <uint64_t>ts.tv_nsec // 1000000
+
+
 cdef inline uint64_t clock_us() noexcept nogil:
     """Microseconds, CLOCK_MONOTONIC: for spinning, kicks and parking."""
     cdef timespec ts

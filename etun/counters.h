@@ -31,7 +31,11 @@
     X(OWN_TUNNEL, own_tunnel)                                                                 \
     X(CRYPTO_ERROR, crypto_error)                                                             \
     X(CONTROL_QUEUE, control_queue)                                                           \
-    X(INTERNAL, internal)       /* an invariant of etun's own failed: a bug, please report */
+    X(INTERNAL, internal)       /* an invariant of etun's own failed: a bug, please report */ \
+    X(VERSION, version)         /* another etun protocol version (an older or newer peer) */  \
+    X(UNDER_LOAD, under_load)   /* a handshake without a cookie while under load: cookie sent */ \
+    X(RATE_LIMIT, rate_limit)   /* over its source's (or everyone's) budget */                \
+    X(BAD_OFFLOAD, bad_offload) /* a virtio_net_hdr from the peer that does not fit its frame */
 
 /* How well the two pumps batch (docs/STATUS.md, "pumps"). */
 #define ETUN_PUMP_STATS(X)                                                                    \

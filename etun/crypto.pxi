@@ -3,7 +3,6 @@
 # Every libcrypto call is checked on its own line. A failure returns -1 and leaves the name of the
 # call in crypto_failed, which the Python-facing code puts in its error (crypto_error()).
 
-cdef const char *CRYPTO_INDEX_INFO = b"etun/v1 index"   # PROTOCOL.md §4.1
 cdef const char *crypto_failed = b"libcrypto"           # the call that failed last
 
 cdef enum:
@@ -109,29 +108,18 @@ cdef int crypto_hkdf_expand(const uint8_t *prk, size_t prklen, const uint8_t *in
     return rc
 
 
-cdef int crypto_keys_derive(keyset *k, const uint8_t *secret, uint32_t index) noexcept nogil:
-    """Install the ChaCha20 and HMAC keys of `index` under a session secret (PROTOCOL.md §4.1)."""
-    cdef size_t label = strlen(CRYPTO_INDEX_INFO)
-    cdef uint8_t info[HKDF_INFO_MAX]
-    cdef uint8_t okm[2 * SECRET_LEN]
+cdef int crypto_keys_set(keyset *k, const uint8_t *okm, uint32_t index) noexcept nogil:
+    """Install a key index's ChaCha20 key (okm[0:32]) and HMAC key (okm[32:64])."""
     cdef uint8_t iv[16]
-    cdef int rc = -1
     k.live = False
-    memcpy(info, CRYPTO_INDEX_INFO, label)
-    pkt_put_be32(info + label, index)
     memset(iv, 0, 16)
-    if crypto_hkdf_expand(secret, SECRET_LEN, info, label + 4, okm, sizeof(okm)) != 0:
-        pass
-    elif EVP_EncryptInit_ex(k.cipher, EVP_chacha20(), NULL, okm, iv) != 1:
-        crypto_fail(b"EVP_EncryptInit_ex")
-    elif crypto_mac_init(&k.mac, okm + SECRET_LEN, SECRET_LEN) != 0:
-        pass
-    else:
-        k.index = index
-        k.live = True
-        rc = 0
-    OPENSSL_cleanse(okm, sizeof(okm))
-    return rc
+    if EVP_EncryptInit_ex(k.cipher, EVP_chacha20(), NULL, okm, iv) != 1:
+        return crypto_fail(b"EVP_EncryptInit_ex")
+    if crypto_mac_init(&k.mac, okm + SECRET_LEN, SECRET_LEN) != 0:
+        return -1
+    k.index = index
+    k.live = True
+    return 0
 
 
 cdef int crypto_keys_wipe(keyset *k) noexcept nogil:
@@ -149,9 +137,10 @@ cdef int crypto_keys_wipe(keyset *k) noexcept nogil:
     return 0
 
 
-cdef inline int crypto_xor(keyset *k, uint64_t base, const uint8_t *inp, uint8_t *out,
+cdef inline int crypto_xor(keyset *k, const uint8_t *nonce, const uint8_t *inp, uint8_t *out,
                            uint32_t length) noexcept nogil:
-    """ChaCha20 over a whole frame with nonce = key_index || base (PROTOCOL.md §3.1).
+    """ChaCha20 over a whole frame with a 12-byte nonce (PROTOCOL.md §3.1: header bytes 4..15
+    of the frame's first fragment).
 
     The length is rounded up to whole 64-byte blocks, which spares libcrypto its partial-block
     path: callers guarantee TAILROOM readable bytes after `inp` and writable bytes after `out`.
@@ -159,11 +148,78 @@ cdef inline int crypto_xor(keyset *k, uint64_t base, const uint8_t *inp, uint8_t
     cdef uint8_t iv[16]
     cdef int outl
     memset(iv, 0, 4)                  # block counter 0, little-endian
-    pkt_put_be32(iv + 4, k.index)
-    pkt_put_be64(iv + 8, base)
+    memcpy(iv + 4, nonce, 12)
     if EVP_EncryptInit_ex(k.cipher, NULL, NULL, NULL, iv) != 1:
         return crypto_fail(b"EVP_EncryptInit_ex")
     if EVP_EncryptUpdate(k.cipher, out, &outl, inp,
                          <int>((length + CHACHA_BLOCK - 1) & ~(CHACHA_BLOCK - 1))) != 1:
         return crypto_fail(b"EVP_EncryptUpdate")
+    return 0
+
+
+cdef enum:
+    AEAD_KEY_LEN = 32
+    AEAD_NONCE_LEN = 12
+    AEAD_TAG_LEN = 16
+    AEAD_MAX = 256                # the longest plaintext crypto_aead_*() takes (handshake payloads)
+
+
+cdef int crypto_aead(bint seal, const uint8_t *key, const uint8_t *nonce, const uint8_t *ad,
+                     size_t adlen, const uint8_t *inp, size_t length, uint8_t *out) noexcept nogil:
+    """ChaCha20-Poly1305 (RFC 8439): seal `length` bytes into out (ciphertext || 16-byte tag), or
+    open `length` bytes of ciphertext || tag into out (length - 16 bytes of plaintext). Returns 0,
+    or -1 when the tag does not verify or libcrypto fails. Only for handshake-sized messages."""
+    cdef EVP_CIPHER_CTX *ctx
+    cdef int outl = 0, rc = -1
+    cdef size_t n = length if seal else length - AEAD_TAG_LEN
+    if length > AEAD_MAX + (0 if seal else AEAD_TAG_LEN) or (not seal and length < AEAD_TAG_LEN):
+        return crypto_fail(b"ChaCha20-Poly1305 (length)")
+    ctx = EVP_CIPHER_CTX_new()
+    if ctx == NULL:
+        return crypto_fail(b"EVP_CIPHER_CTX_new")
+    if seal:
+        if EVP_EncryptInit_ex(ctx, EVP_chacha20_poly1305(), NULL, key, nonce) != 1:
+            crypto_fail(b"EVP_EncryptInit_ex")
+        elif adlen and EVP_EncryptUpdate(ctx, NULL, &outl, ad, <int>adlen) != 1:
+            crypto_fail(b"EVP_EncryptUpdate")
+        elif n and EVP_EncryptUpdate(ctx, out, &outl, inp, <int>n) != 1:
+            crypto_fail(b"EVP_EncryptUpdate")
+        elif EVP_EncryptFinal_ex(ctx, out + n, &outl) != 1:
+            crypto_fail(b"EVP_EncryptFinal_ex")
+        elif EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, AEAD_TAG_LEN, out + n) != 1:
+            crypto_fail(b"EVP_CIPHER_CTX_ctrl")
+        else:
+            rc = 0
+    else:
+        if EVP_DecryptInit_ex(ctx, EVP_chacha20_poly1305(), NULL, key, nonce) != 1:
+            crypto_fail(b"EVP_DecryptInit_ex")
+        elif adlen and EVP_DecryptUpdate(ctx, NULL, &outl, ad, <int>adlen) != 1:
+            crypto_fail(b"EVP_DecryptUpdate")
+        elif n and EVP_DecryptUpdate(ctx, out, &outl, inp, <int>n) != 1:
+            crypto_fail(b"EVP_DecryptUpdate")
+        elif EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, AEAD_TAG_LEN, <void *>(inp + n)) != 1:
+            crypto_fail(b"EVP_CIPHER_CTX_ctrl")
+        elif EVP_DecryptFinal_ex(ctx, out + n, &outl) != 1:
+            # The tag does not verify: wipe whatever plaintext was produced.
+            OPENSSL_cleanse(out, n)
+            crypto_fail(b"ChaCha20-Poly1305 tag")
+        else:
+            rc = 0
+    EVP_CIPHER_CTX_free(ctx)
+    return rc
+
+
+cdef inline int crypto_mac16(const mac_state *m, const uint8_t *data, size_t length,
+                             uint8_t *out16) noexcept nogil:
+    """HMAC-SHA256-128 (RFC 4868) of data: mac1, mac2, cookies, probe tags."""
+    cdef uint8_t full[SHA256_LEN]
+    if crypto_mac(m, data, length, NULL, 0, full) != 0:
+        return -1
+    memcpy(out16, full, TAG_LEN)
+    return 0
+
+
+cdef int crypto_random(uint8_t *out, int length) noexcept nogil:
+    if RAND_bytes(out, length) != 1:
+        return crypto_fail(b"RAND_bytes")
     return 0

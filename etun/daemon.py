@@ -82,8 +82,7 @@ class Daemon:
         c = self.config
         run_selftest()
         require_capabilities(c.lan.mode)
-        secrets = keys.load_secrets(c.security.key_file) if self.level != _fast.LEVEL_NONE else None
-        control_key = secrets.control_key if secrets else None
+        secrets = keys.load_secrets(c.security.key_file) if self.level != _fast.LEVEL_NONE else keys.Secrets.none()
         # First of all that is visible: a second etun for this site stops here, touching nothing.
         self.control = ControlServer(c.control.socket, {"status": self.handle_status,
                                                         "verify": self.handle_verify})
@@ -93,18 +92,16 @@ class Daemon:
         self.datapath = _fast.Datapath(self.level, c.tunnel.max_packet)
         self.datapath.trace = env.debug()
         filters.install(self.datapath, c.filter)
-        if control_key is not None:
-            self.datapath.set_control_key(control_key)
+        secrets.install(self.datapath)
         self.engine = _fast.Engine(self.datapath, self.lan.fd, self.lan.kind, self.udp.fd,
                                    self.udp.port, self.udp.gso, self.udp.gro)
         self.engine.set_peer(peer)
         self.engine.spin_us = self.spin_us
-        self.responder = Responder(self.level, control_key, c.site.name)
-        self.control_key = control_key
         self.probers: list[tuple[Prober, object]] = []
         now = _fast.now_ms()
-        self.session = Session(self.level, self.datapath, c.site.name, secrets.prk if secrets else None,
-                               control_key, now, self.keepalive_ms, c.security.rekey * 1000)
+        self.session = Session(self.level, self.datapath, c.site.name, now, self.keepalive_ms,
+                               c.security.rekey * 1000)
+        self.responder = Responder(self.datapath, c.site.name, self.session.instance)
         self.watch = PeerWatch(c.tunnel.peer, self.udp.family, self.keepalive_ms, now)
         self.peer_gen = self.engine.peer()[1]
         if c.metrics.listen is not None:
@@ -112,13 +109,13 @@ class Daemon:
             log.info("Prometheus metrics at http://%s/metrics", c.metrics.listen)
         self.drops_logged_ms = now
         self.drops_seen = self.drop_totals()
-        self.hello_refused_ms: dict[str, int] = {}
-        self.fingerprint = secrets.fingerprint if secrets else None
+        self.refused_logged_ms: dict[str, int] = {}
+        self.fingerprint = secrets.fingerprint
         # Logged once everything is open, so a failing start prints just its one error line.
         for note in self.lan.notes + self.udp.notes:
             log.info("%s", note)
         resolved = f" ({format_sockaddr(peer)})" if is_name(c.tunnel.peer.host) else ""
-        key = f", key fingerprint {self.fingerprint}" if secrets else ""
+        key = f", key fingerprint {self.fingerprint}" if self.fingerprint else ""
         log.info("etun %s running: level %s%s, LAN %s (%s mode, MTU %d), peer %s%s", __version__,
                  c.security.level, key, self.lan.name, c.lan.mode, self.lan.mtu, c.tunnel.peer, resolved)
 
@@ -137,7 +134,7 @@ class Daemon:
     def loop(self) -> int:
         while not self.stopping:
             timeout = min(TICK_S if not self.probers else PROBE_TICK_S,
-                          max(0.0, (self.session.next_hello_ms - _fast.now_ms()) / 1000))
+                          max(0.0, (self.session.next_due_ms() - _fast.now_ms()) / 1000))
             # poll(), not select(): descriptors may be numbered beyond 1024.
             poller = select.poll()
             for fd in (self.engine.control_fd, self.wake_r, *self.control.fds()):
@@ -151,57 +148,60 @@ class Daemon:
                     side = "LAN interface " + self.lan.name if name == "tx" else "UDP socket"
                     raise RuntimeFailure(f"{side} failed: {os.strerror(rc) if rc else 'pump stopped'}")
             now = _fast.now_ms()
-            for datagram, source in self.engine.pop_control():
-                self.handle_control(datagram, source, now)
+            for ptype, data, source, session_id in self.engine.pop_control():
+                self.handle_control(ptype, data, source, session_id, now)
             self.tick(now)
         return 0
 
-    def handle_control(self, datagram: bytes, source: bytes, now: int) -> None:
-        try:
-            _, ptype, _, _ = _fast.read_control(datagram)
-        except _fast.Dropped as e:
-            # The pump queues unverified control packets (rate-limited) for this loop to judge.
-            self.datapath.count_rx_drop(e.reason)
-            return
+    def handle_control(self, ptype: int, data: bytes, source: bytes, session_id: int, now: int) -> None:
+        """One packet the rx pump admitted: a probe, a handshake message, or a SESSION message
+        it opened. Replies go back where it came from."""
         if ptype == _fast.TYPE_PROBE:
-            self.answer_probe(datagram, source)
+            self.answer_probe(data, source)
             return
         if ptype == _fast.TYPE_PROBE_REPLY:
             for prober, _ in self.probers:
-                prober.incoming(datagram)
+                prober.incoming(data)
             return
-        out = self.session.receive(datagram, now)
+        s = self.session
+        if ptype == _fast.TYPE_SESSION:
+            out = s.receive_session(data, session_id, now)
+        elif ptype == _fast.TYPE_INIT:
+            out = s.receive_init(data, now)
+        elif ptype == _fast.TYPE_RESP:
+            out = s.receive_resp(data, now)
+        else:
+            out = s.receive_cookie(data, now)
         if out.drop:
             self.datapath.count_rx_drop(out.drop)
-            self.explain_refused_hello(out.drop, datagram, source, now)
-            return
+            log.debug("%s from %s dropped: %s", _fast.TYPE_NAMES.get(ptype, "?"), format_sockaddr(source), out.drop)
         for event in out.events:
-            log.info("%s (peer %s at %s)", event, self.session.peer_site or "?", format_sockaddr(source))
-        if out.roam and self.level != _fast.LEVEL_NONE:
-            current = self.engine.peer()[0]
-            if current != source:
-                self.engine.set_peer(source, roam=True)
-                log.info("peer moved to %s", format_sockaddr(source))
-        self.peer_gen = self.engine.peer()[1]
-        if out.answer:
-            # Answer where the HELLO came from: a peer that restarted at a new address can only
-            # learn our challenge there (same size as its HELLO, rate-limited: no amplifier).
-            self.send_hello(now, to=source)
+            log.info("%s (peer %s at %s)", event, s.peer_site or "?", format_sockaddr(source))
+        for reply in out.replies:
+            self.send(reply, source)
 
-    def explain_refused_hello(self, reason: str, datagram: bytes, source: bytes, now: int) -> None:
-        """A misconfigured peer shows as HELLOs we refuse: say why, once in a while."""
-        if reason not in ("auth", "level_mismatch") or now - self.hello_refused_ms.get(reason, -1e12) < \
-                DROP_LOG_INTERVAL_MS:
-            log.debug("HELLO from %s dropped: %s", format_sockaddr(source), reason)
+    def explain_refused(self, now: int) -> None:
+        """A misconfigured or outdated peer shows as packets the datapath refuses: say why,
+        once in a while (the drop counters say how many)."""
+        refused = self.datapath.refused()
+        if refused is None:
             return
-        self.hello_refused_ms[reason] = now
-        if reason == "auth":
-            log.info("HELLOs from %s do not authenticate: the key material differs (compare "
-                     "fingerprints: etun check shows ours, %s)", format_sockaddr(source), self.fingerprint)
+        reason, byte0, raw = refused
+        if now - self.refused_logged_ms.get(reason, -DROP_LOG_INTERVAL_MS) < DROP_LOG_INTERVAL_MS:
+            return
+        self.refused_logged_ms[reason] = now
+        version, level, _ = _fast.packet_type(bytes([byte0]))
+        # Nothing authenticated these packets: the address is only what they claim.
+        who = f"claiming to come from {format_sockaddr(raw)}" if raw else "from an unknown address"
+        if reason == "version":
+            log.info("packets %s speak etun protocol version %d, this etun speaks %d: run the same "
+                     "etun version at both sites", who, version, _fast.WIRE_VERSION)
+        elif reason == "auth":
+            log.info("handshakes %s do not authenticate: if they are the peer's, the key material differs "
+                     "(compare fingerprints: etun check shows ours, %s)", who, self.fingerprint)
         else:
-            theirs = _fast.LEVEL_NAMES.get(_fast.read_control(datagram)[0], "?")
-            log.info("HELLOs from %s are at level %s, we run %s: both sites need the same [security] level",
-                     format_sockaddr(source), theirs, self.config.security.level)
+            log.info("packets %s are at level %s, we run %s: both sites need the same [security] level",
+                     who, _fast.LEVEL_NAMES.get(level, "?"), self.config.security.level)
 
     def answer_probe(self, datagram: bytes, source: bytes) -> None:
         """Another site's verify-peer asks; answer from the tunnel socket it reached."""
@@ -219,7 +219,7 @@ class Daemon:
     def handle_verify(self, request, client):
         """`etun verify-peer` on this host: probe the peer from the tunnel socket itself."""
         timeout = float(request.get("timeout", 5))
-        prober = Prober(self.level, self.control_key, self.config.tunnel.max_packet,
+        prober = Prober(self.datapath, self.session.instance, self.config.tunnel.max_packet,
                         self.engine.peer()[0], min(max(timeout, 0.5), 300), self.udp.family)
         self.probers.append((prober, client))
         return Pending()
@@ -235,12 +235,13 @@ class Daemon:
                 self.probers.remove((prober, client))
                 self.control.finish(client, prober.report())
 
-    def send_hello(self, now: int, to: bytes | None = None) -> None:
+    def send(self, datagram: bytes, to: bytes | None = None) -> None:
+        """One control datagram to `to`, or to the peer."""
         peer = to or self.engine.peer()[0]
         try:
-            self.udp.sock.sendto(self.session.hello(now), sockaddr_tuple(peer))
+            self.udp.sock.sendto(datagram, sockaddr_tuple(peer))
         except OSError as e:
-            log.debug("HELLO to %s not sent: %s", format_sockaddr(peer), e.strerror)
+            log.debug("control packet to %s not sent: %s", format_sockaddr(peer), e.strerror)
 
     # -- drops ------------------------------------------------------------------------------
 
@@ -290,15 +291,15 @@ class Daemon:
         self.drive_probers()
         self.log_new_drops(now)
         self.log_drop_trace()
-        if s.hello_due(now):
-            self.send_hello(now)
-        s.rotate_if_due(now)
+        self.explain_refused(now)
+        for datagram in s.tick(now):
+            self.send(datagram)
         peer, gen, _ = self.engine.peer()
         if gen != self.peer_gen:
             self.peer_gen = gen
             log.info("peer moved to %s (authenticated traffic from there)", format_sockaddr(peer))
         last = self.last_heard_ms()
-        changed = self.watch.update(last, s.settled, now)
+        changed = self.watch.update(last, s.established, now)
         if changed is True:
             rtt = f", rtt {s.rtt_ms:.1f} ms" if s.rtt_ms is not None else ""
             log.info("peer up: %s at %s%s", s.peer_site or "?", format_sockaddr(peer), rtt)
@@ -332,8 +333,14 @@ class Daemon:
             "rtt_ms": s.rtt_ms,
             "roams": roams,
         }
+        session = {
+            "established": s.established,
+            "role": s.role,
+            "age_s": round((now - s.born_ms) / 1000, 1) if s.current_id is not None else None,
+            "handshakes": s.handshakes,
+        }
         return build_status(self.config, self.lan, self.datapath, self.engine.snapshot(),
-                            uptime_s=time.monotonic() - self.started, peer=peer, settled=s.settled)
+                            uptime_s=time.monotonic() - self.started, peer=peer, session=session)
 
     # -- teardown, in reverse ---------------------------------------------------------------
 

@@ -179,7 +179,9 @@ cdef class Engine:
         write(self.e.wake_fd, &one, sizeof(one))
 
     def pop_control(self):
-        """Queued control packets as [(datagram, raw sockaddr)], oldest first."""
+        """Queued control packets as [(type, datagram, raw sockaddr, session id)], oldest
+        first: admitted handshake and probe datagrams whole, SESSION messages opened, with the
+        id of the receive session they came under (0 for the others)."""
         cdef uint64_t junk
         cdef int slot
         cdef engine_state *e = self.e
@@ -188,8 +190,10 @@ cdef class Engine:
         pthread_mutex_lock(&e.ctl_lock)
         while e.ctl_count:
             slot = e.ctl_head
-            out.append((PyBytes_FromStringAndSize(<char *>e.ctl_buf + <size_t>slot * CTL_MAX, e.ctl_len[slot]),
-                        PyBytes_FromStringAndSize(<char *>e.ctl_from + slot * SOCKADDR_LEN, e.ctl_fromlen[slot])))
+            out.append((e.ctl_type[slot],
+                        PyBytes_FromStringAndSize(<char *>e.ctl_buf + <size_t>slot * CTL_MAX, e.ctl_len[slot]),
+                        PyBytes_FromStringAndSize(<char *>e.ctl_from + slot * SOCKADDR_LEN, e.ctl_fromlen[slot]),
+                        e.ctl_session[slot]))
             e.ctl_head = (e.ctl_head + 1) % CTL_SLOTS
             e.ctl_count -= 1
         pthread_mutex_unlock(&e.ctl_lock)

@@ -23,7 +23,7 @@ cdef inline int frag_parse(const uint8_t *head, uint32_t size, uint32_t tag_len,
     receiver's single-packet buffers are sized by that bound.
     """
     cdef uint32_t r = head[1], i = head[2], n = head[3]
-    cdef uint64_t counter = pkt_be64(head + 8)
+    cdef uint64_t counter = wire_counter(head)
     cdef uint32_t qq
     if n == 0 or i >= n or r >= n or counter < i or size == 0:
         return -1

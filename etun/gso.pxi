@@ -102,7 +102,7 @@ cdef int gso_seal(engine_state *e, int i, uint64_t now) noexcept nogil:
     cdef uint32_t mss = e.gso_mss[i], payload = n - hdr, nseg, k, seglen, need
     cdef uint8_t *s
     cdef int r, rc = 0
-    if not d.send_ready:
+    if not d.tx.live:
         drop_frame(d, DIR_TX, DROP_NO_SESSION, f, n)   # once per super-frame, as for any frame
         return -DROP_NO_SESSION
     nseg = gso_segments(payload, mss)
@@ -123,7 +123,7 @@ cdef int gso_seal(engine_state *e, int i, uint64_t now) noexcept nogil:
         memcpy(s, f, hdr)
         memcpy(s + hdr, f + hdr + k * mss, seglen)
         gso_fill(s, f, l3, l4, hdr, seglen, k, nseg, mss, e.gso_tcp[i])
-        r = seal_frame(d, s, hdr + seglen, TYPE_FRAME, e.pkts + e.npkts)
+        r = seal_frame(d, s, hdr + seglen, TYPE_FRAME, 0, e.pkts + e.npkts)
         if r > 0:
             e.npkts += r
         else:

@@ -1,4 +1,5 @@
-"""Key material: keygen, key-file checks, fingerprint and HKDF secret derivation (PROTOCOL.md §4.1)."""
+"""Key material: keygen, key-file checks, fingerprint, and the long-term secrets derived from it
+(PROTOCOL.md §4.1)."""
 
 import os
 import secrets
@@ -15,11 +16,13 @@ HASH_LEN = 32  # SHA-256 output bytes: PRK, control key and session secret lengt
 NONCE_LEN = 16  # bytes in a sender nonce and in a challenge
 MAX_INDEX = 2**32 - 1  # key indices are carried as be32
 
-SALT = b"etun/v1"
-INFO_CONTROL = b"etun/v1 control"
+SALT = b"etun/v1"                       # unchanged in protocol 2: fingerprints stay the same
 INFO_FINGERPRINT = b"etun/v1 fingerprint"
-INFO_SESSION = b"etun/v1 session"
-INFO_INDEX = b"etun/v1 index"
+INFO_PSK = b"etun/v2 psk"
+INFO_MAC1 = b"etun/v2 mac1"
+INFO_COOKIE = b"etun/v2 cookie"
+INFO_PROBE = b"etun/v2 probe"
+INFO_INDEX_ROOT = b"etun/v2 index root"
 
 
 def hkdf_extract(salt, ikm) -> bytes:
@@ -51,12 +54,6 @@ def derive_prk(material) -> bytes:
     return hkdf_extract(SALT, material)
 
 
-def control_key(prk) -> bytes:
-    """Key for control messages (HELLO and verify-peer)."""
-    _check_len("PRK", prk, HASH_LEN)
-    return hkdf_expand(prk, INFO_CONTROL, HASH_LEN)
-
-
 def fingerprint(material) -> str:
     """A short public hash of the material, "xxxx-xxxx-xxxx-xxxx", for admins to compare by phone."""
     return _fingerprint(derive_prk(material))
@@ -69,11 +66,32 @@ def _fingerprint(prk) -> str:
 
 @dataclass(frozen=True)
 class Secrets:
-    """What etun keeps of a key file: the material itself is wiped as soon as these exist."""
+    """What etun keeps of a key file (the material itself is wiped as soon as these exist): the
+    Noise PSK, the keys of mac1, cookie replies and verify-peer probes, and the root of the
+    2^32 per-index secrets. At level none every one is zeros: nothing is secret there."""
 
-    prk: bytes
-    control_key: bytes
-    fingerprint: str
+    psk: bytes
+    mac1_key: bytes
+    cookie_key: bytes
+    probe_key: bytes
+    index_root: bytes
+    fingerprint: str | None
+
+    @classmethod
+    def none(cls) -> "Secrets":
+        zero = bytes(HASH_LEN)
+        return cls(zero, zero, zero, zero, zero, None)
+
+    @classmethod
+    def from_prk(cls, prk: bytes, fingerprint: str | None = None) -> "Secrets":
+        _check_len("PRK", prk, HASH_LEN)
+        return cls(*(hkdf_expand(prk, info, HASH_LEN)
+                     for info in (INFO_PSK, INFO_MAC1, INFO_COOKIE, INFO_PROBE, INFO_INDEX_ROOT)),
+                   fingerprint=fingerprint or _fingerprint(prk))
+
+    def install(self, datapath) -> None:
+        """Hand the secrets to a datapath (Datapath.set_static_keys)."""
+        datapath.set_static_keys(self.psk, self.mac1_key, self.cookie_key, self.probe_key, self.index_root)
 
 
 def load_secrets(path) -> Secrets:
@@ -83,24 +101,7 @@ def load_secrets(path) -> Secrets:
         prk = derive_prk(material)
     finally:
         wipe(material)
-    return Secrets(prk=prk, control_key=control_key(prk), fingerprint=_fingerprint(prk))
-
-
-def session_secret(prk, sender: bytes, challenge: bytes) -> bytes:
-    """The secret keying one direction: the sender's nonce S and the receiver's challenge R (§4.2)."""
-    _check_len("PRK", prk, HASH_LEN)
-    _check_len("sender nonce", sender, NONCE_LEN)
-    _check_len("challenge", challenge, NONCE_LEN)
-    return hkdf_expand(prk, INFO_SESSION + bytes(sender) + bytes(challenge), HASH_LEN)
-
-
-def index_keys(secret, index: int) -> tuple[bytes, bytes]:
-    """(enc_key, mac_key) for one key index of a session (§4.3)."""
-    _check_len("session secret", secret, HASH_LEN)
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_INDEX:
-        raise ValueError(f"key index must be an integer 0..{MAX_INDEX}, got {index!r}")
-    okm = hkdf_expand(secret, INFO_INDEX + index.to_bytes(4, "big"), 2 * HASH_LEN)
-    return okm[:HASH_LEN], okm[HASH_LEN:]
+    return Secrets.from_prk(prk)
 
 
 def wipe(buf: bytearray) -> None:

@@ -52,6 +52,33 @@ cdef bint lan_is_own_tunnel(const uint8_t *f, uint32_t n, uint16_t port) noexcep
     return wire_is_etun(f[l4 + UDP_HEADER_LEN])
 
 
+cdef bint lan_vnet_ok(const uint8_t *f, uint32_t length) noexcept nogil:
+    """Whether a FRAME_VNET from the peer may reach our kernel: its virtio_net_hdr asks only for
+    what fits the frame behind it -- known flags and GSO kinds, a checksum field inside the frame
+    at a TCP or UDP offset, headers and segments no longer than the frame. Anything else is the
+    peer's bug or an attack on our kernel, and is dropped (bad_offload)."""
+    cdef uint8_t flags = f[0], gso = f[1] & ~VNET_GSO_ECN
+    cdef uint32_t n = length - VNET_HDR_LEN
+    cdef uint32_t hdr_len = pkt_le16(f + 2), gso_size = pkt_le16(f + 4)
+    cdef uint32_t start = pkt_le16(f + 6), offset = pkt_le16(f + 8)
+    if flags & ~(VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID):
+        return False
+    if gso != VNET_GSO_NONE and gso != VNET_GSO_TCPV4 and gso != VNET_GSO_UDP and gso != VNET_GSO_TCPV6 \
+            and gso != VNET_GSO_UDP_L4:
+        return False
+    if (f[1] & VNET_GSO_ECN) and gso != VNET_GSO_TCPV4 and gso != VNET_GSO_TCPV6:
+        return False
+    if hdr_len > n:
+        return False
+    if flags & VNET_F_NEEDS_CSUM:
+        if start < MIN_FRAME_LEN or (offset != 6 and offset != 16) or start + offset + 2 > n:
+            return False
+    if gso != VNET_GSO_NONE:
+        if not (flags & VNET_F_NEEDS_CSUM) or gso_size == 0 or gso_size > n:
+            return False
+    return True
+
+
 cdef void lan_prepare(engine_state *e, int i, uint8_t *frame, uint32_t flen, const uint8_t *vnet,
                       int vlan_shift) noexcept nogil:
     """Turn one captured frame into what gets sealed: a plain FRAME; a super-frame that

@@ -64,7 +64,7 @@ def exposition(st: dict) -> str:
             ("fragments", "Tunnel packets carrying part of a multi-packet frame"),
             ("reassembled", "Multi-packet frames put back together"),
             ("superframes", "GSO super-frames cut (outbound) or merged (inbound) by etun"),
-            ("control", "Control packets (HELLO, PROBE) received"),
+            ("control", "Control packets: handshake, cookie, probe and SESSION messages"),
         ):
             if name in d:
                 e.add(f"etun_{name}_total", "counter", help_text, d[name], direction=direction)

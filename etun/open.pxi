@@ -1,10 +1,13 @@
-# Inbound: one datagram -> checked in the order of PROTOCOL.md §3.2 -> a frame, a held fragment,
-# a control packet for Python, or a drop counted under its reason.
+# Inbound: one data or SESSION datagram -> checked in the order of PROTOCOL.md §3.2 -> a frame (or
+# a SESSION message for the control plane), a held fragment, or a drop counted under its reason.
+# Handshake and probe packets take the admission gate instead (admit.pxi).
 #
-#   1. header sane and fragment fields consistent, else malformed
-#   2. same level as ours; a receive session exists
-#   3. key index known (or derivable ahead), tag verified in constant time
-#   4. counter new to the replay window -- only now does the window move
+#   1. header sane and fragment fields consistent, else malformed; our version and level
+#   2. a receive session with the header's id
+#   3. key index held by that session (SESSION messages: the session's own keys), tag verified
+#      in constant time
+#   4. counter new to the replay window -- only now does the window move, and only now may a
+#      packet confirm a session or move its key index
 #   5. single-packet frame: decrypt and deliver; else copy into reassembly, and when the last
 #      fragment arrives decrypt the whole frame in one pass and deliver it
 
@@ -14,67 +17,77 @@ cdef inline int open_drop(dp_state *d, int reason, const uint8_t *src, uint32_t 
     return -reason
 
 
+cdef void open_refused(dp_state *d, int reason, uint8_t b0, const uint8_t *src, uint32_t srclen) noexcept nogil:
+    """Remember who was refused for a reason an operator must hear of (another version, level
+    or key material): the control loop says so in one log line now and then."""
+    d.refused_reason = reason
+    d.refused_byte0 = b0
+    d.refused_len = srclen if srclen <= SOCKADDR_LEN else 0
+    if d.refused_len:
+        memcpy(d.refused_addr, src, d.refused_len)
+
+
 cdef inline void open_expire(dp_state *d) noexcept nogil:
-    """Discard incomplete frames older than the reassembly timeout at d.now_ms. Under recv_lock."""
+    """Discard incomplete frames older than the reassembly timeout at d.now_ms, and a previous
+    session whose grace period ended. Under recv_lock."""
     cdef uint32_t n = reasm_expire(&d.reasm, d.now_ms)
     if n:
         drop_count(d, DIR_RX, DROP_FRAG_TIMEOUT, n)
+    session_expire(d)
 
 
-cdef inline bint open_control_authentic(dp_state *d, const uint8_t *pkt, uint32_t length,
-                                        uint8_t lvl, uint8_t ptype) noexcept nogil:
-    """A HELLO at our level, long enough to name its sender, whose tag verifies under the
-    control key."""
-    if ptype != TYPE_HELLO or not d.ctl_ready or lvl != d.level or lvl == LEVEL_NONE:
-        return False
-    if length < HEADER_LEN + NONCE_LEN + TAG_LEN:
-        return False
-    return crypto_tag_ok(&d.ctl_mac, pkt, pkt + HEADER_LEN, length - HEADER_LEN - TAG_LEN,
-                         pkt + length - TAG_LEN)
+cdef int open_header(dp_state *d, const uint8_t *pkt, uint32_t length, const uint8_t *src,
+                     uint32_t srclen) noexcept nogil:
+    """Step 1 for every packet: 0 when it is of our version and a known kind, else -DROP_*."""
+    if length < 1:
+        return open_drop(d, DROP_MALFORMED, src, srclen)
+    if wire_version(pkt[0]) != WIRE_VERSION:
+        open_refused(d, DROP_VERSION, pkt[0], src, srclen)
+        return open_drop(d, DROP_VERSION, src, srclen)
+    if wire_level(pkt[0]) == 3:
+        return open_drop(d, DROP_MALFORMED, src, srclen)
+    return 0
 
 
-cdef int open_hello_admit(dp_state *d, const uint8_t *pkt) noexcept nogil:
-    """Queue an authentic HELLO only if its counter is new for its sender nonce (the control
-    plane's freshness rule, PROTOCOL.md §5 step 1, applied before the queue), and, unless it
-    comes from the peer's current sender nonce, only within HELLO_PER_SEC: a recording of
-    genuine HELLOs replayed in a flood cannot crowd out the peer's. 0 or -DROP_*."""
-    cdef const uint8_t *sender = pkt + HEADER_LEN
-    cdef uint64_t counter = pkt_be64(pkt + 8)
-    cdef int k, slot = -1, victim = -1
-    cdef hello_sender *h
-    for k in range(HELLO_SENDERS):
-        h = &d.ctl_senders[k]
-        if h.used and memcmp(h.sender, sender, NONCE_LEN) == 0:
-            slot = k
-            break
-    if counter == 0 or (slot >= 0 and counter <= d.ctl_senders[slot].counter):
-        return -DROP_REPLAY                      # HELLO counters start at 1 (§5)
-    if not (d.ctl_peer_set and memcmp(d.ctl_peer, sender, NONCE_LEN) == 0):
-        if not bucket_take(&d.ctl_other, d.now_ms, HELLO_PER_SEC, HELLO_BURST):
-            return -DROP_CONTROL_QUEUE
-    if slot < 0:
-        # A free entry, else the least recently used one that is not the peer's current.
-        for k in range(HELLO_SENDERS):
-            h = &d.ctl_senders[k]
-            if not h.used:
-                victim = k
-                break
-            if d.ctl_peer_set and memcmp(d.ctl_peer, h.sender, NONCE_LEN) == 0:
-                continue
-            if victim < 0 or h.used_ms < d.ctl_senders[victim].used_ms:
-                victim = k
-        slot = victim
-        memcpy(d.ctl_senders[slot].sender, sender, NONCE_LEN)
-        d.ctl_senders[slot].used = True
-    d.ctl_senders[slot].counter = counter
-    d.ctl_senders[slot].used_ms = d.now_ms
+cdef inline void open_count_frame(dp_state *d, uint8_t ftype, uint32_t length) noexcept nogil:
+    """Frames and bytes count the LAN's traffic; a SESSION message counts as control when the
+    control plane takes it (ctlq.pxi)."""
+    if ftype != TYPE_SESSION:
+        d.ctr[DIR_RX][C_FRAMES] += 1
+        d.ctr[DIR_RX][C_BYTES] += length
+
+
+cdef keyset *open_keys_of(dp_state *d, uint32_t gen, uint8_t ptype, uint32_t index) noexcept nogil:
+    """The keys a completed frame of receive session `gen` was sealed under, if still held."""
+    cdef int k, j
+    for k in range(RX_SESSIONS):
+        if session_in_role(d, k) and d.rx[k].live and d.rx[k].gen == gen:
+            if ptype == TYPE_SESSION:
+                return &d.rx[k].ctl
+            j = session_rx_index(&d.rx[k], index)
+            return &d.rx[k].idx[j].keys if j >= 0 else NULL
+    return NULL
+
+
+cdef int open_commit(dp_state *d, int k, uint32_t index, uint8_t ptype) noexcept nogil:
+    """The packet passed every check (§3.2 steps 1 to 7): now, and only now, may it move state.
+    It confirms its session if that waited in `next`; a data packet at c + 1 (the sender
+    rotated), or a SESSION message naming where the sender is (it rotated more than once while
+    nothing reached us), makes that index current. 0, or -1 when a derivation failed."""
+    cdef rx_session *s = &d.rx[k]
+    if k == d.rx_next:
+        session_confirm(d)                   # the peer completed our answer: key confirmation
+    d.last_rx_session = s.id
+    if d.level != LEVEL_NONE and index > s.cur and (ptype == TYPE_SESSION or index == s.cur + 1):
+        return session_rx_advance(d, s, index)
     return 0
 
 
 cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref *out,
                      uint8_t *scratch, const uint8_t *src, uint32_t srclen) noexcept nogil:
-    """Open one datagram from `src` (a sockaddr for the drop trace; NULL when unknown).
-    Returns OPEN_FRAME (see `out`), OPEN_HELD, OPEN_CONTROL or -DROP_*.
+    """Open one data or SESSION datagram from `src` (a sockaddr for the drop trace; NULL when
+    unknown). Returns OPEN_FRAME (see `out`; a SESSION message has ftype TYPE_SESSION),
+    OPEN_HELD, OPEN_CONTROL (a handshake or probe packet, untouched) or -DROP_*.
 
     `pkt` needs TAILROOM readable bytes after it; `scratch` receives single-packet frames at
     encrypt and needs SCRATCH_LEN bytes (frag_parse bounds any payload by the largest
@@ -83,32 +96,25 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
     Caller holds recv_lock.
     """
     cdef uint8_t ptype, lvl
-    cdef uint32_t tag_len, body_len, q, flen, n, r, i, off, size
+    cdef uint32_t tag_len, body_len, q, flen, n, r, i, off, size, index
     cdef uint64_t counter, base
-    cdef int k, rc
+    cdef int k, j, rc
     cdef int32_t sid
     cdef bint evicted
-    cdef reasm_slot *s
+    cdef rx_session *s
+    cdef reasm_slot *slot
     cdef keyset *keys
+    cdef replay_window *window
+    cdef uint8_t nonce[12]
     cdef const uint8_t *body = pkt + HEADER_LEN
     d.ctr[DIR_RX][C_PACKETS] += 1
     d.last_drop = 0
-    if length < HEADER_LEN:
-        return open_drop(d, DROP_MALFORMED, src, srclen)
+    rc = open_header(d, pkt, length, src, srclen)
+    if rc < 0:
+        return rc
     lvl = wire_level(pkt[0])
     ptype = wire_type(pkt[0])
-    if wire_version(pkt[0]) != WIRE_VERSION or lvl == 3:
-        return open_drop(d, DROP_MALFORMED, src, srclen)
-    if wire_is_control(ptype):
-        # The control plane checks everything again; here only the queue to it is guarded, so
-        # a flood of forged or replayed control packets cannot crowd out the peer's HELLOs.
-        if open_control_authentic(d, pkt, length, lvl, ptype):
-            rc = open_hello_admit(d, pkt)
-            if rc < 0:
-                return open_drop(d, -rc, src, srclen)
-        elif not bucket_take(&d.ctl_foreign, d.now_ms, CONTROL_PER_SEC, CONTROL_BURST):
-            return open_drop(d, DROP_CONTROL_QUEUE, src, srclen)
-        d.ctr[DIR_RX][C_CONTROL] += 1
+    if wire_is_handshake(ptype) or wire_is_probe(ptype):
         return OPEN_CONTROL
     if not wire_is_data(ptype):
         return open_drop(d, DROP_MALFORMED, src, srclen)
@@ -120,20 +126,31 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
     if frag_parse(pkt, body_len, tag_len, ptype, &q, &flen) != 0:
         return open_drop(d, DROP_MALFORMED, src, srclen)
     if lvl != d.level:
+        open_refused(d, DROP_LEVEL_MISMATCH, pkt[0], src, srclen)
         return open_drop(d, DROP_LEVEL_MISMATCH, src, srclen)
-    if not d.recv_ready:
+    k = session_rx_find(d, pkt[8])
+    if k < 0:
         return open_drop(d, DROP_NO_SESSION, src, srclen)
-    if d.level == LEVEL_NONE:
-        k = d.rx_cur
+    s = &d.rx[k]
+    index = pkt_be32(pkt + 4)
+    keys = NULL
+    if ptype == TYPE_SESSION or d.level == LEVEL_NONE:
+        # SESSION messages: the session's index-free keys. At level none there are no keys,
+        # and one window per session removes duplicates (key_index means nothing there).
+        keys = &s.ctl
+        window = &s.ctl_window
     else:
-        k = rxkeys_lookup(d, pkt, body_len)
-        if k < 0:
-            return open_drop(d, -k, src, srclen)
-    counter = pkt_be64(pkt + 8)
-    if not replay_accept(&d.rxk[k].window, counter):
+        j = session_rx_index(s, index)
+        if j < 0:
+            return open_drop(d, DROP_KEY_INDEX, src, srclen)
+        keys = &s.idx[j].keys
+        window = &s.idx[j].window
+    if d.level != LEVEL_NONE and not crypto_tag_ok(&keys.mac, pkt, body, body_len, body + body_len):
+        return open_drop(d, DROP_AUTH, src, srclen)
+    counter = wire_counter(pkt)
+    if not replay_accept(window, counter):
         return open_drop(d, DROP_REPLAY, src, srclen)
-    if k == d.rx_next or k == d.rx_trial:
-        rxkeys_promote(d, k)
+
     r = pkt[1]
     i = pkt[2]
     n = pkt[3]
@@ -141,10 +158,13 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
     if n == 1:
         # A frame is named by its base; a held fragment claiming this counter as its frame's
         # first contradicts this one (step 7).
-        if reasm_lookup(&d.reasm, d.rxk[k].gen, counter) >= 0:
+        if reasm_lookup(&d.reasm, s.gen, counter) >= 0:
             return open_drop(d, DROP_FRAG_INCONSISTENT, src, srclen)
+        if open_commit(d, k, index, ptype) != 0:
+            return open_drop(d, DROP_CRYPTO_ERROR, src, srclen)
         if d.level == LEVEL_ENCRYPT:
-            if crypto_xor(&d.rxk[k].keys, base, body, scratch, body_len) != 0:
+            wire_nonce(pkt, base, nonce)
+            if crypto_xor(keys, nonce, body, scratch, body_len) != 0:
                 return open_drop(d, DROP_CRYPTO_ERROR, src, srclen)
             out.data = scratch
         else:
@@ -152,58 +172,62 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
         out.length = body_len
         out.ftype = ptype
         out.slot = -1
-        d.ctr[DIR_RX][C_FRAMES] += 1
-        d.ctr[DIR_RX][C_BYTES] += body_len
+        open_count_frame(d, ptype, body_len)
         return OPEN_FRAME
 
     d.ctr[DIR_RX][C_FRAGMENTS] += 1
-    sid = reasm_lookup(&d.reasm, d.rxk[k].gen, base)
+    sid = reasm_lookup(&d.reasm, s.gen, base)
     if sid < 0:
-        sid = reasm_alloc(&d.reasm, d.rxk[k].gen, base, flen, d.now_ms, &evicted)
+        sid = reasm_alloc(&d.reasm, s.gen, base, flen, d.now_ms, &evicted)
         if evicted:
             drop_count(d, DIR_RX, DROP_FRAG_EVICTED, 1)
         if sid < 0:
             return open_drop(d, DROP_FRAG_EVICTED, src, srclen)
-        s = &d.reasm.slots[sid]
-        s.key_index = d.rxk[k].keys.index
-        s.n = <uint16_t>n
-        s.r = <uint16_t>r
-        s.q = q
-        s.ftype = ptype
+        slot = &d.reasm.slots[sid]
+        memcpy(slot.nonce_head, pkt + 4, 6)
+        slot.n = <uint16_t>n
+        slot.r = <uint16_t>r
+        slot.q = q
+        slot.ftype = ptype
     else:
-        s = &d.reasm.slots[sid]
-        # At level none there are no keys, and key_index means nothing (PROTOCOL.md §3.2).
-        if (s.n != n or s.r != r or s.q != q or s.ftype != ptype
-                or (d.level != LEVEL_NONE and s.key_index != d.rxk[k].keys.index)):
+        slot = &d.reasm.slots[sid]
+        # Every fragment of a frame tells the same story: count, sizes, type, and the key index,
+        # session and segment of its nonce (§3.2 step 7).
+        if (slot.n != n or slot.r != r or slot.q != q or slot.ftype != ptype
+                or memcmp(slot.nonce_head, pkt + 4, 6) != 0):
             return open_drop(d, DROP_FRAG_INCONSISTENT, src, srclen)
-    if s.have[i >> 6] & ((<uint64_t>1) << (i & 63)):
+    if slot.have[i >> 6] & ((<uint64_t>1) << (i & 63)):
         return open_drop(d, DROP_REPLAY, src, srclen)
-    s.have[i >> 6] |= (<uint64_t>1) << (i & 63)
-    s.got += 1
+    if open_commit(d, k, index, ptype) != 0:
+        return open_drop(d, DROP_CRYPTO_ERROR, src, srclen)
+    slot.have[i >> 6] |= (<uint64_t>1) << (i & 63)
+    slot.got += 1
     off = frag_offset(i, q, r)
     size = q + 1 if i < r else q
     # off + size <= n*q + r = flen, and the slot's class holds flen + TAILROOM bytes.
-    memcpy(s.buf + off, body, size)
-    if s.got < s.n:
+    memcpy(slot.buf + off, body, size)
+    if slot.got < slot.n:
         return OPEN_HELD
 
     # Complete: out of the hash and age list; its buffer is in flight until open_release().
     reasm_unlink(&d.reasm, sid)
     if d.level == LEVEL_ENCRYPT:
-        keys = rxkeys_find(d, s.gen, s.key_index)
+        keys = open_keys_of(d, slot.gen, slot.ftype, pkt_be32(slot.nonce_head))
         rc = -DROP_KEY_INDEX if keys == NULL else 0
-        if rc == 0 and crypto_xor(keys, s.base, s.buf, s.buf, flen) != 0:
-            rc = -DROP_CRYPTO_ERROR
+        if rc == 0:
+            memcpy(nonce, slot.nonce_head, 6)
+            wire_put_be48(nonce + 6, slot.base)
+            if crypto_xor(keys, nonce, slot.buf, slot.buf, flen) != 0:
+                rc = -DROP_CRYPTO_ERROR
         if rc != 0:
             reasm_release(&d.reasm, sid)
             return open_drop(d, -rc, src, srclen)
-    out.data = s.buf
+    out.data = slot.buf
     out.length = flen
-    out.ftype = s.ftype
+    out.ftype = slot.ftype
     out.slot = sid
     d.ctr[DIR_RX][C_REASSEMBLED] += 1
-    d.ctr[DIR_RX][C_FRAMES] += 1
-    d.ctr[DIR_RX][C_BYTES] += flen
+    open_count_frame(d, slot.ftype, flen)
     return OPEN_FRAME
 
 

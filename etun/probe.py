@@ -1,5 +1,9 @@
-"""verify-peer's probes on the wire (docs/PROTOCOL.md §6): the Prober that sends them and judges
-the answers, and the Responder inside the daemon that answers other sites' probes."""
+"""verify-peer's probes on the wire (docs/PROTOCOL.md §7): the Prober that sends them and judges
+the answers, and the Responder inside the daemon that answers other sites' probes.
+
+A probe carries a fresh nonce, the time, and the prober's instance; a reply echoes the nonce and
+names the responder's instance. So a probe reflected back to its own sender, or replayed later,
+gets no answer, and a prober takes only replies to its own outstanding probes."""
 
 import os
 import socket
@@ -9,20 +13,23 @@ from dataclasses import dataclass, field
 
 from etun import _fast
 from etun.ratelimit import TokenBucket
+from etun.text import printable
 from etun.transport import format_sockaddr
 
 KIND_PLAIN, KIND_SIZE = 1, 2                       # probes
 KIND_ANSWER, KIND_BIG, KIND_UNAUTHENTICATED = 1, 2, 3   # replies
-PROBE_MIN_BYTES = 160           # a probe is never smaller than any answer to it
+PROBE_MIN_BYTES = 200           # a probe is never smaller than any answer to it
 RETRY_S = 0.5                   # resend a probe that got no answer after this long
 SIZE_TRIES = 3                  # size probes sent before concluding they do not pass
 ANSWERS_PER_SECOND = 20         # to authenticated probes
 UNAUTH_ANSWERS_PER_SECOND = 10  # to probes we cannot authenticate
 
-PROBE_HEAD = struct.Struct("!BBH16s")                    # kind, level, reserved, nonce
-REPLY_HEAD = struct.Struct("!BBBx16s20s20s32s")          # kind, level, flags, echo, seen, target, site
+PROBE_HEAD = struct.Struct("!BBH16s16sQ")      # kind, level, reserved, nonce, instance, time_ms
+REPLY_HEAD = struct.Struct("!BBBx16s16s20s20s32s")   # kind, level, flags, echo, instance, seen, target, site
 LEVEL_NAMES = _fast.LEVEL_NAMES
 SOURCES_REMEMBERED = 64         # per-source answer budgets kept (the least recent goes first)
+PROBE_AGE_MAX_S = 300           # a probe's time may be this far from ours (clocks of two sites)
+NONCES_REMEMBERED = 256         # nonces of authentic probes answered: a replay gets nothing
 
 
 def encode_addr(raw: bytes | None) -> bytes:
@@ -47,56 +54,57 @@ def decode_addr(blob: bytes) -> str | None:
     return None
 
 
-def _open_any_level(control_key, datagram):
-    """Open a probe or reply whatever level it claims: (ptype, level, payload, authenticated).
-    What cannot be authenticated (no key at level none, or a tag that fails) is read as it
-    claims to be and reported unauthenticated; a broken header raises Dropped("malformed")."""
-    level, ptype, _, payload = _fast.read_control(datagram)
-    if level == _fast.LEVEL_NONE or control_key is None:
-        return ptype, level, payload, False
-    try:
-        _fast.open_control(level, control_key, datagram)
-    except _fast.Dropped as e:
-        if e.reason != "auth":
-            raise
-        return ptype, level, payload, False
-    return ptype, level, payload, True
-
-
 class Responder:
-    """Answers probes from other sites' verify-peer (inside the daemon)."""
+    """Answers probes from other sites' verify-peer (inside the daemon). `instance` is this
+    etun's (session.Session.instance): a probe carrying it is our own, reflected."""
 
-    def __init__(self, level: int, control_key, site: str):
-        self.level = level
-        self.control_key = control_key
+    def __init__(self, datapath, site: str, instance: bytes, wall=time.time):
+        self.dp = datapath
+        self.level = datapath.level
         self.site = site
+        self.instance = instance
+        self.wall = wall
         self.answers = TokenBucket(ANSWERS_PER_SECOND)
         self.unauth = TokenBucket(UNAUTH_ANSWERS_PER_SECOND)
         self.per_source: dict[bytes, TokenBucket] = {}
+        self.nonces: dict[bytes, None] = {}       # authentic probes answered, oldest first
 
     def _source_allows(self, source: bytes) -> bool:
         """A recorded probe replayed from one address must not use up everyone's answers."""
-        bucket = self.per_source.pop(source, None) or TokenBucket(ANSWERS_PER_SECOND // 4)
+        bucket = self.per_source.pop(source, None) or TokenBucket(ANSWERS_PER_SECOND // 2)
         self.per_source[source] = bucket
         while len(self.per_source) > SOURCES_REMEMBERED:
             del self.per_source[next(iter(self.per_source))]
         return bucket.take()
 
+    def _fresh(self, nonce: bytes, instance: bytes, time_ms: int) -> bool:
+        """An authentic probe is answered once, and only while its time is near ours: a
+        reflection of our own probe, or a recording replayed, gets nothing."""
+        if instance == self.instance or abs(self.wall() * 1000 - time_ms) > PROBE_AGE_MAX_S * 1000:
+            return False
+        return nonce not in self.nonces
+
+    def _answered(self, nonce: bytes) -> None:
+        """Remember a nonce once it got an answer; one refused for a budget may come again."""
+        self.nonces[nonce] = None
+        while len(self.nonces) > NONCES_REMEMBERED:
+            del self.nonces[next(iter(self.nonces))]
+
     def answer(self, datagram: bytes, source: bytes, target: bytes | None, peer_up: bool) -> list[bytes]:
         """The replies to one PROBE (possibly none); raises _fast.Dropped for a broken one."""
-        ptype, probe_level, payload, authenticated = _open_any_level(self.control_key, datagram)
+        probe_level, ptype, payload, authenticated = _fast.read_probe(self.dp, datagram)
         if ptype != _fast.TYPE_PROBE or len(payload) < PROBE_HEAD.size:
             raise _fast.Dropped("malformed")
-        kind, _, _, nonce = PROBE_HEAD.unpack_from(payload)
+        kind, _, _, nonce, instance, time_ms = PROBE_HEAD.unpack_from(payload)
 
         def reply(reply_kind: int, size: int = 0, telling: bool = True) -> bytes:
             # Only an authenticated prober learns where we send and how the tunnel is.
-            fields = ((1 if peer_up else 0), encode_addr(source), encode_addr(target),
-                      self.site.encode()[:32]) if telling else (0, bytes(20), bytes(20), b"")
+            fields = ((1 if peer_up else 0), self.instance, encode_addr(source), encode_addr(target),
+                      self.site.encode()[:32]) if telling else (0, bytes(16), bytes(20), bytes(20), b"")
             body = REPLY_HEAD.pack(reply_kind, self.level, fields[0], nonce, *fields[1:])
-            tag = 16 if self.level else 0
-            body = body.ljust(max(len(body), size - 16 - tag), b"\0")
-            return _fast.seal_control(self.level, self.control_key, _fast.TYPE_PROBE_REPLY, 0, body)
+            tag = _fast.TAG_LEN if self.level else 0
+            body = body.ljust(max(len(body), size - _fast.HEADER_LEN - tag), b"\0")
+            return _fast.seal_probe(self.dp, _fast.TYPE_PROBE_REPLY, body)
 
         if not authenticated and not (self.level == 0 and probe_level == 0):
             # We cannot tell who sent this: one small answer that tells nothing but our level,
@@ -105,6 +113,8 @@ class Responder:
             if len(answer) > len(datagram) or not self.unauth.take():
                 raise _fast.Dropped("auth")
             return [answer]
+        if not self._fresh(nonce, instance, time_ms):
+            raise _fast.Dropped("replay")
         if not self._source_allows(source):
             return []
         if self.level == 0:
@@ -112,9 +122,11 @@ class Responder:
             answer = reply(KIND_BIG, size=len(datagram)) if kind == KIND_SIZE else reply(KIND_ANSWER)
             if len(answer) > len(datagram) or not self.unauth.take():
                 return []
+            self._answered(nonce)
             return [answer]
         if not self.answers.take():
             return []
+        self._answered(nonce)
         out = [reply(KIND_ANSWER)]
         if kind == KIND_SIZE:
             out.append(reply(KIND_BIG, size=len(datagram)))
@@ -133,8 +145,8 @@ class Prober:
     """One verify-peer run against the peer at `peer` (raw sockaddr), driven by the caller's
     clock and socket: outgoing() says what to send, incoming() takes answers."""
 
-    level: int
-    control_key: bytes | None
+    datapath: object                # holds the probe key (keys.Secrets.install)
+    instance: bytes                 # this etun's (or this verify-peer run's own) instance
     max_packet: int
     peer: bytes
     timeout_s: float
@@ -142,9 +154,10 @@ class Prober:
     checks: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        self.level = self.datapath.level
         self.started = time.monotonic()
-        self.plain_nonce = os.urandom(16)
-        self.size_nonce = os.urandom(16)
+        self.plain_nonces: set[bytes] = set()    # one per probe sent: a retry is a new probe,
+        self.size_nonces: set[bytes] = set()     # so a lost answer does not make it a replay
         self.plain_sent_at: float | None = None
         self.size_sent: list[float] = []
         self.size_acked = self.size_big = False
@@ -155,11 +168,13 @@ class Prober:
 
     # -- sending ----------------------------------------------------------------------------
 
-    def _probe(self, kind: int, nonce: bytes, size: int) -> bytes:
-        body = PROBE_HEAD.pack(kind, self.level, 0, nonce)
-        tag = 16 if self.level else 0
-        body = body.ljust(size - 16 - tag, b"\0")
-        return _fast.seal_control(self.level, self.control_key, _fast.TYPE_PROBE, 0, body)
+    def _probe(self, kind: int, nonces: set, size: int) -> bytes:
+        nonce = os.urandom(16)
+        nonces.add(nonce)
+        body = PROBE_HEAD.pack(kind, self.level, 0, nonce, self.instance, int(time.time() * 1000))
+        tag = _fast.TAG_LEN if self.level else 0
+        body = body.ljust(size - _fast.HEADER_LEN - tag, b"\0")
+        return _fast.seal_probe(self.datapath, _fast.TYPE_PROBE, body)
 
     @property
     def size_bytes(self) -> int:
@@ -172,29 +187,29 @@ class Prober:
             return []
         if self.phase == "plain" and (self.plain_sent_at is None or now - self.plain_sent_at >= RETRY_S):
             self.plain_sent_at = now
-            return [self._probe(KIND_PLAIN, self.plain_nonce, PROBE_MIN_BYTES)]
+            return [self._probe(KIND_PLAIN, self.plain_nonces, PROBE_MIN_BYTES)]
         if self.phase == "size" and len(self.size_sent) < SIZE_TRIES and (
                 not self.size_sent or now - self.size_sent[-1] >= RETRY_S):
             self.size_sent.append(now)
-            return [self._probe(KIND_SIZE, self.size_nonce, self.size_bytes)]
+            return [self._probe(KIND_SIZE, self.size_nonces, self.size_bytes)]
         return []
 
     # -- receiving --------------------------------------------------------------------------
 
     def incoming(self, datagram: bytes) -> None:
         try:
-            ptype, level, payload, authenticated = _open_any_level(self.control_key, datagram)
+            level, ptype, payload, authenticated = _fast.read_probe(self.datapath, datagram)
         except _fast.Dropped:
             return
         if ptype != _fast.TYPE_PROBE_REPLY or len(payload) < REPLY_HEAD.size:
             return
-        kind, peer_level, flags, echo, seen, target, site = REPLY_HEAD.unpack_from(payload)
-        if echo not in (self.plain_nonce, self.size_nonce):
-            return                                   # not an answer to this run
+        kind, peer_level, flags, echo, instance, seen, target, site = REPLY_HEAD.unpack_from(payload)
+        if (echo not in self.plain_nonces and echo not in self.size_nonces) or instance == self.instance:
+            return                                   # not an answer to this run, or our own
         c = self.checks
         if c["reachable"].ok is None:
             rtt = (time.monotonic() - (self.plain_sent_at or self.started)) * 1000
-            name = site.rstrip(b"\0").decode(errors="replace") or "?"
+            name = printable(site.rstrip(b"\0").decode(errors="replace")) or "?"
             c["reachable"] = Check("reachable", True, f"answer from {name} in {rtt:.2f} ms")
         if peer_level != self.level:
             c["level"] = Check("level", False, f"security level differs: the peer runs "
@@ -213,7 +228,7 @@ class Prober:
             return
         else:
             c["key"] = Check("key", True, "same key material (proved by challenge and response)")
-        if echo == self.plain_nonce and kind == KIND_ANSWER and c["address"].ok is None:
+        if echo in self.plain_nonces and kind == KIND_ANSWER and c["address"].ok is None:
             seen_s, target_s = decode_addr(seen), decode_addr(target)
             if target_s is None:
                 c["address"] = Check("address", False, f"the peer has no address to send to; it sees us at {seen_s}")
@@ -224,7 +239,7 @@ class Prober:
                                      f"reach it from {seen_s} (a NAT, or a stale [tunnel] peer there)")
             if self.phase == "plain":
                 self.phase = "size"
-        if echo == self.size_nonce:
+        if echo in self.size_nonces:
             if kind == KIND_ANSWER:
                 self.size_acked = True
             elif kind == KIND_BIG and len(datagram) >= self.size_bytes:

@@ -121,7 +121,7 @@ cdef int pump_tx_round(engine_state *e) noexcept nogil:
             pthread_mutex_unlock(&d.send_lock)
             udp_flush(e, now)
             pthread_mutex_lock(&d.send_lock)
-        r = seal_frame(d, e.cap_data[i], e.cap_len[i], e.cap_type[i], e.pkts + e.npkts)
+        r = seal_frame(d, e.cap_data[i], e.cap_len[i], e.cap_type[i], 0, e.pkts + e.npkts)
         if r > 0:
             e.npkts += r
     pthread_mutex_unlock(&d.send_lock)
@@ -195,6 +195,15 @@ cdef inline bint pump_rx_allows(engine_state *e, frame_ref *f) noexcept nogil:
     return filter_allows(e.dp.filt[FILTER_TUNNEL_INGRESS], f.data + skip, f.length - skip)
 
 
+cdef bint pump_rx_offload_ok(dp_state *d, frame_ref *f, const uint8_t *name, uint32_t namelen) noexcept nogil:
+    """A FRAME_VNET's header must fit its frame before our kernel sees it (lan_vnet_ok)."""
+    if f.ftype != TYPE_FRAME_VNET or lan_vnet_ok(f.data, f.length):
+        return True
+    drop_datagram(d, DROP_BAD_OFFLOAD, name, namelen)
+    open_release(d, f)
+    return False
+
+
 cdef void pump_rx_filtered(dp_state *d, frame_ref *f) noexcept nogil:
     """tunnel_ingress denied an opened frame: count it, with its source MAC, and let it go."""
     cdef uint32_t skip = VNET_HDR_LEN if f.ftype == TYPE_FRAME_VNET else 0
@@ -254,16 +263,28 @@ cdef int pump_rx_round(engine_state *e) noexcept nogil:
                 pump_deliver(e)
             rc = open_packet(d, base + off, length, &e.out[e.nout],
                              e.scratch + <size_t>e.nout * SCRATCH_LEN, name, namelen)
-            if rc == OPEN_FRAME:
+            if rc == OPEN_FRAME and e.out[e.nout].ftype == TYPE_SESSION:
+                # A SESSION message is for the control plane, opened, with its session.
                 accepted = True
-                if pump_rx_allows(e, &e.out[e.nout]):
+                ctlq_push(e, TYPE_SESSION, e.out[e.nout].data, e.out[e.nout].length,
+                          <uint8_t>d.last_rx_session, name, namelen)
+                open_release(d, &e.out[e.nout])
+            elif rc == OPEN_FRAME:
+                accepted = True
+                if not pump_rx_offload_ok(d, &e.out[e.nout], name, namelen):
+                    pass
+                elif pump_rx_allows(e, &e.out[e.nout]):
                     e.nout += 1
                 else:
                     pump_rx_filtered(d, &e.out[e.nout])
             elif rc == OPEN_HELD:
                 accepted = True
             elif rc == OPEN_CONTROL:
-                ctlq_push(e, base + off, length, name, namelen)
+                rc = admit_packet(e, base + off, length, name, namelen)
+                if rc == ADMIT:
+                    ctlq_push(e, wire_type(base[off]), base + off, length, 0, name, namelen)
+                else:
+                    drop_datagram(d, -rc, name, namelen)
             off += length
         if accepted:
             e.last_auth_ms = now

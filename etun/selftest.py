@@ -18,15 +18,23 @@ CHACHA_CIPHER = bytes.fromhex(
     "5af90bbf74a35be6b40b8eedf2785e42874d")
 HMAC_MAC = bytes.fromhex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
 
-# A 100-byte frame sealed at level encrypt under session secret 00 01 .. 1f, key index 0,
-# counter 0: checked against tests/reference.py (an independent implementation) when pinned.
+# A 100-byte frame sealed at level encrypt, session secret 00 01 .. 1f, index root 20 .. 3f,
+# to the peer's session 0x2a at key index 3, counter 0: checked against tests/reference.py (an
+# independent implementation) when pinned.
 KNOWN_SECRET = bytes(range(32))
+KNOWN_INDEX_ROOT = bytes(range(32, 64))
+KNOWN_PSK = bytes(range(64, 96))
+KNOWN_MAC1_KEY = bytes(range(96, 128))
 KNOWN_FRAME = bytes(range(100))
 KNOWN_PACKET = bytes.fromhex(
-    "61000001000000000000000000000000"
-    "5223520019795319872145c66d8a42f1e589cd3da4be6cd7f16a8f54c598b8bd2a3360ef88dc349641d2abeb"
-    "1fe4dbc27e76ad92c64944a71b1c4caf4762013297b5b8f9f9c041e022c7dbad4c679369c06801de96320124"
-    "3353e4564f27ddf0bd866d1cd9adaccf1e30a72dec6ca80540cf02a0")
+    "a1000001000000032a00000000000000"
+    "9435eda721613a119b7028f296fc8a6ec033ab48109e71beae2c3da0f3f2bffe7a02593765ed867d11a55d9c"
+    "3126ee6caee217c5754e6e6ba5123f49d808a3a51c4d843d11a40b6c687afd85d987c3198d36bd48ba200846"
+    "733283821de7ea0acc39d9584e1bdbe9f396b6350a29ae0bf223e485")
+# The handshake hash of a Noise_NNpsk0 handshake with ephemeral private keys 01 .. 20 and
+# 21 .. 40 and that PSK: checked against the noiseprotocol package in tests/ when pinned.
+KNOWN_EPHEMERALS = (bytes(range(1, 33)), bytes(range(33, 65)))
+KNOWN_HANDSHAKE_HASH = bytes.fromhex("725ec3209a6117d19f026ed9f58a761319cf876210a834407644c4aab3109fb0")
 
 
 def run_selftest() -> None:
@@ -46,8 +54,16 @@ def run_selftest() -> None:
     check("HMAC-SHA256 (RFC 4231 case 2)",
           _fast.hmac_sha256(b"Jefe", b"what do ya want for nothing?") == HMAC_MAC)
     tx, rx = _fast.Datapath(2), _fast.Datapath(2)
-    tx.set_send_session(KNOWN_SECRET)
-    rx.set_recv_session(KNOWN_SECRET)
+    for dp in (tx, rx):
+        dp.set_static_keys(KNOWN_PSK, KNOWN_MAC1_KEY, bytes(32), bytes(32), KNOWN_INDEX_ROOT)
+    initiator, responder = _fast.Handshake(tx), _fast.Handshake(rx)
+    init = initiator.initiate(bytes(36), ephemeral=KNOWN_EPHEMERALS[0])
+    check("a Noise handshake (X25519, ChaCha20-Poly1305)",
+          responder.respond(init) == bytes(36)
+          and initiator.finish(responder.reply(bytes(24), ephemeral=KNOWN_EPHEMERALS[1])) == bytes(24)
+          and initiator.handshake_hash == responder.handshake_hash == KNOWN_HANDSHAKE_HASH)
+    tx.set_send_session(KNOWN_SECRET, 0x2A, 3)
+    rx.set_recv_session(KNOWN_SECRET, 0x2A, 3)
     sealed = tx.seal(KNOWN_FRAME)
     check("sealing a known frame", sealed == [KNOWN_PACKET])
     check("opening a known packet", rx.open(KNOWN_PACKET) == [(_fast.TYPE_FRAME, KNOWN_FRAME)])

@@ -1,5 +1,6 @@
-"""The HELLO exchange (docs/PROTOCOL.md §5): sessions per direction, keepalive, round-trip time,
-and when the send side moves to its next key index."""
+"""Sessions with the peer (docs/PROTOCOL.md §5, §6): when to shake hands, the handshake's payloads
+and freshness checks, the key index the send side moves to every `rekey`, and the SESSION
+messages inside a session (keepalive, round-trip time, the peer's site name)."""
 
 import logging
 import os
@@ -7,18 +8,38 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from etun import _fast, keys
+from etun import _fast
 from etun.ratelimit import TokenBucket
+from etun.text import printable
 
 log = logging.getLogger("etun")
 
-HELLO_LAYOUT = struct.Struct("!16s16s16s16s16sIIIB3xI32s")   # PROTOCOL.md §5
-HELLO_LEN = HELLO_LAYOUT.size
-FLAG_ANSWER = 0x01
-ZERO16 = bytes(16)
-SENDERS_REMEMBERED = 16         # HELLO counters kept per sender nonce: bounded, whatever arrives
-ANSWERS_PER_SECOND = 10         # replies to HELLOs: a replayed flood cannot make us chatty
-UNSETTLED_INTERVAL_MS = 1000    # HELLO period while a direction has no confirmed session
+REKEY_AFTER_MS = 120_000        # the initiator of a session starts the next one after this
+REKEY_FALLBACK_MS = 135_000     # ... and the responder, if the initiator has not
+REJECT_AFTER_MS = 180_000       # a session's keys are never used after this
+RETRY_MS = 1_000                # an unanswered initiation is sent again, anew, after this
+RETRY_LIVE_MS = 5_000           # ... while a session still carries traffic
+CONFIRM_RETRY_MS = 1_000        # an initiator repeats its confirmation until it is answered
+COOKIE_LIFE_MS = 115_000        # a cookie is used this long (the responder's secret lives 120 s)
+SILENT_KEEPALIVES = 3           # no authenticated SESSION message for this many keepalives:
+                                # the session may be dead at the peer, shake hands again
+ANSWERS_PER_SECOND = 10         # SESSION messages answered when asked, at most
+TIMESTAMP_GRAIN_NS = 1 << 24    # initiation timestamps are rounded down to ~17 ms (no timing leak)
+TIES_WON_MAX = 1                # a tie won this often with no handshake done: yield the next one
+ALIVE_WAIT_MS = 2_000           # a stale initiation from another instance: the peer must answer
+                                # under the current session within this, or we initiate
+HURRY_MS = 10_000               # ... and then retry as if we had no session, this long
+
+# Handshake payloads (inside the Noise messages, PROTOCOL.md §5.2).
+INIT_PAYLOAD = struct.Struct("!QI16sB3xI")     # seconds, nanoseconds, instance, rx id, send index
+RESP_PAYLOAD = struct.Struct("!16sB3xI")       # instance, rx id, send index
+assert INIT_PAYLOAD.size == _fast.INIT_PAYLOAD_LEN and RESP_PAYLOAD.size == _fast.RESP_PAYLOAD_LEN
+
+# SESSION messages (PROTOCOL.md §6): a fixed head, then items of type, length, value.
+SESSION_HEAD = struct.Struct("!BBxxIII")        # kind, flags, time_us, echo_us, held_us
+KIND_STATUS = 1
+FLAG_ANSWER = 0x01              # please answer (round-trip time, or a confirmation)
+ITEM_SITE = 1                   # the sender's [site] name, UTF-8
 
 
 def clock_us() -> int:
@@ -27,237 +48,365 @@ def clock_us() -> int:
 
 
 @dataclass
-class Hello:
-    sender: bytes
-    challenge: bytes
-    propose: bytes
-    acc_sender: bytes
-    acc_chal: bytes
-    time_us: int
-    echo_us: int
-    held_us: int
-    flags: int
-    send_index: int
-    site: str
-
-    def encode(self) -> bytes:
-        return HELLO_LAYOUT.pack(self.sender, self.challenge, self.propose, self.acc_sender,
-                                self.acc_chal, self.time_us & 0xFFFFFFFF, self.echo_us & 0xFFFFFFFF,
-                                self.held_us & 0xFFFFFFFF, self.flags, self.send_index,
-                                self.site.encode()[:32])
-
-    @classmethod
-    def decode(cls, payload: bytes) -> "Hello":
-        if len(payload) != HELLO_LEN:
-            raise ValueError("malformed")
-        f = HELLO_LAYOUT.unpack(payload)
-        try:
-            site = f[10].rstrip(b"\0").decode()
-        except UnicodeDecodeError:
-            raise ValueError("malformed") from None
-        return cls(*f[:10], site=site)
-
-
-@dataclass
 class Outcome:
-    """What one received HELLO asks of the daemon."""
+    """What one control packet asks of the daemon: datagrams to send back where it came from,
+    lines to log, a drop to count."""
 
-    answer: bool = False
-    roam: bool = False
+    replies: list[bytes] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     drop: str | None = None
 
 
-class Session:
-    """Both directions' session state of one site; keys go to the datapath as they settle.
+def encode_session(flags: int, time_us: int, echo_us: int, held_us: int, site: str) -> bytes:
+    name = site.encode()[:32]
+    return (SESSION_HEAD.pack(KIND_STATUS, flags, time_us & 0xFFFFFFFF, echo_us & 0xFFFFFFFF,
+                              held_us & 0xFFFFFFFF) + bytes([ITEM_SITE, len(name)]) + name)
 
-    Receive side: the peer opens a session to us by echoing our current challenge; we accept
-    it and draw a new challenge at once. Send side: we propose (echo) the peer's challenge
-    and keep sending under the session in use until the peer confirms it accepted ours.
+
+def decode_session(payload: bytes) -> tuple[int, int, int, int, dict[int, bytes]]:
+    """(flags, time_us, echo_us, held_us, {item type: value}); ValueError if malformed."""
+    if len(payload) < SESSION_HEAD.size:
+        raise ValueError("malformed")
+    kind, flags, time_us, echo_us, held_us = SESSION_HEAD.unpack_from(payload)
+    if kind != KIND_STATUS:
+        raise ValueError("malformed")
+    items, off = {}, SESSION_HEAD.size
+    while off < len(payload):
+        if off + 2 > len(payload) or off + 2 + payload[off + 1] > len(payload):
+            raise ValueError("malformed")
+        items[payload[off]] = payload[off + 2: off + 2 + payload[off + 1]]
+        off += 2 + payload[off + 1]
+    return flags, time_us, echo_us, held_us, items
+
+
+class Session:
+    """One site's sessions with its peer: the control plane above the datapath's keys.
+
+    Either side may initiate. The initiator of a session uses it at once (the answer proved the
+    peer holds the keys); the responder only once a packet under it arrives (the datapath
+    switches). A replayed initiation fails the timestamp check, or installs a session nobody
+    can confirm, which never carries traffic.
     """
 
-    def __init__(self, level: int, datapath, site: str, prk: bytes | None, control_key: bytes | None,
-                 now_ms: int, keepalive_ms: int = 10_000, rekey_ms: int = 120_000, random=os.urandom):
+    def __init__(self, level: int, datapath, site: str, now_ms: int, keepalive_ms: int = 10_000,
+                 rekey_ms: int = 120_000, random=os.urandom, wall_ns=time.time_ns):
         self.level = level
-        self.keepalive_ms = keepalive_ms
-        self.rekey_ms = rekey_ms
         self.dp = datapath
         self.site = site
-        self.prk = prk
-        self.control_key = control_key
+        self.keepalive_ms = keepalive_ms
+        self.rekey_ms = rekey_ms
         self.random = random
-        self.sender = random(16)
-        self.counter = 0
-        self.challenge = random(16)
-        self.recv: tuple[bytes, bytes] | None = None    # (peer sender, our challenge) we accept
-        self.send: bytes | None = None                  # peer challenge we send under
-        self.pending: bytes | None = None               # peer challenge proposed, unconfirmed
-        self.renewing = False                           # we asked for a new send session
-        self.peer_challenge: bytes | None = None        # the peer's latest challenge seen
-        self.last_counter: dict[bytes, int] = {}
-        self.peer_time: tuple[int, int] | None = None   # (peer's time_us, our clock_us on receipt)
+        self.wall_ns = wall_ns
+        self.instance = random(16)              # this process, to the peer
+        self.next_id = random(1)[0]             # the next receive session id we hand out
+        self.send_index = 0                     # where the send side is in the 2^32 indices
+        self.rotated_ms = now_ms
+        self.pending: _fast.Handshake | None = None   # our initiation in flight
+        self.pending_id = 0                     # the receive session id it offers
+        self.pending_sent_ms = 0
+        self.pending_init = b""                 # the INIT itself
+        self.ties_won = 0                       # crossing initiations we won since a handshake was done
+        self.prompt = False                     # initiate at the next tick
+        self.hurry_until_ms = 0                 # until then, retry every RETRY_MS even with a session
+        self.alive_check_ms: int | None = None  # since then the peer must show it holds the session
+        self.cookie: tuple[bytes, int] | None = None  # (cookie, when it came)
+        self.last_stamp_ns = 0                  # our latest initiation's timestamp
+        self.greatest_stamp = (0, 0)            # the newest initiation the peer made that we took
+        self.greatest_from: bytes | None = None  # ... and the instance that made it
+        self.answered: tuple[int, bytes, int] | None = None  # (our id, peer instance, when): unconfirmed
+        self.role: str | None = None            # "initiator" or "responder" of the current session
+        self.current_id: int | None = None      # its receive session id
+        self.born_ms = 0
+        self.confirming_since: int | None = None     # initiator: waiting for an answer under it
+        self.confirm_sent_ms = 0
+        self.peer_instance: bytes | None = None
         self.peer_site = ""
+        self.peer_time: tuple[int, int] | None = None  # (peer's time_us, our clock_us on receipt)
         self.rtt_ms: float | None = None
-        self.last_rx_ms: int | None = None
-        self.next_hello_ms = now_ms
+        self.last_rx_ms: int | None = None      # the latest authenticated SESSION message
+        self.next_keepalive_ms = now_ms
+        self.handshakes = 0
+        self.ask_answer = False                 # the next keepalive asks for an answer
         self.answers = TokenBucket(ANSWERS_PER_SECOND / 1000, ANSWERS_PER_SECOND, now=now_ms)
-        self.rotated_ms = now_ms                        # the send keys' latest new index
 
-    # -- state ------------------------------------------------------------------------------
+    # -- state --------------------------------------------------------------------------------
 
     @property
-    def settled(self) -> bool:
-        return self.recv is not None and self.send is not None and self.pending is None
+    def established(self) -> bool:
+        """A confirmed session carries traffic both ways."""
+        return self.current_id is not None and self.confirming_since is None
 
-    def _secret(self, sender: bytes, challenge: bytes) -> bytes:
-        if self.level == _fast.LEVEL_NONE:
-            return b""
-        return keys.session_secret(self.prk, sender, challenge)
+    def _new_id(self) -> int:
+        """A receive session id none of our live sessions has."""
+        live = {s[0] for s in self._held().values() if s}
+        while self.next_id in live:
+            self.next_id = (self.next_id + 1) % _fast.SESSION_IDS
+        chosen = self.next_id
+        self.next_id = (self.next_id + 1) % _fast.SESSION_IDS
+        return chosen
 
-    def _install_send(self, challenge: bytes, now_ms: int) -> None:
-        self.dp.set_send_session(self._secret(self.sender, challenge))
-        self.send = challenge
-        self.rotated_ms = now_ms                        # a new session starts at index 0
+    def _held(self) -> dict:
+        held = self.dp.sessions()
+        return {role: held[role] for role in ("current", "previous", "next")}
 
-    def rotate_if_due(self, now_ms: int) -> None:
-        """Move the send keys to the next index every `rekey` of one send session; when the
-        session's indices are used up, propose a new session instead."""
-        if self.send is None or self.level == _fast.LEVEL_NONE or now_ms - self.rotated_ms < self.rekey_ms:
+    # -- initiating -----------------------------------------------------------------------------
+
+    def _stamp(self) -> tuple[int, int]:
+        """Now as (seconds, nanoseconds), rounded down, and later than our previous initiation's
+        even if the wall clock stepped back while we run."""
+        ns = max(self.wall_ns() & ~(TIMESTAMP_GRAIN_NS - 1), self.last_stamp_ns + TIMESTAMP_GRAIN_NS)
+        self.last_stamp_ns = ns
+        return divmod(ns, 1_000_000_000)
+
+    def initiate(self, now_ms: int) -> bytes:
+        """A new INIT (a new ephemeral key, a new timestamp); with a fresh cookie if we have one."""
+        cookie = self.cookie[0] if self.cookie and now_ms - self.cookie[1] < COOKIE_LIFE_MS else None
+        self.pending = _fast.Handshake(self.dp)
+        self.pending_id = self._new_id()
+        seconds, nanos = self._stamp()
+        payload = INIT_PAYLOAD.pack(seconds, nanos, self.instance, self.pending_id, self.send_index)
+        self.pending_sent_ms = now_ms
+        self.prompt = False
+        self.pending_init = self.pending.initiate(payload, cookie=cookie)
+        return self.pending_init
+
+    def _initiation_due(self, now_ms: int) -> bool:
+        if self.prompt and (self.pending is None or now_ms - self.pending_sent_ms >= RETRY_MS):
+            return True
+        have = self.current_id is not None          # established, or being confirmed by us
+        retry = RETRY_LIVE_MS if have and now_ms >= self.hurry_until_ms else RETRY_MS
+        if self.pending is not None and now_ms - self.pending_sent_ms < retry:
+            return False
+        if not have:
+            return self.answered is None or now_ms - self.answered[2] >= RETRY_MS
+        if now_ms < self.hurry_until_ms:
+            return True
+        age = now_ms - self.born_ms
+        if age >= (REKEY_AFTER_MS if self.role == "initiator" else REKEY_FALLBACK_MS):
+            return True
+        # The peer may have lost the session (a restart it did not announce): talk again.
+        silent_for = now_ms - (self.last_rx_ms or self.born_ms)
+        return silent_for >= max(SILENT_KEEPALIVES * self.keepalive_ms, RETRY_LIVE_MS)
+
+    # -- the tick -----------------------------------------------------------------------------
+
+    def tick(self, now_ms: int) -> list[bytes]:
+        """Everything time asks for, as datagrams for the peer."""
+        out = []
+        self._follow_datapath(now_ms)
+        if self.current_id is not None and now_ms - self.born_ms >= REJECT_AFTER_MS:
+            self.dp.drop_sessions(keep_next=True)
+            self._forget_session()
+            log.info("session expired (%d s without a new handshake)", REJECT_AFTER_MS // 1000)
+        self._rotate_if_due(now_ms)
+        self._check_alive(now_ms)
+        if self._initiation_due(now_ms):
+            out.append(self.initiate(now_ms))
+        if self.confirming_since is not None and now_ms - self.confirm_sent_ms >= CONFIRM_RETRY_MS:
+            out += self.status_message(now_ms, answer=True)
+            self.confirm_sent_ms = now_ms
+        elif self.current_id is not None and now_ms >= self.next_keepalive_ms:
+            out += self.status_message(now_ms, answer=self.ask_answer)
+            self.ask_answer = False
+        return out
+
+    def next_due_ms(self) -> int:
+        """When tick() next has something to do, at the latest."""
+        due = self.next_keepalive_ms
+        if self.level != _fast.LEVEL_NONE:
+            due = min(due, self.rotated_ms + self.rekey_ms)
+        if self.pending is not None or not self.established:
+            due = min(due, self.pending_sent_ms + RETRY_MS)
+        if self.confirming_since is not None:
+            due = min(due, self.confirm_sent_ms + CONFIRM_RETRY_MS)
+        if self.alive_check_ms is not None:
+            due = min(due, self.alive_check_ms + ALIVE_WAIT_MS)
+        if self.prompt or self.hurry_until_ms:
+            due = min(due, self.pending_sent_ms + RETRY_MS)
+        return due
+
+    def _forget_session(self) -> None:
+        self.current_id = None
+        self.role = None
+        self.confirming_since = None
+
+    def _follow_datapath(self, now_ms: int) -> None:
+        """A session we answered becomes ours once the datapath saw the peer confirm it."""
+        current = self.dp.sessions()["current"]
+        if self.answered and current and current[0] == self.answered[0]:
+            restarted = self.peer_instance is not None and self.peer_instance != self.answered[1]
+            self.current_id, self.peer_instance, _ = self.answered
+            self.answered = None
+            self.ties_won = self.hurry_until_ms = 0
+            self.role = "responder"
+            self.born_ms = now_ms
+            self.confirming_since = None
+            self.handshakes += 1
+            self.next_keepalive_ms = now_ms       # tell the peer our name and time at once,
+            self.ask_answer = True                # and have it answer: our round-trip time
+            log.info("%ssession established (the peer initiated): receive id %d",
+                     "peer restarted; " if restarted else "", self.current_id)
+        elif self.current_id is not None and current is None:
+            self._forget_session()
+
+    def _rotate_if_due(self, now_ms: int) -> None:
+        """Every `rekey` the send side moves to the next of the key file's 2^32 key indices;
+        sessions that begin later start there."""
+        if self.level == _fast.LEVEL_NONE or now_ms - self.rotated_ms < self.rekey_ms:
             return
         self.rotated_ms = now_ms
-        try:
+        if self.send_index == 0xFFFFFFFF:
+            self.send_index = 0            # 16,000 years at the default rekey: wrap the count
+        else:
+            self.send_index += 1
+        if self.dp.send_index is not None and self.dp.send_index < 0xFFFFFFFF:
             self.dp.rotate_send()
-        except OverflowError:
-            log.info("key index space of the send session used up; proposing a new session")
-            self.renew_send()
-            return
-        log.debug("send keys rotated to index %d", self.dp.send_index)
+            log.debug("send keys rotated to index %d", self.dp.send_index)
 
-    def renew_send(self) -> None:
-        """Propose a new send session (the current one used up its key indices); the old one
-        stays in use until the peer confirms."""
-        self.renewing = True
-        if self.peer_challenge is not None and self.peer_challenge != self.send:
-            self.pending = self.peer_challenge
-            self.next_hello_ms = 0
+    # -- SESSION messages ---------------------------------------------------------------------
 
-    def _remember(self, sender: bytes, counter: int) -> None:
-        """Keep HELLO counters of the latest few sender nonces, never evicting the one whose
-        session we accept: forgetting it would make its recorded HELLOs fresh again."""
-        self.last_counter.pop(sender, None)       # re-insert: the dict's order is recency
-        self.last_counter[sender] = counter
-        keep = self.recv[0] if self.recv else None
-        while len(self.last_counter) > SENDERS_REMEMBERED:
-            oldest = next(k for k in self.last_counter if k != keep)
-            del self.last_counter[oldest]
-
-    # -- sending ----------------------------------------------------------------------------
-
-    def hello(self, now_ms: int) -> bytes:
-        """A HELLO datagram saying where both directions stand."""
-        self.counter += 1
+    def status_message(self, now_ms: int, answer: bool) -> list[bytes]:
+        """A SESSION message: our clock for the round-trip time, our name; sealed datagrams."""
         now_us = clock_us()
-        echo, held = (0, 0)
-        if self.peer_time is not None:
-            echo, held = self.peer_time[0], now_us - self.peer_time[1]
-        h = Hello(
-            sender=self.sender,
-            challenge=self.challenge,
-            propose=self.pending or self.send or ZERO16,
-            acc_sender=self.recv[0] if self.recv else ZERO16,
-            acc_chal=self.recv[1] if self.recv else ZERO16,
-            time_us=now_us,
-            echo_us=echo,
-            held_us=held,
-            flags=0 if self.settled else FLAG_ANSWER,
-            # The index of the session `propose` names: a proposed new one starts at 0.
-            send_index=0 if self.pending not in (None, self.send) else (self.dp.send_index or 0),
-            site=self.site,
-        )
-        self.next_hello_ms = now_ms + (UNSETTLED_INTERVAL_MS if not self.settled else self.keepalive_ms)
-        return _fast.seal_control(self.level, self.control_key, _fast.TYPE_HELLO, self.counter, h.encode())
+        echo, held = (0, 0) if self.peer_time is None else (self.peer_time[0], now_us - self.peer_time[1])
+        self.next_keepalive_ms = now_ms + self.keepalive_ms
+        payload = encode_session(FLAG_ANSWER if answer else 0, now_us, echo, held, self.site)
+        return self.dp.seal(payload, _fast.TYPE_SESSION)
 
-    def hello_due(self, now_ms: int) -> bool:
-        return now_ms >= self.next_hello_ms
-
-    # -- receiving --------------------------------------------------------------------------
-
-    def receive(self, datagram: bytes, now_ms: int) -> Outcome:
-        """Handle one HELLO datagram (already known to be of type HELLO)."""
+    def receive_session(self, payload: bytes, session_id: int, now_ms: int) -> Outcome:
+        """A SESSION message the datapath opened (authenticated, fresh) under `session_id`."""
         out = Outcome()
         try:
-            _, counter, payload = _fast.open_control(self.level, self.control_key, datagram)
-            h = Hello.decode(payload)
-        except _fast.Dropped as e:
-            out.drop = e.reason
-            return out
+            flags, time_us, echo_us, held_us, items = decode_session(payload)
         except ValueError:
             out.drop = "malformed"
             return out
-        # Both sites hold the same control key: one of our own HELLOs, reflected back, would
-        # authenticate. It is never the peer's.
-        if h.sender == self.sender:
-            out.drop = "replay"
-            return out
-        # 1. Freshness: per sender nonce, HELLO counters only grow.
-        if counter <= self.last_counter.get(h.sender, 0):
-            out.drop = "replay"
-            return out
-        self._remember(h.sender, counter)
-        changed = accepted = False
-
-        # 2. Accept: the peer echoed our current challenge, so this HELLO is fresh.
-        if h.propose == self.challenge:
-            if self.recv != (h.sender, h.propose):
-                restarted = self.recv is not None and self.recv[0] != h.sender
-                self.dp.set_recv_session(self._secret(h.sender, h.propose))
-                self.dp.set_peer_hello_sender(h.sender)
-                self.recv = (h.sender, h.propose)
-                out.events.append("peer restarted; new session accepted" if restarted
-                                  else "receive session accepted")
-                changed = True
-            self.challenge = self.random(16)
-            out.roam = accepted = True
-        elif self.recv is not None and h.sender == self.recv[0]:
-            out.roam = True
-
-        # 6. The peer sends under our receive session at h.send_index: after an outage longer
-        # than the receiver's look-ahead, data alone could not tell us how far it rotated. (A
-        # HELLO that just opened the session says nothing of it: new sessions start at 0.)
-        if not accepted and self.recv == (h.sender, h.propose):
-            self.dp.catch_up_recv(h.send_index)
-        self.peer_challenge = h.challenge
-        # 3./4. Confirm our proposal, or propose the peer's current challenge.
-        if h.acc_sender == self.sender and self.pending is not None and h.acc_chal == self.pending:
-            if self.send != self.pending:
-                self._install_send(self.pending, now_ms)
-            self.pending = None
-            self.renewing = False
-            out.events.append("send session confirmed")
-        elif h.acc_sender == self.sender and h.acc_chal == self.send:
-            # The peer accepts what we send under. A proposal still out is stale (say, made for
-            # a HELLO of the peer's previous run) unless we asked for a new session ourselves;
-            # then it follows the peer's latest challenge until the peer takes it.
-            if self.renewing and self.pending != h.challenge:
-                self.pending = h.challenge
-                changed = True
-            elif not self.renewing and self.pending is not None:
-                self.pending = None
-        else:
-            if self.pending != h.challenge:
-                self.pending = h.challenge
-                changed = True
-            if self.send is None:
-                # Nothing to keep sending under: start now, the confirmation follows.
-                self._install_send(self.pending, now_ms)
-
+        self.last_rx_ms = now_ms
+        if self.confirming_since is not None and session_id == self.current_id:
+            self.confirming_since = None
+            out.events.append(f"session established (we initiated): receive id {session_id}")
         now_us = clock_us()
-        if h.echo_us:
-            rtt_us = (now_us - h.echo_us - h.held_us) & 0xFFFFFFFF
+        if echo_us:
+            rtt_us = (now_us - echo_us - held_us) & 0xFFFFFFFF
             if rtt_us < 60_000_000:
                 self.rtt_ms = rtt_us / 1000
-        self.peer_time = (h.time_us, now_us)
-        self.peer_site = h.site
-        self.last_rx_ms = now_ms
-        out.answer = (changed or bool(h.flags & FLAG_ANSWER)) and self.answers.take(now_ms)
+        self.peer_time = (time_us, now_us)
+        if ITEM_SITE in items:
+            self.peer_site = printable(items[ITEM_SITE].decode("utf-8", "replace"))
+        if flags & FLAG_ANSWER and self.answers.take(now_ms):
+            out.replies += self.status_message(now_ms, answer=False)
+        return out
+
+    # -- handshake messages -------------------------------------------------------------------
+
+    def receive_init(self, datagram: bytes, now_ms: int) -> Outcome:
+        """An admitted INIT: answer it, unless it is stale, reflected, or loses a tie to ours."""
+        out = Outcome()
+        hs = _fast.Handshake(self.dp)
+        try:
+            seconds, nanos, instance, peer_id, peer_index = INIT_PAYLOAD.unpack(hs.respond(datagram))
+        except _fast.Dropped as e:
+            out.drop = e.reason
+            return out
+        if instance == self.instance:
+            out.drop = "replay"                  # our own initiation, reflected back to us
+            return out
+        if (seconds, nanos) <= self.greatest_stamp:
+            out.drop = "replay"                  # recorded, or overtaken by a newer one
+            if instance != self.greatest_from:
+                self._stale_from_new_instance(now_ms)
+            return out
+        self.greatest_stamp, self.greatest_from = (seconds, nanos), instance
+        if self.pending is not None and self.instance < instance and self.ties_won < TIES_WON_MAX:
+            # Both sides initiated at once: the smaller instance's initiation wins, so exactly
+            # one handshake completes. Ours may have been lost (the peer was not running yet):
+            # send the same one again. A peer that took it drops the
+            # copy as a replay, and its answer to the first is on the way. A win that leads
+            # nowhere (our initiations are refused, say as stale) is not repeated forever: after
+            # TIES_WON_MAX we answer the peer's instead.
+            self.ties_won += 1
+            out.replies.append(self.pending_init)
+            return out
+        local_id = self._new_id()
+        reply = hs.reply(RESP_PAYLOAD.pack(self.instance, local_id, self.send_index))
+        self.dp.install_session(hs, local_id, peer_id, self.send_index, peer_index)
+        self.answered = (local_id, instance, now_ms)
+        if self.pending is not None:
+            self.pending = None                  # the peer's initiation won the tie
+        out.replies.append(reply)
+        return out
+
+    def _stale_from_new_instance(self, now_ms: int) -> None:
+        """An authentic initiation older than the newest we took, from another instance: a
+        recording of a past run replayed, or a peer that restarted with its clock behind its
+        previous run's (no real-time clock, or NTP stepped it back), whose initiations look
+        recorded until its clock passes that one. Ours are new to it. Without a session, initiate
+        now; with one, ask the peer to answer under it: a live peer does (replays change
+        nothing), a restarted one cannot, and we initiate ALIVE_WAIT_MS later."""
+        if self.current_id is None:
+            self._hurry(now_ms)
+        elif self.alive_check_ms is None:
+            self.alive_check_ms = now_ms
+            self.next_keepalive_ms = now_ms
+            self.ask_answer = True
+
+    def _check_alive(self, now_ms: int) -> None:
+        if self.alive_check_ms is None:
+            return
+        if self.last_rx_ms is not None and self.last_rx_ms >= self.alive_check_ms:
+            self.alive_check_ms = None                 # the peer holds the session: replays
+        elif now_ms - self.alive_check_ms >= ALIVE_WAIT_MS:
+            self.alive_check_ms = None
+            log.info("the peer sends initiations older than its earlier ones and no longer answers under "
+                     "our session: it restarted with its clock behind (no real-time clock, or NTP stepped "
+                     "it back); initiating ourselves")
+            self._hurry(now_ms)
+
+    def _hurry(self, now_ms: int) -> None:
+        """Initiate at the next tick, and retry every RETRY_MS for HURRY_MS."""
+        self.prompt = True
+        self.hurry_until_ms = now_ms + HURRY_MS
+
+    def receive_resp(self, datagram: bytes, now_ms: int) -> Outcome:
+        """The RESP to our initiation: the session is ours at once; confirm it to the peer."""
+        out = Outcome()
+        if self.pending is None:
+            out.drop = "replay"
+            return out
+        try:
+            instance, peer_id, peer_index = RESP_PAYLOAD.unpack(self.pending.finish(datagram))
+        except _fast.Dropped as e:
+            out.drop = e.reason                  # not the answer: ours still waits for it
+            return out
+        if instance == self.instance:
+            out.drop = "replay"                  # our own answer, reflected back to us
+            self.pending = None
+            return out
+        self.dp.install_session(self.pending, self.pending_id, peer_id, self.send_index, peer_index)
+        restarted = self.peer_instance is not None and self.peer_instance != instance
+        self.pending = None
+        self.answered = None
+        self.ties_won = self.hurry_until_ms = 0
+        self.current_id, self.peer_instance, self.role = self.pending_id, instance, "initiator"
+        self.born_ms = now_ms
+        self.handshakes += 1
+        self.cookie = None
+        self.confirming_since = self.confirm_sent_ms = now_ms
+        if restarted:
+            out.events.append("peer restarted; new session")
+        out.replies += self.status_message(now_ms, answer=True)
+        return out
+
+    def receive_cookie(self, datagram: bytes, now_ms: int) -> Outcome:
+        """The peer is under load and wants a cookie in our initiation: initiate again with it."""
+        out = Outcome()
+        if self.pending is None:
+            out.drop = "replay"
+            return out
+        try:
+            self.cookie = (self.pending.open_cookie(datagram), now_ms)
+        except _fast.Dropped as e:
+            out.drop = e.reason
+            return out
+        out.replies.append(self.initiate(now_ms))
         return out

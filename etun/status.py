@@ -12,8 +12,8 @@ from etun.control import ask
 SCHEMA = 1
 STATUS_TIMEOUT_S = 3.0
 DIRECTIONS = (("outbound", "LAN → tunnel"), ("inbound", "tunnel → LAN"))
-TRAFFIC = ("frames", "bytes", "packets", "fragments", "reassembled", "superframes")
-OUTBOUND_TRAFFIC = ("frames", "bytes", "packets", "fragments", "superframes")
+TRAFFIC = ("frames", "bytes", "packets", "fragments", "reassembled", "control", "superframes")
+OUTBOUND_TRAFFIC = ("frames", "bytes", "packets", "fragments", "control", "superframes")
 INBOUND_TRAFFIC = ("frames", "bytes", "packets", "fragments", "reassembled", "control", "superframes")
 TOP_ETHERTYPES = 8              # EtherTypes listed per direction
 
@@ -34,7 +34,7 @@ def _direction(raw: dict, traffic: tuple, table, stats: dict, filter_name: str) 
     return d
 
 
-def build_status(config, lan, datapath, snapshot: dict, *, uptime_s: float, peer: dict, settled: bool) -> dict:
+def build_status(config, lan, datapath, snapshot: dict, *, uptime_s: float, peer: dict, session: dict) -> dict:
     """The status document (docs/STATUS.md) of a running daemon: its configuration, its LAN
     port (lan.LanPort), the datapath's counters and filter hits, the engine's snapshot, and
     what the control plane knows of the peer (the `peer` table, already filled in)."""
@@ -50,7 +50,9 @@ def build_status(config, lan, datapath, snapshot: dict, *, uptime_s: float, peer
         "tunnel": {"listen": str(config.tunnel.listen), "max_packet": config.tunnel.max_packet,
                    "gso": snapshot["gso"], "gro": snapshot["gro"]},
         "peer": peer,
-        "keys": {"send_index": datapath.send_index, "recv_index": datapath.recv_index, "settled": settled},
+        "keys": {"send_index": datapath.send_index, "recv_index": datapath.recv_index,
+                 "settled": session["established"]},
+        "session": session,
         "pumps": snapshot["pumps"],
         "directions": {
             "outbound": _direction(counters["tx"], OUTBOUND_TRAFFIC, config.filter.nic_ingress,
@@ -95,7 +97,7 @@ def render(st: dict) -> str:
         f"rtt {'-' if peer['rtt_ms'] is None else format(peer['rtt_ms'], '.2f') + ' ms'}, "
         f"moved {peer['roams']} times",
         f"key index: sending {_dash(keys['send_index'])}, receiving {_dash(keys['recv_index'])}; "
-        f"sessions {'settled' if keys['settled'] else 'being set up'}",
+        + _session_line(st.get("session", {})),
         f"LAN {lan['interface']} ({lan['mode']} mode, MTU {lan['mtu']}); UDP {tun['listen']} "
         f"(GSO {'on' if tun['gso'] else 'off'}, GRO {'on' if tun['gro'] else 'off'}), "
         f"max_packet {tun['max_packet']}",
@@ -118,6 +120,13 @@ def render(st: dict) -> str:
         shown = ", ".join(f"{et} {n:,}" for et, n in d["ethertypes"].items()) or "none yet"
         lines.append(f"EtherTypes {label}: {shown}")
     return "\n".join(lines)
+
+
+def _session_line(session: dict) -> str:
+    if not session.get("established"):
+        return "no session yet"
+    return (f"session set up by {'us' if session['role'] == 'initiator' else 'the peer'} "
+            f"{session['age_s']:.0f} s ago ({session['handshakes']} handshakes so far)")
 
 
 def _dash(value) -> str:

@@ -127,3 +127,41 @@ def reassembly_capacity(Datapath dp):
     t = &dp.d.reasm
     return (t.cls[0].count, t.cls[1].count,
             t.cls[0].count * SMALL_BUF_LEN + t.cls[1].count * LARGE_BUF_LEN)
+
+
+def handshake_keys(Handshake hs):
+    """A finished handshake's Split() outputs (k1, k2), before install_session() takes them:
+    for the cross-check against an independent Noise implementation. Never called by etun."""
+    if hs.stage != HS_DONE:
+        raise ValueError("the handshake is not done")
+    return (PyBytes_FromStringAndSize(<char *>hs.k1, SECRET_LEN),
+            PyBytes_FromStringAndSize(<char *>hs.k2, SECRET_LEN))
+
+
+def vnet_ok(packet):
+    """Whether the rx pump would pass a FRAME_VNET payload (virtio_net_hdr + frame) to the LAN."""
+    cdef const uint8_t[:] p = packet
+    if p.shape[0] < VNET_HDR_LEN + MIN_FRAME_LEN:
+        raise ValueError("shorter than a FRAME_VNET payload")
+    return lan_vnet_ok(&p[0], p.shape[0])
+
+
+def cookie_reply_for(Datapath dp, init, sockaddr):
+    """The COOKIE the rx pump sends under load for an INIT from `sockaddr` (raw bytes)."""
+    cdef const uint8_t[:] m = init
+    cdef const uint8_t[:] sa = sockaddr
+    cdef uint8_t out[COOKIE_LEN]
+    if m.shape[0] != INIT_LEN:
+        raise ValueError("not an INIT")
+    if cookie_reply(dp.d, &m[0], &sa[0], sa.shape[0], clock_ms(), out) != 0:
+        raise RuntimeError(crypto_error("a cookie reply"))
+    return PyBytes_FromStringAndSize(<char *>out, COOKIE_LEN)
+
+
+def mac2_ok_for(Datapath dp, init, sockaddr):
+    """Whether an INIT's mac2 holds the cookie of `sockaddr`, as the rx pump checks it."""
+    cdef const uint8_t[:] m = init
+    cdef const uint8_t[:] sa = sockaddr
+    if m.shape[0] != INIT_LEN:
+        raise ValueError("not an INIT")
+    return cookie_mac2_ok(dp.d, &m[0], &sa[0], sa.shape[0], clock_ms())

@@ -19,9 +19,15 @@ cdef extern from *:
                    && a6->sin6_scope_id == b6->sin6_scope_id;
         return 0;
     }
+    static ssize_t etun_sendto(int fd, const void *buf, size_t len, int flags, const unsigned char *to,
+                               unsigned int tolen) {
+        return sendto(fd, buf, len, flags, (const struct sockaddr *)to, tolen);
+    }
     """
     bint udp_addr_equal "etun_addr_equal"(
         const uint8_t *a, unsigned int alen, const uint8_t *b, unsigned int blen) nogil
+    ssize_t udp_sendto "etun_sendto"(int fd, const void *buf, size_t length, int flags,
+                                     const uint8_t *to, unsigned int tolen) nogil
 
 
 cdef int udp_receive(engine_state *e) noexcept nogil:

@@ -6,6 +6,7 @@ the wire format and the logic of both ends.
 """
 
 import json
+import os
 import select
 
 from etun import _fast, keys
@@ -28,13 +29,14 @@ def render(site: str, report: dict) -> str:
     return "\n".join(lines)
 
 
-def run_standalone(config, control_key, timeout_s: float) -> dict:
+def run_standalone(config, secrets: keys.Secrets, timeout_s: float) -> dict:
     """No daemon here: probe from our own listen address, as the daemon would."""
+    datapath = _fast.Datapath(_fast.LEVELS[config.security.level], config.tunnel.max_packet)
+    secrets.install(datapath)
     udp = open_transport(config.tunnel.listen)
     try:
         peer = resolve_peer(config.tunnel.peer, udp.family)
-        prober = Prober(_fast.LEVELS[config.security.level], control_key, config.tunnel.max_packet,
-                        peer, timeout_s, udp.family)
+        prober = Prober(datapath, os.urandom(16), config.tunnel.max_packet, peer, timeout_s, udp.family)
         udp.sock.setblocking(False)
         while not prober.done():
             for datagram in prober.outgoing():
@@ -63,9 +65,8 @@ def run_verify(config_path, timeout_s: float, as_json: bool) -> int:
     try:
         report = ask(config.control.socket, {"request": "verify", "timeout": timeout_s}, timeout_s + 5)
     except NoDaemon:
-        control_key = None
-        if config.security.level != "none":
-            control_key = keys.load_secrets(config.security.key_file).control_key
-        report = run_standalone(config, control_key, timeout_s)
+        secrets = keys.load_secrets(config.security.key_file) if config.security.level != "none" else \
+            keys.Secrets.none()
+        report = run_standalone(config, secrets, timeout_s)
     print(json.dumps(report, indent=2) if as_json else render(config.site.name, report))
     return 0 if report["ok"] else 3

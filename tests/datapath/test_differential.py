@@ -86,15 +86,18 @@ class Twin:
         self.level = level
         self.dp = datapath(level, **options)
         self.ref = ref.Receiver(level, ROOT)
+        self.latest_ms = 0
 
     def install(self, secret=SECRET, session_id=0, index=0, confirmed=True):
         self.dp.set_recv_session(secret, session_id, index, confirmed)
-        # The datapath stamps an install with its own clock, not a test's now_ms: a session it
-        # replaces counts its 10 seconds from there. So does the reference here.
-        self.ref.install(secret, session_id, index, confirmed, now_ms=_fast.now_ms())
+        # The datapath stamps an install with its own clock, which never goes back: the later of
+        # its real clock and the latest now_ms a test fed it. A session the install replaces
+        # counts its 10 seconds from there; so does the reference here.
+        self.ref.install(secret, session_id, index, confirmed, now_ms=max(_fast.now_ms(), self.latest_ms))
 
     def feed(self, datagram, now_ms, what=""):
         """Open on both sides and insist on the same verdict, counters, sessions and key index."""
+        self.latest_ms = max(self.latest_ms, now_ms)
         items = self.dp.open(datagram, now_ms)
         got = (self.dp.last_drop, items)
         delivered = self.ref.open(datagram, now_ms)
@@ -284,9 +287,9 @@ stream_steps = st.lists(
         st.tuples(st.just("jump"), st.integers(2, 70)),
         st.tuples(st.just("tick"), st.integers(0, 4000)),
         st.tuples(st.just("skip"), st.integers(1, 6000)),
-        # Mostly a responder's session, confirmed by the first packet under it: a session it
-        # replaces then opens packets in flight for 10 s of stream time (a confirmed install is
-        # stamped with the datapath's real clock, long before T0, so its previous one is gone).
+        # Mostly a responder's session, confirmed by the first packet under it. A confirmed
+        # install is stamped with the stream's time, so the session it replaces opens packets in
+        # flight for 10 s of stream time after it.
         st.tuples(st.just("switch"), secrets, st.integers(0, 255), st.sampled_from([False, False, True])),
         st.tuples(st.just("handed_up"), st.sampled_from(ref.HANDED_UP_TYPES), st.integers(0, 2), st.binary(max_size=200)),
         st.tuples(st.just("garbage"), st.binary(max_size=100)),
@@ -512,25 +515,19 @@ def test_both_sides_find_a_fragment_under_another_key_index_inconsistent(level):
     assert twin.dp.last_drop == twin.ref.last_drop == "frag_inconsistent"
 
 
-# Two disagreements between PROTOCOL.md and the datapath, both about packets only a holder of
-# the keys can make (a genuine sender never contradicts its own fragments) or, at none, anyone.
-# These tests flip to passing once spec and code agree.
+# Packets only a holder of the keys can make (a genuine sender never contradicts its own
+# fragments) or, at none, anyone: state moves only after step 7 accepts the packet.
 
-@pytest.mark.xfail(strict=True, reason=(
-    "§3.2: only after step 7 may a packet at c + 1 make that index current; the datapath moves c "
-    "before step 7 drops the packet"))
 @pytest.mark.parametrize("level", KEYED)
 def test_a_fragment_at_c_plus_1_dropped_at_step_7_does_not_move_c(level):
     twin, contradiction = contradicted(level, "key index")
-    twin.feed(contradiction, T0)  # recv_index: the reference 0, the datapath 1
+    twin.feed(contradiction, T0)
+    assert twin.ref.last_drop == "frag_inconsistent" and twin.dp.recv_index == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "§3.2 step 7 compares key_index at every level (only steps 4 and 5 are skipped at none); the "
-    "datapath still skips the comparison at none, as version 1 did"))
 def test_at_level_none_fragments_under_different_key_indices_are_frag_inconsistent():
     twin, contradiction = contradicted(NONE, "key index")
-    twin.feed(contradiction, T0)  # the reference: frag_inconsistent; the datapath: completes the frame
+    assert twin.feed(contradiction, T0) == ("frag_inconsistent", [])
 
 
 @pytest.mark.parametrize("level", LEVELS)

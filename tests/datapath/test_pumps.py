@@ -126,13 +126,23 @@ def test_a_burst_wakes_the_tx_pump_and_it_parks_again_once_traffic_is_light():
 
 def test_a_batch_of_frames_in_one_round_is_a_burst_too():
     """Eight frames or more in one read: the rx pump hands the LAN to the tx pump."""
-    with paired_lan(queued=[PLAIN] * 20) as (host, sink, dp, engine, _):
-        for _ in range(20):
+    outcomes = []
+    for _ in range(3):
+        with paired_lan(queued=[PLAIN] * 20) as (host, sink, dp, engine, _):
+            for _ in range(20):
+                assert len(sink.recv(2048)) > 0
+            # Mostly all twenty in the rx pump's first round; on a busy machine the scheduler
+            # may start the tx pump first, which proves nothing: try again.
+            try:
+                rounds_become(engine, (0, 1))
+            except AssertionError:
+                outcomes.append(rounds(engine))
+                continue
+            host.send(PLAIN)
             assert len(sink.recv(2048)) > 0
-        rounds_become(engine, (0, 1))        # all twenty in the rx pump's first round
-        host.send(PLAIN)
-        assert len(sink.recv(2048)) > 0
-        rounds_become(engine, (1, 1))        # the next one, by the tx pump
+            rounds_become(engine, (1, 1))    # the next one, by the tx pump
+            return
+    raise AssertionError(f"the rx pump never served the batch in one round: {outcomes}")
 
 
 def test_the_drop_trace_names_the_source_of_each_reason_at_most_once_a_second():
@@ -143,7 +153,7 @@ def test_the_drop_trace_names_the_source_of_each_reason_at_most_once_a_second():
         stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         stranger.bind(("127.0.0.1", 0))
         for _ in range(50):
-            stranger.sendto(b"\x00" * 40, address)                 # version 0: malformed
+            stranger.sendto(b"\x80" * 40, address)                 # version 2, type 0: malformed
         wait_until(lambda: dp.counters()["rx"]["malformed"] == 50, timeout=5, interval=0.01,
                    what="50 malformed datagrams counted")
         (sample,) = dp.pop_trace()
@@ -152,7 +162,7 @@ def test_the_drop_trace_names_the_source_of_each_reason_at_most_once_a_second():
         assert unpack_sockaddr(raw) == stranger.getsockname()
         assert dp.pop_trace() == []
         time.sleep(1.05)
-        stranger.sendto(b"\x00" * 40, address)
+        stranger.sendto(b"\x80" * 40, address)
         wait_until(lambda: dp.counters()["rx"]["malformed"] == 51, timeout=5, interval=0.01,
                    what="one more malformed datagram")
         assert [s[:3] + s[4:] for s in dp.pop_trace()] == [("inbound", "malformed", _fast.TRACE_SOCKADDR, 49)]
@@ -171,7 +181,7 @@ def test_a_frame_the_lan_sends_that_is_dropped_is_traced_with_its_source_mac():
 def test_with_the_trace_off_drops_are_only_counted():
     with paired_lan() as (host, sink, dp, engine, address):
         stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        stranger.sendto(b"\x00" * 40, address)
+        stranger.sendto(b"\x80" * 40, address)
         wait_until(lambda: dp.counters()["rx"]["malformed"] == 1, timeout=5, interval=0.01,
                    what="the datagram counted")
         assert dp.pop_trace() == []

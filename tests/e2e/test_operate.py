@@ -12,7 +12,6 @@ import stat
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -50,18 +49,13 @@ def send_frames(t, src_host: str, dst_mac: str, frames: list[tuple[str, int, str
           f"sendp([{lines}], iface='eth0', verbose=False)\"", f"h{src_host}")
 
 
-def capture(t, host: str, path: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(["ip", "netns", "exec", t.ns(f"h{host}"), "tcpdump", "-Q", "in", "-i", "eth0", "-U", "-s", "0",
-                             "-w", str(path), "ether proto 0x88b5 or ether proto 0x88b6 or ether proto 0x88b7"],
-                            stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
-    return proc
+MARKED = "ether proto 0x88b5 or ether proto 0x88b6 or ether proto 0x88b7"
 
 
-def markers(path: Path) -> set[str]:
-    from scapy.all import Raw, rdpcap
+def markers(packets) -> set[str]:
+    from scapy.all import Raw
 
-    return {bytes(p[Raw].load)[:1].decode() for p in rdpcap(str(path)) if Raw in p}
+    return {bytes(p[Raw].load)[:1].decode() for p in packets if Raw in p}
 
 
 def test_filters_stop_denied_frames_and_pass_allowed_ones_in_both_directions(topo):
@@ -72,8 +66,8 @@ def test_filters_stop_denied_frames_and_pass_allowed_ones_in_both_directions(top
     t.wait_log("b", "peer up")
     mac = {h: t.out("cat /sys/class/net/eth0/address", f"h{h}").strip() for h in "ab"}
     plain = "02:11:22:33:44:55"
-    cap_b, cap_a = capture(t, "b", t.workdir / "b.pcap"), capture(t, "a", t.workdir / "a.pcap")
-    try:
+    with t.capture("hb", "eth0", MARKED, inbound=True, settle=1.0) as at_b, \
+            t.capture("ha", "eth0", MARKED, inbound=True, settle=1.0) as at_a:
         send_frames(t, "a", mac["b"], [
             ("02:de:ad:00:00:01", 0x88B7, "m"),   # A nic_ingress rule 1: MAC denied, though its OUI is allowed
             (plain, 0x88B5, "e"),                  # A nic_ingress rule 2: EtherType denied
@@ -87,13 +81,8 @@ def test_filters_stop_denied_frames_and_pass_allowed_ones_in_both_directions(top
             (plain, 0x88B6, "T"),                  # A tunnel_ingress: denied
             (plain, 0x88B7, "P"),                  # passes
         ])
-        time.sleep(1.0)
-    finally:
-        for cap in (cap_a, cap_b):
-            cap.terminate()
-            cap.wait()
-    assert markers(t.workdir / "b.pcap") == {"o", "p"}
-    assert markers(t.workdir / "a.pcap") == {"P"}
+    assert markers(at_b) == {"o", "p"}
+    assert markers(at_a) == {"P"}
     a, b = t.status("a"), t.status("b")
     hits = [r["hits"] for r in a["directions"]["outbound"]["filter"]["rules"]]
     assert hits == [1, 1, 2]

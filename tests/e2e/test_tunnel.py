@@ -2,12 +2,12 @@
 bulk TCP intact, VLAN tags kept byte for byte, jumbo frames. Topology in tests/e2e/topology.py.
 """
 
-import subprocess
 import sys
 import time
 
 import pytest
 
+from etun import _fast
 from tests.e2e.topology import HOST_IP, HOST_IP6
 
 pytestmark = pytest.mark.usefixtures("e2e_ready")
@@ -28,33 +28,25 @@ def test_a_full_size_df_ping_crosses_a_wan_of_mtu_840(topo, mode, level):
 
 
 def test_the_wan_carries_small_balanced_packets_and_a_1514_byte_frame_in_exactly_two(topo):
-    from scapy.all import UDP, rdpcap
+    from scapy.all import UDP
 
     t = topo(host_offloads=False)
     t.start_pair()
-    pcap = t.workdir / "wan.pcap"
-    cap = subprocess.Popen(["ip", "netns", "exec", t.ns("wan"), "tcpdump", "-i", "a0", "-s", "0", "-U",
-                            "-w", str(pcap), "udp port 5555"], stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(1.0)
+    with t.capture("wan", "a0", "udp port 5555", settle=0.5) as packets:
         assert " 0% packet loss" in t.ping("a", HOST_IP["b"], size=1472, count=20).stdout
         t.run(f"ping -q -c 200 -i 0.002 -s 1200 {HOST_IP['b']} >/dev/null", "ha", check=False)
-        time.sleep(0.5)
-    finally:
-        cap.terminate()
-        cap.wait()
     frames: dict[tuple, list[int]] = {}
     datagrams = 0
-    for pkt in rdpcap(str(pcap)):
+    for pkt in packets:
         udp = pkt[UDP]
         body = bytes(udp.payload)
         datagrams += 1
         assert udp.len < 800, f"a {udp.len}-byte tunnel datagram"
-        if body[0] & 15 not in (1, 2):
-            continue                                        # HELLO
+        if body[0] & 15 not in (_fast.TYPE_FRAME, _fast.TYPE_FRAME_VNET):
+            continue                                        # handshake and SESSION messages
         index, count = body[2], body[3]
-        base = int.from_bytes(body[8:16], "big") - index
-        frames.setdefault((pkt["IP"].src, base, count), []).append(len(body) - 32)
+        base = int.from_bytes(body[10:16], "big") - index  # the 48-bit counter (PROTOCOL.md §2)
+        frames.setdefault((pkt["IP"].src, body[8], base, count), []).append(len(body) - 32)
     assert datagrams > 400
     full = [sizes for sizes in frames.values() if sum(sizes) == 1514]
     assert len(full) >= 40                                   # 20 requests + 20 replies, both ways seen
@@ -94,9 +86,6 @@ def test_vlan_and_qinq_frames_arrive_byte_identical(topo):
     t.start_pair()
     mac_b = t.out("cat /sys/class/net/eth0/address", "hb").strip()
     mac_a = t.out("cat /sys/class/net/eth0/address", "ha").strip()
-    pcap = t.workdir / "hostb.pcap"
-    cap = subprocess.Popen(["ip", "netns", "exec", t.ns("hb"), "tcpdump", "-i", "eth0", "-s", "0", "-U",
-                            "-w", str(pcap), "vlan"], stderr=subprocess.DEVNULL)
     craft = (
         "from scapy.all import Ether, Dot1Q, Dot1AD, IP, UDP, Raw, sendp, raw\n"
         f"a, b = '{mac_a}', '{mac_b}'\n"
@@ -109,15 +98,9 @@ def test_vlan_and_qinq_frames_arrive_byte_identical(topo):
         "sendp(frames, iface='eth0', verbose=False)\n"
         "print('\\n'.join(raw(f).hex() for f in frames))\n"
     )
-    try:
-        time.sleep(1.0)
+    with t.capture("hb", "eth0", "vlan", settle=1.0) as packets:
         sent = t.out(f"{sys.executable} -c \"{craft}\"", "ha").split()
-        time.sleep(1.0)
-    finally:
-        cap.terminate()
-        cap.wait()
-    from scapy.all import rdpcap
-    got = [bytes(p).hex() for p in rdpcap(str(pcap))]
+    got = [bytes(p).hex() for p in packets]
     assert len(sent) == 4
     assert bytes.fromhex(sent[2])[12:14] == b"\x88\xa8" and len(bytes.fromhex(sent[2])) == 1522
     for frame in sent:

@@ -10,6 +10,7 @@ In tap mode each gateway bridges lan0 with etun's TAP device (br0); the hosts se
 Every command is printed before it runs (narrate=True), as the kernel WireGuard netns.sh does.
 """
 
+import contextlib
 import json
 import os
 import shlex
@@ -19,6 +20,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.poll import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_IP = {"a": "198.18.0.1", "b": "198.18.0.2"}
@@ -236,3 +239,27 @@ class Topology:
         df_opt = "-M do " if df else ""
         return self.run(f"ping -n -q -c {count} -i 0.2 -W 2 {df_opt}-s {size} {dst_ip}",
                         f"h{src}", check=False, capture=True, timeout=timeout)
+
+    @contextlib.contextmanager
+    def capture(self, node: str, iface: str, bpf: str = "", inbound: bool = False, settle: float = 0.3):
+        """tcpdump on `iface` in `node` while the block runs: yields a list that holds the scapy
+        packets once the block is over. Capturing has begun when the block starts (the file's
+        header is written once tcpdump listens), and every packet is written as it comes."""
+        from scapy.all import rdpcap
+        pcap = self.workdir / f"{node}-{iface}-{time.monotonic_ns()}.pcap"
+        cmd = ["ip", "netns", "exec", self.ns(node), "tcpdump", "-i", iface, "-s", "0", "-U", "--immediate-mode",
+               *(["-Q", "in"] if inbound else []), "-w", str(pcap), *shlex.split(bpf)]
+        if self.narrate:
+            print(f"[{node}] {shlex.join(cmd[4:])}", file=sys.stderr)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        packets: list = []
+        try:
+            wait_until(lambda: proc.poll() is not None or (pcap.exists() and pcap.stat().st_size >= 24),
+                       timeout=10, interval=0.05, what=f"tcpdump to listen on {iface} in {node}")
+            assert proc.poll() is None, f"tcpdump on {iface} in {node} exited with {proc.returncode}"
+            yield packets
+            time.sleep(settle)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(10)
+        packets.extend(rdpcap(str(pcap)))

@@ -18,14 +18,3 @@ def test_a_cipher_giving_wrong_answers_stops_etun_with_one_line(monkeypatch):
     assert message.startswith("self-test failed: ChaCha20 (RFC 8439 2.4.2) gives a wrong answer")
     assert message.endswith("the build or bundle is broken") and "\n" not in message
 
-
-def test_the_pinned_packet_is_what_the_independent_reference_seals():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import reference
-
-    sender = reference.Sender(reference.LEVEL_ENCRYPT)
-    sender.set_session(selftest.KNOWN_SECRET)
-    assert sender.seal(selftest.KNOWN_FRAME) == [selftest.KNOWN_PACKET]

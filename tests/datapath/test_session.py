@@ -1,0 +1,266 @@
+"""Two sites' session control planes (etun/session.py) over real datapaths, in one process: the
+handshake, key confirmation, and every way a recorded or reflected message must fail.
+
+The network is a list of datagrams in flight; the test delivers them, in order, or records,
+drops, reflects or replays them as the case needs. Times are the test's own (milliseconds).
+"""
+
+import os
+import socket
+
+import pytest
+
+from etun import _fast, keys
+from etun.session import REJECT_AFTER_MS, Session
+from etun.transport import pack_sockaddr
+
+ENCRYPT = _fast.LEVEL_ENCRYPT
+
+
+class Wall:
+    """A wall clock the test moves (timestamps of initiations)."""
+
+    def __init__(self):
+        self.ns = 1_800_000_000 * 10**9
+
+    def __call__(self) -> int:
+        return self.ns
+
+
+class Site:
+    def __init__(self, name: str, secrets: keys.Secrets, wall: Wall, level: int = ENCRYPT, now: int = 0):
+        self.name = name
+        self.secrets = secrets
+        self.dp = _fast.Datapath(level)
+        secrets.install(self.dp)
+        self.s = Session(level, self.dp, name, now, keepalive_ms=2000, rekey_ms=10_000, wall_ns=wall)
+        self.drops: list[str] = []
+        self.events: list[str] = []
+
+    def deliver(self, datagram: bytes, now: int) -> list[bytes]:
+        """Hand one datagram to this site as its daemon would; the datagrams it answers with."""
+        _, _, ptype = _fast.packet_type(datagram)
+        if ptype == _fast.TYPE_INIT:
+            outs = [self.s.receive_init(datagram, now)]
+        elif ptype == _fast.TYPE_RESP:
+            outs = [self.s.receive_resp(datagram, now)]
+        elif ptype == _fast.TYPE_COOKIE:
+            outs = [self.s.receive_cookie(datagram, now)]
+        else:
+            outs = [self.s.receive_session(payload, self.dp.last_session, now)
+                    for t, payload in self.dp.open(datagram) if t == _fast.TYPE_SESSION]
+        replies = []
+        for out in outs:
+            if out.drop:
+                self.drops.append(out.drop)
+            self.events += out.events
+            replies += out.replies
+        return replies
+
+
+def secrets() -> keys.Secrets:
+    return keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
+
+
+def pair():
+    wall, sec = Wall(), secrets()
+    return Site("a", sec, wall), Site("b", sec, wall), wall
+
+
+def run(a: Site, b: Site, now: int, first: list[tuple[Site, bytes]] | None = None, steps: int = 40,
+        tap=None) -> None:
+    """Tick both sites at `now` and deliver everything, as their daemons' loops would, until
+    a tick sends nothing more."""
+    flight = list(first or [])
+    for _ in range(steps):
+        if not flight:
+            for site, other in ((a, b), (b, a)):
+                flight += [(other, d) for d in site.s.tick(now)]
+            if not flight:
+                return
+        to, datagram = flight.pop(0)
+        if tap is not None:
+            tap(to, datagram)
+        other = b if to is a else a
+        flight += [(other, d) for d in to.deliver(datagram, now)]
+    raise AssertionError("the sites keep talking")
+
+
+def frame_crosses(src: Site, dst: Site) -> bool:
+    frame = os.urandom(1000)
+    got = [f for d in src.dp.seal(frame) for f in dst.dp.open(d)]
+    return got == [(_fast.TYPE_FRAME, frame)]
+
+
+def test_two_fresh_sites_set_up_one_session_in_one_round_trip_and_carry_frames_both_ways():
+    a, b, _ = pair()
+    run(a, b, 0)
+    assert a.s.established and b.s.established
+    assert {a.s.role, b.s.role} == {"initiator", "responder"}     # one handshake won the tie
+    assert a.s.handshakes == b.s.handshakes == 1
+    assert frame_crosses(a, b) and frame_crosses(b, a)
+    assert a.s.peer_site == "b" and b.s.peer_site == "a"
+
+
+def test_the_responder_sends_nothing_under_a_session_until_the_initiator_confirms_it():
+    a, b, _ = pair()
+    init = a.s.initiate(0)
+    (resp,) = b.deliver(init, 0)
+    assert b.dp.sessions()["next"] is not None and b.dp.sessions()["current"] is None
+    assert b.dp.send_index is None                   # nothing to send under yet
+    confirm = a.deliver(resp, 0)                     # a: current at once, confirms it
+    assert a.dp.sessions()["current"] is not None
+    for d in confirm:
+        b.deliver(d, 0)
+    b.s.tick(0)
+    assert b.dp.sessions()["current"] is not None and b.dp.send_index is not None
+    assert frame_crosses(b, a)
+
+
+def test_a_replayed_initiation_is_stale_and_costs_the_responder_no_session():
+    a, b, wall = pair()
+    recorded = []
+    run(a, b, 0, tap=lambda to, d: recorded.append(d) if _fast.packet_type(d)[2] == _fast.TYPE_INIT else None)
+    assert recorded
+    before = b.dp.sessions()
+    b.drops.clear()
+    for init in recorded * 3:
+        assert b.deliver(init, 10) == []
+    assert b.drops.count("replay") == 3 * len(recorded)
+    assert b.dp.sessions()["current"] == before["current"] and b.dp.sessions()["next"] is None
+    assert frame_crosses(a, b) and frame_crosses(b, a)
+
+
+def test_after_a_restart_a_replayed_initiation_installs_only_a_session_nobody_can_confirm():
+    a, b, wall = pair()
+    recorded = []
+    run(a, b, 0, tap=lambda to, d: recorded.append(d) if _fast.packet_type(d)[2] == _fast.TYPE_INIT and to is b
+        else None)
+    b2 = Site("b", b.secrets, wall)                  # b restarts: it remembers no timestamp
+    for init in dict.fromkeys(recorded):             # once each (a tie's winner sends its INIT twice)
+        (resp,) = b2.deliver(init, 0)
+    assert b2.dp.sessions()["next"] is not None and b2.dp.sessions()["current"] is None
+    # Nobody holds the initiator's ephemeral key: no packet can confirm that session, and
+    # the genuine site's next initiation (a later timestamp) replaces it.
+    wall.ns += 10**9
+    run(a, b2, 1000, first=[(b2, a.s.initiate(1000))])
+    assert b2.s.established and frame_crosses(a, b2) and frame_crosses(b2, a)
+
+
+def test_a_site_refuses_its_own_initiation_reflected_back_to_it():
+    a, _, _ = pair()
+    init = a.s.initiate(0)
+    assert a.deliver(init, 0) == []
+    assert a.drops == ["replay"] and a.dp.sessions()["next"] is None
+
+
+def test_an_answer_to_another_initiation_is_refused_and_leaves_ours_waiting():
+    a, b, wall = pair()
+    c = Site("c", a.secrets, wall)
+    (resp,) = a.deliver(b.s.initiate(0), 0)          # an answer to b's initiation ...
+    c.s.initiate(0)
+    assert c.deliver(resp, 0) == []                  # ... is no answer to c's
+    assert c.drops == ["malformed"] and c.dp.sessions()["current"] is None
+
+
+def test_when_both_initiate_at_once_exactly_one_handshake_completes_and_no_initiation_is_spent():
+    a, b, _ = pair()
+    ia, ib = a.s.initiate(0), b.s.initiate(0)
+    seen = []
+    run(a, b, 0, first=[(b, ia), (a, ib)], tap=lambda to, d: seen.append(_fast.TYPE_NAMES[_fast.packet_type(d)[2]]))
+    assert a.s.established and b.s.established
+    assert a.s.handshakes == b.s.handshakes == 1
+    winner = a if a.s.instance < b.s.instance else b
+    assert winner.s.role == "initiator"
+    # The winner sends its own INIT again (the loser drops the copy as a replay) and the
+    # loser's answer to the first completes it: one RESP, no second handshake.
+    assert seen.count("RESP") == 1 and seen.count("INIT") == 3
+    assert sorted(a.drops + b.drops) == ["replay"]
+
+
+@pytest.mark.parametrize("smaller", ["restarted", "other"])
+def test_a_peer_restarted_with_its_clock_an_hour_behind_gets_a_session_within_seconds(smaller):
+    a, b, wall = pair()
+    run(a, b, 0)
+    behind = Wall()
+    behind.ns = wall.ns - 3600 * 10**9
+    a2 = Site("a", a.secrets, behind)               # no real-time clock: it boots an hour back
+    # Whichever instance wins crossing initiations, the restarted site's are stale to b.
+    a2.s.instance, b.s.instance = (bytes(16), b"\xff" * 16) if smaller == "restarted" else (b"\xff" * 16, bytes(16))
+    for now in range(1000, 10_000, 100):
+        run(a2, b, now)
+        if a2.s.established and b.s.established:
+            break
+    assert now <= 4000, now
+    assert frame_crosses(a2, b) and frame_crosses(b, a2)
+    assert "replay" in b.drops
+
+
+def test_replayed_stale_initiations_of_past_instances_change_no_session():
+    a, b, wall = pair()
+    past = [Site("a", a.secrets, wall).s.initiate(0) for _ in range(5)]   # earlier runs of a, unanswered
+    wall.ns += 10**9
+    run(a, b, 1000)
+    handshakes = (a.s.handshakes, b.s.handshakes)
+    for now in range(2000, 32_000, 500):                      # 30 s of replays, two rounds a second
+        for init in past:
+            assert b.deliver(init, now) == []
+        run(a, b, now)
+    # b asked a to answer under the session, a did: replays, not a restart. No new handshake.
+    assert (a.s.handshakes, b.s.handshakes) == handshakes
+    assert b.drops.count("replay") == 5 * 60
+    assert frame_crosses(a, b) and frame_crosses(b, a)
+
+
+def test_a_different_key_file_never_sets_up_a_session():
+    wall = Wall()
+    a, b = Site("a", secrets(), wall), Site("b", secrets(), wall)
+    for now in range(0, 5000, 1000):
+        run(a, b, now)
+    assert not a.s.established and not b.s.established
+    assert set(a.drops + b.drops) == {"auth"}
+
+
+def test_sessions_are_renewed_by_their_initiator_and_traffic_never_stops():
+    a, b, wall = pair()
+    run(a, b, 0)
+    initiator = a if a.s.role == "initiator" else b
+    ids = [initiator.s.current_id]
+    for now in range(1000, 400_000, 5000):
+        wall.ns += 5 * 10**9
+        run(a, b, now)
+        assert frame_crosses(a, b) and frame_crosses(b, a), now
+        ids.append(initiator.s.current_id)
+    assert len(set(ids)) >= 3                       # a new session at least every 2 minutes
+    assert a.s.handshakes >= 3
+
+
+def test_the_send_side_moves_one_key_index_every_rekey_and_the_peer_follows():
+    a, b, _ = pair()
+    run(a, b, 0)
+    for now in range(1000, 35_000, 1000):
+        run(a, b, now)
+    assert a.dp.send_index == 3 and b.dp.recv_index == 3
+    assert frame_crosses(a, b)
+
+
+def test_a_session_nobody_renews_expires_and_its_keys_are_gone():
+    a, b, _ = pair()
+    run(a, b, 0)
+    a.s.tick(REJECT_AFTER_MS + 1)                   # b is gone: nothing answers a any more
+    assert a.dp.sessions()["current"] is None and a.dp.send_index is None
+
+
+def test_under_load_an_initiation_is_answered_with_a_cookie_and_the_next_one_carries_it():
+    a, b, _ = pair()
+    init = a.s.initiate(0)
+    out = a.deliver(cookie_for(b, init), 0)          # b's pump answered with a cookie
+    (again,) = out
+    assert _fast.packet_type(again)[2] == _fast.TYPE_INIT and again[-16:] != bytes(16)   # mac2 set
+    assert _fast.mac2_ok_for(b.dp, again, pack_sockaddr(socket.AF_INET, "198.19.1.1", 5555))
+    assert not _fast.mac2_ok_for(b.dp, again, pack_sockaddr(socket.AF_INET, "198.19.1.1", 5556))
+
+
+def cookie_for(responder: Site, init: bytes) -> bytes:
+    """The COOKIE the responder's rx pump would send back under load (admit.pxi)."""
+    return _fast.cookie_reply_for(responder.dp, init, pack_sockaddr(socket.AF_INET, "198.19.1.1", 5555))
