@@ -212,7 +212,7 @@ cdef class Datapath:
         bucket_fill(&d.ctl_foreign, CONTROL_PER_SEC, CONTROL_BURST, d.now_ms)
         bucket_fill(&d.ctl_other, HELLO_PER_SEC, HELLO_BURST, d.now_ms)
         if (pthread_mutex_init(&d.send_lock, NULL) != 0 or pthread_mutex_init(&d.recv_lock, NULL) != 0
-                or pthread_mutex_init(&d.trace_lock, NULL) != 0):
+                or pthread_mutex_init(&d.trace_lock, NULL) != 0 or pthread_mutex_init(&d.filter_lock, NULL) != 0):
             raise OSError("pthread_mutex_init failed")
         d.send_keys.cipher = EVP_CIPHER_CTX_new()
         if d.send_keys.cipher == NULL:
@@ -223,6 +223,7 @@ cdef class Datapath:
                 raise MemoryError(openssl_error("EVP_CIPHER_CTX_new"))
         if reasm_init(&d.reasm, <uint64_t>reassembly_kib * 1024, reassembly_timeout_ms) != 0:
             raise MemoryError("reassembly table")
+        self.filter_rules = [None, None]
         self.set_filter(FILTER_NIC_INGRESS, True, ())
         self.set_filter(FILTER_TUNNEL_INGRESS, True, ())
 
@@ -241,6 +242,7 @@ cdef class Datapath:
             pthread_mutex_destroy(&d.send_lock)
             pthread_mutex_destroy(&d.recv_lock)
             pthread_mutex_destroy(&d.trace_lock)
+            pthread_mutex_destroy(&d.filter_lock)
             OPENSSL_cleanse(d, sizeof(dp_state))
             free(d)
             self.d = NULL
@@ -376,19 +378,19 @@ cdef class Datapath:
 
     def set_filter(self, int direction, bint default_allow, rules):
         """Install a compiled filter: rules are (allow, kind, value) with kind "mac" (6 bytes),
-        "oui" (3 bytes) or "ethertype" (int), in configuration order."""
+        "oui" (3 bytes) or "ethertype" (int), in configuration order. Safe while pumps run: the
+        swap takes the locks their rounds hold (filter.pxi). Rules also in the table replaced,
+        the default if its action stayed, and the EtherType counts keep counting on."""
         cdef dp_state *d = self.d
         cdef filter_table *t
-        cdef filter_table *old
-        cdef pthread_mutex_t *lock
+        cdef filter_table *old = NULL
         cdef uint64_t *values
+        cdef int32_t *keep
         cdef uint32_t i
+        cdef int k
+        cdef bint keep_default
         check_direction(direction)
-        if self.engines:
-            # The capture side reads the nic_ingress table outside any lock: swapping it
-            # under running pumps could free it mid-read.
-            raise RuntimeError("filters are installed before an Engine is built on this datapath")
-        rules = list(rules)
+        rules = [(bool(allowed), kind, value) for allowed, kind, value in rules]
         if len(rules) > FILTER_MAX_RULES:
             raise ValueError(f"at most {FILTER_MAX_RULES} rules")
         allow = bytearray(len(rules) + 1)
@@ -413,22 +415,57 @@ cdef class Datapath:
             free(values)
         if t == NULL:
             raise MemoryError("filter table")
-        lock = &d.send_lock if direction == FILTER_NIC_INGRESS else &d.recv_lock
-        pthread_mutex_lock(lock)
-        old = d.filt[direction]
-        d.filt[direction] = t
-        pthread_mutex_unlock(lock)
+        keep = <int32_t *>malloc((len(rules) + 1) * sizeof(int32_t))
+        if keep == NULL:
+            filter_free(t)
+            raise MemoryError("filter table")
+        previous = self.filter_rules[direction]
+        first = {}
+        if previous is not None:
+            for i, rule in enumerate(previous[1]):
+                first.setdefault(rule, i)
+        for i, rule in enumerate(rules):
+            keep[i] = first.get(rule, -1)
+        keep_default = previous is not None and previous[0] == default_allow
+        with nogil:
+            # Never wait for a lock holding the GIL: a thread in filter_stats may need it.
+            pthread_mutex_lock(&d.filter_lock)
+            if direction == FILTER_NIC_INGRESS:
+                for k in range(ENGINES_MAX):
+                    if self.engine_list[k] != NULL:
+                        pthread_mutex_lock(&self.engine_list[k].tx_lock)
+            else:
+                pthread_mutex_lock(&d.recv_lock)
+            old = d.filt[direction]
+            if old != NULL:
+                filter_carry(t, old, keep, keep_default)
+            d.filt[direction] = t
+            if direction == FILTER_NIC_INGRESS:
+                for k in range(ENGINES_MAX):
+                    if self.engine_list[k] != NULL:
+                        pthread_mutex_unlock(&self.engine_list[k].tx_lock)
+            else:
+                pthread_mutex_unlock(&d.recv_lock)
+            pthread_mutex_unlock(&d.filter_lock)
+        free(keep)
         filter_free(old)
+        self.filter_rules[direction] = (default_allow, tuple(rules))
 
     def filter_stats(self, int direction):
         """{"rules": [hits per rule], "default": hits, "ethertypes": {EtherType: frames}}."""
+        cdef dp_state *d = self.d
         cdef filter_table *t
         cdef uint32_t i
         check_direction(direction)
-        t = self.d.filt[direction]
-        seen = {i: t.seen[i] for i in range(FILTER_ETHERTYPES) if t.seen[i]}
-        return {"rules": [t.hits[i] for i in range(t.nrules)], "default": t.default_hits,
-                "ethertypes": seen}
+        with nogil:
+            pthread_mutex_lock(&d.filter_lock)
+        try:
+            t = d.filt[direction]
+            seen = {i: t.seen[i] for i in range(FILTER_ETHERTYPES) if t.seen[i]}
+            return {"rules": [t.hits[i] for i in range(t.nrules)], "default": t.default_hits,
+                    "ethertypes": seen}
+        finally:
+            pthread_mutex_unlock(&d.filter_lock)
 
     # -- packets -------------------------------------------------------------------------
 
