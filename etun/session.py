@@ -103,6 +103,22 @@ class Session:
         self.answers = TokenBucket(ANSWERS_PER_SECOND / 1000, ANSWERS_PER_SECOND, now=now_ms)
         self.rotated_ms = now_ms                        # the send keys' latest new index
 
+    # -- reload seam (etun/reload.py): what a reload hands the session layer ------------------
+
+    def set_secrets(self, secrets) -> None:
+        """A reloaded key file (a keys.Secrets). Sessions set up from now on derive from it; the
+        sessions running keep their keys, so traffic goes on. HELLOs are sealed and checked under
+        its control key at once: a peer restarted with the new file must be heard."""
+        self.prk = secrets.prk
+        self.control_key = secrets.control_key
+
+    def set_timers(self, keepalive_ms: int, rekey_ms: int) -> None:
+        """Reloaded [tunnel] keepalive and [security] rekey: the next HELLO and rotation follow them."""
+        self.keepalive_ms = keepalive_ms
+        self.rekey_ms = rekey_ms
+        if self.settled:
+            self.next_hello_ms = min(self.next_hello_ms, _fast.now_ms() + keepalive_ms)
+
     # -- state ------------------------------------------------------------------------------
 
     @property

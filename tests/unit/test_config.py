@@ -16,6 +16,7 @@ from etun.config import (
     FilterTable,
     Lan,
     Metrics,
+    Run,
     Security,
     Site,
     Tunnel,
@@ -104,6 +105,7 @@ def test_the_manuals_complete_example_loads_to_the_expected_dataclasses(in_tmp):
         ),
         control=Control(socket=pathlib.Path("/run/etun/berlin.sock")),
         metrics=Metrics(listen=Address("127.0.0.1", 9477)),
+        run=Run(user="nobody"),
     )
 
 
@@ -119,6 +121,7 @@ def test_minimal_file_gets_every_default(in_tmp):
         filter=Filters(nic_ingress=FilterTable(), tunnel_ingress=FilterTable()),
         control=Control(socket=pathlib.Path("/run/etun/site.sock")),
         metrics=Metrics(listen=None),
+        run=Run(user="nobody"),
     )
 
 
