@@ -121,6 +121,7 @@ COUNTER_NAMES = tuple(etun_counter_names[i].decode() for i in range(N_COUNTERS))
 DROP_REASONS = COUNTER_NAMES[FIRST_DROP_REASON:]
 PUMP_STAT_NAMES = tuple(etun_pump_stat_names[i].decode() for i in range(N_PUMP_STATS))
 DIRECTION_NAMES = {DIR_TX: "outbound", DIR_RX: "inbound"}
+PUMPS = {"tx": PUMP_TX, "rx": PUMP_RX}                 # for Engine.stall
 
 
 class Dropped(Exception):

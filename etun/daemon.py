@@ -356,8 +356,7 @@ class Daemon:
 
     def handle_stall(self, request, client) -> dict:
         """Test hook (ETUN_TEST_HOOKS only): wedge a datapath thread, for the watchdog test."""
-        side = {"tx": _fast.PUMP_TX, "rx": _fast.PUMP_RX}[request.get("pump", "rx")]
-        self.engine.stall(side)
+        self.engine.stall(_fast.PUMPS[request.get("pump", "rx")])
         log.info("test hook: the %s datapath thread is wedged on purpose", request.get("pump", "rx"))
         return {"ok": True}
 
