@@ -1,9 +1,9 @@
 """The privileged half of an etun that dropped root: re-reads root-only files, undoes root-only changes.
 
 etun forks it after setup, before it becomes [run] user. The monitor keeps uid 0, so it may read
-root's 0600 files and remove the control socket from root's directory, but holds no capability
-beyond CAP_DAC_READ_SEARCH (and CAP_NET_ADMIN only when LRO must be switched back on). It never
-touches the network. Its one input is a socketpair to the daemon, on which it understands one
+root's 0600 files and remove the control socket from root's directory as their owner, but holds
+no capability (CAP_NET_ADMIN only while LRO must be switched back on at exit), so it may read
+nobody else's. It never touches the network. Its one input is a socketpair to the daemon, on which it understands one
 request, b"R": read the configuration file (the path fixed at start) and the key file that file
 names, and answer with the bytes and the derived secrets. When the daemon goes, for whatever
 reason, the socketpair reads end-of-file: the monitor undoes its list and exits.
@@ -22,7 +22,7 @@ import time
 from etun import keys, privileges
 from etun.config import load_config
 from etun.errors import ConfigError, EtunError, KeyFileError, RuntimeFailure
-from etun.privileges import CAP_DAC_READ_SEARCH, CAP_NET_ADMIN
+from etun.privileges import CAP_NET_ADMIN
 
 log = logging.getLogger("etun")
 
@@ -198,11 +198,10 @@ def settle(config, lan, control_path):
         log.info('running as root ([run] user = "root"): etun keeps its privileges')
         return LocalFiles(config.path)
     user = privileges.resolve_user(config.run.user, str(config.path))
-    keep = {CAP_DAC_READ_SEARCH} | undo_caps
-    monitor = Monitor(config.path, list(lan.undo), control_path, keep)
+    monitor = Monitor(config.path, list(lan.undo), control_path, undo_caps)
     lan.undo.clear()                        # the monitor's now: they need what the daemon gives up
     privileges.drop(user, set())
-    log.info("running as %s (uid %d) with no capabilities; monitor pid %d keeps root with %s to re-read "
-             "the configuration and key file on reload and to clean up at exit%s",
-             user.name, user.uid, monitor.pid, privileges.names(keep), why)
+    log.info("running as %s (uid %d) with no capabilities; monitor pid %d keeps root's uid with %s to "
+             "re-read the configuration and key file on reload and to clean up at exit%s",
+             user.name, user.uid, monitor.pid, privileges.names(undo_caps), why)
     return monitor

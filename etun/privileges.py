@@ -14,13 +14,12 @@ from dataclasses import dataclass
 
 from etun.errors import ConfigError, RuntimeFailure
 
-CAP_DAC_READ_SEARCH = 2         # read any file: the monitor re-reads root's config and key file
 CAP_SETGID = 6
 CAP_SETUID = 7
 CAP_SETPCAP = 8                 # shrink the bounding set
 CAP_NET_ADMIN = 12              # switch LRO back on at exit
 CAP_NET_RAW = 13
-CAP_NAMES = {CAP_DAC_READ_SEARCH: "CAP_DAC_READ_SEARCH", CAP_SETGID: "CAP_SETGID", CAP_SETUID: "CAP_SETUID",
+CAP_NAMES = {CAP_SETGID: "CAP_SETGID", CAP_SETUID: "CAP_SETUID",
              CAP_SETPCAP: "CAP_SETPCAP", CAP_NET_ADMIN: "CAP_NET_ADMIN", CAP_NET_RAW: "CAP_NET_RAW"}
 CAP_LAST_DEFAULT = 40           # CAP_CHECKPOINT_RESTORE, Linux 5.9; the kernel says its own in /proc
 NOBODY_ID = 65534               # the kernel's overflow uid and gid: "nobody" where no passwd says so
@@ -85,7 +84,7 @@ def mask(caps) -> int:
 
 
 def names(caps) -> str:
-    """Capabilities for a log line: "CAP_NET_ADMIN and CAP_DAC_READ_SEARCH", or "no capabilities"."""
+    """Capabilities for a log line: "CAP_SETUID and CAP_NET_ADMIN", or "no capabilities"."""
     shown = [CAP_NAMES.get(cap, f"capability {cap}") for cap in sorted(caps)]
     return " and ".join(shown) if shown else "no capabilities"
 
