@@ -388,7 +388,6 @@ cdef class Datapath:
         cdef uint64_t *values
         cdef int32_t *keep
         cdef uint32_t i
-        cdef int k
         cdef bint keep_default
         check_direction(direction)
         rules = [(bool(allowed), kind, value) for allowed, kind, value in rules]
@@ -431,22 +430,12 @@ cdef class Datapath:
         with nogil:
             # Never wait for a lock holding the GIL: a thread in filter_stats may need it.
             pthread_mutex_lock(&d.filter_lock)
-            if direction == FILTER_NIC_INGRESS:
-                for k in range(ENGINES_MAX):
-                    if self.engine_list[k] != NULL:
-                        pthread_mutex_lock(&self.engine_list[k].tx_lock)
-            else:
-                pthread_mutex_lock(&d.recv_lock)
+            filter_readers(d, self.engine_list, direction, True)
             old = d.filt[direction]
             if old != NULL:
                 filter_carry(t, old, keep, keep_default)
             d.filt[direction] = t
-            if direction == FILTER_NIC_INGRESS:
-                for k in range(ENGINES_MAX):
-                    if self.engine_list[k] != NULL:
-                        pthread_mutex_unlock(&self.engine_list[k].tx_lock)
-            else:
-                pthread_mutex_unlock(&d.recv_lock)
+            filter_readers(d, self.engine_list, direction, False)
             pthread_mutex_unlock(&d.filter_lock)
         free(keep)
         filter_free(old)

@@ -173,3 +173,21 @@ cdef void filter_carry(filter_table *t, filter_table *old, const int32_t *keep, 
     seen = t.seen
     t.seen = old.seen
     old.seen = seen
+
+
+cdef void filter_readers(dp_state *d, engine_state **engines, int direction, bint take) noexcept nogil:
+    """Take (or, take False, let go of) the locks every reader of d.filt[direction] holds while
+    it reads: each engine's tx_lock for nic_ingress, recv_lock for tunnel_ingress."""
+    cdef int k
+    cdef pthread_mutex_t *lock
+    for k in range(ENGINES_MAX if direction == FILTER_NIC_INGRESS else 1):
+        if direction == FILTER_NIC_INGRESS:
+            if engines[k] == NULL:
+                continue
+            lock = &engines[k].tx_lock
+        else:
+            lock = &d.recv_lock
+        if take:
+            pthread_mutex_lock(lock)
+        else:
+            pthread_mutex_unlock(lock)

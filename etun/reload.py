@@ -182,10 +182,14 @@ def run(daemon, reader) -> Outcome:
         if not out.refused:
             r = Reload(daemon, new, secrets)
             hows = list(dict.fromkeys(c.how for c in changes))
+            prepared: dict[str, object] = {}
             try:
-                prepared = {how: getattr(r, f"prepare_{how}", lambda: None)() for how in hows}
+                for how in hows:
+                    prepared[how] = getattr(r, f"prepare_{how}", lambda: None)()
             except EtunError as e:
                 out.refused.append(e.message)
+                if prepared.get("metrics") is not None:
+                    prepared["metrics"].close()     # bound, never served
             else:
                 with daemon.lock:                       # status() sees the old or the new, never half
                     for how in hows:

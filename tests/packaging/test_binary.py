@@ -10,6 +10,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -154,7 +155,8 @@ def test_the_binary_drops_to_nobody_reloads_and_tells_systemd_from_below_its_boo
     shutil.copy2(t.keygen(), empty_root / "site.key")
     listener = NotifyListener(empty_root / "run" / "notify.sock")
     try:
-        started = t.start_etun("a", root_config(t, empty_root, "a"), etun=f"chroot {empty_root} /etun",
+        config = root_config(t, empty_root, "a", extra='[metrics]\nlisten = "127.0.0.1:9477"\n')
+        started = t.start_etun("a", config, etun=f"chroot {empty_root} /etun",
                                prefix="env NOTIFY_SOCKET=/run/notify.sock WATCHDOG_USEC=2000000 ")
         t.start_etun("b")
         listener.wait_for("READY", "1")
@@ -170,6 +172,10 @@ def test_the_binary_drops_to_nobody_reloads_and_tells_systemd_from_below_its_boo
         listener.wait_for("RELOADING", "1")
         r = t.ping("a", HOST_IP["b"], size=1472, count=3)
         assert " 0% packet loss" in r.stdout, r.stdout
+        scrape = ("import urllib.request as u; print(u.urlopen(u.Request('http://127.0.0.1:9477/metrics', headers="
+                  "{'Accept': 'application/openmetrics-text; version=1.0.0'}), timeout=5).read().decode())")
+        body = t.out(f'{sys.executable} -c "{scrape}"', "ga")     # prometheus_client made it into the binary
+        assert "etun_peer_up 1.0" in body and body.endswith("# EOF\n")
         assert t.stop_etun("a") == 0
         listener.wait_for("STOPPING", "1")
     finally:
