@@ -141,6 +141,12 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.start()
         self.systemd.ready(self.systemd_status())
+        self.systemd.start_watchdog(self.heartbeats, ("LAN -> tunnel", "tunnel -> LAN"))
+
+    def heartbeats(self) -> tuple[int, int]:
+        """Each datapath thread's loop count: the watchdog's proof that it turns."""
+        pumps = self.engine.snapshot()["pumps"]
+        return pumps["tx_loops"], pumps["rx_loops"]
 
     def _pump(self, name, fn) -> None:
         self.pump_result[name] = fn()
@@ -326,8 +332,6 @@ class Daemon:
             self.engine.set_peer(fresh)
             self.peer_gen = self.engine.peer()[1]
         self.systemd.status(self.systemd_status())
-        pumps = self.engine.snapshot()["pumps"]
-        self.systemd.watchdog((pumps["tx_loops"], pumps["rx_loops"]), ("LAN -> tunnel", "tunnel -> LAN"))
 
     def last_heard_ms(self) -> int:
         """When the peer last sent something authenticated: data (the pumps) or a HELLO."""
@@ -391,6 +395,7 @@ class Daemon:
 
     def teardown(self) -> None:
         self.systemd.stopping()
+        self.systemd.stop_watchdog()
         if self.metrics is not None:
             self.metrics.close()
         if self.control is not None:

@@ -16,11 +16,13 @@ cannot wait for a process that is not its child, and would lose the exit status 
 import logging
 import os
 import socket
+import threading
 import time
 
 log = logging.getLogger("etun")
 
 WATCHDOG_SHARE = 2              # keep-alives this many times per WatchdogSec, as sd_watchdog_enabled(3) advises
+WATCHDOG_TICK_S = 0.2           # how often the watchdog thread looks at the heartbeats
 
 
 def format_message(*fields: tuple[str, object]) -> bytes:
@@ -72,6 +74,7 @@ class Systemd:
         self.next_ping_us = 0
         self.last_beats: tuple | None = None
         self.withheld_since_us: int | None = None
+        self.feeding: tuple[threading.Thread, threading.Event] | None = None
         where = environ.get("NOTIFY_SOCKET", "")
         if where:
             address = socket_address(where)
@@ -152,3 +155,29 @@ class Systemd:
         self.last_beats = beats
         self.next_ping_us = now_us + self.watchdog_us // WATCHDOG_SHARE
         self.send(("WATCHDOG", 1))
+
+    def start_watchdog(self, beats, names: tuple[str, ...]) -> None:
+        """Feed the watchdog from a thread of its own, which calls beats() for the heartbeats: what
+        it watches is the datapath, and a control loop busy for a while (a lookup of the peer's
+        name may take 10 s when DNS is down) must not starve it."""
+        if not self.watchdog_us:
+            return
+        stop = threading.Event()
+
+        def feed():
+            while True:
+                self.watchdog(beats(), names)
+                if stop.wait(WATCHDOG_TICK_S):
+                    return
+
+        thread = threading.Thread(target=feed, name="etun-watchdog", daemon=True)
+        thread.start()
+        self.feeding = (thread, stop)
+
+    def stop_watchdog(self) -> None:
+        """Before the datapath stops on purpose, so that a stopping pump is not taken for a wedged one."""
+        if self.feeding is not None:
+            thread, stop = self.feeding
+            stop.set()
+            thread.join(1.0)
+            self.feeding = None

@@ -110,3 +110,23 @@ def test_keep_alives_go_every_half_interval_only_while_both_pumps_move(listener,
     messages = [r.getMessage() for r in etun_log.records if "watchdog" in r.getMessage()]
     assert messages == ["watchdog keep-alive withheld: the rx thread makes no progress; systemd restarts etun if it "
                         "stays so for 1 s", "watchdog keep-alive resumed: the datapath moves again after 1.2 s"]
+
+
+def test_the_watchdog_thread_feeds_while_the_beats_move_and_stops_when_told(listener):
+    name, sock = listener
+    sd = notify.Systemd({"NOTIFY_SOCKET": name, "WATCHDOG_USEC": "400000"})
+    counter = iter(range(10**6))
+    sd.start_watchdog(lambda: (next(counter), next(counter)), NAMES)
+    try:
+        sock.settimeout(2)
+        assert [sock.recv(64) for _ in range(4)] == [b"WATCHDOG=1"] * 4      # every 0.2 s, a fifth of a second apart
+    finally:
+        sd.stop_watchdog()
+    received(sock)
+    assert received(sock) == [] and sd.feeding is None
+
+
+def test_without_a_watchdog_no_thread_starts(listener):
+    sd = notify.Systemd({"NOTIFY_SOCKET": listener[0]})
+    sd.start_watchdog(lambda: (1, 1), NAMES)
+    assert sd.feeding is None
