@@ -115,6 +115,8 @@ cdef extern from "counters.h":
         PUMP_RX_DGRAMS
         PUMP_LAN_SENDS
         PUMP_TX_SERVED
+        PUMP_TX_LOOPS
+        PUMP_RX_LOOPS
         N_PUMP_STATS
     const char *const etun_counter_names[N_COUNTERS]
     const char *const etun_pump_stat_names[N_PUMP_STATS]
@@ -201,6 +203,8 @@ cdef enum:
     PARK_AFTER_US = 50000         # the tx pump parks after this long without a burst (pump.pxi)
     TX_BURST_FRAMES = 8           # a tx round of this many frames (or a super-frame) unparks it
     POLL_TIMEOUT_MS = 100         # a sleeping pump looks at its clock-driven duties this often
+    STALL_NAP_MS = 10             # a pump wedged on purpose (Engine.stall) looks for stop this often
+    ENGINES_MAX = 4               # Engines one Datapath serves at once (etun runs one)
     EXPIRE_EVERY_MS = 50          # reassembly expiry while datagrams keep coming
 
     OPEN_HELD = 0                 # open_packet(): fragment stored, frame not complete yet
@@ -420,8 +424,10 @@ cdef struct dp_state:             # everything one site's datapath holds, shared
     uint64_t ctr[2][N_COUNTERS]
     uint64_t ctr_ctl[N_COUNTERS]
 
-    # filters: nic_ingress is read by whoever runs tx rounds, tunnel_ingress under recv_lock
+    # filters: nic_ingress is read by whoever runs a tx round (under its engine's tx_lock),
+    # tunnel_ingress under recv_lock; a swap holds those and filter_lock (filter.pxi)
     filter_table *filt[2]
+    pthread_mutex_t filter_lock   # swaps, and Python reading a table's counts; never a pump
 
     # drop trace: sampled drops for the debug log (trace.pxi)
     bint trace_on
@@ -468,6 +474,7 @@ cdef struct engine_state:         # the two pumps, their buffers and what they s
     uint64_t last_auth_ms         # the latest authenticated data packet (rx pump)
     uint64_t last_send_ms         # the latest tunnel packet sent (tx rounds)
     uint64_t pump_stats[N_PUMP_STATS]
+    int stall[2]                  # test hook (Engine.stall): that pump stops turning until stop
 
     # tx side: LAN -> tunnel, run by the tx pump or, while it sleeps, by the rx pump
     pthread_mutex_t tx_lock       # held for a whole tx round: guards the buffers below
@@ -532,3 +539,5 @@ cdef class Datapath:
     cdef uint8_t *scratch         # decrypt target for single-packet frames (SCRATCH_LEN)
     cdef int engines              # Engines built on this datapath
     cdef list keysets(self)
+    cdef engine_state *engine_list[ENGINES_MAX]   # their states: a filter swap takes each tx_lock
+    cdef readonly object filter_rules   # per direction: (default_allow, rules) as installed

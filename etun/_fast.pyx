@@ -141,6 +141,7 @@ DROP_REASONS = COUNTER_NAMES[FIRST_DROP_REASON:]
 PUMP_STAT_NAMES = tuple(etun_pump_stat_names[i].decode() for i in range(N_PUMP_STATS))
 DIRECTION_NAMES = {DIR_TX: "outbound", DIR_RX: "inbound"}
 SESSION_COUNTER_MAX = COUNTER_MAX
+PUMPS = {"tx": PUMP_TX, "rx": PUMP_RX}                 # for Engine.stall
 
 
 class Dropped(Exception):
@@ -235,7 +236,7 @@ cdef class Datapath:
         bucket_fill(&d.replies_in, PROBE_REPLIES_PER_SEC, PROBE_REPLIES_PER_SEC, d.now_ms)
         bucket_fill(&d.foreign_in, FOREIGN_PER_SEC, FOREIGN_PER_SEC, d.now_ms)
         if (pthread_mutex_init(&d.send_lock, NULL) != 0 or pthread_mutex_init(&d.recv_lock, NULL) != 0
-                or pthread_mutex_init(&d.trace_lock, NULL) != 0):
+                or pthread_mutex_init(&d.trace_lock, NULL) != 0 or pthread_mutex_init(&d.filter_lock, NULL) != 0):
             raise OSError("pthread_mutex_init failed")
         d.hs_sources = <srclimit_entry *>calloc(SRCLIMIT_SLOTS, sizeof(srclimit_entry))
         d.probe_sources = <srclimit_entry *>calloc(SRCLIMIT_SLOTS, sizeof(srclimit_entry))
@@ -249,6 +250,7 @@ cdef class Datapath:
                 raise MemoryError(openssl_error("EVP_CIPHER_CTX_new"))
         if reasm_init(&d.reasm, <uint64_t>reassembly_kib * 1024, reassembly_timeout_ms) != 0:
             raise MemoryError("reassembly table")
+        self.filter_rules = [None, None]
         self.set_filter(FILTER_NIC_INGRESS, True, ())
         self.set_filter(FILTER_TUNNEL_INGRESS, True, ())
 
@@ -277,6 +279,7 @@ cdef class Datapath:
             pthread_mutex_destroy(&d.send_lock)
             pthread_mutex_destroy(&d.recv_lock)
             pthread_mutex_destroy(&d.trace_lock)
+            pthread_mutex_destroy(&d.filter_lock)
             OPENSSL_cleanse(d, sizeof(dp_state))
             free(d)
             self.d = NULL
@@ -493,19 +496,18 @@ cdef class Datapath:
 
     def set_filter(self, int direction, bint default_allow, rules):
         """Install a compiled filter: rules are (allow, kind, value) with kind "mac" (6 bytes),
-        "oui" (3 bytes) or "ethertype" (int), in configuration order."""
+        "oui" (3 bytes) or "ethertype" (int), in configuration order. Safe while pumps run: the
+        swap takes the locks their rounds hold (filter.pxi). Rules also in the table replaced,
+        the default if its action stayed, and the EtherType counts keep counting on."""
         cdef dp_state *d = self.d
         cdef filter_table *t
-        cdef filter_table *old
-        cdef pthread_mutex_t *lock
+        cdef filter_table *old = NULL
         cdef uint64_t *values
+        cdef int32_t *keep
         cdef uint32_t i
+        cdef bint keep_default
         check_direction(direction)
-        if self.engines:
-            # The capture side reads the nic_ingress table outside any lock: swapping it
-            # under running pumps could free it mid-read.
-            raise RuntimeError("filters are installed before an Engine is built on this datapath")
-        rules = list(rules)
+        rules = [(bool(allowed), kind, value) for allowed, kind, value in rules]
         if len(rules) > FILTER_MAX_RULES:
             raise ValueError(f"at most {FILTER_MAX_RULES} rules")
         allow = bytearray(len(rules) + 1)
@@ -530,22 +532,47 @@ cdef class Datapath:
             free(values)
         if t == NULL:
             raise MemoryError("filter table")
-        lock = &d.send_lock if direction == FILTER_NIC_INGRESS else &d.recv_lock
-        pthread_mutex_lock(lock)
-        old = d.filt[direction]
-        d.filt[direction] = t
-        pthread_mutex_unlock(lock)
+        keep = <int32_t *>malloc((len(rules) + 1) * sizeof(int32_t))
+        if keep == NULL:
+            filter_free(t)
+            raise MemoryError("filter table")
+        previous = self.filter_rules[direction]
+        first = {}
+        if previous is not None:
+            for i, rule in enumerate(previous[1]):
+                first.setdefault(rule, i)
+        for i, rule in enumerate(rules):
+            keep[i] = first.get(rule, -1)
+        keep_default = previous is not None and previous[0] == default_allow
+        with nogil:
+            # Never wait for a lock holding the GIL: a thread in filter_stats may need it.
+            pthread_mutex_lock(&d.filter_lock)
+            filter_readers(d, self.engine_list, direction, True)
+            old = d.filt[direction]
+            if old != NULL:
+                filter_carry(t, old, keep, keep_default)
+            d.filt[direction] = t
+            filter_readers(d, self.engine_list, direction, False)
+            pthread_mutex_unlock(&d.filter_lock)
+        free(keep)
         filter_free(old)
+        self.filter_rules[direction] = (default_allow, tuple(rules))
 
     def filter_stats(self, int direction):
         """{"rules": [hits per rule], "default": hits, "ethertypes": {EtherType: frames}}."""
+        cdef dp_state *d = self.d
         cdef filter_table *t
         cdef uint32_t i
         check_direction(direction)
-        t = self.d.filt[direction]
-        seen = {i: t.seen[i] for i in range(FILTER_ETHERTYPES) if t.seen[i]}
-        return {"rules": [t.hits[i] for i in range(t.nrules)], "default": t.default_hits,
-                "ethertypes": seen}
+        with nogil:
+            pthread_mutex_lock(&d.filter_lock)
+        try:
+            t = d.filt[direction]
+            seen = {i: t.seen[i] for i in range(FILTER_ETHERTYPES) if t.seen[i]}
+            return {"rules": [t.hits[i] for i in range(t.nrules)], "default": t.default_hits,
+                    "ethertypes": seen}
+        finally:
+            pthread_mutex_unlock(&d.filter_lock)
 
     # -- packets -------------------------------------------------------------------------
 
@@ -614,7 +641,7 @@ cdef class Datapath:
         }
 
     def count_rx_drop(self, str reason):
-        """Count a drop decided by the control plane (e.g. a HELLO that failed its checks).
+        """Count a drop decided by the control plane (e.g. a stale initiation).
 
         Kept apart from the rx pump's own counters, which only the pump thread writes.
         """

@@ -5,6 +5,7 @@ Usage:
   etun keygen [--force] <keyfile>
   etun verify-peer [--timeout=<seconds>] [--json] <config>
   etun status [--json] [--watch] <config>
+  etun reload <config>
   etun check <config>
   etun bench [--json] [--seconds=<seconds>]
   etun (-h | --help)
@@ -15,6 +16,7 @@ Commands:
   keygen       write a new 32768-byte random key material file (mode 0600)
   verify-peer  check, from this site, that the peer is reachable and compatible
   status       show the running tunnel's state and counters
+  reload       make the running tunnel re-read its configuration and key file (as SIGHUP)
   check        validate a configuration and its key file, change nothing
   bench        measure this machine's tunnel processing speed, no network needed
 
@@ -39,7 +41,7 @@ from docopt import DocoptExit, docopt
 
 import etun
 from etun import env, keys
-from etun.errors import EtunError, UsageError
+from etun.errors import EtunError, RuntimeFailure, UsageError
 
 # Options that take a value as the next argv word; needed to find the command word in bad usage.
 _VALUE_OPTIONS = ("--timeout", "--seconds")
@@ -81,6 +83,21 @@ def cmd_status(args) -> int:
     return run_status(args["<config>"], args["--json"], args["--watch"])
 
 
+RELOAD_TIMEOUT_S = 30.0         # a reload may resolve the peer's name
+
+
+def cmd_reload(args) -> int:
+    from etun.config import load_config
+    from etun.control import ask
+
+    config = load_config(args["<config>"])
+    answer = ask(config.control.socket, {"request": "reload"}, RELOAD_TIMEOUT_S)
+    if not answer["ok"]:
+        raise RuntimeFailure(f"reload refused: {'; '.join(answer['refused'])}; etun goes on unchanged")
+    print(f"reloaded: {', '.join(answer['applied']) if answer['applied'] else 'nothing changed'}")
+    return 0
+
+
 def cmd_verify_peer(args) -> int:
     from etun.verify import run_verify
 
@@ -111,6 +128,7 @@ COMMANDS = {
     "keygen": cmd_keygen,
     "verify-peer": cmd_verify_peer,
     "status": cmd_status,
+    "reload": cmd_reload,
     "check": cmd_check,
     "bench": cmd_bench,
 }

@@ -28,6 +28,7 @@ DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_TUNNEL_PORT}"
 DEFAULT_LISTEN_V6 = f"[::]:{DEFAULT_TUNNEL_PORT}"   # the default when the peer is an IPv6 address
 DEFAULT_TAP = "etun0"
 DEFAULT_SOCKET_DIR = "/run/etun"
+DEFAULT_RUN_USER = "nobody"
 
 KEEPALIVE_DEFAULT_S = 10
 KEEPALIVE_MAX_S = 3600
@@ -114,6 +115,11 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class Run:
+    user: str  # after setup etun runs as this user; "root" keeps root
+
+
+@dataclass(frozen=True)
 class Config:
     path: pathlib.Path  # the config file as given
     site: Site
@@ -123,6 +129,7 @@ class Config:
     filter: Filters
     control: Control
     metrics: Metrics
+    run: Run
 
 
 def _keys(cls: type) -> tuple[str, ...]:
@@ -139,6 +146,7 @@ TABLE_KEYS = {
     "filter": _keys(Filters),
     "control": _keys(Control),
     "metrics": _keys(Metrics),
+    "run": _keys(Run),
 }
 FILTER_TABLE_KEYS = _keys(FilterTable)
 RULE_KEYS = _keys(FilterRule)
@@ -147,6 +155,7 @@ RULE_MATCHES = ("mac", "oui", "ethertype")
 _MISSING = object()
 _TOML_POSITION = re.compile(r" \(at line (\d+), column (\d+)\)$")
 _SITE_NAME = re.compile(r"[A-Za-z0-9._-]{1,%d}" % SITE_NAME_MAX_CHARS)
+_USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")   # useradd's portable names
 _DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _PORT = re.compile(r"[0-9]{1,5}")
 _MAC = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
@@ -163,10 +172,11 @@ _METRICS_LIKE = f'like "127.0.0.1:{DEFAULT_METRICS_PORT}" or "[::1]:{DEFAULT_MET
 _RULE_EXAMPLE = '{ action = "deny", mac = "01:80:c2:00:00:00" }'
 
 
-def load_config(path: str | os.PathLike) -> Config:
-    """Read and validate one site.toml; raise ConfigError naming the first problem found."""
+def load_config(path: str | os.PathLike, data: bytes | None = None) -> Config:
+    """Read and validate one site.toml; raise ConfigError naming the first problem found.
+    `data`: the file's bytes when they were read already (a reload, by etun's privileged half)."""
     origin = str(path)
-    document = _parse_toml(origin, _read_text(origin, path))
+    document = _parse_toml(origin, _read_text(origin, path) if data is None else _decode(origin, data))
     _check_top_level(origin, document)
     tables = {name: _table_data(origin, document, name) for name in TABLES}
 
@@ -181,6 +191,7 @@ def load_config(path: str | os.PathLike) -> Config:
         filter=_read_filters(origin, tables["filter"]),
         control=_read_control(origin, tables["control"], base_dir, site.name),
         metrics=_read_metrics(origin, tables["metrics"]),
+        run=_read_run(origin, tables["run"]),
     )
 
 
@@ -193,6 +204,10 @@ def _read_text(origin: str, path: str | os.PathLike) -> str:
             data = file.read()
     except OSError as error:
         raise ConfigError(f"{origin}: cannot read: {error.strerror or error}") from None
+    return _decode(origin, data)
+
+
+def _decode(origin: str, data: bytes) -> str:
     try:
         # utf-8-sig: editors on some systems prepend a byte-order mark; TOML means the text after it.
         return data.decode("utf-8-sig")
@@ -478,6 +493,14 @@ def _read_metrics(origin: str, data: dict[str, Any]) -> Metrics:
     table = _Table(origin, "[metrics]", data, TABLE_KEYS["metrics"], "metrics")
     listen = table.address("listen", None, allow_name=False, like=_METRICS_LIKE, example_port=DEFAULT_METRICS_PORT)
     return Metrics(listen=listen)
+
+
+def _read_run(origin: str, data: dict[str, Any]) -> Run:
+    table = _Table(origin, "[run]", data, TABLE_KEYS["run"], "run")
+    user = table.string("user", DEFAULT_RUN_USER)
+    if not _USER_NAME.fullmatch(user):
+        table.fail("user", f'expected a user name like "nobody" or "etun", got {_quote(user)}')
+    return Run(user=user)
 
 
 # -- values -------------------------------------------------------------------

@@ -47,7 +47,9 @@
     X(RX_SLEEPS, rx_sleeps)     /* ... polls because the socket had nothing */                \
     X(RX_DGRAMS, rx_datagrams)  /* ... datagrams read (a GRO train counts each) */            \
     X(LAN_SENDS, lan_sends)     /* ... sendmmsg/writev calls to the LAN */                    \
-    X(TX_SERVED, tx_served_by_rx) /* tx rounds the rx pump ran, the tx pump parked */
+    X(TX_SERVED, tx_served_by_rx) /* tx rounds the rx pump ran, the tx pump parked */ \
+    X(TX_LOOPS, tx_loops)       /* tx pump: turns of its loop, idle ones too (the watchdog's */ \
+    X(RX_LOOPS, rx_loops)       /*   heartbeat: a wedged pump stops counting) */
 
 #define ETUN_ENUM_C(id, name) C_##id,
 #define ETUN_ENUM_DROP(id, name) DROP_##id,

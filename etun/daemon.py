@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 
-from etun import __version__, _fast, env, filters, keys
+from etun import __version__, _fast, env, filters, keys, monitor, notify, privileges, reload
 from etun.config import load_config
 from etun.control import ControlServer, Pending
 from etun.errors import RuntimeFailure
@@ -75,6 +75,11 @@ class Daemon:
         self.lan = self.udp = self.datapath = self.engine = self.control = self.metrics = None
         self.threads: list[threading.Thread] = []
         self.started = time.monotonic()
+        # Reload, privileges, systemd (etun/reload.py, monitor.py, notify.py):
+        self.lock = threading.Lock()            # a reload swaps config and filters; status() reads them
+        self.reload_asked = False               # SIGHUP: reload at the top of the next loop turn
+        self.files = monitor.LocalFiles(config.path)   # what a reload reads through
+        self.systemd = notify.Systemd()         # connected now, while still root
 
     # -- setup, in order ---------------------------------------------------------------------
 
@@ -82,10 +87,14 @@ class Daemon:
         c = self.config
         run_selftest()
         require_capabilities(c.lan.mode)
+        if os.geteuid() == 0 and c.run.user != "root":
+            privileges.resolve_user(c.run.user, str(c.path))    # an unknown user stops etun here
         secrets = keys.load_secrets(c.security.key_file) if self.level != _fast.LEVEL_NONE else keys.Secrets.none()
         # First of all that is visible: a second etun for this site stops here, touching nothing.
-        self.control = ControlServer(c.control.socket, {"status": self.handle_status,
-                                                        "verify": self.handle_verify})
+        handlers = {"status": self.handle_status, "verify": self.handle_verify, "reload": self.handle_reload}
+        if env.test_hooks():
+            handlers["stall"] = self.handle_stall
+        self.control = ControlServer(c.control.socket, handlers)
         self.lan = open_lan(c.lan)
         self.udp = open_transport(c.tunnel.listen)
         peer = resolve_peer(c.tunnel.peer, self.udp.family)
@@ -105,7 +114,7 @@ class Daemon:
         self.watch = PeerWatch(c.tunnel.peer, self.udp.family, self.keepalive_ms, now)
         self.peer_gen = self.engine.peer()[1]
         if c.metrics.listen is not None:
-            self.metrics = MetricsServer(c.metrics.listen, self.status)
+            self.metrics = MetricsServer(c.metrics.listen, self.status)      # bound now, served by start_pumps
             log.info("Prometheus metrics at http://%s/metrics", c.metrics.listen)
         self.drops_logged_ms = now
         self.drops_seen = self.drop_totals()
@@ -120,10 +129,21 @@ class Daemon:
                  c.security.level, key, self.lan.name, c.lan.mode, self.lan.mtu, c.tunnel.peer, resolved)
 
     def start_pumps(self) -> None:
+        # Privileges go while this is the only thread: capabilities belong to each thread.
+        self.files = monitor.settle(self.config, self.lan, self.control.path)
         for name, fn in (("tx", self.engine.run_tx), ("rx", self.engine.run_rx)):
             t = threading.Thread(target=self._pump, args=(name, fn), name=f"etun-{name}", daemon=True)
             t.start()
             self.threads.append(t)
+        if self.metrics is not None:
+            self.metrics.start()
+        self.systemd.ready(self.systemd_status())
+        self.systemd.start_watchdog(self.heartbeats, ("LAN -> tunnel", "tunnel -> LAN"))
+
+    def heartbeats(self) -> tuple[int, int]:
+        """Each datapath thread's loop count: the watchdog's proof that it turns."""
+        pumps = self.engine.snapshot()["pumps"]
+        return pumps["tx_loops"], pumps["rx_loops"]
 
     def _pump(self, name, fn) -> None:
         self.pump_result[name] = fn()
@@ -142,6 +162,9 @@ class Daemon:
             ready = {fd for fd, _ in poller.poll(timeout * 1000)}
             if self.wake_r in ready:
                 os.read(self.wake_r, 4096)
+            if self.reload_asked:
+                self.reload_asked = False
+                self.reload()
             self.control.handle(ready)
             for name, rc in self.pump_result.items():
                 if not self.stopping:
@@ -309,9 +332,10 @@ class Daemon:
         if fresh is not None:
             self.engine.set_peer(fresh)
             self.peer_gen = self.engine.peer()[1]
+        self.systemd.status(self.systemd_status())
 
     def last_heard_ms(self) -> int:
-        """When the peer last sent something authenticated: data (the pumps) or a HELLO."""
+        """When the peer last sent something authenticated: data (the pumps) or a SESSION message."""
         return max(self.engine.snapshot()["last_auth_ms"], self.session.last_rx_ms or 0)
 
     # -- status -----------------------------------------------------------------------------
@@ -319,8 +343,40 @@ class Daemon:
     def handle_status(self, request, client) -> dict:
         return self.status()
 
+    # -- reload, systemd -------------------------------------------------------------------
+
+    def ask_reload(self, signum, frame) -> None:
+        """SIGHUP: reload at the next turn of the control loop (the handler only sets a flag)."""
+        self.reload_asked = True
+
+    def reload(self) -> dict:
+        """Re-read the configuration and key file and apply what may change live (etun/reload.py)."""
+        self.systemd.reloading()
+        outcome = reload.run(self, self.files)
+        self.systemd.reloaded(self.systemd_status())
+        return outcome.answer()
+
+    def handle_reload(self, request, client) -> dict:
+        return self.reload()
+
+    def handle_stall(self, request, client) -> dict:
+        """Test hook (ETUN_TEST_HOOKS only): wedge a datapath thread, for the watchdog test."""
+        self.engine.stall(_fast.PUMPS[request.get("pump", "rx")])
+        log.info("test hook: the %s datapath thread is wedged on purpose", request.get("pump", "rx"))
+        return {"ok": True}
+
+    def systemd_status(self) -> str:
+        address = self.engine.peer()[0]
+        if self.watch.up and address:
+            return f"peer {self.session.peer_site or '?'} up at {format_sockaddr(address)}"
+        return f"waiting for peer {self.config.tunnel.peer}"
+
     def status(self) -> dict:
         """Everything `etun status` shows; status.py builds it (docs/STATUS.md)."""
+        with self.lock:
+            return self._status()
+
+    def _status(self) -> dict:
         s, now = self.session, _fast.now_ms()
         address, _, roams = self.engine.peer()
         last = self.last_heard_ms()
@@ -345,6 +401,8 @@ class Daemon:
     # -- teardown, in reverse ---------------------------------------------------------------
 
     def teardown(self) -> None:
+        self.systemd.stopping()
+        self.systemd.stop_watchdog()
         if self.metrics is not None:
             self.metrics.close()
         if self.control is not None:
@@ -357,6 +415,7 @@ class Daemon:
             self.udp.close()
         if self.lan is not None:
             self.lan.close()
+        self.files.close()                      # the monitor switches LRO back on, removes the socket
 
     def stop(self, signum, frame) -> None:
         if not self.stopping:
@@ -365,7 +424,8 @@ class Daemon:
 
     def run(self) -> int:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        handlers = {signal.SIGTERM: self.stop, signal.SIGINT: self.stop, signal.SIGUSR1: self.toggle_debug}
+        handlers = {signal.SIGTERM: self.stop, signal.SIGINT: self.stop, signal.SIGUSR1: self.toggle_debug,
+                    signal.SIGHUP: self.ask_reload}
         previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         try:

@@ -103,6 +103,7 @@ cdef class Engine:
     def __cinit__(self, Datapath datapath, int lan_fd, int lan_kind, int udp_fd, int listen_port,
                   bint gso, bint gro):
         cdef const char *failed = NULL
+        cdef int k
         if lan_kind not in (LAN_PACKET, LAN_TAP):
             raise ValueError(f"lan_kind must be LAN_PACKET or LAN_TAP, got {lan_kind}")
         self.datapath = datapath
@@ -113,10 +114,20 @@ cdef class Engine:
         if engine_init(self.e, datapath.d, lan_fd, lan_kind, udp_fd, <uint16_t>listen_port, gso, gro,
                        &failed) != 0:
             raise OSError(errno, f"{failed.decode()} failed")
+        for k in range(ENGINES_MAX):
+            if datapath.engine_list[k] == NULL:
+                datapath.engine_list[k] = self.e      # set_filter takes its tx_lock from now on
+                break
+        else:
+            raise RuntimeError(f"at most {ENGINES_MAX} Engines per datapath")
 
     def __dealloc__(self):
+        cdef int k
         if self.datapath is not None:
             self.datapath.engines -= 1
+            for k in range(ENGINES_MAX):
+                if self.datapath.engine_list[k] == self.e:
+                    self.datapath.engine_list[k] = NULL
         if self.e != NULL:
             engine_free(self.e)
             self.e = NULL
@@ -172,6 +183,14 @@ cdef class Engine:
     @spin_us.setter
     def spin_us(self, unsigned int value):
         self.e.spin_us = value
+
+    def stall(self, int side):
+        """Test hook: wedge pump `side` (PUMP_TX or PUMP_RX) on purpose. It stops turning, and so
+        stops counting tx_loops / rx_loops and moving traffic, until stop(). The daemon calls
+        this only with ETUN_TEST_HOOKS set, for the watchdog test."""
+        if side not in (PUMP_TX, PUMP_RX):
+            raise ValueError("side must be PUMP_TX or PUMP_RX")
+        self.e.stall[side] = 1
 
     def stop(self):
         cdef uint64_t one = 1

@@ -1,4 +1,4 @@
-"""The environment variables etun reads, each parsed in one place: ETUN_DEBUG and ETUN_SPIN_US."""
+"""The environment variables etun reads, each parsed in one place: ETUN_DEBUG, ETUN_SPIN_US, ETUN_TEST_HOOKS."""
 
 import os
 
@@ -11,6 +11,12 @@ SPIN_US_MAX = 1_000_000
 def debug() -> bool:
     """ETUN_DEBUG set to anything but "" or "0": debug log lines, the drop trace, tracebacks."""
     return os.environ.get("ETUN_DEBUG", "") not in ("", "0")
+
+
+def test_hooks() -> bool:
+    """ETUN_TEST_HOOKS=1: `etun run` lets its (root-only) control socket wedge a datapath thread on
+    purpose, for the watchdog test. Never set in production: it is a way to stop the tunnel."""
+    return os.environ.get("ETUN_TEST_HOOKS", "") == "1"
 
 
 def spin_us() -> int:

@@ -5,6 +5,12 @@
 # OUI to the first rule naming it, and a 64 Ki array from EtherType to the first rule naming it.
 # Deciding a frame takes at most two MAC, two OUI and a few EtherType lookups, whatever the
 # number of rules. Every rule and the default count their hits; only the owning pump writes them.
+#
+# A table is replaced under running pumps (a reload) without a lock or a check per frame: the
+# pumps read the table pointer only inside a round that already holds a lock (nic_ingress: the
+# engine's tx_lock, held for a whole tx round; tunnel_ingress: recv_lock, held for a whole rx
+# round). Datapath.set_filter takes those same locks to swap the pointer, so when it lets go no
+# round can still hold the old table, and it is freed at once: the locks are the grace period.
 
 cdef enum:
     FILTER_NONE = 0xFFFF          # "no rule" in the EtherType array
@@ -150,3 +156,38 @@ cdef inline bint filter_allows(filter_table *t, const uint8_t *f, uint32_t n) no
         return True
     verdict = filter_frame(t, f, n)
     return (verdict & 1) if verdict >= 0 else verdict == -1
+
+
+cdef void filter_carry(filter_table *t, filter_table *old, const int32_t *keep, bint keep_default) noexcept nogil:
+    """Move to a new table the counts a swap keeps: the hits of every rule both tables hold
+    (keep[i]: the old index of new rule i, or -1), the default's if its action stayed, and the
+    EtherType counts, whatever the rules (the arrays trade places, so `old` gets t's zeros).
+    The caller holds the locks of every reader of `old`: nobody counts into it meanwhile."""
+    cdef uint32_t i
+    cdef uint64_t *seen
+    for i in range(t.nrules):
+        if keep[i] >= 0:
+            t.hits[i] = old.hits[keep[i]]
+    if keep_default:
+        t.default_hits = old.default_hits
+    seen = t.seen
+    t.seen = old.seen
+    old.seen = seen
+
+
+cdef void filter_readers(dp_state *d, engine_state **engines, int direction, bint take) noexcept nogil:
+    """Take (or, take False, let go of) the locks every reader of d.filt[direction] holds while
+    it reads: each engine's tx_lock for nic_ingress, recv_lock for tunnel_ingress."""
+    cdef int k
+    cdef pthread_mutex_t *lock
+    for k in range(ENGINES_MAX if direction == FILTER_NIC_INGRESS else 1):
+        if direction == FILTER_NIC_INGRESS:
+            if engines[k] == NULL:
+                continue
+            lock = &engines[k].tx_lock
+        else:
+            lock = &d.recv_lock
+        if take:
+            pthread_mutex_lock(lock)
+        else:
+            pthread_mutex_unlock(lock)

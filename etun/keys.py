@@ -64,6 +64,9 @@ def _fingerprint(prk) -> str:
     return "-".join(digits[i : i + 4] for i in range(0, 16, 4))
 
 
+SECRET_NAMES = ("psk", "mac1_key", "cookie_key", "probe_key", "index_root")   # Secrets' keys, in order
+
+
 @dataclass(frozen=True)
 class Secrets:
     """What etun keeps of a key file (the material itself is wiped as soon as these exist): the

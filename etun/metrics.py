@@ -1,87 +1,104 @@
-"""The Prometheus endpoint: `etun status` counters as text exposition at /metrics ([metrics] listen)."""
+"""The Prometheus endpoint ([metrics] listen): `etun status` as etun_* metrics at /metrics, through prometheus_client.
+
+A custom collector builds every family from the daemon's status document at each scrape, so the
+numbers are the ones `etun status` shows and nothing is counted twice. prometheus_client writes
+the exposition: the text format 0.0.4, or OpenMetrics when the scraper's Accept header asks for it.
+The HTTP side stays a small server of our own: a few connections at most, each timed out.
+"""
 
 import http.server
 import os
 import socket
 import threading
 
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
+
 from etun.errors import RuntimeFailure
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+TRAFFIC_HELP = (
+    ("frames", "Ethernet frames carried"),
+    ("bytes", "Bytes of those frames"),
+    ("packets", "Tunnel packets"),
+    ("fragments", "Tunnel packets carrying part of a multi-packet frame"),
+    ("reassembled", "Multi-packet frames put back together"),
+    ("superframes", "GSO super-frames cut (outbound) or merged (inbound) by etun"),
+    ("control", "Control packets: handshake, cookie, probe and SESSION messages"),
+)
 
 
-def _labels(**labels) -> str:
-    if not labels:
-        return ""
-    escaped = (f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-               for k, v in labels.items())
-    return "{" + ",".join(escaped) + "}"
+def families(st: dict) -> list:
+    """The daemon's status (docs/STATUS.md) as metric families named etun_* (docs/STATUS.md,
+    "Prometheus metrics"); a value the status does not know yet (null) is left out."""
+    out = []
 
+    def gauge(name, text, value, labels=(), **label_values):
+        family = GaugeMetricFamily(name, text, labels=list(labels))
+        if value is not None:
+            family.add_metric([str(label_values[k]) for k in labels], value)
+        out.append(family)
+        return family
 
-class Exposition:
-    """Builds the text format: each metric family once, with its HELP and TYPE lines."""
-
-    def __init__(self):
-        self.families: dict[str, tuple[str, str, list]] = {}
-
-    def add(self, name: str, kind: str, text: str, value, **labels) -> None:
-        if value is None:
-            return
-        family = self.families.setdefault(name, (kind, text, []))
-        family[2].append((labels, value))
-
-    def render(self) -> str:
-        out = []
-        for name, (kind, text, samples) in self.families.items():
-            out.append(f"# HELP {name} {text}")
-            out.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
-                out.append(f"{name}{_labels(**labels)} {value}")
-        return "\n".join(out) + "\n"
-
-
-def exposition(st: dict) -> str:
-    """The daemon's status (docs/STATUS.md) as Prometheus metrics named etun_*."""
-    e = Exposition()
-    e.add("etun_info", "gauge", "etun version, site and security level", 1,
+    gauge("etun_info", "etun version, site and security level", 1, ("version", "site", "level"),
           version=st["etun"], site=st["site"], level=st["level"])
-    e.add("etun_uptime_seconds", "gauge", "Seconds since this etun started", st["uptime_s"])
+    gauge("etun_uptime_seconds", "Seconds since this etun started", st["uptime_s"])
     peer = st["peer"]
-    e.add("etun_peer_up", "gauge", "1 while the peer is up", int(peer["up"]))
-    e.add("etun_peer_last_seen_seconds", "gauge", "Seconds since the peer's last authenticated packet",
-          peer["last_seen_s"])
+    gauge("etun_peer_up", "1 while the peer is up", int(peer["up"]))
+    gauge("etun_peer_last_seen_seconds", "Seconds since the peer's last authenticated packet", peer["last_seen_s"])
     rtt = peer["rtt_ms"]
-    e.add("etun_peer_rtt_seconds", "gauge", "Round-trip time to the peer's etun",
-          None if rtt is None else rtt / 1000)
-    e.add("etun_peer_roams_total", "counter", "Times the peer was followed to a new address", peer["roams"])
+    gauge("etun_peer_rtt_seconds", "Round-trip time to the peer's etun", None if rtt is None else rtt / 1000)
+    roams = CounterMetricFamily("etun_peer_roams", "Times the peer was followed to a new address")
+    roams.add_metric([], peer["roams"])
+    out.append(roams)
+    keys = GaugeMetricFamily("etun_key_index", "Current key index of the session", labels=["direction"])
     for direction, value in (("send", st["keys"]["send_index"]), ("receive", st["keys"]["recv_index"])):
-        e.add("etun_key_index", "gauge", "Current key index of the session", value, direction=direction)
+        if value is not None:
+            keys.add_metric([direction], value)
+    out.append(keys)
+    traffic = {name: CounterMetricFamily(f"etun_{name}", text, labels=["direction"]) for name, text in TRAFFIC_HELP}
+    drops = CounterMetricFamily("etun_drops", "Frames or packets dropped, by reason", labels=["direction", "reason"])
+    hits = CounterMetricFamily("etun_filter_hits", "Frames decided by each filter rule",
+                               labels=["direction", "filter", "rule", "match"])
+    ethertypes = CounterMetricFamily("etun_ethertype_frames", "Frames by EtherType (the most frequent)",
+                                     labels=["direction", "ethertype"])
     for direction, d in st["directions"].items():
-        for name, help_text in (
-            ("frames", "Ethernet frames carried"),
-            ("bytes", "Bytes of those frames"),
-            ("packets", "Tunnel packets"),
-            ("fragments", "Tunnel packets carrying part of a multi-packet frame"),
-            ("reassembled", "Multi-packet frames put back together"),
-            ("superframes", "GSO super-frames cut (outbound) or merged (inbound) by etun"),
-            ("control", "Control packets: handshake, cookie, probe and SESSION messages"),
-        ):
+        for name, family in traffic.items():
             if name in d:
-                e.add(f"etun_{name}_total", "counter", help_text, d[name], direction=direction)
+                family.add_metric([direction], d[name])
         for reason, count in d["drops"].items():
-            e.add("etun_drops_total", "counter", "Frames or packets dropped, by reason", count,
-                  direction=direction, reason=reason)
+            drops.add_metric([direction, reason], count)
         f = d["filter"]
         for rule in f["rules"]:
-            e.add("etun_filter_hits_total", "counter", "Frames decided by each filter rule", rule["hits"],
-                  direction=direction, filter=f["name"], rule=str(rule["rule"]), match=rule["match"])
-        e.add("etun_filter_hits_total", "counter", "Frames decided by each filter rule",
-              f["default"]["hits"], direction=direction, filter=f["name"], rule="default",
-              match=f["default"]["action"])
+            hits.add_metric([direction, f["name"], str(rule["rule"]), rule["match"]], rule["hits"])
+        hits.add_metric([direction, f["name"], "default", f["default"]["action"]], f["default"]["hits"])
         for ethertype, count in d["ethertypes"].items():
-            e.add("etun_ethertype_frames_total", "counter", "Frames by EtherType (the most frequent)",
-                  count, direction=direction, ethertype=ethertype)
-    return e.render()
+            ethertypes.add_metric([direction, ethertype], count)
+    out += [*traffic.values(), drops, hits, ethertypes]
+    return out
+
+
+class StatusCollector:
+    """A prometheus_client collector that asks the daemon for its status at every scrape."""
+
+    def __init__(self, status):
+        self.status = status
+
+    def collect(self):
+        yield from families(self.status())
+
+
+def make_registry(status) -> CollectorRegistry:
+    """A registry holding etun's collector only (no process or Python metrics: the same names as
+    before, and nothing else)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatusCollector(status))
+    return registry
+
+
+def exposition(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
+    """The body and Content-Type for a scraper that sent `accept`."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
 
 
 SCRAPERS_MAX = 8                # connections served at once; more are closed at once
@@ -89,11 +106,14 @@ SCRAPE_TIMEOUT_S = 5.0          # a connection that sends nothing is closed afte
 
 
 class MetricsServer:
-    """An HTTP server in its own threads, a few at most; `status` is called per scrape."""
+    """An HTTP server in its own threads, a few at most. The socket is bound at construction (etun
+    may still be root then); start() serves it once etun runs as [run] user."""
 
     def __init__(self, listen, status):
         family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
         slots = threading.BoundedSemaphore(SCRAPERS_MAX)
+        registry = make_registry(status)
+        self.listen = listen
 
         class Handler(http.server.BaseHTTPRequestHandler):
             timeout = SCRAPE_TIMEOUT_S
@@ -102,9 +122,9 @@ class MetricsServer:
                 if self.path.split("?", 1)[0] != "/metrics":
                     self.send_error(404, "only /metrics here")
                     return
-                body = exposition(status()).encode()
+                body, content_type = exposition(registry, self.headers.get("Accept"))
                 self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -133,9 +153,13 @@ class MetricsServer:
             self.server = Server((listen.host, listen.port), Handler)
         except OSError as e:
             raise RuntimeFailure(f"cannot listen for metrics on {listen}: {os.strerror(e.errno or 0)}") from None
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
         self.thread = threading.Thread(target=self.server.serve_forever, name="etun-metrics", daemon=True)
         self.thread.start()
 
     def close(self) -> None:
-        self.server.shutdown()
+        if self.thread is not None:
+            self.server.shutdown()
         self.server.server_close()

@@ -84,6 +84,13 @@ cdef bint pump_wait(engine_state *e, int me, int fd, int fd2, int timeout_ms) no
     return False
 
 
+cdef void pump_stall(engine_state *e, int me) noexcept nogil:
+    """A pump wedged on purpose (Engine.stall, a test hook): it neither turns nor counts until
+    told to stop, as a pump stuck in a bug would, so the watchdog sees it."""
+    while e.stall[me] and not e.stop:
+        poll(NULL, 0, STALL_NAP_MS)
+
+
 cdef void pump_lan_drops(engine_state *e) noexcept nogil:
     """Frames the kernel dropped because the capture socket was full (read-and-reset)."""
     cdef tpacket_stats st
@@ -142,6 +149,10 @@ cdef int pump_tx(engine_state *e) noexcept nogil:
     cdef int n
     cdef uint64_t now, idle_since = 0
     while not e.stop:
+        e.pump_stats[PUMP_TX_LOOPS] += 1       # the heartbeat: even a parked pump turns every 100 ms
+        if e.stall[PUMP_TX]:
+            pump_stall(e, PUMP_TX)
+            continue
         if e.tx_errno:
             return e.tx_errno                  # met by the rx pump during one of its tx rounds
         if not e.tx_parked:
@@ -303,6 +314,10 @@ cdef int pump_rx(engine_state *e) noexcept nogil:
     cdef bint lan
     cdef uint64_t idle_since = 0
     while not e.stop:
+        e.pump_stats[PUMP_RX_LOOPS] += 1       # the heartbeat: an idle pump turns every 100 ms
+        if e.stall[PUMP_RX]:
+            pump_stall(e, PUMP_RX)
+            continue
         n = pump_rx_round(e)
         if n < 0 and n != -EAGAIN and n != -EINTR:
             return -n

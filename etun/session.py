@@ -129,6 +129,22 @@ class Session:
         self.ask_answer = False                 # the next keepalive asks for an answer
         self.answers = TokenBucket(ANSWERS_PER_SECOND / 1000, ANSWERS_PER_SECOND, now=now_ms)
 
+    # -- reload seam (etun/reload.py): what a reload hands the session layer ------------------
+
+    def set_secrets(self, secrets) -> None:
+        """A reloaded key file (a keys.Secrets). Handshakes from now on use it; the sessions
+        running keep their keys (and their copy of the index root), so traffic goes on. An
+        initiation in flight under the old file is answered by a peer that still has it, or
+        replaced by the next retry."""
+        secrets.install(self.dp)
+
+    def set_timers(self, keepalive_ms: int, rekey_ms: int) -> None:
+        """Reloaded [tunnel] keepalive and [security] rekey: the next keepalive and rotation
+        follow them."""
+        self.keepalive_ms = keepalive_ms
+        self.rekey_ms = rekey_ms
+        self.next_keepalive_ms = min(self.next_keepalive_ms, _fast.now_ms() + keepalive_ms)
+
     # -- state --------------------------------------------------------------------------------
 
     @property

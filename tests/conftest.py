@@ -2,6 +2,7 @@
 topologies torn down and checked for leaks); with ETUN_REQUIRE_E2E=1 (CI, `make test`) a skipped
 end-to-end or packaging test is a failure."""
 
+import logging
 import os
 import shutil
 import subprocess
@@ -22,6 +23,14 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"end-to-end test skipped, but ETUN_REQUIRE_E2E=1 requires it to run: {reason}"
+
+
+@pytest.fixture
+def etun_log(caplog, monkeypatch):
+    """etun's own log lines at INFO, even after a daemon in this process set its logger not to propagate."""
+    monkeypatch.setattr(logging.getLogger("etun"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="etun")
+    return caplog
 
 
 TOOLS = ("ip", "ping", "ethtool", "tcpdump", "iperf3", "nft")

@@ -119,18 +119,38 @@ def test_a_direction_that_is_neither_is_refused_everywhere():
             call()
 
 
-def test_filters_are_fixed_once_an_engine_runs_on_the_datapath():
+def test_a_new_table_keeps_the_counts_of_the_rules_it_shares_with_the_old_one():
     dp = _fast.Datapath(2)
-    dp.set_filter(_fast.FILTER_NIC_INGRESS, True, RULES)
+    old = [(False, "mac", A), (True, "ethertype", IPV4), (False, "oui", INTEL[:3])]
+    dp.set_filter(_fast.FILTER_NIC_INGRESS, True, old)
+    for f in (frame(A, B, IPV4), frame(B, B, IPV4), frame(B, B, IPV4), frame(INTEL, B, ARP), frame(B, B, ARP)):
+        _fast.filter_check(dp, _fast.FILTER_NIC_INGRESS, f)
+    before = dp.filter_stats(_fast.FILTER_NIC_INGRESS)
+    assert before["rules"] == [1, 2, 1] and before["default"] == 1
+    new = [(True, "ethertype", IPV4), (False, "mac", B), (False, "mac", A)]
+    dp.set_filter(_fast.FILTER_NIC_INGRESS, True, new)
+    after = dp.filter_stats(_fast.FILTER_NIC_INGRESS)
+    assert after["rules"] == [2, 0, 1]                  # kept rules move with their counts; a new one starts at 0
+    assert after["default"] == 1                        # the default's action stayed
+    assert after["ethertypes"] == before["ethertypes"]  # EtherType counts never depend on the rules
+    dp.set_filter(_fast.FILTER_NIC_INGRESS, False, new)
+    assert dp.filter_stats(_fast.FILTER_NIC_INGRESS)["default"] == 0   # deny is another default
+
+
+def test_an_engine_registers_for_filter_swaps_and_a_collected_one_frees_its_place():
+    dp = _fast.Datapath(2)
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    engine = _fast.Engine(dp, a.fileno(), _fast.LAN_TAP, udp.fileno(), 0, False, False)
-    with pytest.raises(RuntimeError, match="before an Engine"):
-        dp.set_filter(_fast.FILTER_NIC_INGRESS, False, [])
-    cycle = [engine]
+    engines = [_fast.Engine(dp, a.fileno(), _fast.LAN_TAP, udp.fileno(), 0, False, False) for _ in range(4)]
+    with pytest.raises(RuntimeError, match="at most 4 Engines per datapath"):
+        _fast.Engine(dp, a.fileno(), _fast.LAN_TAP, udp.fileno(), 0, False, False)
+    dp.set_filter(_fast.FILTER_NIC_INGRESS, False, [])  # takes each engine's tx_lock: none is running
+    cycle = [engines]
     cycle.append(cycle)                                 # garbage the collector must break
-    del engine, cycle
+    del engines, cycle
     gc.collect()
-    dp.set_filter(_fast.FILTER_NIC_INGRESS, False, [])         # no engine left: allowed again
+    again = _fast.Engine(dp, a.fileno(), _fast.LAN_TAP, udp.fileno(), 0, False, False)
+    dp.set_filter(_fast.FILTER_NIC_INGRESS, True, RULES)
+    del again
     for s in (a, b, udp):
         s.close()

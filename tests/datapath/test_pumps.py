@@ -6,45 +6,14 @@ virtio_net_hdr and a frame. The test holds the other end and plays the hosts; th
 sink on loopback.
 """
 
-import contextlib
 import os
 import socket
 import time
 
 from etun import _fast
-from etun.transport import pack_sockaddr, unpack_sockaddr
+from etun.transport import unpack_sockaddr
 from tests.poll import wait_until
-from tests.pumps import start_pumps, stop_pumps
-
-
-@contextlib.contextmanager
-def paired_lan(session: bool = True, queued: list[bytes] = ()):
-    """An Engine whose LAN is one end of a datagram socketpair (read as a TAP device is) and
-    whose peer is a UDP sink on loopback; `queued` frames wait on the LAN when both pumps
-    start. Yields (host end, sink, dp, engine, the engine's UDP address)."""
-    lan, host = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    lan.setblocking(False)
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    sink.settimeout(2)
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("127.0.0.1", 0))
-    dp = _fast.Datapath(2)
-    if session:
-        dp.set_send_session(os.urandom(32))
-    engine = _fast.Engine(dp, lan.fileno(), _fast.LAN_TAP, udp.fileno(), udp.getsockname()[1],
-                          False, False)
-    engine.spin_us = 50                    # as etun runs it
-    engine.set_peer(pack_sockaddr(socket.AF_INET, *sink.getsockname()))
-    for frame in queued:
-        host.send(frame)
-    pumps = start_pumps(engine)
-    try:
-        yield host, sink, dp, engine, udp.getsockname()
-    finally:
-        stop_pumps(engine, pumps)
-        for s in (lan, host, sink, udp):
-            s.close()
+from tests.pumps import paired_lan
 
 
 def super_frame(payload_len: int, mss: int) -> bytes:

@@ -51,7 +51,7 @@ def test_a_wrong_key_lets_nothing_through_and_is_counted(topo):
     for site in "ab":
         st = t.status(site)
         assert not st["peer"]["up"]
-        assert st["directions"]["inbound"]["drops"]["auth"] >= 2          # every HELLO refused
+        assert st["directions"]["inbound"]["drops"]["auth"] >= 2          # every handshake refused
         assert st["directions"]["inbound"]["frames"] == 0
         assert "peer up" not in t.etuns[site].text()
         assert "do not authenticate: if they are the peer's, the key material differs" in t.etuns[site].text()

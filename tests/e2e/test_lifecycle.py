@@ -72,7 +72,7 @@ def test_a_dns_peer_is_resolved_and_re_resolved_while_it_is_silent(topo):
     try:
         # `ip netns exec` shows this file as /etc/hosts; first the name points nowhere useful.
         # B does not know where A is either, so only A's re-resolution can bring them together
-        # (B then answers A's HELLOs where they come from, and follows A there).
+        # (B then answers A's initiations where they come from, and follows A there).
         hosts.write_text("198.19.2.99 gw-b.example\n")
         t.start_etun("a", t.write_config("a", peer=f"gw-b.example:{ETUN_PORT}"))
         t.start_etun("b", t.write_config("b", peer=f"198.19.1.99:{ETUN_PORT}"))
@@ -93,7 +93,7 @@ def test_a_peer_that_changes_its_address_is_followed(topo):
     moved = "198.19.2.7"
     t.run(f"ip addr del {GW_IP['b']}/24 dev wan0 && ip addr add {moved}/24 dev wan0 && "
           f"ip route replace default via {ROUTER_IP['b']}", "gb")
-    # B keeps sending (HELLOs every keepalive, 2 s here); A moves to where they come from.
+    # B keeps sending (SESSION keepalives, 2 s here); A moves to where they come from.
     wait_until(lambda: t.status("a")["peer"]["address"] == f"{moved}:{ETUN_PORT}", timeout=10,
                what="site A to follow site B to its new address")
     r = t.ping("a", HOST_IP["b"], size=1472, count=5)
@@ -131,8 +131,8 @@ def test_a_peer_that_restarts_at_a_new_address_is_followed(topo):
     t.run(f"ip addr del {GW_IP['b']}/24 dev wan0 && ip addr add {moved}/24 dev wan0 && "
           f"ip route replace default via {ROUTER_IP['b']}", "gb")
     t.start_etun("b", t.workdir / "b.toml")
-    # A still sends to the old address; it answers B's HELLOs where they come from, B then
-    # opens a session to A with A's challenge, which proves it fresh: A follows it there.
+    # A still sends to the old address; it answers B's initiation where it comes from, and the
+    # session's first authenticated packet from there moves A's peer address: A follows B.
     t.wait_log("a", f"peer moved to {moved}:{ETUN_PORT}", timeout=15)
     t.wait_log("b", "peer up")
     r = t.ping("a", HOST_IP["b"], size=1472, count=5)

@@ -239,29 +239,36 @@ def test_verify_peer_finds_a_path_that_cannot_carry_max_packet(topo):
 
 
 SCRAPE = """
-import urllib.request
-r = urllib.request.urlopen("http://127.0.0.1:9477/metrics", timeout=5)
-print(r.headers["Content-Type"]); print(r.read().decode())
+import json, sys, urllib.request
+request = urllib.request.Request("http://127.0.0.1:9477/metrics", headers={"Accept": sys.argv[1]} if sys.argv[1] else {})
+r = urllib.request.urlopen(request, timeout=5)
+print(json.dumps([r.headers["Content-Type"], r.read().decode()]))
 """
 
 
-def test_prometheus_metrics_are_scraped_by_a_real_http_client(topo):
+def scrape(t, accept: str) -> tuple[str, str]:
+    return tuple(json.loads(t.out(f"{sys.executable} -c '{SCRAPE}' '{accept}'", "ga")))
+
+
+def test_prometheus_metrics_are_scraped_by_a_real_http_client_in_both_formats(topo):
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+    from prometheus_client.parser import text_string_to_metric_families as parse_text
+
     t = topo()
     t.start_etun("a", t.write_config("a", extra='[metrics]\nlisten = "127.0.0.1:9477"\n'))
     t.start_etun("b")
     t.wait_log("a", "peer up")
     assert " 0% packet loss" in t.ping("a", HOST_IP["b"], size=1472, count=3).stdout
-    out = t.out(f"{sys.executable} -c '{SCRAPE}'", "ga")
-    content_type, body = out.split("\n", 1)
-    assert content_type.startswith("text/plain; version=0.0.4")
-    samples = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            samples[name] = float(value)
-    assert samples["etun_peer_up"] == 1
-    assert samples['etun_frames_total{direction="outbound"}'] >= 3
-    assert samples['etun_drops_total{direction="inbound",reason="auth"}'] == 0
-    assert 'etun_filter_hits_total{direction="outbound",filter="nic_ingress",rule="default",match="allow"}' in samples
-    assert any(k.startswith("etun_ethertype_frames_total") for k in samples)
-    assert "# TYPE etun_drops_total counter" in body
+    for accept, parse, expected_type in (
+            ("", parse_text, "text/plain; version=0.0.4"),
+            ("application/openmetrics-text; version=1.0.0", parse_openmetrics, "application/openmetrics-text")):
+        content_type, body = scrape(t, accept)
+        assert content_type.startswith(expected_type)
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in parse(body) for s in f.samples}
+        assert samples[("etun_peer_up", ())] == 1
+        assert samples[("etun_frames_total", (("direction", "outbound"),))] >= 3
+        assert samples[("etun_drops_total", (("direction", "inbound"), ("reason", "auth")))] == 0
+        assert (("etun_filter_hits_total", (("direction", "outbound"), ("filter", "nic_ingress"), ("match", "allow"),
+                                             ("rule", "default")))) in samples
+        assert any(name == "etun_ethertype_frames_total" for name, _ in samples)
+        assert "# TYPE etun_drops" in body and "# HELP etun_drops" in body

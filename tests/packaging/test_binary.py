@@ -10,12 +10,15 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import etun
+from etun import notify, privileges
 from tests.e2e.topology import HOST_IP, REPO
+from tests.systemd import NotifyListener
 
 BINARY = REPO / "dist" / "etun"
 NOBODY = pwd.getpwnam("nobody")
@@ -141,3 +144,40 @@ def test_without_its_capabilities_the_binary_names_the_missing_one_in_one_line(b
     assert r.returncode == 1
     assert r.stdout.startswith(f"etun: missing {missing}: etun needs CAP_NET_RAW and CAP_NET_ADMIN")
     assert r.stdout.count("\n") == 1
+
+
+def test_the_binary_drops_to_nobody_reloads_and_tells_systemd_from_below_its_boot_loaders(empty_root, topo):  # noqa: F811
+    """What packaging/etun@.service relies on: the Python process that sends READY is two processes
+    below the one started (staticx, then PyInstaller: hence NotifyAccess=all); after the drop to
+    nobody it still reloads, though every module must already be loaded from the 0700 boot-loader
+    directories; `etun reload` (the unit's ExecReload) reaches it."""
+    t = topo()
+    shutil.copy2(t.keygen(), empty_root / "site.key")
+    listener = NotifyListener(empty_root / "run" / "notify.sock")
+    try:
+        config = root_config(t, empty_root, "a", extra='[metrics]\nlisten = "127.0.0.1:9477"\n')
+        started = t.start_etun("a", config, etun=f"chroot {empty_root} /etun",
+                               prefix="env NOTIFY_SOCKET=/run/notify.sock WATCHDOG_USEC=2000000 ")
+        t.start_etun("b")
+        listener.wait_for("READY", "1")
+        listener.wait_for("WATCHDOG", "1")
+        [sender] = {pid for _, pid, _ in listener.messages}
+        assert sender != started.proc.pid and started.proc.pid in notify.ancestors(sender)[2:], \
+            "the notifications come from below the boot loaders"
+        st = privileges.proc_status(sender)
+        assert st["Uid"].split() == ["65534"] * 4 and int(st["CapEff"], 16) == 0
+        (empty_root / "a.toml").write_text((empty_root / "a.toml").read_text().replace("rekey = 120", "rekey = 90"))
+        r = chrooted(empty_root, "reload", "/a.toml")
+        assert (r.returncode, r.stdout.strip()) == (0, "reloaded: [security] rekey 120 -> 90"), r.stderr
+        listener.wait_for("RELOADING", "1")
+        r = t.ping("a", HOST_IP["b"], size=1472, count=3)
+        assert " 0% packet loss" in r.stdout, r.stdout
+        scrape = ("import urllib.request as u; print(u.urlopen(u.Request('http://127.0.0.1:9477/metrics', headers="
+                  "{'Accept': 'application/openmetrics-text; version=1.0.0'}), timeout=5).read().decode())")
+        body = t.out(f'{sys.executable} -c "{scrape}"', "ga")     # prometheus_client made it into the binary
+        assert "etun_peer_up 1.0" in body and body.rstrip("\n").endswith("# EOF")
+        assert t.stop_etun("a") == 0
+        listener.wait_for("STOPPING", "1")
+    finally:
+        listener.close()
+    assert not (empty_root / "run" / "a.sock").exists()

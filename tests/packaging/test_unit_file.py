@@ -1,4 +1,5 @@
-"""packaging/etun@.service: systemd accepts it, and it grants etun its two capabilities and no more."""
+"""packaging/etun@.service: systemd accepts it, it is Type=notify with a reload and a watchdog, and it grants
+etun what its setup and the drop to [run] user need, and no more."""
 
 import shutil
 import subprocess
@@ -26,10 +27,23 @@ def test_the_unit_verifies_with_systemd_analyze(tmp_path):
     assert exposure <= 3.0, r.stdout
 
 
-def test_the_unit_grants_exactly_net_raw_and_net_admin():
-    lines = dict(line.split("=", 1) for line in UNIT.read_text().splitlines() if "=" in line and not line.startswith("#"))
-    assert lines["CapabilityBoundingSet"] == "CAP_NET_RAW CAP_NET_ADMIN"
-    assert lines["AmbientCapabilities"] == "CAP_NET_RAW CAP_NET_ADMIN"
+def unit_lines() -> dict[str, str]:
+    return dict(line.split("=", 1) for line in UNIT.read_text().splitlines() if "=" in line and not line.startswith("#"))
+
+
+def test_the_unit_grants_setups_capabilities_and_those_of_the_drop_to_run_user_and_no_more():
+    lines = unit_lines()
+    caps = "CAP_NET_RAW CAP_NET_ADMIN CAP_SETUID CAP_SETGID CAP_SETPCAP"
+    assert lines["CapabilityBoundingSet"] == caps and lines["AmbientCapabilities"] == caps
+    assert lines["LimitCORE"] == "0" and "User" not in lines           # etun drops to [run] user itself
     assert lines["NoNewPrivileges"] == "yes" and lines["ProtectSystem"] == "strict"
     assert lines["PrivateTmp"] == "yes" and lines["Restart"] == "on-failure"
     assert lines["ExecStart"] == "/usr/local/bin/etun run /etc/etun/%i.toml"
+
+
+def test_the_unit_is_type_notify_with_a_reload_that_waits_and_a_watchdog():
+    lines = unit_lines()
+    assert lines["Type"] == "notify"
+    assert lines["NotifyAccess"] == "all"               # the one-file binary notifies from below its boot loaders
+    assert lines["ExecReload"] == "/usr/local/bin/etun reload /etc/etun/%i.toml"
+    assert lines["WatchdogSec"] == "10s"

@@ -16,6 +16,7 @@ from etun.config import (
     FilterTable,
     Lan,
     Metrics,
+    Run,
     Security,
     Site,
     Tunnel,
@@ -104,6 +105,7 @@ def test_the_manuals_complete_example_loads_to_the_expected_dataclasses(in_tmp):
         ),
         control=Control(socket=pathlib.Path("/run/etun/berlin.sock")),
         metrics=Metrics(listen=Address("127.0.0.1", 9477)),
+        run=Run(user="nobody"),
     )
 
 
@@ -119,6 +121,7 @@ def test_minimal_file_gets_every_default(in_tmp):
         filter=Filters(nic_ingress=FilterTable(), tunnel_ingress=FilterTable()),
         control=Control(socket=pathlib.Path("/run/etun/site.sock")),
         metrics=Metrics(listen=None),
+        run=Run(user="nobody"),
     )
 
 
@@ -504,3 +507,16 @@ def test_every_complete_site_toml_the_manual_shows_is_valid(in_tmp, page):
             load(example, f"example{number}.toml")
         except ConfigError as e:
             raise AssertionError(f"docs/{page} toml example {number}: {e}") from None
+
+
+def test_run_user_defaults_to_nobody_and_takes_a_user_name(in_tmp):
+    assert load(site_toml()).run == Run(user="nobody")
+    assert load(site_toml() + '[run]\nuser = "etun"\n').run == Run(user="etun")
+
+
+@pytest.mark.parametrize("value,shown", [('"no body"', '"no body"'), ("65534", "65534"), ('""', '""')])
+def test_a_run_user_that_cannot_be_a_user_name_is_refused(in_tmp, value, shown):
+    with pytest.raises(ConfigError) as e:
+        load(site_toml() + f"[run]\nuser = {value}\n")
+    assert str(e.value).startswith("site.toml: [run] user: expected ")
+    assert str(e.value).endswith(f"got {shown}")

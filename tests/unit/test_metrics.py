@@ -1,0 +1,103 @@
+"""The Prometheus exposition (etun/metrics.py): every family with HELP and TYPE, the names and labels
+docs/STATUS.md lists, in the text format and in OpenMetrics when asked, read back with
+prometheus_client's own parsers; and the endpoint over real HTTP on loopback."""
+
+import json
+import urllib.request
+
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from etun import metrics
+from etun.config import Address
+from tests.e2e.topology import REPO
+
+DOCS = REPO / "docs"
+DROPS = ("malformed", "auth", "filter")
+
+
+def status(rtt_ms=0.25, send_index=3) -> dict:
+    """A status document as the daemon builds it (docs/STATUS.md), with a few of each kind."""
+    def direction(name, traffic, filt):
+        d = {key: n for n, key in enumerate(traffic, 1)}
+        d["drops"] = {reason: 0 for reason in DROPS} | {"filter": 2}
+        d["filter"] = {"name": filt, "rules": [{"rule": 1, "match": 'deny mac 01:80:c2:00:00:00', "hits": 2}],
+                       "default": {"action": "allow", "hits": 40}}
+        d["ethertypes"] = {"0x0800": 30, "0x86dd": 12}
+        return d
+
+    return {
+        "schema": 1, "etun": "0.1.0", "site": "berlin", "level": "encrypt", "uptime_s": 12.5,
+        "peer": {"configured": "198.19.2.1:5555", "address": "198.19.2.1:5555", "site": "paris", "up": True,
+                 "last_seen_s": 0.4, "rtt_ms": rtt_ms, "roams": 1},
+        "keys": {"send_index": send_index, "recv_index": 0, "settled": True},
+        "directions": {
+            "outbound": direction("outbound", ("frames", "bytes", "packets", "fragments", "superframes"), "nic_ingress"),
+            "inbound": direction("inbound", ("frames", "bytes", "packets", "fragments", "reassembled", "control",
+                                             "superframes"), "tunnel_ingress"),
+        },
+    }
+
+
+def samples(families) -> dict:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+
+
+@pytest.mark.parametrize("accept,parse,content_type", [
+    (None, parse_text, "text/plain; version=0.0.4"),
+    ("application/openmetrics-text; version=1.0.0", parse_openmetrics, "application/openmetrics-text; version=1.0.0"),
+])
+def test_both_formats_parse_with_the_client_librarys_own_parser_and_carry_every_documented_family(
+        accept, parse, content_type):
+    body, ctype = metrics.exposition(metrics.make_registry(status), accept)
+    assert ctype.startswith(content_type)
+    text = body.decode()
+    families = list(parse(text))
+    got = samples(families)
+    assert got[("etun_peer_up", ())] == 1
+    assert got[("etun_peer_rtt_seconds", ())] == 0.00025
+    assert got[("etun_peer_roams_total", ())] == 1
+    assert got[("etun_frames_total", (("direction", "outbound"),))] == 1
+    assert got[("etun_drops_total", (("direction", "inbound"), ("reason", "filter")))] == 2
+    assert got[("etun_filter_hits_total", (("direction", "outbound"), ("filter", "nic_ingress"), ("match", "allow"),
+                                           ("rule", "default")))] == 40
+    assert got[("etun_info", (("level", "encrypt"), ("site", "berlin"), ("version", "0.1.0")))] == 1
+    names = {f.name for f in families}
+    documented = {n.removesuffix("_total") for n in
+                  __import__("re").findall(r"`(etun_[a-z_]+)`", (DOCS / "STATUS.md").read_text())}
+    assert names == documented, names ^ documented
+    for family in families:                              # HELP and TYPE for every family, in either format
+        assert f"# HELP {family.name}" in text and f"# TYPE {family.name}" in text
+        assert family.documentation and family.type in ("gauge", "counter", "info")
+    if parse is parse_openmetrics:
+        assert text.endswith("# EOF\n")
+
+
+def test_a_value_the_status_does_not_know_yet_is_left_out_not_written_as_zero():
+    body, _ = metrics.exposition(metrics.make_registry(lambda: status(rtt_ms=None, send_index=None)), None)
+    got = samples(parse_text(body.decode()))
+    assert not any(name == "etun_peer_rtt_seconds" for name, _ in got)
+    assert ("etun_key_index", (("direction", "receive"),)) in got
+    assert ("etun_key_index", (("direction", "send"),)) not in got
+
+
+def test_the_endpoint_answers_on_loopback_in_the_format_asked_for_and_404_elsewhere():
+    server = metrics.MetricsServer(Address("127.0.0.1", 0), status)
+    port = server.server.server_address[1]
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            assert "etun_peer_up 1.0" in r.read().decode()
+        request = urllib.request.Request(url, headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        with urllib.request.urlopen(request, timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+            assert list(parse_openmetrics(r.read().decode()))
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+        assert e.value.code == 404
+    finally:
+        server.close()
+    assert json.dumps(status())                         # the fixture stays a JSON document, as the daemon's is
