@@ -93,7 +93,6 @@ cdef extern from "<poll.h>" nogil:
     ctypedef unsigned long nfds_t
     int poll(pollfd *fds, nfds_t nfds, int timeout)
     short POLLIN
-    short POLLOUT
 
 cdef extern from "<unistd.h>" nogil:
     ssize_t read(int fd, void *buf, size_t count)

@@ -29,7 +29,6 @@ cdef extern from "openssl/crypto.h" nogil:
     int CRYPTO_memcmp(const void *a, const void *b, size_t length)
     void OPENSSL_cleanse(void *ptr, size_t length)
     const char *OpenSSL_version(int t)
-    unsigned long OpenSSL_version_num()
     int OPENSSL_VERSION
 
 cdef extern from "openssl/err.h" nogil:

@@ -40,8 +40,8 @@ def measure(level: int, frame_len: int, seconds: float, filtered: bool = False) 
     sealer = _fast.Datapath(level)
     sealer.set_send_session(secret)
     if filtered:
-        sealer.set_filter(_fast.NIC_INGRESS, True, hundred_rules())
-    frames_sealed, seal_s = sealer.bench_seal(frame_len, seconds, filtered)
+        sealer.set_filter(_fast.FILTER_NIC_INGRESS, True, hundred_rules())
+    frames_sealed, seal_s = _fast.bench_seal(sealer, frame_len, seconds, filtered)
 
     source = _fast.Datapath(level)
     source.set_send_session(secret)
@@ -52,9 +52,9 @@ def measure(level: int, frame_len: int, seconds: float, filtered: bool = False) 
     opener = _fast.Datapath(level)
     opener.set_recv_session(secret)
     if filtered:
-        opener.set_filter(_fast.TUNNEL_INGRESS, True, hundred_rules())
-    frames_opened, open_s = opener.bench_open(datagrams, seconds, filtered)
-    bound_frames, bound_s = sealer.bench_crypto_bound(frame_len, seconds)
+        opener.set_filter(_fast.FILTER_TUNNEL_INGRESS, True, hundred_rules())
+    frames_opened, open_s = _fast.bench_open(opener, datagrams, seconds, filtered)
+    bound_frames, bound_s = _fast.bench_crypto_bound(sealer, frame_len, seconds)
 
     def rate(frames, elapsed):
         return {"frames_per_s": frames / elapsed, "gbit_per_s": frames * frame_len * 8 / elapsed / 1e9}

@@ -38,7 +38,7 @@ import traceback
 from docopt import DocoptExit, docopt
 
 import etun
-from etun import keys
+from etun import env, keys
 from etun.errors import EtunError, UsageError
 
 # Options that take a value as the next argv word; needed to find the command word in bad usage.
@@ -48,7 +48,7 @@ _VALUE_OPTIONS = ("--timeout", "--seconds")
 def cmd_keygen(args) -> int:
     path = args["<keyfile>"]
     fp = keys.generate_key_file(path, force=args["--force"])
-    print(f"wrote {path} ({keys.KEY_LEN} bytes); fingerprint {fp}")
+    print(f"wrote {path} ({keys.MATERIAL_LEN} bytes); fingerprint {fp}")
     print("compare this fingerprint with the other site's before running etun")
     return 0
 
@@ -63,11 +63,7 @@ def cmd_check(args) -> int:
     if level == "none":
         key_part = "no key file (level none)"
     else:
-        material = keys.load_key_file(config.security.key_file)
-        try:
-            key_part = f"key fingerprint {keys.fingerprint(material)}"
-        finally:
-            keys.wipe(material)
+        key_part = f"key fingerprint {keys.load_secrets(config.security.key_file).fingerprint}"
     print(f'{path}: ok: site "{config.site.name}", level {level}, peer {config.tunnel.peer}, {key_part}')
     return 0
 
@@ -181,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except Exception as e:
-        if os.environ.get("ETUN_DEBUG", "") not in ("", "0"):
+        if env.debug():
             traceback.print_exc()
         detail = " ".join(str(e).split())
         print(

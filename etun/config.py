@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import tomli
 
+from etun._fast import FILTER_MAX_RULES, MAX_PACKET_DEFAULT, MAX_PACKET_MAX, MAX_PACKET_MIN
 from etun.errors import ConfigError
 
 LEVELS = ("none", "auth", "encrypt")
@@ -28,9 +29,6 @@ DEFAULT_LISTEN_V6 = f"[::]:{DEFAULT_TUNNEL_PORT}"   # the default when the peer 
 DEFAULT_TAP = "etun0"
 DEFAULT_SOCKET_DIR = "/run/etun"
 
-MAX_PACKET_DEFAULT_BYTES = 800
-MAX_PACKET_MIN_BYTES = 320
-MAX_PACKET_MAX_BYTES = 9000
 KEEPALIVE_DEFAULT_S = 10
 KEEPALIVE_MAX_S = 3600
 REKEY_DEFAULT_S = 120
@@ -159,6 +157,9 @@ _QUOTED = '"{}"'
 
 _SITE_NAME_RULE = f'1 to {SITE_NAME_MAX_CHARS} letters, digits, "-", "_" or "."'
 _IFNAME_RULE = f'1 to {IFNAME_MAX_BYTES} bytes; not "." or ".."; no "/", ":" or whitespace'
+_PEER_LIKE = 'like "203.0.113.7:5555", "[2001:db8::7]:5555" or "gw.example.net:5555"'
+_LISTEN_LIKE = f'like "{DEFAULT_LISTEN}" or "{DEFAULT_LISTEN_V6}"'
+_METRICS_LIKE = f'like "127.0.0.1:{DEFAULT_METRICS_PORT}" or "[::1]:{DEFAULT_METRICS_PORT}"'
 _RULE_EXAMPLE = '{ action = "deny", mac = "01:80:c2:00:00:00" }'
 
 
@@ -364,22 +365,11 @@ def _read_lan(origin: str, data: dict[str, Any]) -> Lan:
 
 def _read_tunnel(origin: str, data: dict[str, Any]) -> Tunnel:
     table = _Table(origin, "[tunnel]", data, TABLE_KEYS["tunnel"], "tunnel")
-    peer = table.address(
-        "peer",
-        _MISSING,
-        allow_name=True,
-        like='like "203.0.113.7:5555", "[2001:db8::7]:5555" or "gw.example.net:5555"',
-        example_port=DEFAULT_TUNNEL_PORT,
-    )
+    peer = table.address("peer", _MISSING, allow_name=True, like=_PEER_LIKE, example_port=DEFAULT_TUNNEL_PORT)
     # An IPv6 peer needs an IPv6 socket, so the default follows the peer's family.
     peer_v6 = _ip_version(peer.host) == 6
-    listen = table.address(
-        "listen",
-        DEFAULT_LISTEN_V6 if peer_v6 else DEFAULT_LISTEN,
-        allow_name=False,
-        like=f'like "{DEFAULT_LISTEN}" or "{DEFAULT_LISTEN_V6}"',
-        example_port=DEFAULT_TUNNEL_PORT,
-    )
+    listen = table.address("listen", DEFAULT_LISTEN_V6 if peer_v6 else DEFAULT_LISTEN, allow_name=False,
+                           like=_LISTEN_LIKE, example_port=DEFAULT_TUNNEL_PORT)
     if peer_v6 and _ip_version(listen.host) == 4:
         # An AF_INET socket cannot send to an IPv6 address; "[::]" also serves IPv4 peers.
         table.fail(
@@ -390,7 +380,7 @@ def _read_tunnel(origin: str, data: dict[str, Any]) -> Tunnel:
     return Tunnel(
         listen=listen,
         peer=peer,
-        max_packet=table.integer("max_packet", MAX_PACKET_DEFAULT_BYTES, MAX_PACKET_MIN_BYTES, MAX_PACKET_MAX_BYTES),
+        max_packet=table.integer("max_packet", MAX_PACKET_DEFAULT, MAX_PACKET_MIN, MAX_PACKET_MAX),
         keepalive=table.integer("keepalive", KEEPALIVE_DEFAULT_S, 1, KEEPALIVE_MAX_S),
     )
 
@@ -425,6 +415,8 @@ def _read_filter_table(origin: str, name: str, data: dict[str, Any]) -> FilterTa
     rules = table.value("rules", [])
     if not isinstance(rules, list):
         table.fail("rules", f"expected an array of rules like [{_RULE_EXAMPLE}], got {_show(rules)}")
+    if len(rules) > FILTER_MAX_RULES:
+        table.fail("rules", f"at most {FILTER_MAX_RULES} rules, got {len(rules)}")
     return FilterTable(
         default=default,
         rules=tuple(_read_rule(origin, f"{head} rule {number}:", rule) for number, rule in enumerate(rules, 1)),
@@ -484,13 +476,7 @@ def _read_control(origin: str, data: dict[str, Any], base_dir: pathlib.Path, sit
 
 def _read_metrics(origin: str, data: dict[str, Any]) -> Metrics:
     table = _Table(origin, "[metrics]", data, TABLE_KEYS["metrics"], "metrics")
-    listen = table.address(
-        "listen",
-        None,
-        allow_name=False,
-        like=f'like "127.0.0.1:{DEFAULT_METRICS_PORT}" or "[::1]:{DEFAULT_METRICS_PORT}"',
-        example_port=DEFAULT_METRICS_PORT,
-    )
+    listen = table.address("listen", None, allow_name=False, like=_METRICS_LIKE, example_port=DEFAULT_METRICS_PORT)
     return Metrics(listen=listen)
 
 

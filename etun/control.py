@@ -2,7 +2,7 @@
 
 Protocol: the client sends one JSON object on one line, e.g. {"request": "status"}; the daemon
 answers with one JSON object on one line and closes. The daemon side never blocks: connections
-live in its select loop, and a request may be answered later (verify-peer waits for probes).
+live in its poll() loop, and a request may be answered later (verify-peer waits for probes).
 """
 
 import errno

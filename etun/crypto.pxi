@@ -1,52 +1,78 @@
 # ChaCha20 and HMAC-SHA256 through libcrypto: key setup, the per-frame cipher pass, tags, HKDF-Expand.
+#
+# Every libcrypto call is checked on its own line. A failure returns -1 and leaves the name of the
+# call in crypto_failed, which the Python-facing code puts in its error (crypto_error()).
 
 cdef const char *CRYPTO_INDEX_INFO = b"etun/v1 index"   # PROTOCOL.md §4.1
+cdef const char *crypto_failed = b"libcrypto"           # the call that failed last
+
 cdef enum:
-    CRYPTO_INDEX_INFO_LEN = 13
+    SHA256_BLOCK = 64
+    SHA256_LEN = 32
+    HKDF_INFO_MAX = 128           # bytes of info crypto_hkdf_expand() takes
+
+
+cdef inline int crypto_fail(const char *call) noexcept nogil:
+    global crypto_failed
+    crypto_failed = call
+    return -1
 
 
 cdef int crypto_mac_init(mac_state *m, const uint8_t *key, size_t keylen) noexcept nogil:
     """Absorb the HMAC pads (RFC 2104) once, so each packet costs only its own blocks."""
-    cdef uint8_t k[64]
-    cdef uint8_t pad[64]
-    cdef int i, ok
-    memset(k, 0, 64)
-    if keylen > 64:
+    cdef uint8_t k[SHA256_BLOCK]
+    cdef uint8_t pad[SHA256_BLOCK]
+    cdef int i, rc = -1
+    memset(k, 0, SHA256_BLOCK)
+    if keylen > SHA256_BLOCK:
         if SHA256(key, keylen, k) == NULL:
-            return -1
+            return crypto_fail(b"SHA256")
     else:
         memcpy(k, key, keylen)
-    for i in range(64):
+    for i in range(SHA256_BLOCK):
         pad[i] = k[i] ^ 0x36
-    ok = SHA256_Init(&m.inner) & SHA256_Update(&m.inner, pad, 64)
-    for i in range(64):
-        pad[i] = k[i] ^ 0x5c
-    ok &= SHA256_Init(&m.outer) & SHA256_Update(&m.outer, pad, 64)
-    OPENSSL_cleanse(k, 64)
-    OPENSSL_cleanse(pad, 64)
-    return 0 if ok == 1 else -1
+    if SHA256_Init(&m.inner) != 1:
+        crypto_fail(b"SHA256_Init")
+    elif SHA256_Update(&m.inner, pad, SHA256_BLOCK) != 1:
+        crypto_fail(b"SHA256_Update")
+    else:
+        for i in range(SHA256_BLOCK):
+            pad[i] = k[i] ^ 0x5c
+        if SHA256_Init(&m.outer) != 1:
+            crypto_fail(b"SHA256_Init")
+        elif SHA256_Update(&m.outer, pad, SHA256_BLOCK) != 1:
+            crypto_fail(b"SHA256_Update")
+        else:
+            rc = 0
+    OPENSSL_cleanse(k, SHA256_BLOCK)
+    OPENSSL_cleanse(pad, SHA256_BLOCK)
+    return rc
 
 
 cdef inline int crypto_mac(const mac_state *m, const uint8_t *a, size_t alen,
                            const uint8_t *b, size_t blen, uint8_t *out32) noexcept nogil:
-    """HMAC-SHA256 of a || b into out32 (32 bytes)."""
+    """HMAC-SHA256 of a || b into out32 (SHA256_LEN bytes)."""
     cdef SHA256_CTX c
-    cdef uint8_t inner[32]
-    cdef int ok
+    cdef uint8_t inner[SHA256_LEN]
     memcpy(&c, &m.inner, sizeof(SHA256_CTX))
-    ok = SHA256_Update(&c, a, alen)
-    if blen:
-        ok &= SHA256_Update(&c, b, blen)
-    ok &= SHA256_Final(inner, &c)
+    if SHA256_Update(&c, a, alen) != 1:
+        return crypto_fail(b"SHA256_Update")
+    if blen and SHA256_Update(&c, b, blen) != 1:
+        return crypto_fail(b"SHA256_Update")
+    if SHA256_Final(inner, &c) != 1:
+        return crypto_fail(b"SHA256_Final")
     memcpy(&c, &m.outer, sizeof(SHA256_CTX))
-    ok &= SHA256_Update(&c, inner, 32) & SHA256_Final(out32, &c)
-    return 0 if ok == 1 else -1
+    if SHA256_Update(&c, inner, SHA256_LEN) != 1:
+        return crypto_fail(b"SHA256_Update")
+    if SHA256_Final(out32, &c) != 1:
+        return crypto_fail(b"SHA256_Final")
+    return 0
 
 
 cdef inline bint crypto_tag_ok(const mac_state *m, const uint8_t *head, const uint8_t *body,
                                size_t blen, const uint8_t *tag) noexcept nogil:
     """Whether the 16-byte tag matches; constant time in the tag bytes."""
-    cdef uint8_t want[32]
+    cdef uint8_t want[SHA256_LEN]
     if crypto_mac(m, head, HEADER_LEN, body, blen, want) != 0:
         return False
     return CRYPTO_memcmp(want, tag, TAG_LEN) == 0
@@ -54,63 +80,73 @@ cdef inline bint crypto_tag_ok(const mac_state *m, const uint8_t *head, const ui
 
 cdef int crypto_hkdf_expand(const uint8_t *prk, size_t prklen, const uint8_t *info, size_t infolen,
                             uint8_t *out, size_t outlen) noexcept nogil:
-    """HKDF-Expand (RFC 5869 §2.3) with HMAC-SHA256; info up to 128 bytes, out up to 255 blocks."""
+    """HKDF-Expand (RFC 5869 §2.3) with HMAC-SHA256; info up to HKDF_INFO_MAX bytes, out up to
+    255 blocks."""
     cdef mac_state m
-    cdef uint8_t buf[32 + 128 + 1]
-    cdef uint8_t t[32]
+    cdef uint8_t buf[SHA256_LEN + HKDF_INFO_MAX + 1]
+    cdef uint8_t t[SHA256_LEN]
     cdef size_t tlen = 0, done = 0, take
-    cdef int block = 1
-    if infolen > 128 or outlen > 255 * 32:
-        return -1
+    cdef int block = 1, rc = 0
+    if infolen > HKDF_INFO_MAX or outlen > 255 * SHA256_LEN:
+        return crypto_fail(b"HKDF-Expand (length)")
     if crypto_mac_init(&m, prk, prklen) != 0:
         return -1
     while done < outlen:
         memcpy(buf, t, tlen)
         memcpy(buf + tlen, info, infolen)
         buf[tlen + infolen] = <uint8_t>block
-        if crypto_mac(&m, buf, tlen + infolen + 1, NULL, 0, t) != 0:
-            return -1
-        tlen = 32
-        take = outlen - done if outlen - done < 32 else 32
+        rc = crypto_mac(&m, buf, tlen + infolen + 1, NULL, 0, t)
+        if rc != 0:
+            break
+        tlen = SHA256_LEN
+        take = outlen - done if outlen - done < SHA256_LEN else SHA256_LEN
         memcpy(out + done, t, take)
         done += take
         block += 1
-    OPENSSL_cleanse(t, 32)
+    OPENSSL_cleanse(t, SHA256_LEN)
     OPENSSL_cleanse(buf, sizeof(buf))
     OPENSSL_cleanse(&m, sizeof(mac_state))
-    return 0
+    return rc
 
 
 cdef int crypto_keys_derive(keyset *k, const uint8_t *secret, uint32_t index) noexcept nogil:
     """Install the ChaCha20 and HMAC keys of `index` under a session secret (PROTOCOL.md §4.1)."""
-    cdef uint8_t info[CRYPTO_INDEX_INFO_LEN + 4]
-    cdef uint8_t okm[64]
+    cdef size_t label = strlen(CRYPTO_INDEX_INFO)
+    cdef uint8_t info[HKDF_INFO_MAX]
+    cdef uint8_t okm[2 * SECRET_LEN]
     cdef uint8_t iv[16]
     cdef int rc = -1
     k.live = False
-    memcpy(info, CRYPTO_INDEX_INFO, CRYPTO_INDEX_INFO_LEN)
-    wire_put_be32(info + CRYPTO_INDEX_INFO_LEN, index)
+    memcpy(info, CRYPTO_INDEX_INFO, label)
+    pkt_put_be32(info + label, index)
     memset(iv, 0, 16)
-    if crypto_hkdf_expand(secret, KEY_LEN, info, sizeof(info), okm, 64) == 0:
-        if EVP_EncryptInit_ex(k.cipher, EVP_chacha20(), NULL, okm, iv) == 1:
-            if crypto_mac_init(&k.mac, okm + 32, 32) == 0:
-                k.index = index
-                k.live = True
-                rc = 0
-    OPENSSL_cleanse(okm, 64)
+    if crypto_hkdf_expand(secret, SECRET_LEN, info, label + 4, okm, sizeof(okm)) != 0:
+        pass
+    elif EVP_EncryptInit_ex(k.cipher, EVP_chacha20(), NULL, okm, iv) != 1:
+        crypto_fail(b"EVP_EncryptInit_ex")
+    elif crypto_mac_init(&k.mac, okm + SECRET_LEN, SECRET_LEN) != 0:
+        pass
+    else:
+        k.index = index
+        k.live = True
+        rc = 0
+    OPENSSL_cleanse(okm, sizeof(okm))
     return rc
 
 
-cdef void crypto_keys_wipe(keyset *k) noexcept nogil:
-    cdef uint8_t zero[32]
+cdef int crypto_keys_wipe(keyset *k) noexcept nogil:
+    """Forget a key index: its MAC pads, and the ChaCha20 key schedule inside the context."""
+    cdef uint8_t zero[SECRET_LEN]
     cdef uint8_t iv[16]
-    memset(zero, 0, 32)
+    memset(zero, 0, SECRET_LEN)
     memset(iv, 0, 16)
     k.live = False
     OPENSSL_cleanse(&k.mac, sizeof(mac_state))
-    if k.cipher != NULL:
-        # Overwrite the expanded key schedule inside the context.
-        EVP_EncryptInit_ex(k.cipher, EVP_chacha20(), NULL, zero, iv)
+    if k.cipher != NULL and EVP_EncryptInit_ex(k.cipher, EVP_chacha20(), NULL, zero, iv) != 1:
+        # Cannot fail for a context that held ChaCha20 before; if it ever did, the old key
+        # schedule would stay in memory, so say so rather than pretend.
+        return crypto_fail(b"EVP_EncryptInit_ex")
+    return 0
 
 
 cdef inline int crypto_xor(keyset *k, uint64_t base, const uint8_t *inp, uint8_t *out,
@@ -123,11 +159,11 @@ cdef inline int crypto_xor(keyset *k, uint64_t base, const uint8_t *inp, uint8_t
     cdef uint8_t iv[16]
     cdef int outl
     memset(iv, 0, 4)                  # block counter 0, little-endian
-    wire_put_be32(iv + 4, k.index)
-    wire_put_be64(iv + 8, base)
+    pkt_put_be32(iv + 4, k.index)
+    pkt_put_be64(iv + 8, base)
     if EVP_EncryptInit_ex(k.cipher, NULL, NULL, NULL, iv) != 1:
-        return -1
+        return crypto_fail(b"EVP_EncryptInit_ex")
     if EVP_EncryptUpdate(k.cipher, out, &outl, inp,
                          <int>((length + CHACHA_BLOCK - 1) & ~(CHACHA_BLOCK - 1))) != 1:
-        return -1
+        return crypto_fail(b"EVP_EncryptUpdate")
     return 0

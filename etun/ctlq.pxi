@@ -6,12 +6,12 @@ cdef void ctlq_push(engine_state *e, const uint8_t *pkt, uint32_t length, const 
     cdef int slot
     cdef uint64_t one = 1
     if length > CTL_MAX or namelen > SOCKADDR_LEN:
-        e.dp.ctr_rx[DROP_MALFORMED] += 1
+        drop_datagram(e.dp, DROP_MALFORMED, name, namelen)
         return
     pthread_mutex_lock(&e.ctl_lock)
     if e.ctl_count == CTL_SLOTS:
         pthread_mutex_unlock(&e.ctl_lock)
-        e.dp.ctr_rx[DROP_CONTROL_QUEUE] += 1
+        drop_datagram(e.dp, DROP_CONTROL_QUEUE, name, namelen)
         return
     slot = (e.ctl_head + e.ctl_count) % CTL_SLOTS
     memcpy(e.ctl_buf + <size_t>slot * CTL_MAX, pkt, length)

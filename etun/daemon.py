@@ -1,6 +1,5 @@
 """`etun run`: set the site up in one visible order, pump until told to stop, tear down in reverse."""
 
-import ipaddress
 import logging
 import os
 import select
@@ -8,29 +7,25 @@ import signal
 import threading
 import time
 
-from etun import __version__, _fast, filters, keys
+from etun import __version__, _fast, env, filters, keys
 from etun.config import load_config
 from etun.control import ControlServer, Pending
 from etun.errors import RuntimeFailure
 from etun.lan import open_lan
 from etun.metrics import MetricsServer
+from etun.peer import PeerWatch, is_name
+from etun.probe import Prober, Responder
 from etun.selftest import run_selftest
 from etun.session import Session
+from etun.status import build_status
 from etun.transport import format_sockaddr, open_transport, resolve_peer, sockaddr_tuple
-from etun.verify import Prober, Responder
 
 log = logging.getLogger("etun")
 
 TICK_S = 0.2                    # the control loop wakes at least this often
 PROBE_TICK_S = 0.02             # ... and more often while verify-peer probes are out
-PEER_SILENT_KEEPALIVES = 3      # the peer is down after this many silent keepalive intervals
-RESOLVE_MIN_MS = 10_000         # re-resolve a silent DNS peer every 3 keepalives, at most this often
 PUMP_JOIN_S = 5.0
-DEFAULT_SPIN_US = 50
-TOP_ETHERTYPES = 8              # EtherTypes listed per direction in status
 DROP_LOG_INTERVAL_MS = 30_000   # at most one log line about new drops this often
-
-
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
 
 
@@ -46,20 +41,7 @@ def require_capabilities(mode: str) -> None:
     if missing:
         why = "to create the TAP device" if mode == "tap" else "to capture and inject frames on the LAN"
         raise RuntimeFailure(f"missing {' and '.join(missing)}: etun needs CAP_NET_RAW and CAP_NET_ADMIN "
-                             f"{why}; run it as root or from packaging/etun@.service")
-
-
-def spin_us() -> int:
-    """How long a pump keeps polling after traffic before it sleeps (ETUN_SPIN_US, for tuning).
-
-    A sleeping pump is woken by an interrupt on another CPU, which costs tens of microseconds
-    on virtual machines; polling a little longer saves most wakeups under load for little CPU.
-    """
-    raw = os.environ.get("ETUN_SPIN_US", "")
-    try:
-        return max(0, min(int(raw), 1_000_000)) if raw else DEFAULT_SPIN_US
-    except ValueError:
-        raise RuntimeFailure(f'ETUN_SPIN_US: expected microseconds, got "{raw}"') from None
+                             f"{why}; run it as root or from the etun@.service unit")
 
 
 def setup_logging(site: str) -> None:
@@ -68,16 +50,16 @@ def setup_logging(site: str) -> None:
     stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
     handler.setFormatter(logging.Formatter(f"{stamp}etun[{site}]: %(message)s", "%Y-%m-%dT%H:%M:%S"))
     log.handlers[:] = [handler]
-    log.setLevel(logging.DEBUG if os.environ.get("ETUN_DEBUG") else logging.INFO)
+    log.setLevel(logging.DEBUG if env.debug() else logging.INFO)
     log.propagate = False
 
 
-def is_name(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return False
-    except ValueError:
-        return True
+def describe_trace_address(kind: int, raw: bytes) -> str:
+    if kind == _fast.TRACE_SOCKADDR:
+        return format_sockaddr(raw)
+    if kind == _fast.TRACE_MAC:
+        return raw.hex(":")
+    return "-"
 
 
 class Daemon:
@@ -87,9 +69,10 @@ class Daemon:
         self.config = config
         self.level = _fast.LEVELS[config.security.level]
         self.keepalive_ms = config.tunnel.keepalive * 1000
+        self.spin_us = env.spin_us()            # a bad value stops etun before it touches anything
         self.stopping = False
         self.pump_result: dict[str, int] = {}
-        self.lan = self.udp = self.engine = self.control = self.metrics = None
+        self.lan = self.udp = self.datapath = self.engine = self.control = self.metrics = None
         self.threads: list[threading.Thread] = []
         self.started = time.monotonic()
 
@@ -99,15 +82,8 @@ class Daemon:
         c = self.config
         run_selftest()
         require_capabilities(c.lan.mode)
-        prk = control_key = None
-        if self.level != _fast.LEVELS["none"]:
-            material = keys.load_key_file(c.security.key_file)
-            try:
-                prk = keys.derive_prk(material)
-                fingerprint = keys.fingerprint(material)
-            finally:
-                keys.wipe(material)
-            control_key = keys.control_key(prk)
+        secrets = keys.load_secrets(c.security.key_file) if self.level != _fast.LEVEL_NONE else None
+        control_key = secrets.control_key if secrets else None
         # First of all that is visible: a second etun for this site stops here, touching nothing.
         self.control = ControlServer(c.control.socket, {"status": self.handle_status,
                                                         "verify": self.handle_verify})
@@ -115,36 +91,34 @@ class Daemon:
         self.udp = open_transport(c.tunnel.listen)
         peer = resolve_peer(c.tunnel.peer, self.udp.family)
         self.datapath = _fast.Datapath(self.level, c.tunnel.max_packet)
+        self.datapath.trace = env.debug()
         filters.install(self.datapath, c.filter)
         if control_key is not None:
             self.datapath.set_control_key(control_key)
         self.engine = _fast.Engine(self.datapath, self.lan.fd, self.lan.kind, self.udp.fd,
                                    self.udp.port, self.udp.gso, self.udp.gro)
         self.engine.set_peer(peer)
-        self.engine.spin_us = spin_us()
+        self.engine.spin_us = self.spin_us
         self.responder = Responder(self.level, control_key, c.site.name)
         self.control_key = control_key
         self.probers: list[tuple[Prober, object]] = []
-        now = _fast.clock_ms()
-        self.session = Session(self.level, self.datapath, c.site.name, prk, control_key, now,
-                               self.keepalive_ms)
-        self.peer_up = False
+        now = _fast.now_ms()
+        self.session = Session(self.level, self.datapath, c.site.name, secrets.prk if secrets else None,
+                               control_key, now, self.keepalive_ms, c.security.rekey * 1000)
+        self.watch = PeerWatch(c.tunnel.peer, self.udp.family, self.keepalive_ms, now)
         self.peer_gen = self.engine.peer()[1]
         if c.metrics.listen is not None:
             self.metrics = MetricsServer(c.metrics.listen, self.status)
             log.info("Prometheus metrics at http://%s/metrics", c.metrics.listen)
-        self.last_resolve_ms = now
-        self.last_rotate_ms = now
-        self.rotated_for = None
         self.drops_logged_ms = now
         self.drops_seen = self.drop_totals()
         self.hello_refused_ms: dict[str, int] = {}
-        self.fingerprint = fingerprint if prk else None
+        self.fingerprint = secrets.fingerprint if secrets else None
         # Logged once everything is open, so a failing start prints just its one error line.
         for note in self.lan.notes + self.udp.notes:
             log.info("%s", note)
         resolved = f" ({format_sockaddr(peer)})" if is_name(c.tunnel.peer.host) else ""
-        key = f", key fingerprint {fingerprint}" if prk else ""
+        key = f", key fingerprint {self.fingerprint}" if secrets else ""
         log.info("etun %s running: level %s%s, LAN %s (%s mode, MTU %d), peer %s%s", __version__,
                  c.security.level, key, self.lan.name, c.lan.mode, self.lan.mtu, c.tunnel.peer, resolved)
 
@@ -163,7 +137,7 @@ class Daemon:
     def loop(self) -> int:
         while not self.stopping:
             timeout = min(TICK_S if not self.probers else PROBE_TICK_S,
-                          max(0.0, (self.session.next_hello_ms - _fast.clock_ms()) / 1000))
+                          max(0.0, (self.session.next_hello_ms - _fast.now_ms()) / 1000))
             # poll(), not select(): descriptors may be numbered beyond 1024.
             poller = select.poll()
             for fd in (self.engine.control_fd, self.wake_r, *self.control.fds()):
@@ -176,18 +150,23 @@ class Daemon:
                 if not self.stopping:
                     side = "LAN interface " + self.lan.name if name == "tx" else "UDP socket"
                     raise RuntimeFailure(f"{side} failed: {os.strerror(rc) if rc else 'pump stopped'}")
-            now = _fast.clock_ms()
+            now = _fast.now_ms()
             for datagram, source in self.engine.pop_control():
                 self.handle_control(datagram, source, now)
             self.tick(now)
         return 0
 
     def handle_control(self, datagram: bytes, source: bytes, now: int) -> None:
-        ptype = datagram[0] & 15
-        if ptype == _fast.PROBE:
+        try:
+            _, ptype, _, _ = _fast.read_control(datagram)
+        except _fast.Dropped as e:
+            # The pump queues unverified control packets (rate-limited) for this loop to judge.
+            self.datapath.count_rx_drop(e.reason)
+            return
+        if ptype == _fast.TYPE_PROBE:
             self.answer_probe(datagram, source)
             return
-        if ptype == _fast.PROBE_REPLY:
+        if ptype == _fast.TYPE_PROBE_REPLY:
             for prober, _ in self.probers:
                 prober.incoming(datagram)
             return
@@ -198,7 +177,7 @@ class Daemon:
             return
         for event in out.events:
             log.info("%s (peer %s at %s)", event, self.session.peer_site or "?", format_sockaddr(source))
-        if out.roam and self.level != _fast.LEVELS["none"]:
+        if out.roam and self.level != _fast.LEVEL_NONE:
             current = self.engine.peer()[0]
             if current != source:
                 self.engine.set_peer(source, roam=True)
@@ -220,14 +199,14 @@ class Daemon:
             log.info("HELLOs from %s do not authenticate: the key material differs (compare "
                      "fingerprints: etun check shows ours, %s)", format_sockaddr(source), self.fingerprint)
         else:
-            theirs = _fast.LEVEL_NAMES.get((datagram[0] >> 4) & 3, "?")
+            theirs = _fast.LEVEL_NAMES.get(_fast.read_control(datagram)[0], "?")
             log.info("HELLOs from %s are at level %s, we run %s: both sites need the same [security] level",
                      format_sockaddr(source), theirs, self.config.security.level)
 
     def answer_probe(self, datagram: bytes, source: bytes) -> None:
         """Another site's verify-peer asks; answer from the tunnel socket it reached."""
         try:
-            replies = self.responder.answer(datagram, source, self.engine.peer()[0], self.peer_up)
+            replies = self.responder.answer(datagram, source, self.engine.peer()[0], self.watch.up)
         except _fast.Dropped as e:
             self.datapath.count_rx_drop(e.reason)
             return
@@ -263,6 +242,8 @@ class Daemon:
         except OSError as e:
             log.debug("HELLO to %s not sent: %s", format_sockaddr(peer), e.strerror)
 
+    # -- drops ------------------------------------------------------------------------------
+
     def drop_totals(self) -> dict:
         counters = self.datapath.counters()
         return {(direction, reason): counters[side][reason]
@@ -285,52 +266,52 @@ class Daemon:
             log.info("dropped in the last %d s: %s (etun status shows all counters)",
                      DROP_LOG_INTERVAL_MS // 1000, ", ".join(grown))
 
+    def log_drop_trace(self) -> None:
+        """With the drop trace on: one debug line per sampled drop (at most one per reason,
+        direction and second), naming who caused it."""
+        for direction, reason, kind, address, more in self.datapath.pop_trace():
+            also = f" (and {more} more since the last line)" if more else ""
+            log.debug("drop trace: %s %s from %s%s", direction, reason,
+                      describe_trace_address(kind, address), also)
+
+    def toggle_debug(self, signum, frame) -> None:
+        """SIGUSR1: debug log lines and the drop trace on, or off again."""
+        if self.datapath is None:
+            return                      # still setting up
+        on = not self.datapath.trace
+        self.datapath.trace = on
+        log.setLevel(logging.DEBUG if on else logging.INFO)
+        log.info("debug log and drop trace %s (SIGUSR1 toggles them)", "on" if on else "off")
+
+    # -- the tick ---------------------------------------------------------------------------
+
     def tick(self, now: int) -> None:
         s = self.session
         self.drive_probers()
         self.log_new_drops(now)
+        self.log_drop_trace()
         if s.hello_due(now):
             self.send_hello(now)
-        # Rotate the send keys every `rekey` seconds of one session; a new session starts at 0.
-        if s.send_installed_ms != self.rotated_for:
-            self.rotated_for = s.send_installed_ms
-            self.last_rotate_ms = now
-        elif (s.send is not None and self.level != _fast.LEVELS["none"]
-                and now - self.last_rotate_ms >= self.config.security.rekey * 1000):
-            self.last_rotate_ms = now
-            try:
-                self.datapath.rotate_send()
-                log.debug("send keys rotated to index %d", self.datapath.send_index)
-            except OverflowError:
-                log.info("key index space of the send session used up; proposing a new session")
-                s.renew_send()
-        peer, gen, roams = self.engine.peer()
+        s.rotate_if_due(now)
+        peer, gen, _ = self.engine.peer()
         if gen != self.peer_gen:
             self.peer_gen = gen
             log.info("peer moved to %s (authenticated traffic from there)", format_sockaddr(peer))
-        last = max(self.engine.snapshot()["last_auth_ms"], s.last_rx_ms or 0)
-        up = bool(last) and now - last < PEER_SILENT_KEEPALIVES * self.keepalive_ms and s.settled
-        if up != self.peer_up:
-            self.peer_up = up
-            if up:
-                rtt = f", rtt {s.rtt_ms:.1f} ms" if s.rtt_ms is not None else ""
-                log.info("peer up: %s at %s%s", s.peer_site or "?", format_sockaddr(peer), rtt)
-            else:
-                log.info("peer down: nothing authenticated for %d s", (now - last) // 1000 if last else 0)
-        host = self.config.tunnel.peer.host
-        silent_for = PEER_SILENT_KEEPALIVES * self.keepalive_ms
-        silent = not last or now - last >= silent_for
-        if silent and is_name(host) and now - self.last_resolve_ms >= max(RESOLVE_MIN_MS, silent_for):
-            self.last_resolve_ms = now
-            try:
-                fresh = resolve_peer(self.config.tunnel.peer, self.udp.family)
-            except RuntimeFailure as e:
-                log.info("%s", e.message)
-            else:
-                if fresh != peer:
-                    self.engine.set_peer(fresh)
-                    self.peer_gen = self.engine.peer()[1]
-                    log.info("peer %s now resolves to %s", host, format_sockaddr(fresh))
+        last = self.last_heard_ms()
+        changed = self.watch.update(last, s.settled, now)
+        if changed is True:
+            rtt = f", rtt {s.rtt_ms:.1f} ms" if s.rtt_ms is not None else ""
+            log.info("peer up: %s at %s%s", s.peer_site or "?", format_sockaddr(peer), rtt)
+        elif changed is False:
+            log.info("peer down: nothing authenticated for %d s", (now - last) // 1000 if last else 0)
+        fresh = self.watch.resolve(last, peer, now)
+        if fresh is not None:
+            self.engine.set_peer(fresh)
+            self.peer_gen = self.engine.peer()[1]
+
+    def last_heard_ms(self) -> int:
+        """When the peer last sent something authenticated: data (the pumps) or a HELLO."""
+        return max(self.engine.snapshot()["last_auth_ms"], self.session.last_rx_ms or 0)
 
     # -- status -----------------------------------------------------------------------------
 
@@ -338,57 +319,21 @@ class Daemon:
         return self.status()
 
     def status(self) -> dict:
-        """Everything `etun status` shows; the schema is documented in docs/STATUS.md."""
-        c, s, now = self.config, self.session, _fast.clock_ms()
-        peer, _, roams = self.engine.peer()
-        snap = self.engine.snapshot()
-        last = max(snap["last_auth_ms"], s.last_rx_ms or 0)
-        counters = self.datapath.counters()
-
-        def direction(raw: dict, traffic: tuple, filter_name: str) -> dict:
-            d = {name: raw[name] for name in traffic}
-            d["drops"] = {name: raw[name] for name in _fast.DROP_REASONS}
-            table = getattr(c.filter, filter_name)
-            stats = self.datapath.filter_stats(filters.DIRECTIONS[filter_name])
-            d["filter"] = {
-                "name": filter_name,
-                "rules": [{"rule": i + 1, "match": filters.describe(r), "hits": hits}
-                          for i, (r, hits) in enumerate(zip(table.rules, stats["rules"], strict=True))],
-                "default": {"action": table.default, "hits": stats["default"]},
-            }
-            top = sorted(stats["ethertypes"].items(), key=lambda kv: -kv[1])[:TOP_ETHERTYPES]
-            d["ethertypes"] = {("802.3" if et == 0 else f"0x{et:04x}"): n for et, n in top}
-            return d
-
-        return {
-            "schema": 1,
-            "etun": __version__,
-            "site": c.site.name,
-            "level": c.security.level,
-            "uptime_s": round(time.monotonic() - self.started, 1),
-            "lan": {"interface": self.lan.name, "mode": c.lan.mode, "mtu": self.lan.mtu},
-            "tunnel": {"listen": str(c.tunnel.listen), "max_packet": c.tunnel.max_packet,
-                       "gso": snap["gso"], "gro": snap["gro"]},
-            "peer": {
-                "configured": str(c.tunnel.peer),
-                "address": format_sockaddr(peer) if peer else None,
-                "site": s.peer_site or None,
-                "up": self.peer_up,
-                "last_seen_s": round((now - last) / 1000, 3) if last else None,
-                "rtt_ms": s.rtt_ms,
-                "roams": roams,
-            },
-            "keys": {"send_index": self.datapath.send_index, "recv_index": self.datapath.recv_index,
-                     "settled": s.settled},
-            "pumps": snap["pumps"],
-            "directions": {
-                "outbound": direction(counters["tx"], ("frames", "bytes", "packets", "fragments",
-                                                       "superframes"), "nic_ingress"),
-                "inbound": direction(counters["rx"], ("frames", "bytes", "packets", "fragments",
-                                                      "reassembled", "control", "superframes"),
-                                     "tunnel_ingress"),
-            },
+        """Everything `etun status` shows; status.py builds it (docs/STATUS.md)."""
+        s, now = self.session, _fast.now_ms()
+        address, _, roams = self.engine.peer()
+        last = self.last_heard_ms()
+        peer = {
+            "configured": str(self.config.tunnel.peer),
+            "address": format_sockaddr(address) if address else None,
+            "site": s.peer_site or None,
+            "up": self.watch.up,
+            "last_seen_s": round((now - last) / 1000, 3) if last else None,
+            "rtt_ms": s.rtt_ms,
+            "roams": roams,
         }
+        return build_status(self.config, self.lan, self.datapath, self.engine.snapshot(),
+                            uptime_s=time.monotonic() - self.started, peer=peer, settled=s.settled)
 
     # -- teardown, in reverse ---------------------------------------------------------------
 
@@ -413,7 +358,8 @@ class Daemon:
 
     def run(self) -> int:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        handlers = {signal.SIGTERM: self.stop, signal.SIGINT: self.stop, signal.SIGUSR1: self.toggle_debug}
+        previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         try:
             self.setup()

@@ -1,4 +1,5 @@
-# Frame filters (SPEC.md "Filters"): allow/deny by MAC, OUI or EtherType, most specific first.
+# Frame filters (docs/CONFIG.md, "Filters"): allow/deny by MAC, OUI or EtherType, most specific
+# first.
 #
 # Rules compile into tables the pumps read without Python: open-addressing hashes from a MAC or
 # OUI to the first rule naming it, and a 64 Ki array from EtherType to the first rule naming it.
@@ -6,29 +7,11 @@
 # number of rules. Every rule and the default count their hits; only the owning pump writes them.
 
 cdef enum:
-    FILTER_NIC_INGRESS = 0        # frames captured on the LAN NIC (tx pump)
-    FILTER_TUNNEL_INGRESS = 1     # frames arriving from the tunnel (rx pump)
     FILTER_NONE = 0xFFFF          # "no rule" in the EtherType array
-    FILTER_MAX_RULES = 65534
-    FILTER_MAX_TAGS = 8           # VLAN tags followed into a frame (more is not a real frame)
-
-
-cdef struct filter_hash:          # key -> first rule index; key 0 marks an empty slot
-    uint64_t *keys
-    uint32_t *rule
-    uint32_t mask
-
-
-cdef struct filter_table:
-    bint default_allow
-    uint32_t nrules
-    uint8_t *allow                # per rule: 1 allow, 0 deny
-    uint64_t *hits                # per rule
-    uint64_t default_hits
-    filter_hash mac
-    filter_hash oui
-    uint16_t *ethertype           # 65536 entries, or NULL without EtherType rules
-    uint64_t *seen                # frames per EtherType (65536; index 0: 802.3 length frames)
+    FILTER_ETHERTYPES = 65536     # entries of the EtherType arrays
+    FILTER_KIND_MAC = 0           # rule kinds filter_build() takes
+    FILTER_KIND_OUI = 1
+    FILTER_KIND_ETHERTYPE = 2
 
 
 cdef inline uint64_t filter_mix(uint64_t key) noexcept nogil:
@@ -85,9 +68,44 @@ cdef void filter_free(filter_table *t) noexcept nogil:
     free(t)
 
 
-cdef inline uint64_t filter_mac_key(const uint8_t *m) noexcept nogil:
-    return ((<uint64_t>m[0] << 40) | (<uint64_t>m[1] << 32) | (<uint64_t>m[2] << 24)
-            | (<uint64_t>m[3] << 16) | (<uint64_t>m[4] << 8) | m[5])
+cdef filter_table *filter_build(bint default_allow, uint32_t nrules, const uint8_t *allow,
+                                const uint8_t *kind, const uint64_t *value) noexcept nogil:
+    """A table for rules given as parallel arrays (kind FILTER_KIND_*, value a MAC or OUI as an
+    integer, or an EtherType), in configuration order. NULL when memory ran out; the caller
+    checks the values first."""
+    cdef filter_table *t = <filter_table *>calloc(1, sizeof(filter_table))
+    cdef uint32_t i, nmac = 0, noui = 0
+    if t == NULL:
+        return NULL
+    for i in range(nrules):
+        nmac += kind[i] == FILTER_KIND_MAC
+        noui += kind[i] == FILTER_KIND_OUI
+    t.default_allow = default_allow
+    t.nrules = nrules
+    t.allow = <uint8_t *>calloc(nrules + 1, 1)
+    t.hits = <uint64_t *>calloc(nrules + 1, sizeof(uint64_t))
+    t.seen = <uint64_t *>calloc(FILTER_ETHERTYPES, sizeof(uint64_t))
+    if (t.allow == NULL or t.hits == NULL or t.seen == NULL
+            or (nmac and filter_hash_init(&t.mac, nmac) != 0)
+            or (noui and filter_hash_init(&t.oui, noui) != 0)):
+        filter_free(t)
+        return NULL
+    for i in range(nrules):
+        t.allow[i] = allow[i]
+        if kind[i] == FILTER_KIND_MAC:
+            filter_hash_put(&t.mac, value[i], i)
+        elif kind[i] == FILTER_KIND_OUI:
+            filter_hash_put(&t.oui, value[i], i)
+        else:
+            if t.ethertype == NULL:
+                t.ethertype = <uint16_t *>malloc(FILTER_ETHERTYPES * sizeof(uint16_t))
+                if t.ethertype == NULL:
+                    filter_free(t)
+                    return NULL
+                memset(t.ethertype, 0xFF, FILTER_ETHERTYPES * sizeof(uint16_t))
+            if t.ethertype[value[i]] == FILTER_NONE:
+                t.ethertype[value[i]] = <uint16_t>i
+    return t
 
 
 cdef inline uint32_t filter_first(uint32_t a, uint32_t b) noexcept nogil:
@@ -97,35 +115,27 @@ cdef inline uint32_t filter_first(uint32_t a, uint32_t b) noexcept nogil:
 cdef int filter_frame(filter_table *t, const uint8_t *f, uint32_t n) noexcept nogil:
     """Count the frame's EtherType; return the deciding rule index, or -1 for the default,
     and whether it allows: rule * 2 + allow, or -2 + default_allow."""
-    cdef uint32_t rule, off = 12, depth = 0
-    cdef uint16_t et
-    cdef bint has_8021q = False, has_8021ad = False
+    cdef uint32_t rule
+    cdef vlan_walk w
     if n < MIN_FRAME_LEN:
         return -2 + t.default_allow
-    et = lan_be16(f + 12)
-    while (et == ETH_P_8021Q or et == ETH_P_8021AD) and off + 6 <= n and depth < FILTER_MAX_TAGS:
-        has_8021q |= et == ETH_P_8021Q
-        has_8021ad |= et == ETH_P_8021AD
-        off += 4
-        depth += 1
-        et = lan_be16(f + off)
-    t.seen[et if et >= 0x600 else 0] += 1
+    pkt_walk_vlans(f, n, &w)
+    t.seen[w.ethertype if w.ethertype >= ETHERTYPE_MIN else 0] += 1
     if t.nrules == 0:
         t.default_hits += 1
         return -2 + t.default_allow
     # Most specific first: a MAC rule decides over an OUI rule over an EtherType rule; among
-    # rules of one kind, the first in the configuration decides (SPEC.md).
-    rule = filter_first(filter_hash_get(&t.mac, filter_mac_key(f)),
-                        filter_hash_get(&t.mac, filter_mac_key(f + 6)))
+    # rules of one kind, the first in the configuration decides (docs/CONFIG.md).
+    rule = filter_first(filter_hash_get(&t.mac, pkt_mac48(f)), filter_hash_get(&t.mac, pkt_mac48(f + 6)))
     if rule == FILTER_NONE:
-        rule = filter_first(filter_hash_get(&t.oui, filter_mac_key(f) >> 24),
-                            filter_hash_get(&t.oui, filter_mac_key(f + 6) >> 24))
+        rule = filter_first(filter_hash_get(&t.oui, pkt_mac48(f) >> 24),
+                            filter_hash_get(&t.oui, pkt_mac48(f + 6) >> 24))
     if rule == FILTER_NONE and t.ethertype != NULL:
-        if et >= 0x600:
-            rule = t.ethertype[et]
-        if has_8021q:
+        if w.ethertype >= ETHERTYPE_MIN:
+            rule = t.ethertype[w.ethertype]
+        if w.has_8021q:
             rule = filter_first(rule, t.ethertype[ETH_P_8021Q])
-        if has_8021ad:
+        if w.has_8021ad:
             rule = filter_first(rule, t.ethertype[ETH_P_8021AD])
     if rule == FILTER_NONE:
         t.default_hits += 1

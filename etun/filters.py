@@ -2,7 +2,7 @@
 
 from etun import _fast
 
-DIRECTIONS = {"nic_ingress": _fast.NIC_INGRESS, "tunnel_ingress": _fast.TUNNEL_INGRESS}
+DIRECTIONS = {"nic_ingress": _fast.FILTER_NIC_INGRESS, "tunnel_ingress": _fast.FILTER_TUNNEL_INGRESS}
 
 
 def kind_and_value(rule) -> tuple[str, object]:

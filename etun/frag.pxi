@@ -23,11 +23,11 @@ cdef inline int frag_parse(const uint8_t *head, uint32_t size, uint32_t tag_len,
     receiver's single-packet buffers are sized by that bound.
     """
     cdef uint32_t r = head[1], i = head[2], n = head[3]
-    cdef uint64_t counter = wire_be64(head + 8)
+    cdef uint64_t counter = pkt_be64(head + 8)
     cdef uint32_t qq
     if n == 0 or i >= n or r >= n or counter < i or size == 0:
         return -1
-    if size > <uint32_t>(MAX_MAX_PACKET - 1 - UDP_HEADER_LEN - HEADER_LEN) - tag_len:
+    if size > <uint32_t>(MAX_PACKET_MAX - 1 - UDP_HEADER_LEN - HEADER_LEN) - tag_len:
         return -1
     qq = size - 1 if i < r else size
     if qq == 0:

@@ -13,42 +13,33 @@ cdef enum:
     GRO_MAX_IP = 65535            # bytes of IP packet in one super-frame
     TCP_FLAGS_NO_MERGE = 0x01 | 0x02 | 0x04 | 0x20 | 0x40 | 0x80   # FIN SYN RST URG ECE CWR
     TCP_ACK = 0x10
-    VNET_GSO_TCPV4_ = 1
-    VNET_GSO_TCPV6_ = 4
 
 
-cdef bint gro_inspect(const uint8_t *f, uint32_t n, gro_seg_t *g) noexcept nogil:
+cdef bint gro_inspect(const uint8_t *f, uint32_t n, gro_seg *g) noexcept nogil:
     """Whether this frame may join a super-frame; fills g. Verifies both checksums."""
-    cdef uint32_t l3 = 12, l4, hdr, iplen, sum
-    cdef uint16_t et
-    cdef int depth = 0
+    cdef uint32_t l3, l4, hdr, iplen
+    cdef vlan_walk w
     g.l3 = 0
-    if n < 14 + 40:
+    if n < MIN_FRAME_LEN + 40:
         return False
-    et = lan_be16(f + 12)
-    while (et == ETH_P_8021Q or et == ETH_P_8021AD) and depth < 2 and l3 + 6 <= n:
-        l3 += 4
-        depth += 1
-        et = lan_be16(f + l3)
-    l3 += 2
-    if et == ETH_P_IP:
-        if l3 + 20 > n or f[l3] != 0x45 or f[l3 + 9] != 6 or (lan_be16(f + l3 + 6) & 0x3fff) != 0:
+    pkt_walk_vlans(f, n, &w)
+    l3 = w.l3
+    if w.ethertype == ETH_P_IP:
+        if l3 + 20 > n or f[l3] != 0x45 or f[l3 + 9] != PROTO_TCP or (pkt_be16(f + l3 + 6) & 0x3fff) != 0:
             return False
-        iplen = lan_be16(f + l3 + 2)
-        if l3 + iplen != n or lan_csum_sum(f + l3, 20) != 0xffff:
+        iplen = pkt_be16(f + l3 + 2)
+        if l3 + iplen != n or pkt_csum(f + l3, 20) != 0xffff:
             return False
         l4 = l3 + 20
         g.v6 = False
-        sum = lan_csum_sum(f + l3 + 12, 8)
-    elif et == ETH_P_IPV6:
-        if l3 + 40 > n or (f[l3] >> 4) != 6 or f[l3 + 6] != 6:
+    elif w.ethertype == ETH_P_IPV6:
+        if l3 + 40 > n or (f[l3] >> 4) != 6 or f[l3 + 6] != PROTO_TCP:
             return False
-        iplen = 40 + lan_be16(f + l3 + 4)
+        iplen = 40 + pkt_be16(f + l3 + 4)
         if l3 + iplen != n:
             return False
         l4 = l3 + 40
         g.v6 = True
-        sum = lan_csum_sum(f + l3 + 8, 32)
     else:
         return False
     if l4 + 20 > n:
@@ -58,19 +49,17 @@ cdef bint gro_inspect(const uint8_t *f, uint32_t n, gro_seg_t *g) noexcept nogil
         return False
     if (f[l4 + 13] & TCP_FLAGS_NO_MERGE) or not (f[l4 + 13] & TCP_ACK):
         return False
-    sum = gso_add(sum, 6)
-    sum = gso_add(sum, n - l4)
-    if gso_add(sum, lan_csum_sum(f + l4, n - l4)) != 0xffff:
+    if pkt_csum_add(pkt_pseudo_sum(f + l3, g.v6, PROTO_TCP, n - l4), pkt_csum(f + l4, n - l4)) != 0xffff:
         return False                  # let the host see, and drop, exactly what was sent
     g.l3 = <uint16_t>l3
     g.l4 = <uint16_t>l4
     g.hdr = <uint16_t>hdr
     g.payload = <uint16_t>(n - hdr)
-    g.seq = (<uint32_t>f[l4 + 4] << 24) | (<uint32_t>f[l4 + 5] << 16) | (<uint32_t>f[l4 + 6] << 8) | f[l4 + 7]
+    g.seq = pkt_be32(f + l4 + 4)
     return True
 
 
-cdef bint gro_follows(const uint8_t *a, const gro_seg_t *ga, const uint8_t *b, const gro_seg_t *gb,
+cdef bint gro_follows(const uint8_t *a, const gro_seg *ga, const uint8_t *b, const gro_seg *gb,
                       uint32_t gso_size) noexcept nogil:
     """Whether segment b continues the run whose latest segment is a."""
     cdef uint32_t l3 = ga.l3, l4 = ga.l4
@@ -88,7 +77,7 @@ cdef bint gro_follows(const uint8_t *a, const gro_seg_t *ga, const uint8_t *b, c
         # TOS, DF, TTL, addresses; the ID counts up by one per segment.
         if (a[l3 + 1] != b[l3 + 1] or a[l3 + 6] != b[l3 + 6] or a[l3 + 8] != b[l3 + 8]
                 or memcmp(a + l3 + 12, b + l3 + 12, 8) != 0
-                or <uint16_t>(lan_be16(a + l3 + 4) + 1) != lan_be16(b + l3 + 4)):
+                or <uint16_t>(pkt_be16(a + l3 + 4) + 1) != pkt_be16(b + l3 + 4)):
             return False
     # Ports; acknowledgement; data offset; flags but PSH (it may end a run); window; options.
     return (memcmp(a + l4, b + l4, 4) == 0 and memcmp(a + l4 + 8, b + l4 + 8, 5) == 0
@@ -97,35 +86,29 @@ cdef bint gro_follows(const uint8_t *a, const gro_seg_t *ga, const uint8_t *b, c
             and memcmp(a + l4 + 20, b + l4 + 20, ga.hdr - l4 - 20) == 0)
 
 
-cdef void gro_head(uint8_t *out, const uint8_t *f, const gro_seg_t *g, uint32_t total_payload,
+cdef void gro_head(uint8_t *out, const uint8_t *f, const gro_seg *g, uint32_t total_payload,
                    uint32_t gso_size, bint push) noexcept nogil:
     """vnet header and merged headers for a run, into out (GRO_HEAD_ROOM bytes)."""
     cdef uint8_t *h = out + VNET_HDR_LEN
-    cdef uint32_t l3 = g.l3, l4 = g.l4, hdr = g.hdr, l4len = hdr - l4 + total_payload, sum
+    cdef uint32_t l3 = g.l3, l4 = g.l4, hdr = g.hdr, l4len = hdr - l4 + total_payload
     memset(out, 0, VNET_HDR_LEN)
     out[0] = VNET_F_NEEDS_CSUM
-    out[1] = VNET_GSO_TCPV6_ if g.v6 else VNET_GSO_TCPV4_
-    lan_put_le16(out + 2, <uint16_t>hdr)
-    lan_put_le16(out + 4, <uint16_t>gso_size)
-    lan_put_le16(out + 6, <uint16_t>l4)
-    lan_put_le16(out + 8, 16)
+    out[1] = VNET_GSO_TCPV6 if g.v6 else VNET_GSO_TCPV4
+    pkt_put_le16(out + 2, <uint16_t>hdr)
+    pkt_put_le16(out + 4, <uint16_t>gso_size)
+    pkt_put_le16(out + 6, <uint16_t>l4)
+    pkt_put_le16(out + 8, 16)                   # the TCP checksum's offset in its header
     memcpy(h, f, hdr)
     if g.v6:
-        gso_put_be16(h + l3 + 4, <uint16_t>l4len)
-        sum = lan_csum_sum(h + l3 + 8, 32)
+        pkt_put_be16(h + l3 + 4, <uint16_t>l4len)
     else:
-        gso_put_be16(h + l3 + 2, <uint16_t>(20 + l4len))
-        h[l3 + 10] = 0
-        h[l3 + 11] = 0
-        gso_put_be16(h + l3 + 10, <uint16_t>~lan_csum_sum(h + l3, 20))
-        sum = lan_csum_sum(h + l3 + 12, 8)
+        pkt_put_be16(h + l3 + 2, <uint16_t>(20 + l4len))
+        pkt_put_be16(h + l3 + 10, 0)
+        pkt_put_be16(h + l3 + 10, <uint16_t>~pkt_csum(h + l3, 20))
     if push:
         h[l4 + 13] |= TCP_PSH
     # The partial checksum a NIC (or the kernel's GSO) finishes: the pseudo-header sum.
-    sum = gso_add(sum, 6)
-    sum = gso_add(sum, (l4len >> 16) & 0xffff)
-    sum = gso_add(sum, l4len & 0xffff)
-    gso_put_be16(h + l4 + 16, <uint16_t>sum)
+    pkt_put_be16(h + l4 + 16, <uint16_t>pkt_pseudo_sum(h + l3, g.v6, PROTO_TCP, l4len))
 
 
 cdef int gro_plan(engine_state *e) noexcept nogil:
@@ -134,7 +117,7 @@ cdef int gro_plan(engine_state *e) noexcept nogil:
     cdef int i = 0, j, k, m = 0, niov = 0
     cdef uint32_t gso_size = 0, total = 0, ip_total
     cdef frame_ref *f
-    cdef gro_seg_t *g
+    cdef gro_seg *g
     cdef uint8_t *head
     cdef iovec *iov
     cdef msghdr *h
@@ -170,7 +153,7 @@ cdef int gro_plan(engine_state *e) noexcept nogil:
                 iov[1 + k - i].iov_base = e.out[k].data + e.segs[k].hdr
                 iov[1 + k - i].iov_len = e.segs[k].payload
             h.msg_iovlen = 1 + (j - i)
-            e.dp.ctr_rx[C_SUPERFRAMES] += 1
+            e.dp.ctr[DIR_RX][C_SUPERFRAMES] += 1
         else:
             f = &e.out[i]
             if f.ftype == TYPE_FRAME_VNET:

@@ -3,13 +3,14 @@
 import os
 import secrets
 import stat
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from etun.errors import KeyFileError
 
-KEY_LEN = 32768  # bytes of shared key material, both sites
+MATERIAL_LEN = 32768  # bytes of shared key material, both sites
 HASH_LEN = 32  # SHA-256 output bytes: PRK, control key and session secret lengths
 NONCE_LEN = 16  # bytes in a sender nonce and in a challenge
 MAX_INDEX = 2**32 - 1  # key indices are carried as be32
@@ -46,7 +47,7 @@ def _check_len(name: str, value, expected: int) -> None:
 
 def derive_prk(material) -> bytes:
     """The pseudorandom key every other secret is expanded from."""
-    _check_len("key material", material, KEY_LEN)
+    _check_len("key material", material, MATERIAL_LEN)
     return hkdf_extract(SALT, material)
 
 
@@ -58,8 +59,31 @@ def control_key(prk) -> bytes:
 
 def fingerprint(material) -> str:
     """A short public hash of the material, "xxxx-xxxx-xxxx-xxxx", for admins to compare by phone."""
-    digits = hkdf_expand(derive_prk(material), INFO_FINGERPRINT, 8).hex()
+    return _fingerprint(derive_prk(material))
+
+
+def _fingerprint(prk) -> str:
+    digits = hkdf_expand(prk, INFO_FINGERPRINT, 8).hex()
     return "-".join(digits[i : i + 4] for i in range(0, 16, 4))
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """What etun keeps of a key file: the material itself is wiped as soon as these exist."""
+
+    prk: bytes
+    control_key: bytes
+    fingerprint: str
+
+
+def load_secrets(path) -> Secrets:
+    """Read and check the key file at `path`, derive the secrets, and wipe the material."""
+    material = load_key_file(path)
+    try:
+        prk = derive_prk(material)
+    finally:
+        wipe(material)
+    return Secrets(prk=prk, control_key=control_key(prk), fingerprint=_fingerprint(prk))
 
 
 def session_secret(prk, sender: bytes, challenge: bytes) -> bytes:
@@ -111,7 +135,7 @@ def generate_key_file(path, force: bool = False) -> str:
         raise exists_error
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    material = bytearray(os.urandom(KEY_LEN))
+    material = bytearray(os.urandom(MATERIAL_LEN))
     try:
         try:
             fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
@@ -151,7 +175,7 @@ def generate_key_file(path, force: bool = False) -> str:
 
 
 def load_key_file(path) -> bytearray:
-    """Read key material after checking it is a private regular file of exactly KEY_LEN bytes."""
+    """Read key material after checking it is a private regular file of exactly MATERIAL_LEN bytes."""
     path = os.fspath(path)
     try:
         # O_NONBLOCK so a FIFO in the key file's place cannot hang us before fstat rejects it.
@@ -168,17 +192,17 @@ def load_key_file(path) -> bytearray:
         # Whoever can write the material can choose it, and then forge packets.
         if st.st_mode & 0o022:
             raise KeyFileError(f"{path}: writable by other users; run: chmod 600 {path}")
-        if st.st_size != KEY_LEN:
+        if st.st_size != MATERIAL_LEN:
             raise KeyFileError(
-                f"{path}: must be exactly {KEY_LEN} bytes, got {st.st_size}; "
+                f"{path}: must be exactly {MATERIAL_LEN} bytes, got {st.st_size}; "
                 f"create one with: etun keygen {path}"
             )
-        material = bytearray(KEY_LEN)
+        material = bytearray(MATERIAL_LEN)
         got = 0
         extra = b""
         try:
             with memoryview(material) as view:
-                while got < KEY_LEN:
+                while got < MATERIAL_LEN:
                     n = os.readv(fd, [view[got:]])
                     if n == 0:
                         break
@@ -188,9 +212,9 @@ def load_key_file(path) -> bytearray:
             wipe(material)
             raise KeyFileError(f"{path}: cannot read: {e.strerror}") from None
         # st_size was right a moment ago; a file that shrank or grew since is being rewritten.
-        if got != KEY_LEN or extra:
+        if got != MATERIAL_LEN or extra:
             wipe(material)
-            raise KeyFileError(f"{path}: changed size while being read; expected exactly {KEY_LEN} bytes")
+            raise KeyFileError(f"{path}: changed size while being read; expected exactly {MATERIAL_LEN} bytes")
         return material
     finally:
         os.close(fd)

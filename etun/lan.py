@@ -40,7 +40,7 @@ IFF_VNET_HDR = 0x4000
 TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_USO4, TUN_F_USO6 = 0x01, 0x02, 0x04, 0x08, 0x20, 0x40
 
 SOCKET_BUFFER_BYTES = 4 << 20   # absorbs bursts of 64 KiB GSO frames while a pump catches up
-QINQ_MIN_MTU = 1508             # 1500 + two VLAN tags (SPEC: bad input)
+QINQ_MIN_MTU = 1508             # 1500 + two VLAN tags (docs/MANUAL.md, "Bad input")
 TAP_MTU = 9202                  # 9216-byte jumbo frames minus the Ethernet header
 
 # Classic BPF on the capture socket: drop frames addressed to this host (PACKET_HOST) and
@@ -163,7 +163,7 @@ def open_packet(name: str) -> LanPort:
     except OSError as e:
         sock.close()
         raise _fail(f"cannot set up AF_PACKET socket on {name}", e, "CAP_NET_RAW") from None
-    port = LanPort(fd=sock.fileno(), kind=_fast.LAN_KIND_PACKET, name=name, mtu=interface_mtu(name), keep=sock)
+    port = LanPort(fd=sock.fileno(), kind=_fast.LAN_PACKET, name=name, mtu=interface_mtu(name), keep=sock)
     try:
         _handle_receive_offloads(name, port)
     except RuntimeFailure:
@@ -190,7 +190,7 @@ def open_tap(tap: str, bridge: str | None) -> LanPort:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise _fail("cannot open /dev/net/tun", e, "CAP_NET_ADMIN") from None
-    port = LanPort(fd=fd, kind=_fast.LAN_KIND_TAP, name=tap, mtu=TAP_MTU)
+    port = LanPort(fd=fd, kind=_fast.LAN_TAP, name=tap, mtu=TAP_MTU)
     try:
         fcntl.ioctl(fd, TUNSETIFF, _ifreq(tap, struct.pack("H", IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)))
         fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", 10))

@@ -18,25 +18,13 @@
 # which reads the LAN itself from then on; it parks again when it finds the LAN empty
 # PARK_AFTER_US after the latest burst. Any tx round, whichever pump runs it, holds tx_lock.
 
-cdef inline uint64_t pump_clock_ms() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
-    return <uint64_t>ts.tv_sec * 1000 + <uint64_t>ts.tv_nsec // 1000000
-
-
-cdef inline uint64_t pump_clock_us() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <uint64_t>ts.tv_sec * 1000000 + <uint64_t>ts.tv_nsec // 1000
-
-
 cdef inline bint pump_keep_spinning(engine_state *e, int me, uint64_t *idle_since) noexcept nogil:
     """Whether to try again at once instead of sleeping: a wakeup costs more than a few
     empty reads while traffic is flowing (yielding, so nothing runnable is starved)."""
     cdef uint64_t now
     if e.spin_us == 0:
         return False
-    now = pump_clock_us()
+    now = clock_us()
     if idle_since[0] == 0:
         idle_since[0] = now
     if now - idle_since[0] < e.spin_us or now < e.spin_until_us[me]:
@@ -62,7 +50,7 @@ cdef inline void pump_kick(engine_state *e, int other) noexcept nogil:
     """This pump just moved traffic the other pump will likely see an answer to: if that
     pump sleeps, wake it now, so its wakeup overlaps the answer's journey instead of adding
     to it (it then polls KICK_SPIN_US)."""
-    if e.sleeping[other] and pump_answer_likely(e, other, pump_clock_us()):
+    if e.sleeping[other] and pump_answer_likely(e, other, clock_us()):
         pump_signal(e, other)
 
 
@@ -91,7 +79,7 @@ cdef bint pump_wait(engine_state *e, int me, int fd, int fd2, int timeout_ms) no
     e.sleeping[me] = 0
     if rc > 0 and fds[1].revents:
         read(e.kick_fd[me], &junk, sizeof(junk))
-        e.spin_until_us[me] = pump_clock_us() + KICK_SPIN_US
+        e.spin_until_us[me] = clock_us() + KICK_SPIN_US
         return True
     return False
 
@@ -101,10 +89,11 @@ cdef void pump_lan_drops(engine_state *e) noexcept nogil:
     cdef tpacket_stats st
     cdef socklen_t slen = sizeof(st)
     if e.lan_kind == LAN_PACKET and getsockopt(e.lan_fd, SOL_PACKET, PACKET_STATISTICS, &st, &slen) == 0:
-        e.dp.ctr_tx[DROP_SOCKET_OVERFLOW] += st.tp_drops
+        if st.tp_drops:
+            drop_count(e.dp, DIR_TX, DROP_SOCKET_OVERFLOW, st.tp_drops)
 
 
-cdef int tx_round(engine_state *e) noexcept nogil:
+cdef int pump_tx_round(engine_state *e) noexcept nogil:
     """One round of the tx side, by whichever pump holds tx_lock: read a batch of frames from
     the LAN, seal them, send them. Returns the frames read; 0, -EAGAIN or -EINTR for none;
     -errno when the LAN side broke. Sets tx_burst when the round was a big one."""
@@ -116,13 +105,13 @@ cdef int tx_round(engine_state *e) noexcept nogil:
         return n
     e.pump_stats[PUMP_TX_WAKEUPS] += 1
     e.tx_burst = n >= TX_BURST_FRAMES
-    now = pump_clock_ms()
+    now = clock_ms()
     pthread_mutex_lock(&d.send_lock)
     for i in range(n):
         if e.cap_data[i] == NULL:
             continue
         if e.peer_len == 0:
-            d.ctr_tx[DROP_NO_SESSION] += 1
+            seal_drop(d, DROP_NO_SESSION, e.cap_data[i], e.cap_len[i], e.cap_type[i])
             continue
         if e.cap_type[i] == CAP_SUPERFRAME:
             e.tx_burst = True
@@ -139,7 +128,7 @@ cdef int tx_round(engine_state *e) noexcept nogil:
     sent = e.npkts
     udp_flush(e, now)
     if e.tx_burst or sent:
-        now_us = pump_clock_us()
+        now_us = clock_us()
         if e.tx_burst:
             e.tx_burst_us = now_us             # sent or not: no flapping before a session
         if sent:
@@ -157,7 +146,7 @@ cdef int pump_tx(engine_state *e) noexcept nogil:
             return e.tx_errno                  # met by the rx pump during one of its tx rounds
         if not e.tx_parked:
             pthread_mutex_lock(&e.tx_lock)
-            n = tx_round(e)
+            n = pump_tx_round(e)
             pthread_mutex_unlock(&e.tx_lock)
             if n > 0:
                 idle_since = 0
@@ -166,13 +155,13 @@ cdef int pump_tx(engine_state *e) noexcept nogil:
                 return -n
             if pump_keep_spinning(e, PUMP_TX, &idle_since):
                 continue
-            if pump_clock_us() >= e.tx_burst_us + PARK_AFTER_US:
+            if clock_us() >= e.tx_burst_us + PARK_AFTER_US:
                 e.tx_parked = 1
                 pump_signal(e, PUMP_RX)        # so that it watches the LAN from now on
         e.pump_stats[PUMP_TX_SLEEPS] += 1
-        if pump_wait(e, PUMP_TX, -1 if e.tx_parked else e.lan_fd, -1, 100):
+        if pump_wait(e, PUMP_TX, -1 if e.tx_parked else e.lan_fd, -1, POLL_TIMEOUT_MS):
             e.tx_parked = 0                    # a burst (a kick that came late does the same)
-        now = pump_clock_ms()
+        now = clock_ms()
         if now >= e.stats_next_ms:
             pump_lan_drops(e)
             e.stats_next_ms = now + 1000
@@ -185,14 +174,14 @@ cdef int pump_serve_tx(engine_state *e) noexcept nogil:
     cdef int n
     if pthread_mutex_trylock(&e.tx_lock) != 0:
         return 0
-    n = tx_round(e)
+    n = pump_tx_round(e)
     pthread_mutex_unlock(&e.tx_lock)
     if n > 0:
         e.pump_stats[PUMP_TX_SERVED] += 1
         if e.tx_burst and e.tx_parked:
             pump_signal(e, PUMP_TX)            # more is coming: the tx pump takes the LAN back
         else:
-            pump_expect(e, PUMP_RX, pump_clock_us())
+            pump_expect(e, PUMP_RX, clock_us())
         return n
     if n < 0 and n != -EAGAIN and n != -EINTR:
         e.tx_errno = -n                        # the kernel reports it once, to the reader: us
@@ -203,8 +192,14 @@ cdef int pump_serve_tx(engine_state *e) noexcept nogil:
 cdef inline bint pump_rx_allows(engine_state *e, frame_ref *f) noexcept nogil:
     """tunnel_ingress: the frame behind any offload header."""
     cdef uint32_t skip = VNET_HDR_LEN if f.ftype == TYPE_FRAME_VNET else 0
-    return filter_allows(<filter_table *>e.dp.filt[FILTER_TUNNEL_INGRESS], f.data + skip,
-                         f.length - skip)
+    return filter_allows(e.dp.filt[FILTER_TUNNEL_INGRESS], f.data + skip, f.length - skip)
+
+
+cdef void pump_rx_filtered(dp_state *d, frame_ref *f) noexcept nogil:
+    """tunnel_ingress denied an opened frame: count it, with its source MAC, and let it go."""
+    cdef uint32_t skip = VNET_HDR_LEN if f.ftype == TYPE_FRAME_VNET else 0
+    drop_frame(d, DIR_RX, DROP_FILTER, f.data + skip, f.length - skip)
+    open_release(d, f)
 
 
 cdef void pump_deliver(engine_state *e) noexcept nogil:
@@ -215,14 +210,14 @@ cdef void pump_deliver(engine_state *e) noexcept nogil:
     for i in range(e.nout):
         open_release(e.dp, &e.out[i])
     e.nout = 0
-    e.active_us[PUMP_RX] = pump_clock_us()
+    e.active_us[PUMP_RX] = clock_us()
     if not e.tx_parked:
         pump_kick(e, PUMP_TX)
     else:
         pump_expect(e, PUMP_TX, e.active_us[PUMP_RX])   # parked, the answers are ours to send
 
 
-cdef int rx_round(engine_state *e) noexcept nogil:
+cdef int pump_rx_round(engine_state *e) noexcept nogil:
     """One round of the rx side: read a batch of datagrams, open them, write the frames to
     the LAN. Returns the datagrams read; 0, -EAGAIN or -EINTR for none; -errno when the UDP
     side broke."""
@@ -238,12 +233,12 @@ cdef int rx_round(engine_state *e) noexcept nogil:
     if n <= 0:
         return n
     e.pump_stats[PUMP_RX_WAKEUPS] += 1
-    now = pump_clock_ms()
+    now = clock_ms()
     pthread_mutex_lock(&d.recv_lock)
     d.now_ms = now
     if now >= e.expire_next_ms:
-        reasm_expire(&d.reasm, now, d.ctr_rx)
-        e.expire_next_ms = now + 50
+        open_expire(d)
+        e.expire_next_ms = now + EXPIRE_EVERY_MS
     for i in range(n):
         total = e.udp_in[i].msg_len
         seg = udp_segment_size(e, &e.udp_in[i].msg_hdr, total)
@@ -258,14 +253,13 @@ cdef int rx_round(engine_state *e) noexcept nogil:
             if e.nout == OUT_BATCH:
                 pump_deliver(e)
             rc = open_packet(d, base + off, length, &e.out[e.nout],
-                             e.scratch + <size_t>e.nout * (MAX_MAX_PACKET + TAILROOM))
+                             e.scratch + <size_t>e.nout * SCRATCH_LEN, name, namelen)
             if rc == OPEN_FRAME:
                 accepted = True
                 if pump_rx_allows(e, &e.out[e.nout]):
                     e.nout += 1
                 else:
-                    d.ctr_rx[DROP_FILTER] += 1
-                    open_release(d, &e.out[e.nout])
+                    pump_rx_filtered(d, &e.out[e.nout])
             elif rc == OPEN_HELD:
                 accepted = True
             elif rc == OPEN_CONTROL:
@@ -288,7 +282,7 @@ cdef int pump_rx(engine_state *e) noexcept nogil:
     cdef bint lan
     cdef uint64_t idle_since = 0
     while not e.stop:
-        n = rx_round(e)
+        n = pump_rx_round(e)
         if n < 0 and n != -EAGAIN and n != -EINTR:
             return -n
         lan = e.tx_parked and not e.tx_errno
@@ -301,9 +295,9 @@ cdef int pump_rx(engine_state *e) noexcept nogil:
         if pump_keep_spinning(e, PUMP_RX, &idle_since):
             continue
         e.pump_stats[PUMP_RX_SLEEPS] += 1
-        pump_wait(e, PUMP_RX, e.udp_fd, e.lan_fd if lan else -1, 100)
+        pump_wait(e, PUMP_RX, e.udp_fd, e.lan_fd if lan else -1, POLL_TIMEOUT_MS)
         pthread_mutex_lock(&d.recv_lock)
-        d.now_ms = pump_clock_ms()
-        reasm_expire(&d.reasm, d.now_ms, d.ctr_rx)
+        d.now_ms = clock_ms()
+        open_expire(d)
         pthread_mutex_unlock(&d.recv_lock)
     return 0

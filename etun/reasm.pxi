@@ -5,12 +5,6 @@
 # both expiry and eviction take the oldest first in O(1); an open-addressing hash (linear probing,
 # backward-shift deletion, load <= 1/2) finds a frame's slot from any of its fragments.
 
-cdef enum:
-    SLOT_FREE = 0
-    SLOT_FILLING = 1
-    SLOT_DELIVERING = 2       # complete; its buffer is in flight to the LAN until released
-
-
 cdef int reasm_init(reasm_table *t, uint64_t budget_bytes, uint64_t timeout_ms) noexcept nogil:
     cdef int32_t nsmall = <int32_t>(budget_bytes // 2 // SMALL_BUF_LEN)
     cdef int32_t nlarge = <int32_t>(budget_bytes // 2 // LARGE_BUF_LEN)
@@ -138,7 +132,6 @@ cdef inline void reasm_release(reasm_table *t, int32_t sid) noexcept nogil:
     """Return a slot whose frame was delivered or discarded to its class's free stack."""
     cdef reasm_slot *s = &t.slots[sid]
     cdef reasm_class *c = &t.cls[s.cls]
-    s.state = SLOT_FREE
     c.free_stack[c.nfree] = sid
     c.nfree += 1
 
@@ -149,20 +142,21 @@ cdef inline void reasm_discard(reasm_table *t, int32_t sid) noexcept nogil:
 
 
 cdef int32_t reasm_alloc(reasm_table *t, uint32_t gen, uint64_t base, uint32_t length,
-                         uint64_t now_ms, uint64_t *ctr) noexcept nogil:
-    """A filling slot for a new frame, evicting the oldest incomplete one of its class if full."""
+                         uint64_t now_ms, bint *evicted) noexcept nogil:
+    """A filling slot for a new frame, evicting the oldest incomplete one of its class if full
+    (then *evicted is set)."""
     cdef reasm_class *c = &t.cls[0 if length + TAILROOM <= SMALL_BUF_LEN else 1]
     cdef int32_t sid
     cdef reasm_slot *s
+    evicted[0] = False
     if c.nfree == 0:
         if c.head < 0:
             return -1                 # every slot of the class is being delivered right now
-        ctr[DROP_FRAG_EVICTED] += 1
+        evicted[0] = True
         reasm_discard(t, c.head)
     c.nfree -= 1
     sid = c.free_stack[c.nfree]
     s = &t.slots[sid]
-    s.state = SLOT_FILLING
     s.gen = gen
     s.base = base
     s.t_first_ms = now_ms
@@ -179,17 +173,20 @@ cdef int32_t reasm_alloc(reasm_table *t, uint32_t gen, uint64_t base, uint32_t l
     return sid
 
 
-cdef void reasm_expire(reasm_table *t, uint64_t now_ms, uint64_t *ctr) noexcept nogil:
-    """Discard frames whose first fragment arrived more than the timeout ago, oldest first."""
+cdef uint32_t reasm_expire(reasm_table *t, uint64_t now_ms) noexcept nogil:
+    """Discard frames whose first fragment arrived more than the timeout ago, oldest first.
+    Returns how many."""
     cdef int c
     cdef int32_t sid
+    cdef uint32_t n = 0
     for c in range(2):
         while True:
             sid = t.cls[c].head
             if sid < 0 or t.slots[sid].t_first_ms + t.timeout_ms >= now_ms:
                 break
-            ctr[DROP_FRAG_TIMEOUT] += 1
+            n += 1
             reasm_discard(t, sid)
+    return n
 
 
 cdef int32_t reasm_in_use(const reasm_table *t) noexcept nogil:

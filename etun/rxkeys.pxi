@@ -8,15 +8,20 @@ cdef inline bint rxkeys_in_role(const dp_state *d, int k) noexcept nogil:
 
 cdef int rxkeys_free_slot(const dp_state *d) noexcept nogil:
     cdef int k
-    for k in range(5):
+    for k in range(RX_SLOTS):
         if not rxkeys_in_role(d, k):
             return k
     return -1
 
 
+cdef void rxkeys_wipe(dp_state *d, int k) noexcept nogil:
+    if crypto_keys_wipe(&d.rxk[k].keys) != 0:
+        drop_count(d, DIR_RX, DROP_CRYPTO_ERROR, 1)
+
+
 cdef void rxkeys_clear(dp_state *d, int *role) noexcept nogil:
     if role[0] >= 0:
-        crypto_keys_wipe(&d.rxk[role[0]].keys)
+        rxkeys_wipe(d, role[0])
         role[0] = -1
 
 
@@ -24,7 +29,7 @@ cdef int rxkeys_install(dp_state *d, int *role, uint32_t index) noexcept nogil:
     """Derive `index` of the current receive session into a free slot and give it `role`."""
     cdef int k = rxkeys_free_slot(d)
     if k < 0 or crypto_keys_derive(&d.rxk[k].keys, d.recv_secret, index) != 0:
-        d.ctr_rx[DROP_CRYPTO_ERROR] += 1
+        drop_count(d, DIR_RX, DROP_CRYPTO_ERROR, 1)
         return -1
     replay_reset(&d.rxk[k].window)
     d.rxk[k].gen = d.recv_gen
@@ -40,7 +45,7 @@ cdef int rxkeys_new_session(dp_state *d, const uint8_t *secret) noexcept nogil:
     rxkeys_clear(d, &d.rx_prev)
     rxkeys_clear(d, &d.rx_next)
     rxkeys_clear(d, &d.rx_trial)
-    memcpy(d.recv_secret, secret, KEY_LEN)
+    memcpy(d.recv_secret, secret, SECRET_LEN)
     d.recv_gen += 1
     d.recv_ready = True
     if d.level == LEVEL_NONE:
@@ -57,10 +62,10 @@ cdef int rxkeys_new_session(dp_state *d, const uint8_t *secret) noexcept nogil:
 
 cdef int rxkeys_lookup(dp_state *d, const uint8_t *pkt, uint32_t body_len) noexcept nogil:
     """The slot whose keys authenticate this data packet, or -DROP_KEY_INDEX / -DROP_AUTH."""
-    cdef uint32_t index = wire_be32(pkt + 4)
+    cdef uint32_t index = pkt_be32(pkt + 4)
     cdef uint64_t cur_index
-    cdef int cand[5]
-    cdef int roles[4]
+    cdef int cand[RX_SLOTS]
+    cdef int roles[RX_SLOTS - 1]
     cdef int nc = 0, j, k
     cdef bint old_match, tried_old = False
     cdef const uint8_t *body = pkt + HEADER_LEN
@@ -69,7 +74,7 @@ cdef int rxkeys_lookup(dp_state *d, const uint8_t *pkt, uint32_t body_len) noexc
     roles[1] = d.rx_next
     roles[2] = d.rx_prev
     roles[3] = d.rx_trial
-    for j in range(4):
+    for j in range(RX_SLOTS - 1):
         k = roles[j]
         if k >= 0 and d.rxk[k].keys.live and d.rxk[k].keys.index == index:
             cand[nc] = k
@@ -120,7 +125,7 @@ cdef void rxkeys_promote(dp_state *d, int k) noexcept nogil:
     for j in range(3):
         s = olds[j]
         if s >= 0 and s != k and s != keep:
-            crypto_keys_wipe(&d.rxk[s].keys)
+            rxkeys_wipe(d, s)
     if k == d.rx_trial:
         d.rx_trial = -1
     d.rx_cur = k
@@ -136,7 +141,7 @@ cdef void rxkeys_promote(dp_state *d, int k) noexcept nogil:
 
 cdef keyset *rxkeys_find(dp_state *d, uint32_t gen, uint32_t index) noexcept nogil:
     cdef int k
-    for k in range(5):
+    for k in range(RX_SLOTS):
         if (rxkeys_in_role(d, k) and d.rxk[k].gen == gen and d.rxk[k].keys.live
                 and d.rxk[k].keys.index == index):
             return &d.rxk[k].keys

@@ -50,8 +50,8 @@ def run_selftest() -> None:
     rx.set_recv_session(KNOWN_SECRET)
     sealed = tx.seal(KNOWN_FRAME)
     check("sealing a known frame", sealed == [KNOWN_PACKET])
-    check("opening a known packet", rx.open(KNOWN_PACKET) == [(_fast.FRAME, KNOWN_FRAME)])
+    check("opening a known packet", rx.open(KNOWN_PACKET) == [(_fast.TYPE_FRAME, KNOWN_FRAME)])
     check("the replay window", rx.open(KNOWN_PACKET) == [] and rx.last_drop == "replay")
     big = bytes(range(256)) * 6
     check("fragmenting and reassembling a 1536-byte frame",
-          [f for d in reversed(tx.seal(big)) for f in rx.open(d)] == [(_fast.FRAME, big)])
+          [f for d in reversed(tx.seal(big)) for f in rx.open(d)] == [(_fast.TYPE_FRAME, big)])

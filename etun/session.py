@@ -1,13 +1,19 @@
-"""The HELLO exchange (docs/PROTOCOL.md §5): sessions per direction, keepalive, round-trip time."""
+"""The HELLO exchange (docs/PROTOCOL.md §5): sessions per direction, keepalive, round-trip time,
+and when the send side moves to its next key index."""
 
+import logging
 import os
 import struct
 import time
 from dataclasses import dataclass, field
 
 from etun import _fast, keys
+from etun.ratelimit import TokenBucket
 
-HELLO_LEN = 132
+log = logging.getLogger("etun")
+
+HELLO_LAYOUT = struct.Struct("!16s16s16s16s16sIIIB3xI32s")   # PROTOCOL.md §5
+HELLO_LEN = HELLO_LAYOUT.size
 FLAG_ANSWER = 0x01
 ZERO16 = bytes(16)
 SENDERS_REMEMBERED = 16         # HELLO counters kept per sender nonce: bounded, whatever arrives
@@ -34,10 +40,8 @@ class Hello:
     send_index: int
     site: str
 
-    LAYOUT = struct.Struct("!16s16s16s16s16sIIIB3xI32s")
-
     def encode(self) -> bytes:
-        return self.LAYOUT.pack(self.sender, self.challenge, self.propose, self.acc_sender,
+        return HELLO_LAYOUT.pack(self.sender, self.challenge, self.propose, self.acc_sender,
                                 self.acc_chal, self.time_us & 0xFFFFFFFF, self.echo_us & 0xFFFFFFFF,
                                 self.held_us & 0xFFFFFFFF, self.flags, self.send_index,
                                 self.site.encode()[:32])
@@ -46,7 +50,7 @@ class Hello:
     def decode(cls, payload: bytes) -> "Hello":
         if len(payload) != HELLO_LEN:
             raise ValueError("malformed")
-        f = cls.LAYOUT.unpack(payload)
+        f = HELLO_LAYOUT.unpack(payload)
         try:
             site = f[10].rstrip(b"\0").decode()
         except UnicodeDecodeError:
@@ -73,9 +77,10 @@ class Session:
     """
 
     def __init__(self, level: int, datapath, site: str, prk: bytes | None, control_key: bytes | None,
-                 now_ms: int, keepalive_ms: int = 10_000, random=os.urandom):
+                 now_ms: int, keepalive_ms: int = 10_000, rekey_ms: int = 120_000, random=os.urandom):
         self.level = level
         self.keepalive_ms = keepalive_ms
+        self.rekey_ms = rekey_ms
         self.dp = datapath
         self.site = site
         self.prk = prk
@@ -95,9 +100,8 @@ class Session:
         self.rtt_ms: float | None = None
         self.last_rx_ms: int | None = None
         self.next_hello_ms = now_ms
-        self.answer_credit = float(ANSWERS_PER_SECOND)
-        self.answer_at_ms = now_ms
-        self.send_installed_ms: int | None = None
+        self.answers = TokenBucket(ANSWERS_PER_SECOND / 1000, ANSWERS_PER_SECOND, now=now_ms)
+        self.rotated_ms = now_ms                        # the send keys' latest new index
 
     # -- state ------------------------------------------------------------------------------
 
@@ -106,14 +110,28 @@ class Session:
         return self.recv is not None and self.send is not None and self.pending is None
 
     def _secret(self, sender: bytes, challenge: bytes) -> bytes:
-        if self.level == _fast.LEVELS["none"]:
+        if self.level == _fast.LEVEL_NONE:
             return b""
         return keys.session_secret(self.prk, sender, challenge)
 
     def _install_send(self, challenge: bytes, now_ms: int) -> None:
         self.dp.set_send_session(self._secret(self.sender, challenge))
         self.send = challenge
-        self.send_installed_ms = now_ms
+        self.rotated_ms = now_ms                        # a new session starts at index 0
+
+    def rotate_if_due(self, now_ms: int) -> None:
+        """Move the send keys to the next index every `rekey` of one send session; when the
+        session's indices are used up, propose a new session instead."""
+        if self.send is None or self.level == _fast.LEVEL_NONE or now_ms - self.rotated_ms < self.rekey_ms:
+            return
+        self.rotated_ms = now_ms
+        try:
+            self.dp.rotate_send()
+        except OverflowError:
+            log.info("key index space of the send session used up; proposing a new session")
+            self.renew_send()
+            return
+        log.debug("send keys rotated to index %d", self.dp.send_index)
 
     def renew_send(self) -> None:
         """Propose a new send session (the current one used up its key indices); the old one
@@ -157,19 +175,10 @@ class Session:
             site=self.site,
         )
         self.next_hello_ms = now_ms + (UNSETTLED_INTERVAL_MS if not self.settled else self.keepalive_ms)
-        return _fast.seal_control(self.level, self.control_key, _fast.HELLO, self.counter, h.encode())
+        return _fast.seal_control(self.level, self.control_key, _fast.TYPE_HELLO, self.counter, h.encode())
 
     def hello_due(self, now_ms: int) -> bool:
         return now_ms >= self.next_hello_ms
-
-    def _may_answer(self, now_ms: int) -> bool:
-        self.answer_credit = min(ANSWERS_PER_SECOND,
-                                 self.answer_credit + (now_ms - self.answer_at_ms) * ANSWERS_PER_SECOND / 1000)
-        self.answer_at_ms = now_ms
-        if self.answer_credit < 1:
-            return False
-        self.answer_credit -= 1
-        return True
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -250,5 +259,5 @@ class Session:
         self.peer_time = (h.time_us, now_us)
         self.peer_site = h.site
         self.last_rx_ms = now_ms
-        out.answer = (changed or bool(h.flags & FLAG_ANSWER)) and self._may_answer(now_ms)
+        out.answer = (changed or bool(h.flags & FLAG_ANSWER)) and self.answers.take(now_ms)
         return out

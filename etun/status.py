@@ -1,15 +1,67 @@
-"""`etun status`: ask the running daemon for its state and show it, for people or (--json) machines."""
+"""`etun status`: the status document the daemon builds (docs/STATUS.md), and the command that
+asks the running daemon for it and shows it, for people or (--json) machines."""
 
 import json
 import sys
 import time
 
+from etun import __version__, _fast, filters
 from etun.config import load_config
 from etun.control import ask
 
+SCHEMA = 1
 STATUS_TIMEOUT_S = 3.0
 DIRECTIONS = (("outbound", "LAN → tunnel"), ("inbound", "tunnel → LAN"))
 TRAFFIC = ("frames", "bytes", "packets", "fragments", "reassembled", "superframes")
+OUTBOUND_TRAFFIC = ("frames", "bytes", "packets", "fragments", "superframes")
+INBOUND_TRAFFIC = ("frames", "bytes", "packets", "fragments", "reassembled", "control", "superframes")
+TOP_ETHERTYPES = 8              # EtherTypes listed per direction
+
+
+# -- the document, built in the daemon -------------------------------------------------------
+
+def _direction(raw: dict, traffic: tuple, table, stats: dict, filter_name: str) -> dict:
+    d = {name: raw[name] for name in traffic}
+    d["drops"] = {name: raw[name] for name in _fast.DROP_REASONS}
+    d["filter"] = {
+        "name": filter_name,
+        "rules": [{"rule": i + 1, "match": filters.describe(r), "hits": hits}
+                  for i, (r, hits) in enumerate(zip(table.rules, stats["rules"], strict=True))],
+        "default": {"action": table.default, "hits": stats["default"]},
+    }
+    top = sorted(stats["ethertypes"].items(), key=lambda kv: -kv[1])[:TOP_ETHERTYPES]
+    d["ethertypes"] = {("802.3" if et == 0 else f"0x{et:04x}"): n for et, n in top}
+    return d
+
+
+def build_status(config, lan, datapath, snapshot: dict, *, uptime_s: float, peer: dict, settled: bool) -> dict:
+    """The status document (docs/STATUS.md) of a running daemon: its configuration, its LAN
+    port (lan.LanPort), the datapath's counters and filter hits, the engine's snapshot, and
+    what the control plane knows of the peer (the `peer` table, already filled in)."""
+    counters = datapath.counters()
+    stats = {name: datapath.filter_stats(direction) for name, direction in filters.DIRECTIONS.items()}
+    return {
+        "schema": SCHEMA,
+        "etun": __version__,
+        "site": config.site.name,
+        "level": config.security.level,
+        "uptime_s": round(uptime_s, 1),
+        "lan": {"interface": lan.name, "mode": config.lan.mode, "mtu": lan.mtu},
+        "tunnel": {"listen": str(config.tunnel.listen), "max_packet": config.tunnel.max_packet,
+                   "gso": snapshot["gso"], "gro": snapshot["gro"]},
+        "peer": peer,
+        "keys": {"send_index": datapath.send_index, "recv_index": datapath.recv_index, "settled": settled},
+        "pumps": snapshot["pumps"],
+        "directions": {
+            "outbound": _direction(counters["tx"], OUTBOUND_TRAFFIC, config.filter.nic_ingress,
+                                   stats["nic_ingress"], "nic_ingress"),
+            "inbound": _direction(counters["rx"], INBOUND_TRAFFIC, config.filter.tunnel_ingress,
+                                  stats["tunnel_ingress"], "tunnel_ingress"),
+        },
+    }
+
+
+# -- the command -------------------------------------------------------------------------------
 
 
 def fetch(config_path) -> dict:

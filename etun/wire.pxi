@@ -1,24 +1,4 @@
-# Header fields: big-endian loads and stores, and the 16-byte header writer (docs/PROTOCOL.md §1).
-
-cdef inline uint32_t wire_be32(const uint8_t *p) noexcept nogil:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
-
-
-cdef inline uint64_t wire_be64(const uint8_t *p) noexcept nogil:
-    return (<uint64_t>wire_be32(p) << 32) | wire_be32(p + 4)
-
-
-cdef inline void wire_put_be32(uint8_t *p, uint32_t v) noexcept nogil:
-    p[0] = <uint8_t>(v >> 24)
-    p[1] = <uint8_t>(v >> 16)
-    p[2] = <uint8_t>(v >> 8)
-    p[3] = <uint8_t>v
-
-
-cdef inline void wire_put_be64(uint8_t *p, uint64_t v) noexcept nogil:
-    wire_put_be32(p, <uint32_t>(v >> 32))
-    wire_put_be32(p + 4, <uint32_t>v)
-
+# The 16-byte tunnel header (docs/PROTOCOL.md §1): writing it, and the frame-length limits per type.
 
 cdef inline void wire_put_header(uint8_t *h, int level, int ptype, uint32_t big, uint32_t index,
                                  uint32_t count, uint32_t key_index, uint64_t counter) noexcept nogil:
@@ -26,8 +6,34 @@ cdef inline void wire_put_header(uint8_t *h, int level, int ptype, uint32_t big,
     h[1] = <uint8_t>big
     h[2] = <uint8_t>index
     h[3] = <uint8_t>count
-    wire_put_be32(h + 4, key_index)
-    wire_put_be64(h + 8, counter)
+    pkt_put_be32(h + 4, key_index)
+    pkt_put_be64(h + 8, counter)
+
+
+cdef inline uint8_t wire_version(uint8_t b0) noexcept nogil:
+    return b0 >> 6
+
+
+cdef inline uint8_t wire_level(uint8_t b0) noexcept nogil:
+    return (b0 >> 4) & 3
+
+
+cdef inline uint8_t wire_type(uint8_t b0) noexcept nogil:
+    return b0 & 15
+
+
+cdef inline bint wire_is_control(uint8_t ptype) noexcept nogil:
+    return ptype == TYPE_HELLO or ptype == TYPE_PROBE or ptype == TYPE_PROBE_REPLY
+
+
+cdef inline bint wire_is_data(uint8_t ptype) noexcept nogil:
+    return ptype == TYPE_FRAME or ptype == TYPE_FRAME_VNET
+
+
+cdef inline bint wire_is_etun(uint8_t b0) noexcept nogil:
+    """Whether a first byte is one an etun of this version sends (its own-packet check)."""
+    return (wire_version(b0) == WIRE_VERSION and wire_level(b0) != 3
+            and (wire_is_data(wire_type(b0)) or wire_is_control(wire_type(b0))))
 
 
 cdef inline uint32_t wire_min_len(int ptype) noexcept nogil:

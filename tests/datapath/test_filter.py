@@ -1,4 +1,4 @@
-"""Filter semantics exactly as SPEC.md states them, case by numbered case, through the compiled tables."""
+"""Filter semantics exactly as docs/CONFIG.md states them, case by numbered case, through the compiled tables."""
 
 import gc
 import socket
@@ -59,61 +59,61 @@ TABLE = [
 @pytest.fixture
 def dp():
     d = _fast.Datapath(2)
-    d.set_filter(_fast.NIC_INGRESS, True, RULES)
+    d.set_filter(_fast.FILTER_NIC_INGRESS, True, RULES)
     return d
 
 
 def test_filters_follow_the_numbered_table(dp):
     for number, (f, allowed, rule) in enumerate(TABLE, start=1):
-        assert dp.filter_check(_fast.NIC_INGRESS, f) == (allowed, rule), f"case {number}"
+        assert _fast.filter_check(dp, _fast.FILTER_NIC_INGRESS, f) == (allowed, rule), f"case {number}"
 
 
 def test_every_rule_and_the_default_count_their_hits(dp):
     for f, _, _ in TABLE:
-        dp.filter_check(_fast.NIC_INGRESS, f)
-    stats = dp.filter_stats(_fast.NIC_INGRESS)
+        _fast.filter_check(dp, _fast.FILTER_NIC_INGRESS, f)
+    stats = dp.filter_stats(_fast.FILTER_NIC_INGRESS)
     assert stats["rules"] == [2, 1, 2, 2, 1, 0, 2, 1, 1, 0]
     assert stats["default"] == 2
 
 
 def test_frames_are_counted_by_the_ethertype_behind_their_tags(dp):
     for f, _, _ in TABLE:
-        dp.filter_check(_fast.NIC_INGRESS, f)
-    seen = dp.filter_stats(_fast.NIC_INGRESS)["ethertypes"]
+        _fast.filter_check(dp, _fast.FILTER_NIC_INGRESS, f)
+    seen = dp.filter_stats(_fast.FILTER_NIC_INGRESS)["ethertypes"]
     assert seen[IPV4] == 5 and seen[IPV6] == 4 and seen[ARP] == 2
     assert seen[0] == 3                              # 802.3 length frames
 
 
 def test_a_default_deny_denies_what_no_rule_matches():
     d = _fast.Datapath(2)
-    d.set_filter(_fast.TUNNEL_INGRESS, False, [(True, "ethertype", ARP)])
-    assert d.filter_check(_fast.TUNNEL_INGRESS, frame(A, B, ARP)) == (True, 0)
-    assert d.filter_check(_fast.TUNNEL_INGRESS, frame(A, B, IPV4)) == (False, None)
+    d.set_filter(_fast.FILTER_TUNNEL_INGRESS, False, [(True, "ethertype", ARP)])
+    assert _fast.filter_check(d, _fast.FILTER_TUNNEL_INGRESS, frame(A, B, ARP)) == (True, 0)
+    assert _fast.filter_check(d, _fast.FILTER_TUNNEL_INGRESS, frame(A, B, IPV4)) == (False, None)
 
 
 def test_the_two_directions_are_separate(dp):
-    assert dp.filter_check(_fast.TUNNEL_INGRESS, frame(STP, A, 0x0026)) == (True, None)
+    assert _fast.filter_check(dp, _fast.FILTER_TUNNEL_INGRESS, frame(STP, A, 0x0026)) == (True, None)
 
 
 def test_bad_rules_are_refused():
     d = _fast.Datapath(2)
     with pytest.raises(ValueError):
-        d.set_filter(_fast.NIC_INGRESS, True, [(True, "mac", b"\1\2")])
+        d.set_filter(_fast.FILTER_NIC_INGRESS, True, [(True, "mac", b"\1\2")])
     with pytest.raises(ValueError):
-        d.set_filter(_fast.NIC_INGRESS, True, [(True, "ethertype", 0x05DC)])
+        d.set_filter(_fast.FILTER_NIC_INGRESS, True, [(True, "ethertype", 0x05DC)])
 
 
 def test_a_thousand_rules_compile_and_the_first_of_duplicates_decides():
     rules = [(i % 2 == 0, "mac", i.to_bytes(6, "big")) for i in range(1, 1001)]
     rules += [(False, "mac", (500).to_bytes(6, "big"))]
     d = _fast.Datapath(2)
-    d.set_filter(_fast.NIC_INGRESS, True, rules)
-    assert d.filter_check(_fast.NIC_INGRESS, frame((500).to_bytes(6, "big"), A, IPV4)) == (True, 499)
+    d.set_filter(_fast.FILTER_NIC_INGRESS, True, rules)
+    assert _fast.filter_check(d, _fast.FILTER_NIC_INGRESS, frame((500).to_bytes(6, "big"), A, IPV4)) == (True, 499)
 
 
 def test_a_direction_that_is_neither_is_refused_everywhere():
     dp = _fast.Datapath(2)
-    for call in (lambda: dp.set_filter(2, True, []), lambda: dp.filter_check(-1, frame(A, B, IPV4)),
+    for call in (lambda: dp.set_filter(2, True, []), lambda: _fast.filter_check(dp, -1, frame(A, B, IPV4)),
                  lambda: dp.filter_stats(7)):
         with pytest.raises(ValueError, match="direction must be"):
             call()
@@ -121,16 +121,16 @@ def test_a_direction_that_is_neither_is_refused_everywhere():
 
 def test_filters_are_fixed_once_an_engine_runs_on_the_datapath():
     dp = _fast.Datapath(2)
-    dp.set_filter(_fast.NIC_INGRESS, True, RULES)
+    dp.set_filter(_fast.FILTER_NIC_INGRESS, True, RULES)
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    engine = _fast.Engine(dp, a.fileno(), _fast.LAN_KIND_TAP, udp.fileno(), 0, False, False)
+    engine = _fast.Engine(dp, a.fileno(), _fast.LAN_TAP, udp.fileno(), 0, False, False)
     with pytest.raises(RuntimeError, match="before an Engine"):
-        dp.set_filter(_fast.NIC_INGRESS, False, [])
+        dp.set_filter(_fast.FILTER_NIC_INGRESS, False, [])
     cycle = [engine]
     cycle.append(cycle)                                 # garbage the collector must break
     del engine, cycle
     gc.collect()
-    dp.set_filter(_fast.NIC_INGRESS, False, [])         # no engine left: allowed again
+    dp.set_filter(_fast.FILTER_NIC_INGRESS, False, [])         # no engine left: allowed again
     for s in (a, b, udp):
         s.close()

@@ -1,10 +1,16 @@
-"""No ChaCha20 (key, nonce) pair repeats across directions, restarts, sessions and rotations."""
+"""No ChaCha20 (key, nonce) pair repeats across directions, restarts, sessions and rotations.
+
+Every random value here is etun's own: each site is a real Session (which draws its sender
+nonce and its challenges) over a real Datapath, and the sessions are set up by the HELLO
+exchange itself. A restart is a new Session and a new Datapath, as a new process has.
+"""
 
 import os
 
 from etun import _fast, keys
+from etun.session import Session
 
-ENCRYPT = 2
+ENCRYPT = _fast.LEVEL_ENCRYPT
 
 
 def key_and_nonce(secret: bytes, datagram: bytes) -> tuple[bytes, bytes]:
@@ -16,56 +22,72 @@ def key_and_nonce(secret: bytes, datagram: bytes) -> tuple[bytes, bytes]:
 
 
 class Site:
-    """One etun process: a sender nonce drawn at start, a datapath whose counter starts at 0."""
+    """One etun process: its Session (sender nonce, challenges) and its Datapath (counters)."""
 
-    def __init__(self, prk: bytes):
+    def __init__(self, name: str, prk: bytes):
         self.prk = prk
-        self.sender = os.urandom(16)
         self.dp = _fast.Datapath(ENCRYPT)
-        self.secret = b""
+        self.s = Session(ENCRYPT, self.dp, name, prk, keys.control_key(prk), now_ms=0)
 
-    def send_to(self, challenge: bytes):
-        self.secret = keys.session_secret(self.prk, self.sender, challenge)
-        self.dp.set_send_session(self.secret)
+    @property
+    def send_secret(self) -> bytes:
+        """The secret of the session this site seals under now, from what the session chose."""
+        return keys.session_secret(self.prk, self.s.sender, self.s.send)
 
-    def traffic(self, used: list, frames: int = 20):
+    def traffic(self, used: list, frames: int = 20) -> None:
         """Seal frames; each is one ChaCha20 pass, so it uses one (key, nonce) pair."""
         for i in range(frames):
-            pairs = {key_and_nonce(self.secret, d) for d in self.dp.seal(os.urandom(14 + (i * 397) % 3000))}
+            sealed = self.dp.seal(bytes(14 + (i * 397) % 3000))
+            pairs = {key_and_nonce(self.send_secret, d) for d in sealed}
             assert len(pairs) == 1
             used += pairs
 
 
+def settle(a: Site, b: Site) -> None:
+    """HELLOs both ways, answered as the daemon answers them, until both directions settle."""
+    outcome = b.s.receive(a.s.hello(0), 0)
+    turn = (b, a)
+    for _ in range(8):
+        if a.s.settled and b.s.settled:
+            return
+        sender, receiver = turn if outcome.answer else turn[::-1]
+        outcome = receiver.s.receive(sender.s.hello(0), 0)
+        turn = (receiver, sender)
+    assert a.s.settled and b.s.settled
+
+
 def test_no_key_nonce_pair_repeats_across_directions_restarts_sessions_and_rotations():
-    prk = keys.derive_prk(os.urandom(keys.KEY_LEN))
+    prk = keys.derive_prk(os.urandom(keys.MATERIAL_LEN))
     used: list[tuple[bytes, bytes]] = []
 
-    a, b = Site(prk), Site(prk)
-    a.send_to(os.urandom(16))           # A -> B under B's challenge
-    b.send_to(os.urandom(16))           # B -> A under A's challenge
+    a, b = Site("a", prk), Site("b", prk)
+    settle(a, b)
     for _ in range(3):
         a.traffic(used)
         b.traffic(used)
         a.dp.rotate_send()
         b.dp.rotate_send()
-    a.send_to(os.urandom(16))           # B drew a new challenge: A proposes again
+    a.s.renew_send()                     # A asks for a new session: B's next challenge keys it
+    settle(a, b)
     a.traffic(used)
 
-    a = Site(prk)                        # A restarts: its counter starts at 0 again
-    a.send_to(os.urandom(16))
+    a = Site("a", prk)                   # A restarts: its counter starts at 0 again
+    settle(a, b)
     a.traffic(used)
-    b = Site(prk)                        # and so does B, and both come back at index 0
-    b.send_to(os.urandom(16))
+    b = Site("b", prk)                   # and so does B, and both come back at index 0
+    settle(a, b)
+    a.traffic(used)
     b.traffic(used)
 
-    assert len(used) == 9 * 20
+    assert len(used) == 10 * 20
     assert len(set(used)) == len(used)
 
 
 def test_fragments_of_one_frame_share_one_nonce_and_frames_never_do():
-    site = Site(keys.derive_prk(os.urandom(keys.KEY_LEN)))
-    site.send_to(os.urandom(16))
-    datagrams = site.dp.seal(os.urandom(9000))
-    assert len({key_and_nonce(site.secret, d) for d in datagrams}) == 1
-    other = site.dp.seal(os.urandom(9000))
-    assert key_and_nonce(site.secret, other[0]) != key_and_nonce(site.secret, datagrams[0])
+    prk = keys.derive_prk(os.urandom(keys.MATERIAL_LEN))
+    a, b = Site("a", prk), Site("b", prk)
+    settle(a, b)
+    datagrams = a.dp.seal(bytes(9000))
+    assert len({key_and_nonce(a.send_secret, d) for d in datagrams}) == 1
+    other = a.dp.seal(bytes(9000))
+    assert key_and_nonce(a.send_secret, other[0]) != key_and_nonce(a.send_secret, datagrams[0])

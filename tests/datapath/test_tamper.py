@@ -130,7 +130,7 @@ def extension_reason(level, datagram, genuine, frame):
     else:
         reason = rx.last_drop
         assert reason is not None and rx.counters()["rx"][reason] == 1
-    assert rx.reassembly_in_use() == 0 and rx.recv_index == 0
+    assert _fast.reassembly_in_use(rx) == 0 and rx.recv_index == 0
     delivered = [item for packet in genuine for item in rx.open(packet, T0)]
     assert delivered == [(ref.TYPE_FRAME, frame)] and rx.last_drop is None
     return reason

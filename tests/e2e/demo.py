@@ -3,7 +3,6 @@
 import sys
 import time
 
-from tests.e2e.test_tunnel import transfer
 from tests.e2e.topology import HOST_IP, Topology
 
 DEMO_BYTES = 64 << 20
@@ -33,7 +32,7 @@ def main() -> int:
 
         say(f"hostA sends {DEMO_BYTES >> 20} MiB to hostB over TCP; both ends hash what they saw")
         started = time.monotonic()
-        sent, got = transfer(t, DEMO_BYTES)
+        sent, got = t.transfer(DEMO_BYTES)
         elapsed = time.monotonic() - started
         print(f"sent     {sent}\nreceived {got}")
         print(f"{DEMO_BYTES * 8 / elapsed / 1e6:,.0f} Mbit/s including connection set-up; "

@@ -11,8 +11,6 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import status
-from tests.e2e.test_tunnel import start_pair, transfer
 from tests.e2e.topology import ETUN_PORT, GW_IP, HOST_IP, REPO, ROUTER_IP
 
 pytestmark = pytest.mark.usefixtures("e2e_ready")
@@ -51,7 +49,7 @@ def test_a_wrong_key_lets_nothing_through_and_is_counted(topo):
     time.sleep(3)
     assert " 100% packet loss" in t.ping("a", HOST_IP["b"], count=3).stdout
     for site in "ab":
-        st = status(t, site)
+        st = t.status(site)
         assert not st["peer"]["up"]
         assert st["directions"]["inbound"]["drops"]["auth"] >= 2          # every HELLO refused
         assert st["directions"]["inbound"]["frames"] == 0
@@ -66,7 +64,7 @@ def test_a_level_mismatch_lets_nothing_through_and_is_counted(topo):
     time.sleep(3)
     assert " 100% packet loss" in t.ping("a", HOST_IP["b"], count=3).stdout
     for site in "ab":
-        st = status(t, site)
+        st = t.status(site)
         assert not st["peer"]["up"]
         assert st["directions"]["inbound"]["drops"]["level_mismatch"] >= 2
         assert st["directions"]["inbound"]["frames"] == 0
@@ -79,14 +77,14 @@ def test_replayed_and_bit_flipped_packets_are_dropped_and_counted(topo):
     relay = Relay(t, replay=0.2, flip=0.05, seed=7)
     try:
         start_via_relay(t)
-        sent, got = transfer(t, 4 << 20)
+        sent, got = t.transfer(4 << 20)
         assert sent == got
         r = t.ping("a", HOST_IP["b"], size=1472, count=20)
         assert "received" in r.stdout
     finally:
         counts = relay.stop()
     assert counts["replay"] > 50 and counts["flip"] > 10
-    drops = [status(t, s)["directions"]["inbound"]["drops"] for s in "ab"]
+    drops = [t.status(s)["directions"]["inbound"]["drops"] for s in "ab"]
     assert sum(d["replay"] for d in drops) >= counts["replay"] * 0.9
     assert sum(d["auth"] + d["malformed"] + d["key_index"] + d["level_mismatch"] for d in drops) >= counts["flip"] * 0.9
 
@@ -96,12 +94,12 @@ def test_tcp_stays_intact_under_5_percent_loss_and_10_percent_reordering(topo):
     relay = Relay(t, drop=0.05, reorder=0.10, seed=11)
     try:
         start_via_relay(t)
-        sent, got = transfer(t, 4 << 20, timeout=180)
+        sent, got = t.transfer(4 << 20, timeout=180)
         assert sent == got and sent.startswith(str(4 << 20))
     finally:
         counts = relay.stop()
     assert counts["drop"] > 100 and counts["reorder"] > 200
-    st = status(t, "b")["directions"]["inbound"]
+    st = t.status("b")["directions"]["inbound"]
     assert st["reassembled"] > 500
 
 
@@ -135,7 +133,7 @@ print(n)
 
 def test_a_flood_of_garbage_leaves_traffic_undisturbed_and_memory_flat(topo):
     t = topo()
-    start_pair(t)
+    t.start_pair()
     assert " 0% packet loss" in t.ping("a", HOST_IP["b"], size=1472, count=3).stdout
     before = rss_kib(t, "b")
     flood = subprocess.Popen(["ip", "netns", "exec", t.ns("wan"), sys.executable, "-c", FLOOD,
@@ -143,7 +141,7 @@ def test_a_flood_of_garbage_leaves_traffic_undisturbed_and_memory_flat(topo):
     try:
         time.sleep(1)
         r = t.ping("a", HOST_IP["b"], size=1472, count=20)
-        sent, got = transfer(t, 8 << 20)
+        sent, got = t.transfer(8 << 20)
     finally:
         out, _ = flood.communicate(timeout=30)
     assert int(out) > 10_000
@@ -151,6 +149,25 @@ def test_a_flood_of_garbage_leaves_traffic_undisturbed_and_memory_flat(topo):
     assert sent == got
     after = rss_kib(t, "b")
     assert after - before < 16 * 1024, f"RSS grew from {before} to {after} KiB"
-    drops = status(t, "b")["directions"]["inbound"]["drops"]
+    drops = t.status("b")["directions"]["inbound"]["drops"]
     assert drops["malformed"] + drops["auth"] + drops["key_index"] > 5_000
-    assert status(t, "b")["peer"]["up"]
+    assert t.status("b")["peer"]["up"]
+
+
+def test_the_drop_trace_names_who_sends_garbage_and_sigusr1_switches_it_on(topo):
+    """An operator sees which address causes `malformed` drops: SIGUSR1 turns the debug log and
+    the drop trace on in the running daemon, and one line a second names the reason and source."""
+    t = topo()
+    t.start_pair()
+    sender = f"{sys.executable} -c \"import socket,time; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); " \
+             f"s.bind(('{ROUTER_IP['a']}', 4444)); [s.sendto(bytes(40), ('{GW_IP['a']}', {ETUN_PORT})) " \
+             "or time.sleep(0.01) for _ in range(150)]\""
+    t.run(sender, "wan", timeout=30)
+    assert "drop trace" not in t.etuns["a"].text()                   # off by default: counted only
+    t.etuns["a"].proc.send_signal(signal.SIGUSR1)
+    t.wait_log("a", "debug log and drop trace on")
+    t.run(sender, "wan", timeout=30)
+    t.wait_log("a", f"drop trace: inbound malformed from {ROUTER_IP['a']}:4444")
+    lines = [line for line in t.etuns["a"].text().splitlines() if "drop trace: inbound malformed" in line]
+    assert 1 <= len(lines) <= 3                                      # 1.5 s of garbage: one a second
+    assert t.status("a")["directions"]["inbound"]["drops"]["malformed"] == 300

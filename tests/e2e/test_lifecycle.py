@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import status, wait_until
-from tests.e2e.test_tunnel import start_pair, transfer
 from tests.e2e.topology import ETUN_PORT, GW_IP, GW_IP6, HOST_IP, ROUTER_IP
+from tests.poll import wait_until
 
 pytestmark = pytest.mark.usefixtures("e2e_ready")
 
 
 def test_traffic_resumes_after_one_side_restarts(topo):
     t = topo()
-    start_pair(t)
+    t.start_pair()
     assert " 0% packet loss" in t.ping("a", HOST_IP["b"], size=1472).stdout
     assert t.stop_etun("b") == 0
     t.start_etun("b", t.workdir / "b.toml")
@@ -25,28 +24,28 @@ def test_traffic_resumes_after_one_side_restarts(topo):
     t.wait_log("a", "peer restarted")
     r = t.ping("a", HOST_IP["b"], size=1472, count=5)
     assert " 0% packet loss" in r.stdout, r.stdout
-    assert status(t, "a")["peer"]["up"]
+    assert t.status("a")["peer"]["up"]
 
 
 def test_traffic_resumes_after_an_outage_longer_than_the_key_look_ahead(topo):
     t = topo()
     # rekey = 1 s: during a 70-second outage each sender moves about 70 key indices on,
     # beyond the 64 a receiver derives on its own; the next HELLO tells it where to go.
-    start_pair(t, rekey=1)
+    t.start_pair(rekey=1)
     assert " 0% packet loss" in t.ping("a", HOST_IP["b"]).stdout
     t.run("ip link set b0 down", "wan")
     time.sleep(70)
     t.run("ip link set b0 up", "wan")
     wait_until(lambda: " 0% packet loss" in t.ping("a", HOST_IP["b"], count=2).stdout, timeout=20,
                what="traffic to resume after the outage")
-    st = status(t, "b")
+    st = t.status("b")
     assert st["keys"]["recv_index"] >= 65, st["keys"]
     assert st["peer"]["up"]
 
 
 def test_a_lan_interface_that_disappears_stops_etun_with_one_line_and_exit_1(topo):
     t = topo()
-    start_pair(t)
+    t.start_pair()
     t.run("ip link del lan0", "ga")
     e = t.etuns["a"]
     wait_until(lambda: e.proc.poll() is not None, timeout=5, what="etun to stop")
@@ -62,7 +61,7 @@ def test_an_ipv6_underlay_carries_the_tunnel(topo):
     t.wait_log("a", "peer up")
     r = t.ping("a", HOST_IP["b"], size=1472, count=5)
     assert " 0% packet loss" in r.stdout, r.stdout
-    assert status(t, "a")["peer"]["address"] == f"[{GW_IP6['b']}]:{ETUN_PORT}"
+    assert t.status("a")["peer"]["address"] == f"[{GW_IP6['b']}]:{ETUN_PORT}"
 
 
 def test_a_dns_peer_is_resolved_and_re_resolved_while_it_is_silent(topo):
@@ -88,17 +87,17 @@ def test_a_dns_peer_is_resolved_and_re_resolved_while_it_is_silent(topo):
 
 def test_a_peer_that_changes_its_address_is_followed(topo):
     t = topo()
-    start_pair(t)
+    t.start_pair()
     assert " 0% packet loss" in t.ping("a", HOST_IP["b"]).stdout
     moved = "198.19.2.7"
     t.run(f"ip addr del {GW_IP['b']}/24 dev wan0 && ip addr add {moved}/24 dev wan0 && "
           f"ip route replace default via {ROUTER_IP['b']}", "gb")
     # B keeps sending (HELLOs every keepalive, 2 s here); A moves to where they come from.
-    wait_until(lambda: status(t, "a")["peer"]["address"] == f"{moved}:{ETUN_PORT}", timeout=10,
+    wait_until(lambda: t.status("a")["peer"]["address"] == f"{moved}:{ETUN_PORT}", timeout=10,
                what="site A to follow site B to its new address")
     r = t.ping("a", HOST_IP["b"], size=1472, count=5)
     assert " 0% packet loss" in r.stdout, r.stdout
-    assert status(t, "a")["peer"]["roams"] >= 1
+    assert t.status("a")["peer"]["roams"] >= 1
     t.wait_log("a", "peer moved to")
 
 
@@ -125,7 +124,7 @@ def share_lan_nic(t, underlay_dev: str) -> None:
 
 def test_a_peer_that_restarts_at_a_new_address_is_followed(topo):
     t = topo()
-    start_pair(t)
+    t.start_pair()
     assert t.stop_etun("b") == 0
     moved = "198.19.2.7"                      # say, a home router that got a new address on reboot
     t.run(f"ip addr del {GW_IP['b']}/24 dev wan0 && ip addr add {moved}/24 dev wan0 && "
@@ -143,12 +142,12 @@ def test_a_peer_that_restarts_at_a_new_address_is_followed(topo):
 def test_own_tunnel_packets_are_never_tunneled_when_the_underlay_shares_the_lan_nic(topo, underlay):
     t = topo()
     share_lan_nic(t, underlay)
-    start_pair(t)
+    t.start_pair()
     r = t.ping("a", HOST_IP["b"], size=1472, count=10)
     assert " 0% packet loss" in r.stdout, r.stdout
-    sent, got = transfer(t, 8 << 20)
+    sent, got = t.transfer(8 << 20)
     assert sent == got
-    out = status(t, "a")["directions"]["outbound"]
+    out = t.status("a")["directions"]["outbound"]
     # No loop: site A sent about what hostA sent (8 MiB), not its own tunnel traffic again.
     assert out["bytes"] < 8.5 * (1 << 20) + 2_000_000, out
     if underlay == "mv0":
@@ -159,9 +158,9 @@ def test_own_tunnel_packets_are_never_tunneled_when_the_underlay_shares_the_lan_
 def test_gro_on_the_lan_nic_is_noticed_and_its_super_frames_cross_intact(topo):
     t = topo(host_offloads=False)
     t.run("ethtool -K lan0 gro on", "ga")
-    start_pair(t)
+    t.start_pair()
     assert "GRO on lan0 left on" in t.etuns["a"].text()
-    sent, got = transfer(t, 16 << 20)
+    sent, got = t.transfer(16 << 20)
     assert sent == got
-    out = status(t, "a")["directions"]["outbound"]
+    out = t.status("a")["directions"]["outbound"]
     assert out["superframes"] > 0

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import etun_cli, status
-from tests.e2e.test_tunnel import start_pair
 from tests.e2e.topology import HOST_IP, REPO
 
 pytestmark = pytest.mark.usefixtures("e2e_ready")
@@ -96,7 +94,7 @@ def test_filters_stop_denied_frames_and_pass_allowed_ones_in_both_directions(top
             cap.wait()
     assert markers(t.workdir / "b.pcap") == {"o", "p"}
     assert markers(t.workdir / "a.pcap") == {"P"}
-    a, b = status(t, "a"), status(t, "b")
+    a, b = t.status("a"), t.status("b")
     hits = [r["hits"] for r in a["directions"]["outbound"]["filter"]["rules"]]
     assert hits == [1, 1, 2]
     assert a["directions"]["outbound"]["filter"]["rules"][0]["match"] == "deny mac 02:de:ad:00:00:01"
@@ -129,9 +127,9 @@ def test_status_counters_grow_and_every_json_field_is_documented(topo):
     t.start_etun("a", t.write_config("a", extra='[filter.nic_ingress]\nrules = [{ action = "deny", oui = "00:00:5e" }]\n'))
     t.start_etun("b")
     t.wait_log("a", "peer up")
-    before = status(t, "a")
+    before = t.status("a")
     assert " 0% packet loss" in t.ping("a", HOST_IP["b"], size=1472, count=5).stdout
-    after = status(t, "a")
+    after = t.status("a")
     for direction in ("outbound", "inbound"):
         for name in ("frames", "bytes", "packets", "fragments"):
             assert after["directions"][direction][name] > before["directions"][direction][name]
@@ -141,13 +139,13 @@ def test_status_counters_grow_and_every_json_field_is_documented(topo):
     assert not missing, f"status fields not in docs/STATUS.md: {sorted(missing)}"
     for reason in after["directions"]["inbound"]["drops"]:
         assert f"`{reason}`" in doc, f"drop reason {reason} not explained in docs/STATUS.md"
-    human = etun_cli(t, "a", "status", str(t.workdir / "a.toml"))
+    human = t.cli("a", "status", str(t.workdir / "a.toml"))
     assert human.returncode == 0 and "peer site-b" in human.stdout and "rule 1" in human.stdout
 
 
 def test_status_watch_refreshes_until_interrupted(topo):
     t = topo()
-    start_pair(t)
+    t.start_pair()
     proc = subprocess.Popen(["ip", "netns", "exec", t.ns("ga"), sys.executable, "-m", "etun.cli", "status",
                              "--watch", "--json", str(t.workdir / "a.toml")], stdout=subprocess.PIPE, text=True,
                             cwd=REPO)
@@ -162,7 +160,7 @@ def test_status_watch_refreshes_until_interrupted(topo):
 def test_status_without_a_daemon_is_one_line_and_exit_1(topo):
     t = topo()
     t.write_config("a")
-    r = etun_cli(t, "a", "status", str(t.workdir / "a.toml"))
+    r = t.cli("a", "status", str(t.workdir / "a.toml"))
     assert r.returncode == 1
     assert r.stdout.strip() == f"etun: no etun running for this site (no control socket at {t.workdir}/a.sock)"
 
@@ -173,10 +171,10 @@ def test_the_control_socket_is_root_only_and_a_stale_one_does_not_stop_a_start(t
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(str(sock_path))
     stale.close()                                       # what a crashed daemon leaves behind
-    start_pair(t)
+    t.start_pair()
     mode = stat.S_IMODE(os.stat(sock_path).st_mode)
     assert mode == 0o600
-    second = etun_cli(t, "a", "run", str(t.workdir / "a.toml"))
+    second = t.cli("a", "run", str(t.workdir / "a.toml"))
     assert second.returncode == 1
     assert "another etun is running for this site" in second.stdout
 
@@ -184,7 +182,7 @@ def test_the_control_socket_is_root_only_and_a_stale_one_does_not_stop_a_start(t
 def verify(t, site: str, timeout: float = 5, as_json: bool = True) -> tuple[int, dict | str, float]:
     started = time.monotonic()
     args = ["verify-peer", f"--timeout={timeout}"] + (["--json"] if as_json else []) + [str(t.workdir / f"{site}.toml")]
-    r = etun_cli(t, site, *args, timeout=timeout + 30)
+    r = t.cli(site, *args, timeout=timeout + 30)
     return r.returncode, (json.loads(r.stdout) if as_json else r.stdout), time.monotonic() - started
 
 
@@ -241,7 +239,7 @@ def test_verify_peer_gives_up_on_a_dead_peer_within_the_timeout(topo):
 
 def test_verify_peer_finds_a_path_that_cannot_carry_max_packet(topo):
     t = topo(wan_mtu=700)
-    start_pair(t)
+    t.start_pair()
     code, report, _ = verify(t, "a")
     checks = by_check(report)
     assert code == 3

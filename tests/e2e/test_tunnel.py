@@ -8,45 +8,21 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import status
-from tests.e2e.topology import HOST_IP, HOST_IP6, REPO
+from tests.e2e.topology import HOST_IP, HOST_IP6
 
 pytestmark = pytest.mark.usefixtures("e2e_ready")
-
-
-def start_pair(t, level="encrypt", **config):
-    for site in "ab":
-        t.start_etun(site, t.write_config(site, level=level, **config))
-    t.wait_log("a", "peer up")
-    t.wait_log("b", "peer up")
-
-
-def transfer(t, nbytes: int, timeout: float = 120, port: int = 7000, to: str = HOST_IP["b"]) -> tuple[str, str]:
-    """Send nbytes of random data hostA -> hostB over TCP; both ends' (count, sha256) lines."""
-    script = REPO / "tests" / "e2e" / "tcpxfer.py"
-    rx = subprocess.Popen(["ip", "netns", "exec", t.ns("hb"), sys.executable, str(script), "recv", str(port)],
-                          stdout=subprocess.PIPE, text=True)
-    try:
-        time.sleep(0.3)
-        tx = t.out(f"{sys.executable} {script} send {to} {port} {nbytes}", "ha", timeout=timeout)
-        got, _ = rx.communicate(timeout=timeout)
-    finally:
-        if rx.poll() is None:
-            rx.kill()
-            rx.wait()
-    return tx.strip(), got.strip()
 
 
 @pytest.mark.parametrize("mode", ["packet", "tap"])
 @pytest.mark.parametrize("level", ["none", "auth", "encrypt"])
 def test_a_full_size_df_ping_crosses_a_wan_of_mtu_840(topo, mode, level):
     t = topo(lan_mode=mode)
-    start_pair(t, level)
+    t.start_pair(level)
     r = t.ping("a", HOST_IP["b"], size=1472, count=5)
     assert " 0% packet loss" in r.stdout, r.stdout
     r = t.ping("b", HOST_IP6["a"], size=1452, count=3)           # 1500-byte IPv6 packets
     assert " 0% packet loss" in r.stdout, r.stdout
-    st = status(t, "a")
+    st = t.status("a")
     assert st["level"] == level and st["peer"]["up"]
     assert st["directions"]["inbound"]["reassembled"] >= 8
 
@@ -55,7 +31,7 @@ def test_the_wan_carries_small_balanced_packets_and_a_1514_byte_frame_in_exactly
     from scapy.all import UDP, rdpcap
 
     t = topo(host_offloads=False)
-    start_pair(t)
+    t.start_pair()
     pcap = t.workdir / "wan.pcap"
     cap = subprocess.Popen(["ip", "netns", "exec", t.ns("wan"), "tcpdump", "-i", "a0", "-s", "0", "-U",
                             "-w", str(pcap), "udp port 5555"], stderr=subprocess.DEVNULL)
@@ -90,32 +66,32 @@ def test_the_wan_carries_small_balanced_packets_and_a_1514_byte_frame_in_exactly
 
 def test_64_mib_of_tcp_arrive_intact_with_the_hosts_offloads_on(topo):
     t = topo(host_offloads=True)
-    start_pair(t)
-    sent, got = transfer(t, 64 << 20)
+    t.start_pair()
+    sent, got = t.transfer(64 << 20)
     assert sent == got and sent.startswith(str(64 << 20))
-    out = status(t, "a")["directions"]["outbound"]
+    out = t.status("a")["directions"]["outbound"]
     # The host's TSO super-frames were cut into wire-size frames, as its NIC would have.
     assert out["superframes"] > 100
     assert out["frames"] >= (64 << 20) // 1448
     assert out["bytes"] > 64 << 20
     # What gwB injected towards hostB was never captured again: gwB sent back only ACKs.
-    back = status(t, "b")["directions"]["outbound"]
+    back = t.status("b")["directions"]["outbound"]
     assert back["bytes"] < (64 << 20) // 10, back
 
 
 @pytest.mark.parametrize("offloads", [False, True])
 def test_tcp_between_ipv6_hosts_arrives_intact(topo, offloads):
     t = topo(host_offloads=offloads)
-    start_pair(t)
-    sent, got = transfer(t, 32 << 20, to=HOST_IP6["b"])
+    t.start_pair()
+    sent, got = t.transfer(32 << 20, to=HOST_IP6["b"])
     assert sent == got and sent.startswith(str(32 << 20))
     # Segments of one flow left gwB merged into super-frames (software GRO).
-    assert status(t, "b")["directions"]["inbound"]["superframes"] > 100
+    assert t.status("b")["directions"]["inbound"]["superframes"] > 100
 
 
 def test_vlan_and_qinq_frames_arrive_byte_identical(topo):
     t = topo(lan_mtu=1508)
-    start_pair(t)
+    t.start_pair()
     mac_b = t.out("cat /sys/class/net/eth0/address", "hb").strip()
     mac_a = t.out("cat /sys/class/net/eth0/address", "ha").strip()
     pcap = t.workdir / "hostb.pcap"
@@ -150,17 +126,17 @@ def test_vlan_and_qinq_frames_arrive_byte_identical(topo):
 
 def test_jumbo_frames_cross_when_both_lans_run_mtu_9000(topo):
     t = topo(lan_mtu=9000)
-    start_pair(t)
+    t.start_pair()
     r = t.ping("a", HOST_IP["b"], size=8972, count=3)
     assert " 0% packet loss" in r.stdout, r.stdout
-    st = status(t, "b")
+    st = t.status("b")
     assert st["directions"]["inbound"]["reassembled"] >= 3
     assert st["directions"]["inbound"]["drops"]["oversized"] == 0
 
 
 def test_sigterm_stops_both_sites_cleanly_and_promptly(topo):
     t = topo()
-    start_pair(t)
+    t.start_pair()
     for site in "ab":
         started = time.monotonic()
         assert t.stop_etun(site) == 0

@@ -10,6 +10,7 @@ In tap mode each gateway bridges lan0 with etun's TAP device (br0); the hosts se
 Every command is printed before it runs (narrate=True), as the kernel WireGuard netns.sh does.
 """
 
+import json
 import os
 import shlex
 import signal
@@ -172,6 +173,24 @@ class Topology:
             self.wait_log(site, "peer up")
         return self.etuns[site]
 
+    def start_pair(self, level: str = "encrypt", **config) -> None:
+        """etun at both gateways with the same settings; returns once both see the peer up."""
+        for site in "ab":
+            self.start_etun(site, self.write_config(site, level=level, **config))
+        self.wait_log("a", "peer up")
+        self.wait_log("b", "peer up")
+
+    def cli(self, site: str, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+        """An etun command (in-tree) at gateway `site`, its output captured."""
+        cmd = " ".join([sys.executable, "-m", "etun.cli", *args])
+        return self.run(cmd, f"g{site}", check=False, capture=True, timeout=timeout)
+
+    def status(self, site: str) -> dict:
+        """`etun status --json` of the etun at gateway `site`."""
+        r = self.cli(site, "status", "--json", str(self.workdir / f"{site}.toml"))
+        assert r.returncode == 0, r.stdout
+        return json.loads(r.stdout)
+
     def wait_log(self, site: str, text: str, timeout: float = 10) -> None:
         e = self.etuns[site]
         deadline = time.monotonic() + timeout
@@ -195,6 +214,22 @@ class Topology:
         return e.proc.returncode
 
     # -- traffic ----------------------------------------------------------------------------
+
+    def transfer(self, nbytes: int, timeout: float = 120, port: int = 7000,
+                 to: str = HOST_IP["b"]) -> tuple[str, str]:
+        """Send nbytes of random data hostA -> hostB over TCP; both ends' (count, sha256) lines."""
+        script = REPO / "tests" / "e2e" / "tcpxfer.py"
+        rx = subprocess.Popen(["ip", "netns", "exec", self.ns("hb"), sys.executable, str(script), "recv", str(port)],
+                              stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.3)
+            tx = self.out(f"{sys.executable} {script} send {to} {port} {nbytes}", "ha", timeout=timeout)
+            got, _ = rx.communicate(timeout=timeout)
+        finally:
+            if rx.poll() is None:
+                rx.kill()
+                rx.wait()
+        return tx.strip(), got.strip()
 
     def ping(self, src: str, dst_ip: str, size: int = 56, count: int = 3, df: bool = True,
              timeout: float = 15) -> subprocess.CompletedProcess:

@@ -10,12 +10,11 @@ import os
 import pwd
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import e2e_ready, topo  # noqa: F401 (fixtures)
+import etun
 from tests.e2e.topology import HOST_IP, REPO
 
 BINARY = REPO / "dist" / "etun"
@@ -58,17 +57,15 @@ def chrooted(root: Path, *args: str) -> subprocess.CompletedProcess:
     return run(["chroot", str(root), "/etun", *args])
 
 
-def test_the_binary_is_small_and_answers_version_quickly(binary):
+def test_the_binary_is_small_and_answers_its_version(binary):
     assert binary.stat().st_size <= 40 * 1024 * 1024
-    started = time.monotonic()
-    r = run([str(binary), "--version"])
-    assert r.returncode == 0 and r.stdout == "etun 0.1.0\n"
-    assert time.monotonic() - started < 2.0          # measured properly in docs/PERFORMANCE.md
+    r = run([str(binary), "--version"])                # its start-up time: docs/PERFORMANCE.md
+    assert (r.returncode, r.stdout) == (0, f"etun {etun.__version__}\n"), r.stderr
 
 
 def test_an_empty_root_runs_version_keygen_and_check(empty_root):
     r = chrooted(empty_root, "--version")
-    assert (r.returncode, r.stdout) == (0, "etun 0.1.0\n"), r.stderr
+    assert (r.returncode, r.stdout) == (0, f"etun {etun.__version__}\n"), r.stderr
     r = chrooted(empty_root, "keygen", "/site.key")
     assert r.returncode == 0 and "fingerprint" in r.stdout, r.stderr
     assert (empty_root / "site.key").stat().st_size == 32768

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+import etun as etun_package
 from etun import cli, keys
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -63,7 +64,7 @@ def site(tmp_path):
 def test_version_prints_the_package_version():
     result = etun("--version")
     assert result.returncode == 0
-    assert result.stdout == "etun 0.1.0\n"
+    assert result.stdout == f"etun {etun_package.__version__}\n"
     assert result.stderr == ""
 
 

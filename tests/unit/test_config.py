@@ -1,7 +1,8 @@
-"""site.toml -> Config: the SPEC example, defaults, path resolution, and every error message pinned."""
+"""site.toml -> Config: the manual's examples, defaults, path resolution, and every error message pinned."""
 
 import dataclasses
 import pathlib
+import re
 
 import pytest
 
@@ -23,53 +24,16 @@ from etun.config import (
 )
 from etun.errors import ConfigError
 
-# The example file of SPEC.md, verbatim.
-SPEC_EXAMPLE = """\
-[site]
-name = "berlin"                  # shown in logs and status
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
-[lan]
-interface = "eth1"               # the LAN-facing NIC
-mode = "packet"                  # "packet" (default): raw capture and injection on
-                                 #   the NIC, promiscuous; "tap": etun creates a TAP
-                                 #   device and the admin bridges it to the LAN
-tap = "etun0"                    # TAP device name, tap mode only; in tap mode
-                                 #   `interface` is optional and, if it names a
-                                 #   bridge, etun attaches the TAP device to it
 
-[tunnel]
-listen = "0.0.0.0:5555"          # local UDP address; [::]:5555 for IPv6
-peer = "203.0.113.7:5555"        # the other site; IPv4, [IPv6] or a DNS name
-                                 #   (re-resolved periodically; at auth/encrypt an
-                                 #   authenticated packet from a new address moves
-                                 #   the peer there, so dynamic IPs just work)
-max_packet = 800                 # tunnel UDP datagrams (UDP header + payload)
-                                 #   are always smaller than this many bytes
-keepalive = 10                   # seconds between keepalives when idle
+def manual_examples(name: str) -> list[str]:
+    """The ```toml blocks of a manual page in docs/, in order."""
+    return re.findall(r"```toml\n(.*?)```", (REPO / "docs" / name).read_text(), re.S)
 
-[security]
-level = "encrypt"                # "none" | "auth" | "encrypt"
-key_file = "/etc/etun/site.key"  # the same file at both sites
-rekey = 120                      # seconds between moves to a new secret index
 
-[filter.nic_ingress]             # frames captured on the LAN NIC
-default = "allow"
-rules = [
-  { action = "deny",  mac = "01:80:c2:00:00:00" },   # e.g. STP BPDUs
-  { action = "allow", oui = "00:1b:21" },
-  { action = "deny",  ethertype = "0x86dd" },
-]
-
-[filter.tunnel_ingress]          # frames arriving from the tunnel
-default = "allow"
-rules = []
-
-[control]
-socket = "/run/etun/berlin.sock" # where `etun status` and `verify-peer` reach the daemon
-
-[metrics]
-listen = "127.0.0.1:9477"        # optional Prometheus endpoint at /metrics; off when absent
-"""
+# The complete example of the manual (docs/CONFIG.md, "A complete example"), as users read it.
+COMPLETE_EXAMPLE = manual_examples("CONFIG.md")[-1]
 
 LAN = 'interface = "eth1"'
 PEER = 'peer = "203.0.113.7:5555"'
@@ -114,8 +78,8 @@ def error_of(text, name="site.toml"):
 # -- valid files ---------------------------------------------------------------
 
 
-def test_spec_example_loads_to_the_expected_dataclasses(in_tmp):
-    config = load(SPEC_EXAMPLE, "berlin.toml")
+def test_the_manuals_complete_example_loads_to_the_expected_dataclasses(in_tmp):
+    config = load(COMPLETE_EXAMPLE, "berlin.toml")
 
     assert config == Config(
         path=pathlib.Path("berlin.toml"),
@@ -133,8 +97,7 @@ def test_spec_example_loads_to_the_expected_dataclasses(in_tmp):
                 default="allow",
                 rules=(
                     FilterRule("deny", mac=bytes.fromhex("0180c2000000")),
-                    FilterRule("allow", oui=bytes.fromhex("001b21")),
-                    FilterRule("deny", ethertype=0x86DD),
+                    FilterRule("deny", ethertype=0x88CC),
                 ),
             ),
             tunnel_ingress=FilterTable(default="allow", rules=()),
@@ -528,3 +491,16 @@ def test_toml_error_position_falls_back_to_the_message_text():
         None,
         "Unterminated string at end of document",
     )
+
+
+@pytest.mark.parametrize("page", ["CONFIG.md", "MANUAL.md"])
+def test_every_complete_site_toml_the_manual_shows_is_valid(in_tmp, page):
+    """Every whole file the manual shows (one with a LAN and a peer; the others are snippets of
+    one table) loads as it stands."""
+    whole = [(n, e) for n, e in enumerate(manual_examples(page), 1) if "[lan]" in e and "peer =" in e]
+    assert whole
+    for number, example in whole:
+        try:
+            load(example, f"example{number}.toml")
+        except ConfigError as e:
+            raise AssertionError(f"docs/{page} toml example {number}: {e}") from None

@@ -59,7 +59,7 @@ def reference_hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
 
 @pytest.fixture
 def material():
-    return bytearray(os.urandom(keys.KEY_LEN))
+    return bytearray(os.urandom(keys.MATERIAL_LEN))
 
 
 @pytest.fixture
@@ -138,8 +138,8 @@ def test_index_keys_rejects_indices_outside_be32(index):
 @pytest.mark.parametrize(
     "call",
     [
-        pytest.param(lambda: keys.derive_prk(bytes(keys.KEY_LEN - 1)), id="short-material"),
-        pytest.param(lambda: keys.fingerprint(bytes(keys.KEY_LEN + 1)), id="long-material"),
+        pytest.param(lambda: keys.derive_prk(bytes(keys.MATERIAL_LEN - 1)), id="short-material"),
+        pytest.param(lambda: keys.fingerprint(bytes(keys.MATERIAL_LEN + 1)), id="long-material"),
         pytest.param(lambda: keys.control_key(bytes(31)), id="short-prk"),
         pytest.param(lambda: keys.session_secret(bytes(32), bytes(15), bytes(16)), id="short-sender"),
         pytest.param(lambda: keys.session_secret(bytes(32), bytes(16), bytes(17)), id="long-challenge"),
@@ -172,7 +172,7 @@ def test_keygen_creates_exactly_mode_0600_and_32768_bytes(key_path, umask):
     st = key_path.stat()
     assert stat.S_ISREG(st.st_mode)
     assert stat.S_IMODE(st.st_mode) == 0o600
-    assert st.st_size == keys.KEY_LEN
+    assert st.st_size == keys.MATERIAL_LEN
     assert fp == keys.fingerprint(key_path.read_bytes())
 
 
@@ -203,7 +203,7 @@ def test_keygen_with_force_replaces_the_file_with_new_material(key_path):
     write_file(key_path, b"old", 0o644)
     fp = keys.generate_key_file(key_path, force=True)
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
-    assert key_path.stat().st_size == keys.KEY_LEN
+    assert key_path.stat().st_size == keys.MATERIAL_LEN
     assert fp == keys.fingerprint(key_path.read_bytes())
     assert os.listdir(key_path.parent) == [key_path.name]
 
@@ -237,7 +237,7 @@ def test_load_key_file_names_a_missing_file():
     assert str(info.value) == f"{path}: cannot read: No such file or directory"
 
 
-@pytest.mark.parametrize("size", [0, 100, keys.KEY_LEN - 1, keys.KEY_LEN + 1])
+@pytest.mark.parametrize("size", [0, 100, keys.MATERIAL_LEN - 1, keys.MATERIAL_LEN + 1])
 def test_load_key_file_rejects_a_file_of_the_wrong_size(key_path, size):
     write_file(key_path, bytes(size), 0o600)
     with pytest.raises(KeyFileError) as info:
@@ -250,7 +250,7 @@ def test_load_key_file_rejects_a_file_of_the_wrong_size(key_path, size):
 
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o400 | 0o040])
 def test_load_key_file_rejects_a_file_other_users_can_read(key_path, mode):
-    write_file(key_path, bytes(keys.KEY_LEN), mode)
+    write_file(key_path, bytes(keys.MATERIAL_LEN), mode)
     with pytest.raises(KeyFileError) as info:
         keys.load_key_file(key_path)
     assert info.value.exit_code == 2
@@ -259,7 +259,7 @@ def test_load_key_file_rejects_a_file_other_users_can_read(key_path, mode):
 
 @pytest.mark.parametrize("mode", [0o620, 0o602])
 def test_load_key_file_rejects_a_file_other_users_can_write(key_path, mode):
-    write_file(key_path, bytes(keys.KEY_LEN), mode)
+    write_file(key_path, bytes(keys.MATERIAL_LEN), mode)
     with pytest.raises(KeyFileError) as info:
         keys.load_key_file(key_path)
     assert str(info.value) == f"{key_path}: writable by other users; run: chmod 600 {key_path}"
@@ -267,8 +267,8 @@ def test_load_key_file_rejects_a_file_other_users_can_write(key_path, mode):
 
 @pytest.mark.parametrize("mode", [0o600, 0o400, 0o700])
 def test_load_key_file_accepts_owner_only_modes(key_path, mode):
-    write_file(key_path, bytes(keys.KEY_LEN), mode)
-    assert keys.load_key_file(key_path) == bytes(keys.KEY_LEN)
+    write_file(key_path, bytes(keys.MATERIAL_LEN), mode)
+    assert keys.load_key_file(key_path) == bytes(keys.MATERIAL_LEN)
 
 
 def test_load_key_file_rejects_a_directory(tmp_path):

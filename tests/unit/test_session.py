@@ -37,7 +37,7 @@ class Site:
 
 
 def pair(level=ENCRYPT):
-    prk = keys.derive_prk(os.urandom(keys.KEY_LEN)) if level != 0 else None
+    prk = keys.derive_prk(os.urandom(keys.MATERIAL_LEN)) if level != 0 else None
     return Site("a", prk, level), Site("b", prk, level), prk
 
 
@@ -137,7 +137,7 @@ def test_round_trip_time_is_measured_from_the_echo():
     assert a.s.rtt_ms is not None and 0 <= a.s.rtt_ms < 1000
 
 
-def test_hello_layout_is_128_bytes_and_round_trips():
+def test_hello_layout_is_132_bytes_and_round_trips():
     h = Hello(b"s" * 16, b"c" * 16, b"p" * 16, b"x" * 16, b"y" * 16, 1, 2, 3, 1, 70000, "berlin")
     raw = h.encode()
     assert len(raw) == 132

@@ -4,8 +4,8 @@ import os
 import socket
 
 from etun import _fast, keys
+from etun.probe import KIND_PLAIN, KIND_SIZE, KIND_UNAUTHENTICATED, PROBE_HEAD, REPLY_HEAD, Responder
 from etun.transport import pack_sockaddr
-from etun.verify import KIND_PLAIN, KIND_SIZE, KIND_UNAUTHENTICATED, PROBE_HEAD, REPLY_HEAD, Responder
 
 ENCRYPT = 2
 SOURCE = pack_sockaddr(socket.AF_INET, "198.51.100.9", 40000)
@@ -13,13 +13,13 @@ TARGET = pack_sockaddr(socket.AF_INET, "203.0.113.7", 5555)
 
 
 def control_key():
-    return keys.control_key(keys.derive_prk(os.urandom(keys.KEY_LEN)))
+    return keys.control_key(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
 
 
 def probe(level, key, kind=KIND_PLAIN, size=160):
     body = PROBE_HEAD.pack(kind, level, 0, os.urandom(16))
     tag = 16 if level else 0
-    return _fast.seal_control(level, key, _fast.PROBE, 0, body.ljust(size - 16 - tag, b"\0"))
+    return _fast.seal_control(level, key, _fast.TYPE_PROBE, 0, body.ljust(size - 16 - tag, b"\0"))
 
 
 def reply_fields(datagram):

@@ -46,7 +46,8 @@ cdef uint32_t udp_segment_size(engine_state *e, msghdr *m, uint32_t total) noexc
         elif c.cmsg_level == SOL_SOCKET and c.cmsg_type == SO_RXQ_OVFL:
             # A running count of datagrams the kernel dropped because we fell behind.
             memcpy(&drops, CMSG_DATA(c), sizeof(uint32_t))
-            e.dp.ctr_rx[DROP_SOCKET_OVERFLOW] += <uint32_t>(drops - e.rxq_drops)
+            if drops != e.rxq_drops:
+                drop_count(e.dp, DIR_RX, DROP_SOCKET_OVERFLOW, <uint32_t>(drops - e.rxq_drops))
             e.rxq_drops = drops
         c = CMSG_NXTHDR(m, c)
     if gso_size <= 0 or <uint32_t>gso_size > total:
@@ -156,7 +157,7 @@ cdef void udp_flush(engine_state *e, uint64_t now_ms) noexcept nogil:
             e.npkts = n - first[sent]
             udp_flush(e, now_ms)
             return
-        e.dp.ctr_tx[DROP_SEND_ERROR] += count[sent]
+        drop_count(e.dp, DIR_TX, DROP_SEND_ERROR, count[sent])
         sent += 1
     e.last_send_ms = now_ms
     e.npkts = 0
