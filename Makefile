@@ -7,17 +7,19 @@ PY       := $(VENV)/bin/python
 PIP      := $(VENV)/bin/pip
 APT_PKGS := python3.11 python3.11-venv python3.11-dev gcc make libssl-dev pkg-config \
             iproute2 iputils-ping iperf3 nftables ethtool tcpdump procps patchelf util-linux systemd \
-            debootstrap qemu-user-static binfmt-support rsync man-db lintian
+            debootstrap qemu-user-static binfmt-support rsync man-db lintian systemd-container
 MACHINE  := $(shell uname -m)
 ARCH     ?= $(MACHINE)
 # The aarch64 build root (Debian 12 arm64, run through qemu-user) lives outside the tree, so every
 # clone on this machine (CI's too) reuses it; `make aarch64-root-clean` removes it.
 AARCH64_ROOT ?= /var/cache/etun/aarch64-root
+# A Debian 12 root with systemd that tests/packaging/test_deb.py boots to install the package in.
+SYSTEMD_ROOT ?= /var/cache/etun/amd64-systemd-root
 VERSION  := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' etun/__init__.py)
 # staticx publishes wheels for x86_64 only; elsewhere pip builds its bootloader with SCons and musl-gcc.
 STATICX_BUILD_DEPS := $(if $(filter x86_64,$(MACHINE)),,scons==4.11.1 wheel==0.48.0)
 
-.PHONY: build demo test bench binary binary-aarch64 aarch64-root-clean man deb lint clean debug deps
+.PHONY: build demo test bench binary binary-aarch64 aarch64-root-clean man deb systemd-root lint clean debug deps
 
 build: .stamp-venv
 	$(PIP) install --no-build-isolation --no-deps -e . -q
@@ -37,8 +39,8 @@ deps:
 demo: build
 	$(PY) -m tests.e2e.demo
 
-test: binary binary-aarch64 deb
-	ETUN_REQUIRE_E2E=$${ETUN_REQUIRE_E2E:-1} $(PY) -m pytest tests -q
+test: binary binary-aarch64 deb systemd-root
+	ETUN_REQUIRE_E2E=$${ETUN_REQUIRE_E2E:-1} ETUN_SYSTEMD_ROOT=$(SYSTEMD_ROOT) $(PY) -m pytest tests -q
 
 bench: build
 	$(PY) -m etun.cli bench
@@ -69,6 +71,9 @@ binary-aarch64: | deps
 
 aarch64-root-clean:
 	packaging/build-aarch64.sh $(AARCH64_ROOT) --clean
+
+systemd-root: | deps
+	tests/packaging/systemd-root.sh $(SYSTEMD_ROOT)
 
 # etun(8) and etun.toml(5) from the Markdown manual in docs/.
 man: | deps

@@ -91,7 +91,7 @@ cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$ROOT/etc/host-ca-bundle.c
 in_root() {
     chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
         DEBIAN_FRONTEND=noninteractive PIP_CERT=/etc/host-ca-bundle.crt PIP_DISABLE_PIP_VERSION_CHECK=1 \
-        SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-}" "$@"
+        ${SOURCE_DATE_EPOCH:+SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH} "$@"
 }
 
 stamp="$ROOT/.etun-packages"
