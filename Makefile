@@ -49,7 +49,7 @@ bench: build
 ifeq ($(ARCH),$(MACHINE))
 binary: build
 	$(if $(STATICX_BUILD_DEPS),$(PIP) install -q $(STATICX_BUILD_DEPS))
-	PATH=$(VENV)/bin:$$PATH $(PIP) install -q --no-build-isolation "pyinstaller==6.22.3" "staticx==0.14.2"
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PIP) install -q --no-build-isolation "pyinstaller==6.22.3" "staticx==0.14.2"
 	rm -rf build/pyinstaller dist/etun dist/etun-dynamic
 	$(VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN --distpath dist \
 	    --workpath build/pyinstaller packaging/etun.spec
