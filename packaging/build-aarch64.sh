@@ -36,6 +36,7 @@ remove_root() {
 }
 
 [ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot, mount)"
+begun=$(date +%s)
 mkdir -p "$(dirname "$ROOT")"
 exec 9>"$ROOT.lock"
 flock 9 || die "cannot lock $ROOT.lock"
@@ -123,3 +124,4 @@ cp "$ROOT/src/dist/etun" "$REPO/dist/etun-aarch64.tmp"
 mv "$REPO/dist/etun-aarch64.tmp" "$REPO/dist/etun-aarch64"
 sed 's|^dist/etun:|dist/etun-aarch64:|' "$ROOT/src/dist/etun.build-info" >"$REPO/dist/etun-aarch64.build-info"
 cat "$REPO/dist/etun-aarch64.build-info"
+say "dist/etun-aarch64 ready in $(( $(date +%s) - begun )) s in all"
