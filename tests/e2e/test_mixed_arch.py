@@ -1,13 +1,16 @@
 """An aarch64 site talks to an x86_64 site: dist/etun-aarch64 under qemu-user at gateway A, dist/etun at
 gateway B; full-size DF pings cross a WAN of MTU 820 at level encrypt, both directions.
 
-    hostA            gwA                                WAN MTU 820            gwB                hostB
-   [eth0]---[lan0 dist/etun-aarch64 wan0]---[a0 router b0]---[wan0 dist/etun lan0]---[eth0]
-   198.18.0.1   chroot root/ /etun (qemu-user)                     x86_64, native      198.18.0.2
+    hostA                    gwA                          WAN MTU 820              gwB                   hostB
+   [eth0]---[lan0 br0 etun0: dist/etun-aarch64 wan0]---[a0 router b0]---[wan0 dist/etun etun0 br0 lan0]---[eth0]
+   198.18.0.1       chroot root/ /etun, qemu-user                               x86_64, native         198.18.0.2
 
 Tunnel datagrams stay below 800 bytes (at most 819 on the wire), so the 820-byte WAN carries them
 whole; the 1500-byte pings need etun's own fragmentation and reassembly on both architectures.
-Topology, narration and teardown: tests/e2e/topology.py and tests/e2e/conftest.py.
+Both gateways run in tap mode: qemu-user 7.2 passes no SOL_PACKET socket options (packet mode) and
+no SIOCBRADDIF, so the emulated etun makes its TAP device and the test puts it on the bridge. On
+real aarch64 hardware both modes are the same code as on x86_64.
+Topology, narration and teardown: tests/e2e/topology.py and the topo fixture in tests/conftest.py.
 """
 
 import os
@@ -17,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.topology import HOST_IP, REPO
-from tests.packaging.foreign import empty_root, qemu_missing
+from tests.packaging.foreign import BINARY_AARCH64, empty_root, qemu_missing
 
 BINARY = REPO / "dist" / "etun"
 PINGS = 5                   # each way; ping itself bounds the time (-c, -W, and the topology's timeout)
@@ -28,7 +31,6 @@ def aarch64_root(tmp_path):
     reason = qemu_missing() or (None if BINARY.exists() else "dist/etun is not built (run make binary)")
     if reason:
         pytest.skip(reason)
-    from tests.packaging.foreign import BINARY_AARCH64
     with empty_root(BINARY_AARCH64, tmp_path / "root") as root:
         yield root
 
@@ -38,7 +40,7 @@ def in_root(t, root: Path, site: str) -> str:
     text = t.write_config(site, level="encrypt").read_text()
     text = text.replace(str(t.workdir / "site.key"), "/site.key")
     text = text.replace(str(t.workdir / f"{site}.sock"), f"/run/{site}.sock")
-    # qemu-user 7.2 has no SIOCBRADDIF: etun makes the TAP device, the test puts it on the bridge.
+    # No [lan] interface: etun leaves its TAP device off the bridge (see above), the test attaches it.
     text = text.replace('interface = "br0"\n', "")
     (root / f"{site}.toml").write_text(text)
     return f"/{site}.toml"
