@@ -113,7 +113,11 @@ fi
 # would fool: the C is kept only while the datapath's sources are the same bytes as when it was made.
 rsync -a --delete --filter=':- .gitignore' --exclude=.git "$REPO/" "$ROOT/src/"
 sources=$(cd "$ROOT/src" && cat etun/*.pyx etun/*.pxd etun/*.pxi etun/*.h pyproject.toml 2>/dev/null | sha256sum)
-[ "$(cat "$ROOT/.etun-fast-sources" 2>/dev/null)" = "$sources" ] || rm -f "$ROOT/src/etun/_fast.c" "$ROOT/src/etun/"*.so
+if [ "$(cat "$ROOT/.etun-fast-sources" 2>/dev/null)" = "$sources" ] && [ -e "$ROOT/src/etun/_fast.c" ]; then
+    touch "$ROOT/src/etun/_fast.c"      # the same sources: newer than the fresh checkout's files, so kept
+else
+    rm -f "$ROOT/src/etun/_fast.c" "$ROOT/src/etun/"*.so
+fi
 started=$(date +%s)
 in_root sh -c "cd /src && make binary APT_PKGS='$ROOT_PKGS'" || die "make binary failed inside $ROOT"
 echo "$sources" >"$ROOT/.etun-fast-sources"
