@@ -6,9 +6,20 @@ VENV     := .venv
 PY       := $(VENV)/bin/python
 PIP      := $(VENV)/bin/pip
 APT_PKGS := python3.11 python3.11-venv python3.11-dev gcc make libssl-dev pkg-config \
-            iproute2 iputils-ping iperf3 nftables ethtool tcpdump procps patchelf util-linux systemd
+            iproute2 iputils-ping iperf3 nftables ethtool tcpdump procps patchelf util-linux systemd \
+            debootstrap qemu-user-static binfmt-support rsync man-db lintian systemd-container
+MACHINE  := $(shell uname -m)
+ARCH     ?= $(MACHINE)
+# The aarch64 build root (Debian 12 arm64, run through qemu-user) lives outside the tree, so every
+# clone on this machine (CI's too) reuses it; `make aarch64-root-clean` removes it.
+AARCH64_ROOT ?= /var/cache/etun/aarch64-root
+# A Debian 12 root with systemd that tests/packaging/test_deb.py boots to install the package in.
+SYSTEMD_ROOT ?= /var/cache/etun/amd64-systemd-root
+VERSION  := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' etun/__init__.py)
+# staticx publishes wheels for x86_64 only; elsewhere pip builds its bootloader with SCons and musl-gcc.
+STATICX_BUILD_DEPS := $(if $(filter x86_64,$(MACHINE)),,scons==4.11.1 wheel==0.48.0)
 
-.PHONY: build demo test bench binary lint clean debug deps
+.PHONY: build demo test bench binary binary-aarch64 aarch64-root-clean man deb systemd-root lint clean debug deps
 
 build: .stamp-venv
 	$(PIP) install --no-build-isolation --no-deps -e . -q
@@ -28,15 +39,17 @@ deps:
 demo: build
 	$(PY) -m tests.e2e.demo
 
-test: binary
-	ETUN_REQUIRE_E2E=$${ETUN_REQUIRE_E2E:-1} $(PY) -m pytest tests -q
+test: binary binary-aarch64 deb systemd-root
+	ETUN_REQUIRE_E2E=$${ETUN_REQUIRE_E2E:-1} ETUN_SYSTEMD_ROOT=$(SYSTEMD_ROOT) $(PY) -m pytest tests -q
 
 bench: build
 	$(PY) -m etun.cli bench
 	$(PY) -m tests.e2e.bench
 
+ifeq ($(ARCH),$(MACHINE))
 binary: build
-	$(PIP) install -q "pyinstaller==6.22.3" "staticx==0.14.2"
+	$(if $(STATICX_BUILD_DEPS),$(PIP) install -q $(STATICX_BUILD_DEPS))
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PIP) install -q --no-build-isolation "pyinstaller==6.22.3" "staticx==0.14.2"
 	rm -rf build/pyinstaller dist/etun dist/etun-dynamic
 	$(VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN --distpath dist \
 	    --workpath build/pyinstaller packaging/etun.spec
@@ -45,6 +58,33 @@ binary: build
 	chmod 755 dist/etun
 	$(PY) packaging/build_info.py dist/etun-dynamic dist/etun > dist/etun.build-info
 	@cat dist/etun.build-info
+else ifeq ($(ARCH),aarch64)
+binary: binary-aarch64
+else
+binary:
+	@echo "make binary: ARCH=$(ARCH) is not built here (on $(MACHINE): $(MACHINE) or aarch64)" >&2; exit 2
+endif
+
+# dist/etun-aarch64: `make binary` inside $(AARCH64_ROOT) under qemu-user (packaging/build-aarch64.sh).
+binary-aarch64: | deps
+	packaging/build-aarch64.sh $(AARCH64_ROOT)
+
+aarch64-root-clean:
+	packaging/build-aarch64.sh $(AARCH64_ROOT) --clean
+
+systemd-root: | deps
+	tests/packaging/systemd-root.sh $(SYSTEMD_ROOT)
+
+# etun(8) and etun.toml(5) from the Markdown manual in docs/.
+man: | deps
+	/usr/bin/python3 packaging/manpage.py docs/MANUAL.md build/man/etun.8
+	/usr/bin/python3 packaging/manpage.py docs/CONFIG.md build/man/etun.toml.5
+
+# dist/etun_$(VERSION)_amd64.deb and _arm64.deb from the two binaries; dpkg-deb, no network.
+deb: man
+	@test -x dist/etun && test -x dist/etun-aarch64 || { echo "make deb: needs dist/etun and dist/etun-aarch64 (make binary binary-aarch64)" >&2; exit 2; }
+	/usr/bin/python3 packaging/deb.py amd64 dist/etun build/man dist
+	/usr/bin/python3 packaging/deb.py arm64 dist/etun-aarch64 build/man dist
 
 lint: build
 	$(VENV)/bin/ruff check etun tests packaging

@@ -1,0 +1,231 @@
+"""The packages (`make deb`): etun_<version>_amd64.deb and _arm64.deb hold what they should, pass lintian
+without errors, install, run and purge cleanly; and on a booted Debian 12 the README's steps, `dpkg -i`
+then `systemctl enable --now etun@site`, start etun under its hardened unit.
+
+    scratch root:  dpkg --root DIR (maintainer scripts run outside it, with DPKG_ROOT=DIR)
+    booted root:   systemd-nspawn -b over an overlay of the cached Debian 12 root that
+                   tests/packaging/systemd-root.sh made; the cached root itself never changes
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import etun
+from tests.e2e.topology import REPO
+from tests.packaging.foreign import mounted, qemu_missing, run
+
+VERSION = etun.__version__
+DEBS = {arch: REPO / "dist" / f"etun_{VERSION}_{arch}.deb" for arch in ("amd64", "arm64")}
+BINARIES = {"amd64": REPO / "dist" / "etun", "arm64": REPO / "dist" / "etun-aarch64"}
+SYSTEMD_ROOT = Path(os.environ.get("ETUN_SYSTEMD_ROOT", "/var/cache/etun/amd64-systemd-root"))
+FILES = {  # path -> mode
+    "usr/sbin/etun": 0o755,
+    "lib/systemd/system/etun@.service": 0o644,
+    "usr/share/man/man8/etun.8.gz": 0o644,
+    "usr/share/man/man5/etun.toml.5.gz": 0o644,
+    "usr/share/doc/etun/copyright": 0o644,
+    "usr/share/doc/etun/changelog.gz": 0o644,
+    "usr/share/doc/etun/STATUS.md": 0o644,
+    "usr/share/lintian/overrides/etun": 0o644,
+}
+# Left on purpose (README "Packages"): deb-systemd-invoke takes unit names, not the etun@*.service
+# pattern that reaches every site's instance, and has no try-restart.
+KNOWN_WARNINGS = {"maintainer-script-calls-systemctl"}
+CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
+BOOT_S = 90                 # a booted container reaches "running" within this
+STOP_S = 30                 # ... and powers off within this
+
+
+def deb(arch: str) -> Path:
+    if not DEBS[arch].exists():
+        pytest.skip(f"{DEBS[arch].name} is not built (run make deb)")
+    return DEBS[arch]
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_each_package_holds_its_binary_the_unit_the_pages_and_the_docs(arch, tmp_path):
+    package = deb(arch)
+    fields = {k: run(["dpkg-deb", "-f", str(package), k]).stdout.strip()
+              for k in ("Package", "Version", "Architecture", "Section", "Depends")}
+    assert fields == {"Package": "etun", "Version": VERSION, "Architecture": arch, "Section": "net", "Depends": ""}
+    listing = {}
+    for line in run(["dpkg-deb", "-c", str(package)]).stdout.splitlines():
+        perms, owner, *_, path = line.split()
+        listing[path.removeprefix("./")] = (perms, owner)
+    for path, mode in FILES.items():
+        assert path in listing, f"{path} missing from {package.name}"
+        perms, owner = listing[path]
+        assert owner == "root/root" and perms == "-" + "".join(
+            "rwx"[i % 3] if mode & (1 << (8 - i)) else "-" for i in range(9)), (path, perms, owner)
+    out = tmp_path / "x"
+    assert run(["dpkg-deb", "-x", str(package), str(out)]).returncode == 0
+    shipped = (out / "usr/sbin/etun").read_bytes()
+    assert hashlib.sha256(shipped).digest() == hashlib.sha256(BINARIES[arch].read_bytes()).digest()
+    unit = (out / "lib/systemd/system/etun@.service").read_text()
+    assert "ExecStart=/usr/sbin/etun run /etc/etun/%i.toml" in unit and "/usr/local" not in unit
+    assert "Documentation=man:etun(8) man:etun.toml(5)" in unit
+
+
+def test_lintian_finds_no_errors_and_only_the_known_warnings():
+    packages = [deb("amd64"), deb("arm64")]
+    if shutil.which("lintian") is None:
+        pytest.skip("lintian is not installed (make test installs it)")
+    r = run(["lintian", *map(str, packages)], timeout=300)
+    tags = [line for line in r.stdout.splitlines() if re.match(r"[EW]: ", line)]
+    assert not [t for t in tags if t.startswith("E: ")], r.stdout
+    assert {t.split()[2] for t in tags} <= KNOWN_WARNINGS, r.stdout
+
+
+def dpkg_root(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return run(["dpkg", f"--root={root}", "--force-script-chrootless", "--log=/dev/null", *args])
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_a_scratch_root_installs_runs_and_purges_each_package(arch, tmp_path):
+    package = deb(arch)
+    if arch == "arm64" and qemu_missing():
+        pytest.skip(qemu_missing())
+    root = tmp_path / "root"
+    for d in ("var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers", "tmp"):
+        (root / d).mkdir(parents=True)
+    (root / "tmp").chmod(0o1777)
+    for f in ("status", "available"):
+        (root / "var/lib/dpkg" / f).touch()
+    if arch != "amd64":             # the scratch root's dpkg is this machine's: arm64 is a foreign architecture
+        assert dpkg_root(root, "--add-architecture", arch).returncode == 0
+    r = dpkg_root(root, "-i", str(package))
+    assert r.returncode == 0, r.stdout + r.stderr
+    for path in FILES:
+        assert (root / path).is_file(), path
+    assert dpkg_root(root, "--verify", "etun").stdout == ""                  # every file as packaged
+    with mounted(root):
+        r = run(["chroot", str(root), "/usr/sbin/etun", "--version"])
+    assert (r.returncode, r.stdout) == (0, f"etun {VERSION}\n"), r.stderr
+    for page in ("usr/share/man/man8/etun.8.gz", "usr/share/man/man5/etun.toml.5.gz"):
+        r = run(["man", "--warnings", "-l", str(root / page)], env=dict(os.environ, MANWIDTH="80"))
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+    if arch == "amd64":
+        # The installed unit as systemd reads it, with the installed manual pages for Documentation=.
+        unit = tmp_path / "etun@site.service"
+        unit.write_text((root / "lib/systemd/system/etun@.service").read_text()
+                        .replace("/usr/sbin/etun", str(root / "usr/sbin/etun")))
+        r = run(["systemd-analyze", "verify", str(unit)], env=dict(os.environ, MANPATH=str(root / "usr/share/man")))
+        assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr
+    assert run(["systemctl", f"--root={root}", "enable", "etun@site"]).returncode == 0
+    link = root / "etc/systemd/system/multi-user.target.wants/etun@site.service"
+    assert link.is_symlink()
+    assert dpkg_root(root, "-r", "etun").returncode == 0
+    assert not (root / "usr/sbin/etun").exists() and link.is_symlink()      # removal keeps the admin's choice
+    assert dpkg_root(root, "-P", "etun").returncode == 0
+    left = [p for p in root.rglob("*") if not p.is_dir() and "var/lib/dpkg" not in str(p) and "/tmp/" not in str(p)]
+    assert left == [], f"left after purge: {left}"
+
+
+# -- a booted Debian 12: the README's steps as an admin types them ---------------------------------
+
+
+class Container:
+    """systemd-nspawn -b over an overlay of SYSTEMD_ROOT; commands enter it with nsenter."""
+
+    def __init__(self, tmp: Path):
+        self.tmp, self.root = tmp, tmp / "root"
+        self.nspawn: subprocess.Popen | None = None
+        self.leader = 0
+
+    def __enter__(self) -> "Container":
+        for d in ("upper", "work", "root"):
+            (self.tmp / d).mkdir()
+        options = f"lowerdir={SYSTEMD_ROOT},upperdir={self.tmp / 'upper'},workdir={self.tmp / 'work'}"
+        r = run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)])
+        assert r.returncode == 0, r.stderr
+        try:
+            self.boot()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def boot(self) -> None:
+        log = open(self.tmp / "boot.log", "w")
+        cmd = ["systemd-nspawn", "-D", str(self.root), "--register=no", "--keep-unit", "--private-network",
+               "--console=passive", "-q", "-b"]
+        print("[root]", " ".join(cmd))
+        self.nspawn = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + BOOT_S
+        while not self.leader and time.monotonic() < deadline:
+            kids = run(["pgrep", "-P", str(self.nspawn.pid)]).stdout.split()
+            self.leader = int(kids[0]) if kids else 0
+            assert self.nspawn.poll() is None, (self.tmp / "boot.log").read_text()
+            time.sleep(0.2)
+        assert self.leader, "systemd-nspawn started no container"
+        state = ""
+        while time.monotonic() < deadline and state not in ("running", "degraded"):
+            state = self.sh("systemctl is-system-running --wait", timeout=BOOT_S).stdout.strip()
+        assert state in ("running", "degraded"), f"the container's systemd is {state!r}"
+
+    def sh(self, cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        print(f"[container] {cmd}")
+        return subprocess.run(["nsenter", "-t", str(self.leader), "-a", "sh", "-c", cmd], capture_output=True,
+                              text=True, timeout=timeout)
+
+    def __exit__(self, *exc) -> None:
+        if self.nspawn is not None and self.nspawn.poll() is None:
+            if self.leader:
+                self.sh("systemctl poweroff")
+            try:
+                self.nspawn.wait(STOP_S)
+            except subprocess.TimeoutExpired:
+                self.nspawn.kill()          # the one process this test started
+                self.nspawn.wait()
+        run(["umount", str(self.root)])
+        assert str(self.root) not in Path("/proc/self/mounts").read_text(), "the overlay is still mounted"
+
+
+def test_dpkg_i_then_systemctl_enable_now_runs_etun_under_its_unit_and_dpkg_purge_undoes_it(tmp_path):
+    package = deb("amd64")
+    for tool in ("systemd-nspawn", "nsenter"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (make test installs systemd-container and util-linux)")
+    if not (SYSTEMD_ROOT / ".etun-root").exists():
+        pytest.skip(f"{SYSTEMD_ROOT} is not made (make test runs tests/packaging/systemd-root.sh)")
+    with Container(tmp_path) as ct:
+        shutil.copy(package, ct.root / "root" / package.name)
+        r = ct.sh(f"dpkg -i /root/{package.name}")
+        assert r.returncode == 0, r.stdout + r.stderr
+        # README step 2: key and configuration (tap mode: the container has no LAN NIC to give).
+        r = ct.sh("mkdir -p /etc/etun && etun keygen /etc/etun/site.key")
+        assert r.returncode == 0 and "fingerprint" in r.stdout, r.stderr
+        ct.sh("""printf '[lan]\\nmode = "tap"\\n[tunnel]\\npeer = "198.19.2.1:5555"\\n[security]\\n'"""
+              """'key_file = "/etc/etun/site.key"\\n' > /etc/etun/site.toml""")
+        assert ct.sh("etun check /etc/etun/site.toml").returncode == 0
+        # README step 3, as written.
+        r = ct.sh("systemctl enable --now etun@site")
+        assert r.returncode == 0, r.stdout + r.stderr
+        deadline = time.monotonic() + 20
+        while "running:" not in ct.sh("journalctl -u etun@site --no-pager").stdout and time.monotonic() < deadline:
+            time.sleep(0.3)
+        journal = ct.sh("journalctl -u etun@site --no-pager").stdout
+        assert "etun[site]: etun" in journal and "running:" in journal, journal
+        assert ct.sh("systemctl is-active etun@site").stdout.strip() == "active", journal
+        status = ct.sh("etun status /etc/etun/site.toml")
+        assert status.returncode == 0 and status.stdout.startswith(f"etun {VERSION}, site site"), status.stdout
+        pid = ct.sh("systemctl show -p MainPID --value etun@site").stdout.strip()
+        caps = dict(line.split(":\t") for line in ct.sh(f"cat /proc/{pid}/status").stdout.splitlines()
+                    if line.startswith("Cap"))
+        both = (1 << CAP_NET_RAW) | (1 << CAP_NET_ADMIN)
+        assert int(caps["CapBnd"], 16) == both and int(caps["CapEff"], 16) & ~both == 0, caps
+        # Removal stops the instance; purge forgets the admin's enable.
+        r = ct.sh("dpkg -r etun")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert ct.sh("systemctl is-active etun@site").stdout.strip() in ("inactive", "failed")
+        assert ct.sh("test -e /usr/sbin/etun").returncode == 1
+        assert ct.sh("dpkg -P etun").returncode == 0
+        assert ct.sh("ls /etc/systemd/system/multi-user.target.wants/").stdout.split().count("etun@site.service") == 0
+        assert ct.sh("dpkg -S etun 2>/dev/null; ls /lib/systemd/system/etun@.service 2>/dev/null").stdout == ""
