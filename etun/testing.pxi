@@ -1,5 +1,6 @@
-# Test-only entry points into the datapath's internals, for tests/ and nothing else: the replay
-# window alone, software GRO and GSO on plain frames, one filter decision, reassembly state.
+# Test-only entry points into the datapath's internals, for tests/ and fuzz/ and nothing else: the
+# replay window alone, software GRO and GSO on plain frames, one filter decision, reassembly
+# state, one datagram opened from an exactly sized buffer, one frame through the capture path.
 # etun's own modules never call these.
 
 cdef class ReplayWindow:
@@ -127,3 +128,160 @@ def reassembly_capacity(Datapath dp):
     t = &dp.d.reasm
     return (t.cls[0].count, t.cls[1].count,
             t.cls[0].count * SMALL_BUF_LEN + t.cls[1].count * LARGE_BUF_LEN)
+
+
+def open_exact(Datapath dp, datagram, now_ms=None):
+    """Datapath.open() from a buffer of exactly the datagram's length + TAILROOM (open_packet()'s
+    contract) instead of the 64 KiB staging buffer, so that a sanitizer build (fuzz/) sees any
+    read past the datagram. Returns what open() returns."""
+    cdef dp_state *d = dp.d
+    cdef const uint8_t[:] view = datagram
+    cdef Py_ssize_t length = view.shape[0]
+    cdef uint8_t *buf
+    cdef frame_ref f
+    cdef int rc
+    if length > UDP_DATAGRAM_MAX:
+        raise ValueError(f"a UDP datagram holds at most {UDP_DATAGRAM_MAX} bytes")
+    buf = <uint8_t *>malloc(length + TAILROOM)
+    if buf == NULL:
+        raise MemoryError("datagram buffer")
+    if length:
+        memcpy(buf, &view[0], length)
+    memset(buf + length, 0, TAILROOM)
+    result = []
+    pthread_mutex_lock(&d.recv_lock)
+    try:
+        advance_clock(d, now_ms)
+        open_expire(d)
+        rc = open_packet(d, buf, <uint32_t>length, &f, dp.scratch, NULL, 0)
+        if rc == OPEN_FRAME:
+            result.append((f.ftype, PyBytes_FromStringAndSize(<char *>f.data, f.length)))
+            open_release(d, &f)
+        elif rc == OPEN_CONTROL:
+            result.append((wire_type(buf[0]), bytes(datagram)))
+    finally:
+        pthread_mutex_unlock(&d.recv_lock)
+        free(buf)
+    return result
+
+
+def lan_capture(Datapath dp, packet, unsigned int aux_status=0, unsigned int aux_tpid=0,
+                unsigned int aux_tci=0, unsigned int listen_port=5555):
+    """One captured message (virtio_net_hdr + frame, with the AF_PACKET auxdata the kernel would
+    attach) through the capture path: VLAN tag restored, lan_prepare(), and for a super-frame
+    gso_seal(). The message sits in a buffer of its own size (plus the slot's head room and
+    TAILROOM), so a sanitizer build sees any access outside it. `dp` needs a send session.
+
+    Returns ("dropped", None), ("frame" | "frame_vnet", what would be sealed) or
+    ("segments", [frames cut from the super-frame] read back from the datagrams sealed).
+    """
+    cdef engine_state *e = <engine_state *>calloc(1, sizeof(engine_state))
+    cdef const char *failed = NULL
+    cdef const uint8_t[:] p = packet
+    cdef Py_ssize_t n = p.shape[0]
+    cdef uint8_t *buf = NULL
+    cdef uint8_t *frame
+    cdef uint8_t vnet[VNET_HDR_LEN]
+    cdef uint32_t flen
+    cdef tpacket_auxdata aux
+    cdef int i, rc, shift = 0
+    if e == NULL:
+        raise MemoryError("engine state")
+    try:
+        if n < VNET_HDR_LEN or n - VNET_HDR_LEN > MAX_FRAME_LEN:
+            raise ValueError(f"a vnet header and a frame of at most {MAX_FRAME_LEN} bytes")
+        if engine_init(e, dp.d, -1, LAN_PACKET, -1, <uint16_t>listen_port, False, False, &failed) != 0:
+            raise OSError(errno, f"{failed.decode()} failed")
+        # The slot layout of lan.pxi: spare room for a tag, the vnet header, the frame, TAILROOM.
+        buf = <uint8_t *>malloc(FRAME_AT + (n - VNET_HDR_LEN) + TAILROOM)
+        if buf == NULL:
+            raise MemoryError("capture buffer")
+        memset(buf, 0, FRAME_AT - VNET_HDR_LEN)
+        memcpy(buf + FRAME_AT - VNET_HDR_LEN, &p[0], n)
+        memset(buf + FRAME_AT + (n - VNET_HDR_LEN), 0, TAILROOM)
+        memcpy(vnet, &p[0], VNET_HDR_LEN)
+        frame = buf + FRAME_AT
+        flen = <uint32_t>(n - VNET_HDR_LEN)
+        memset(&aux, 0, sizeof(aux))
+        aux.tp_status = aux_status
+        aux.tp_vlan_tpid = <uint16_t>aux_tpid
+        aux.tp_vlan_tci = <uint16_t>aux_tci
+        frame = lan_restore_tag(frame, &flen, &aux, &shift)
+        pthread_mutex_lock(&dp.d.send_lock)
+        lan_prepare(e, 0, frame, flen, vnet, shift)
+        pthread_mutex_unlock(&dp.d.send_lock)
+        if e.cap_data[0] == NULL:
+            return "dropped", None
+        if e.cap_type[0] != CAP_SUPERFRAME:
+            kind = "frame" if e.cap_type[0] == CAP_FRAME else "frame_vnet"
+            return kind, PyBytes_FromStringAndSize(<char *>e.cap_data[0], e.cap_len[0])
+        pthread_mutex_lock(&dp.d.send_lock)
+        rc = gso_seal(e, 0, 0)
+        pthread_mutex_unlock(&dp.d.send_lock)
+        if rc < 0:
+            raise RuntimeError(f"gso_seal: {COUNTER_NAMES[-rc]}")
+        if dp.d.level == LEVEL_ENCRYPT:
+            raise ValueError("segments are read back from their datagrams: use level none or auth")
+        out = []
+        for i in range(e.npkts):
+            body = PyBytes_FromStringAndSize(<char *>e.pkts[i].body, e.pkts[i].body_len)
+            if e.pkts[i].meta[2] == 0:                # frag_index 0 starts a frame
+                out.append(body)
+            else:
+                out[len(out) - 1] += body
+        return "segments", out
+    finally:
+        free(buf)
+        engine_free(e)
+
+
+def reset_datapath(Datapath dp, unsigned long long now_ms):
+    """Put a datapath back in the state a new one starts in -- no sessions or keys, empty replay
+    windows and reassembly table, fresh rate limits and control-queue memory, zero counters, the
+    clock at now_ms -- without allocating: a fuzz target (fuzz/) then opens thousands of inputs
+    a second on one datapath, each from the same start. Filters are kept."""
+    cdef dp_state *d = dp.d
+    cdef reasm_table *t = &d.reasm
+    cdef int k, c
+    cdef int32_t i
+    if dp.engines:
+        raise RuntimeError("not under running pumps")
+    pthread_mutex_lock(&d.send_lock)
+    crypto_keys_wipe(&d.send_keys)
+    OPENSSL_cleanse(d.send_secret, SECRET_LEN)
+    d.send_ready = False
+    d.send_counter = 0
+    pthread_mutex_unlock(&d.send_lock)
+    pthread_mutex_lock(&d.recv_lock)
+    for k in range(RX_SLOTS):
+        crypto_keys_wipe(&d.rxk[k].keys)
+        replay_reset(&d.rxk[k].window)
+        d.rxk[k].gen = 0
+    d.rx_cur = d.rx_prev = d.rx_next = d.rx_trial = d.rx_old = -1
+    OPENSSL_cleanse(d.recv_secret, SECRET_LEN)
+    d.recv_gen = 0
+    d.recv_ready = False
+    # The reassembly table as reasm_init() leaves it: every slot free, in the same order.
+    for c in range(2):
+        t.cls[c].head = t.cls[c].tail = -1
+        t.cls[c].nfree = t.cls[c].count
+        for i in range(t.cls[c].count):
+            t.cls[c].free_stack[i] = t.cls[c].first + t.cls[c].count - 1 - i
+    for i in range(<int32_t>(t.index_mask + 1)):
+        t.index[i] = -1
+    for i in range(t.nslots):
+        t.slots[i].older = t.slots[i].newer = t.slots[i].hpos = -1
+        etun_poison(t.slots[i].buf, SMALL_BUF_LEN if t.slots[i].cls == 0 else LARGE_BUF_LEN)
+    OPENSSL_cleanse(&d.ctl_mac, sizeof(mac_state))
+    d.ctl_ready = False
+    memset(d.ctl_senders, 0, sizeof(d.ctl_senders))
+    memset(d.ctl_peer, 0, NONCE_LEN)
+    d.ctl_peer_set = False
+    d.now_ms = now_ms
+    bucket_fill(&d.derive, DERIVE_PER_SEC, DERIVE_BURST, now_ms)
+    bucket_fill(&d.ctl_foreign, CONTROL_PER_SEC, CONTROL_BURST, now_ms)
+    bucket_fill(&d.ctl_other, HELLO_PER_SEC, HELLO_BURST, now_ms)
+    memset(d.ctr, 0, sizeof(d.ctr))
+    memset(d.ctr_ctl, 0, sizeof(d.ctr_ctl))
+    d.last_drop = 0
+    pthread_mutex_unlock(&d.recv_lock)
