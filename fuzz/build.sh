@@ -27,4 +27,12 @@ mv "$OUT/etun/_fast$SUFFIX.tmp" "$OUT/etun/_fast$SUFFIX"
 for f in etun/*.py; do
     ln -sf "../../../$f" "$OUT/etun/$(basename "$f")"
 done
-echo "sanitizer build ready: PYTHONPATH=$OUT"
+# tomli's wheel is compiled (mypyc): atheris sees no Python in it. The same release from source,
+# pure Python, for the config target's coverage (only PYTHONPATH=build/fuzz/pure sees it).
+TOMLI=$(sed -n 's/^tomli==//p' requirements-dev.txt)
+if [ ! -f "$OUT/pure/tomli/_parser.py" ] || ! grep -q "^Version: $TOMLI\$" "$OUT"/pure/tomli-*.dist-info/METADATA 2>/dev/null; then
+    echo "tomli==$TOMLI as pure Python -> $OUT/pure"
+    rm -rf "$OUT/pure"
+    $PY -m pip install -q --no-binary=tomli --no-deps --target "$OUT/pure" "tomli==$TOMLI"
+fi
+echo "sanitizer build ready: PYTHONPATH=$OUT:$OUT/pure"

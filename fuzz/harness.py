@@ -32,7 +32,9 @@ def instrumented(*modules: str) -> None:
     """Import Python modules with atheris's coverage instrumentation (before anything imports them)."""
     with atheris.instrument_imports(include=list(modules)):
         for name in modules:
-            __import__(name)
+            module = __import__(name)
+            if not getattr(module, "__file__", "").endswith(".py"):
+                sys.exit(f"fuzz: {name} is compiled ({module.__file__}): atheris cannot see its coverage")
 
 
 class Reader:

@@ -45,7 +45,7 @@ def environment() -> dict:
     env.update({
         # ASan and libFuzzer in one preloaded runtime, as atheris documents for native extensions.
         "LD_PRELOAD": runtime,
-        "PYTHONPATH": os.pathsep.join([BUILD, REPO]),
+        "PYTHONPATH": os.pathsep.join([BUILD, os.path.join(BUILD, "pure"), REPO]),
         # Every Python allocation through malloc, so ASan sees the bytes objects handed to the datapath.
         "PYTHONMALLOC": "malloc",
         # CPython's own allocations are never freed at exit: leak reports would all be its.
