@@ -6,9 +6,10 @@ VENV     := .venv
 PY       := $(VENV)/bin/python
 PIP      := $(VENV)/bin/pip
 APT_PKGS := python3.11 python3.11-venv python3.11-dev gcc make libssl-dev pkg-config \
-            iproute2 iputils-ping iperf3 nftables ethtool tcpdump procps patchelf util-linux systemd
+            iproute2 iputils-ping iperf3 nftables ethtool tcpdump procps patchelf util-linux systemd \
+            clang-14 libclang-rt-14-dev
 
-.PHONY: build demo test bench binary lint clean debug deps
+.PHONY: build demo test bench binary lint clean debug deps fuzz-build fuzz fuzz-repro fuzz-seeds soak
 
 build: .stamp-venv
 	$(PIP) install --no-build-isolation --no-deps -e . -q
@@ -28,7 +29,7 @@ deps:
 demo: build
 	$(PY) -m tests.e2e.demo
 
-test: binary
+test: binary fuzz-build
 	ETUN_REQUIRE_E2E=$${ETUN_REQUIRE_E2E:-1} $(PY) -m pytest tests -q
 
 bench: build
@@ -54,6 +55,26 @@ lint: build
 
 debug: .stamp-venv
 	CFLAGS="-O0 -g -DCYTHON_TRACE_NOGIL=1" $(PIP) install --no-build-isolation --no-deps -e . -q
+
+# Fuzzing (docs/RELIABILITY.md): a sanitizer build in build/fuzz, then each target of fuzz/.
+fuzz-build: .stamp-fuzz
+.stamp-fuzz: .stamp-venv requirements-fuzz.txt fuzz/build.sh etun/*.pyx etun/*.pxi etun/*.pxd etun/*.h
+	$(PIP) install -q -r requirements-fuzz.txt
+	PY=$(PY) sh fuzz/build.sh
+	touch $@
+
+fuzz: fuzz-build
+	nice $(PY) fuzz/run.py full --runs=$${RUNS:-10000000} --max-minutes=$${MAX_MINUTES:-0} $(TARGETS)
+
+fuzz-repro: fuzz-build
+	$(PY) fuzz/run.py repro $(TARGET) $(CRASH)
+
+fuzz-seeds: build
+	$(PY) fuzz/capture.py
+
+# 30 minutes of traffic under loss, reordering, blackouts and restarts (docs/RELIABILITY.md).
+soak: binary
+	nice $(PY) -m tests.e2e.soak --minutes=$${MINUTES:-30}
 
 clean:
 	rm -rf build dist *.egg-info etun/_fast.c etun/*.so etun/_fast.html .stamp-* .pytest_cache .hypothesis

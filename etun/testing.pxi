@@ -165,74 +165,96 @@ def open_exact(Datapath dp, datagram, now_ms=None):
     return result
 
 
-def lan_capture(Datapath dp, packet, unsigned int aux_status=0, unsigned int aux_tpid=0,
-                unsigned int aux_tci=0, unsigned int listen_port=5555):
-    """One captured message (virtio_net_hdr + frame, with the AF_PACKET auxdata the kernel would
-    attach) through the capture path: VLAN tag restored, lan_prepare(), and for a super-frame
-    gso_seal(). The message sits in a buffer of its own size (plus the slot's head room and
-    TAILROOM), so a sanitizer build sees any access outside it. `dp` needs a send session.
+cdef class LanCapture:
+    """The capture path of one pump on its own, for fuzz/ and tests: a message as the AF_PACKET
+    socket reads it (virtio_net_hdr + frame, with the auxdata the kernel attaches) goes through
+    VLAN tag restore, lan_prepare() and, for a super-frame, gso_seal(). The engine's buffers are
+    made once; each message sits in a buffer of its own size (plus the slot's head room and
+    TAILROOM), so a sanitizer build sees any access outside it.
 
-    Returns ("dropped", None), ("frame" | "frame_vnet", what would be sealed) or
-    ("segments", [frames cut from the super-frame] read back from the datagrams sealed).
+    LanCapture(dp): `dp` needs a send session at level none or auth (segments are read back
+    from the sealed datagrams).
     """
-    cdef engine_state *e = <engine_state *>calloc(1, sizeof(engine_state))
-    cdef const char *failed = NULL
-    cdef const uint8_t[:] p = packet
-    cdef Py_ssize_t n = p.shape[0]
-    cdef uint8_t *buf = NULL
-    cdef uint8_t *frame
-    cdef uint8_t vnet[VNET_HDR_LEN]
-    cdef uint32_t flen
-    cdef tpacket_auxdata aux
-    cdef int i, rc, shift = 0
-    if e == NULL:
-        raise MemoryError("engine state")
-    try:
+
+    cdef engine_state *e
+    cdef Datapath dp
+
+    def __cinit__(self, Datapath dp):
+        cdef const char *failed = NULL
+        self.dp = dp
+        self.e = <engine_state *>calloc(1, sizeof(engine_state))
+        if self.e == NULL:
+            raise MemoryError("engine state")
+        if engine_init(self.e, dp.d, -1, LAN_PACKET, -1, 0, False, False, &failed) != 0:
+            raise OSError(errno, f"{failed.decode()} failed")
+
+    def __dealloc__(self):
+        if self.e != NULL:
+            engine_free(self.e)           # frees the engine_state too
+
+    def capture(self, packet, unsigned int aux_status=0, unsigned int aux_tpid=0,
+                unsigned int aux_tci=0, unsigned int listen_port=5555):
+        """("dropped", None), ("frame" | "frame_vnet", what would be sealed) or
+        ("segments", [frames cut from the super-frame]); ("segments_flushed", [the last ones]) when
+        the cut needed a flush on the way (there is no socket here: the earlier ones are gone)."""
+        cdef engine_state *e = self.e
+        cdef dp_state *d = self.dp.d
+        cdef const uint8_t[:] p = packet
+        cdef Py_ssize_t n = p.shape[0]
+        cdef uint8_t *buf = NULL
+        cdef uint8_t *frame
+        cdef uint8_t vnet[VNET_HDR_LEN]
+        cdef uint32_t flen
+        cdef tpacket_auxdata aux
+        cdef int i, rc, shift = 0
+        cdef uint32_t nseg = 0
         if n < VNET_HDR_LEN or n - VNET_HDR_LEN > MAX_FRAME_LEN:
             raise ValueError(f"a vnet header and a frame of at most {MAX_FRAME_LEN} bytes")
-        if engine_init(e, dp.d, -1, LAN_PACKET, -1, <uint16_t>listen_port, False, False, &failed) != 0:
-            raise OSError(errno, f"{failed.decode()} failed")
+        if d.level == LEVEL_ENCRYPT:
+            raise ValueError("segments are read back from their datagrams: use level none or auth")
         # The slot layout of lan.pxi: spare room for a tag, the vnet header, the frame, TAILROOM.
         buf = <uint8_t *>malloc(FRAME_AT + (n - VNET_HDR_LEN) + TAILROOM)
         if buf == NULL:
             raise MemoryError("capture buffer")
-        memset(buf, 0, FRAME_AT - VNET_HDR_LEN)
-        memcpy(buf + FRAME_AT - VNET_HDR_LEN, &p[0], n)
-        memset(buf + FRAME_AT + (n - VNET_HDR_LEN), 0, TAILROOM)
-        memcpy(vnet, &p[0], VNET_HDR_LEN)
-        frame = buf + FRAME_AT
-        flen = <uint32_t>(n - VNET_HDR_LEN)
-        memset(&aux, 0, sizeof(aux))
-        aux.tp_status = aux_status
-        aux.tp_vlan_tpid = <uint16_t>aux_tpid
-        aux.tp_vlan_tci = <uint16_t>aux_tci
-        frame = lan_restore_tag(frame, &flen, &aux, &shift)
-        pthread_mutex_lock(&dp.d.send_lock)
-        lan_prepare(e, 0, frame, flen, vnet, shift)
-        pthread_mutex_unlock(&dp.d.send_lock)
-        if e.cap_data[0] == NULL:
-            return "dropped", None
-        if e.cap_type[0] != CAP_SUPERFRAME:
-            kind = "frame" if e.cap_type[0] == CAP_FRAME else "frame_vnet"
-            return kind, PyBytes_FromStringAndSize(<char *>e.cap_data[0], e.cap_len[0])
-        pthread_mutex_lock(&dp.d.send_lock)
-        rc = gso_seal(e, 0, 0)
-        pthread_mutex_unlock(&dp.d.send_lock)
-        if rc < 0:
-            raise RuntimeError(f"gso_seal: {COUNTER_NAMES[-rc]}")
-        if dp.d.level == LEVEL_ENCRYPT:
-            raise ValueError("segments are read back from their datagrams: use level none or auth")
-        out = []
-        for i in range(e.npkts):
-            body = PyBytes_FromStringAndSize(<char *>e.pkts[i].body, e.pkts[i].body_len)
-            if e.pkts[i].meta[2] == 0:                # frag_index 0 starts a frame
-                out.append(body)
-            else:
-                out[len(out) - 1] += body
-        return "segments", out
-    finally:
-        free(buf)
-        engine_free(e)
+        try:
+            memset(buf, 0, FRAME_AT - VNET_HDR_LEN)
+            memcpy(buf + FRAME_AT - VNET_HDR_LEN, &p[0], n)
+            memset(buf + FRAME_AT + (n - VNET_HDR_LEN), 0, TAILROOM)
+            memcpy(vnet, &p[0], VNET_HDR_LEN)
+            frame = buf + FRAME_AT
+            flen = <uint32_t>(n - VNET_HDR_LEN)
+            memset(&aux, 0, sizeof(aux))
+            aux.tp_status = aux_status
+            aux.tp_vlan_tpid = <uint16_t>aux_tpid
+            aux.tp_vlan_tci = <uint16_t>aux_tci
+            frame = lan_restore_tag(frame, &flen, &aux, &shift)
+            e.listen_port = <uint16_t>listen_port
+            e.npkts = 0
+            e.seg_used = 0
+            pthread_mutex_lock(&d.send_lock)
+            lan_prepare(e, 0, frame, flen, vnet, shift)
+            rc = 0
+            if e.cap_data[0] != NULL and e.cap_type[0] == CAP_SUPERFRAME:
+                nseg = gso_segments(e.cap_len[0] - e.gso_hdr[0], e.gso_mss[0])
+                rc = gso_seal(e, 0, 0)
+            pthread_mutex_unlock(&d.send_lock)
+            if e.cap_data[0] == NULL:
+                return "dropped", None
+            if e.cap_type[0] != CAP_SUPERFRAME:
+                kind = "frame" if e.cap_type[0] == CAP_FRAME else "frame_vnet"
+                return kind, PyBytes_FromStringAndSize(<char *>e.cap_data[0], e.cap_len[0])
+            if rc < 0:
+                raise RuntimeError(f"gso_seal: {COUNTER_NAMES[-rc]}")
+            out = []
+            for i in range(e.npkts):
+                body = PyBytes_FromStringAndSize(<char *>e.pkts[i].body, e.pkts[i].body_len)
+                if e.pkts[i].meta[2] == 0:                # frag_index 0 starts a frame
+                    out.append(body)
+                else:
+                    out[len(out) - 1] += body
+            return ("segments" if len(out) == nseg else "segments_flushed"), out
+        finally:
+            free(buf)
 
 
 def reset_datapath(Datapath dp, unsigned long long now_ms):

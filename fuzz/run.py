@@ -2,7 +2,8 @@
 
 # make fuzz-build   builds build/fuzz (fuzz/build.sh)
 # python fuzz/run.py smoke [--seconds=30] [TARGET...]   each target from the committed corpus
-# python fuzz/run.py full [--runs=10000000] [TARGET...] each target that many executions; figures
+# python fuzz/run.py full [--runs=10000000] [--max-minutes=M] [TARGET...]
+#                                                        each target that many executions; figures
 #                                                        into build/fuzz/figures.json, new inputs
 #                                                        merged (minimised) into fuzz/corpus/
 # python fuzz/run.py repro TARGET CRASH_FILE            re-run one input, sanitizer report shown
@@ -117,7 +118,7 @@ def cmd_smoke(names: list[str], seconds: int) -> int:
     return 1 if failed else 0
 
 
-def cmd_full(names: list[str], runs: int) -> int:
+def cmd_full(names: list[str], runs: int, minutes: int) -> int:
     figures_path = os.path.join(BUILD, "figures.json")
     figures = json.load(open(figures_path)) if os.path.exists(figures_path) else {}
     failed = 0
@@ -125,9 +126,11 @@ def cmd_full(names: list[str], runs: int) -> int:
         grown = os.path.join(BUILD, "corpus", name)
         seeds = os.path.join(CORPUS, name)
         os.makedirs(grown, exist_ok=True)
-        result = run_target(name, [f"-runs={runs}", "-timeout=10", "-rss_limit_mb=4096", grown, seeds],
+        cap = [f"-max_total_time={minutes * 60}"] if minutes else []
+        result = run_target(name, [f"-runs={runs}", *cap, "-timeout=10", "-rss_limit_mb=4096", grown, seeds],
                             os.path.join(BUILD, f"full-{name}.log"), 0)
         result["runs_asked"] = runs
+        result["minutes_cap"] = minutes
         result["date"] = time.strftime("%Y-%m-%d")
         figures[name] = result
         json.dump(figures, open(figures_path, "w"), indent=1)
@@ -156,6 +159,7 @@ def main() -> int:
     p.add_argument("names", nargs="*")
     p.add_argument("--seconds", type=int, default=30)
     p.add_argument("--runs", type=int, default=10_000_000)
+    p.add_argument("--max-minutes", type=int, default=0, help="full: stop a target after this long (0: no cap)")
     a = p.parse_intermixed_args()
     if a.mode == "list":
         print("\n".join(targets()))
@@ -170,7 +174,7 @@ def main() -> int:
         p.error(f"unknown targets: {sorted(unknown)}; known: {targets()}")
     if not os.path.isdir(BUILD) or shutil.which(PYTHON) is None:
         sys.exit("fuzz: no sanitizer build; run make fuzz-build")
-    return cmd_smoke(names, a.seconds) if a.mode == "smoke" else cmd_full(names, a.runs)
+    return cmd_smoke(names, a.seconds) if a.mode == "smoke" else cmd_full(names, a.runs, a.max_minutes)
 
 
 if __name__ == "__main__":
