@@ -48,7 +48,7 @@ binary: build
 	@cat dist/etun.build-info
 
 lint: build
-	$(VENV)/bin/ruff check etun tests packaging
+	$(VENV)/bin/ruff check etun tests packaging fuzz
 	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/cython-lint etun/*.pyx etun/*.pxi etun/*.pxd
 	mkdir -p build && $(PY) -m cython -3 --annotate etun/_fast.pyx -o build/_fast_annotated.c >/dev/null
 	@echo "lint clean; where the datapath touches Python: build/_fast_annotated.html"

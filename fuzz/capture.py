@@ -1,4 +1,4 @@
-"""Seed the fuzz corpora from real traffic: two sites in namespaces (tests/e2e/topology.py), the WAN and the LAN captured while the e2e tests' traffic runs, each packet written in its target's input format."""
+"""Seed the fuzz corpora from real traffic: the e2e topology's WAN and LAN captured, in each target's format."""
 
 # Needs root. For level none and encrypt: ping (full-size DF and small), a TCP transfer with the
 # hosts' offloads on (TSO super-frames with a virtio_net_hdr reach the capture), IPv6 TCP,
@@ -50,7 +50,8 @@ def traffic(t: Topology) -> None:
         f"b = '{mac_b}'\n"
         "sendp([Ether(dst=b)/Dot1Q(vlan=100, prio=5)/IP(dst='198.18.0.2')/UDP(dport=9)/Raw(b'q'*1400),\n"
         "       Ether(dst=b)/Dot1AD(vlan=200)/Dot1Q(vlan=300)/IP(dst='198.18.0.2')/UDP(dport=9)/Raw(b'Q'*1200),\n"
-        "       Ether(dst=b)/Dot1Q(vlan=0)/IP(dst='198.18.0.2')/UDP(dport=9)/Raw(b'p'*64)], iface='eth0', verbose=False)\n"
+        "       Ether(dst=b)/Dot1Q(vlan=0)/IP(dst='198.18.0.2')/UDP(dport=9)/Raw(b'p'*64)],\n"
+        "      iface='eth0', verbose=False)\n"
     )
     t.run(f"{sys.executable} -c \"{craft}\"", "ha")
     t.cli("a", "verify-peer", str(t.workdir / "a.toml"))
@@ -111,8 +112,8 @@ def convert(level: str, datagrams: list[bytes], messages: list[dict], configs: l
         put("lan", bytes([aux | (4 if code else 0)]) + (5555).to_bytes(2, "big") + msg, kept,
             f"{level}-{aux}-{gso}-{min(len(msg) // 500, 4)}")
         frame = msg[10:]
-        put("filter", bytes([0x07]) + bytes([0, 0]) + bytes(6) + bytes([2, 0]) + bytes(6) + bytes([4, 2]) + bytes(6)
-            + bytes([5, 200]) + bytes(6) + frame[:1600], kept, f"{aux}-{frame[12:14].hex()}")
+        rules = b"".join(bytes([kind, pick]) + bytes(6) for kind, pick in ((0, 0), (2, 0), (4, 2), (5, 200)))
+        put("filter", bytes([0x07]) + rules + frame[:1600], kept, f"{aux}-{frame[12:14].hex()}")
     for path in configs:
         put("config", path.read_bytes(), kept, path.name)
 

@@ -1,4 +1,4 @@
-"""Fuzz target: site.toml loading (config.load_config) on fuzzer-written files: every input ends in a valid Config or one one-line ConfigError, never a traceback."""
+"""Fuzz target: site.toml loading; every input ends in a valid Config or one one-line ConfigError."""
 
 # The committed corpus starts from the configurations the tests and docs/CONFIG.md write, so
 # mutations reach every table and key. Oracle: load_config() returns a Config, or raises

@@ -1,4 +1,4 @@
-"""Fuzz target: nic_ingress / tunnel_ingress filter decisions (filter_check) on fuzzer-chosen rules and frames, against a reading of docs/CONFIG.md in Python."""
+"""Fuzz target: filter decisions (filter_check) on fuzzer rules and frames, against docs/CONFIG.md's order."""
 
 # Input: the default, up to 12 rules (kind, action, a value taken from the frame or from the
 # input, so rules do match), then the frame. Oracle: the datapath decides as the documented

@@ -1,4 +1,4 @@
-"""Fuzz target: software GRO towards the LAN (gro_merge) on fuzzer-shaped TCP segment trains, checked by cutting every merged super-frame back (gso_split)."""
+"""Fuzz target: software GRO (gro_merge) on fuzzer-shaped TCP trains, each merge cut back by GSO."""
 
 # Input: the shape of a train -- IPv4 or IPv6, VLAN tags, segment count and size, TCP options,
 # flags -- then per segment a few fuzzer-chosen deviations (a sequence gap, another IP ID, a

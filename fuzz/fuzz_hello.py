@@ -1,4 +1,4 @@
-"""Fuzz target: the control messages as they are today -- read_control/open_control, HELLO decoding and the session state machine (session.Session.receive) -- on raw and on authentic fuzzer-chosen HELLOs."""
+"""Fuzz target: today's control messages: read/open_control, HELLO decoding, the session state machine."""
 
 # This target belongs to the HELLO protocol (wire version 1); the handshake that replaces it
 # gets a target of its own in this file's place. Input: byte 0 picks the level; then up to 24
@@ -58,7 +58,7 @@ def test_one_input(data: bytes) -> None:
         elif op < 230:
             pool = [s.sender, s.challenge, *ours[-3:], peer_sender, *peer_challenges[-2:], bytes(16)]
 
-            def nonce():
+            def nonce(pool=pool):
                 b = r.byte()
                 return pool[b % len(pool)] if b < 240 else r.bytes(16).ljust(16, b"\0")
 

@@ -1,4 +1,4 @@
-"""Fuzz target: the LAN capture path -- VLAN tag restore, own-tunnel check, nic_ingress filter, virtio-net header, GSO cutting -- on fuzzer-chosen messages."""
+"""Fuzz target: the LAN capture path: tag restore, own-tunnel check, filter, vnet header, GSO cutting."""
 
 # Input: byte 0 picks the auxdata the kernel attaches (no tag, an 802.1Q or 802.1ad tag moved
 # into metadata), the level and a filter; bytes 1-2 the UDP port etun listens on; the rest is
@@ -12,7 +12,8 @@ from harness import KEY, Reader
 from etun import _fast
 
 AUX_VLAN_VALID, AUX_TPID_VALID = 0x10, 0x40      # TP_STATUS_VLAN_VALID, TP_STATUS_VLAN_TPID_VALID
-AUX = ((0, 0), (AUX_VLAN_VALID, 0), (AUX_VLAN_VALID | AUX_TPID_VALID, 0x88A8), (AUX_VLAN_VALID | AUX_TPID_VALID, 0x8100))
+AUX = ((0, 0), (AUX_VLAN_VALID, 0),
+       (AUX_VLAN_VALID | AUX_TPID_VALID, 0x88A8), (AUX_VLAN_VALID | AUX_TPID_VALID, 0x8100))
 
 
 FILTER = [(False, "ethertype", 0x88B5), (False, "oui", b"\x01\x80\xc2"), (False, "ethertype", 0x8100)]

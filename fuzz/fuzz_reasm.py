@@ -1,4 +1,4 @@
-"""Fuzz target: reassembly fed fuzzer-chosen sequences of a sender's real fragments: reordered, duplicated, lost, corrupted, late."""
+"""Fuzz target: reassembly fed a real sender's fragments reordered, duplicated, lost, corrupted, late."""
 
 # Input: byte 0 picks the level and max_packet; then up to 6 frames (length, fill) that a real
 # sender seals; then a schedule of up to 96 steps, each delivering one of the datagrams (maybe

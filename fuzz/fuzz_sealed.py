@@ -1,4 +1,4 @@
-"""Fuzz target: authentic datagrams with fuzzer-chosen headers, payloads, fragments, counters and key indices into the receive path; or, with the wrong key, datagrams that must all be refused."""
+"""Fuzz target: authentic datagrams with fuzzer-chosen fields into the receive path, or wrong-key ones."""
 
 # A stranger's packets stop at the tag (fuzz_open.py); this target seals what the fuzzer
 # chooses with the session's real keys, so every field behind the tag is exercised: fragment

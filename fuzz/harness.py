@@ -1,4 +1,4 @@
-"""What every fuzz target shares: the check that the sanitized build is loaded, the atheris entry, and small input readers."""
+"""What every fuzz target shares: the sanitized-build check, the atheris entry, input readers."""
 
 import os
 import sys

@@ -1,4 +1,4 @@
-"""Record what etun's capture socket reads on a LAN NIC (virtio_net_hdr + frame, VLAN auxdata) for a while, as JSON lines; fuzz/capture.py runs it in a gateway's namespace."""
+"""Record what etun's capture socket reads on a LAN NIC (vnet header, frame, VLAN auxdata) as JSON lines."""
 
 import json
 import socket

@@ -32,4 +32,5 @@ def test_the_unit_grants_exactly_net_raw_and_net_admin():
     assert lines["AmbientCapabilities"] == "CAP_NET_RAW CAP_NET_ADMIN"
     assert lines["NoNewPrivileges"] == "yes" and lines["ProtectSystem"] == "strict"
     assert lines["PrivateTmp"] == "yes" and lines["Restart"] == "on-failure"
+    assert lines["StartLimitIntervalSec"] == "0"          # a LAN link down for minutes: keep retrying
     assert lines["ExecStart"] == "/usr/local/bin/etun run /etc/etun/%i.toml"
