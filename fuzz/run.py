@@ -7,6 +7,7 @@
 #                                                        into build/fuzz/figures.json, new inputs
 #                                                        merged (minimised) into fuzz/corpus/
 # python fuzz/run.py repro TARGET CRASH_FILE            re-run one input, sanitizer report shown
+# python fuzz/run.py table                              the latest full runs' figures, as markdown
 #
 # A crash leaves its input in build/fuzz/crashes/TARGET/ and prints the one command that
 # reproduces it.
@@ -153,14 +154,28 @@ def cmd_repro(name: str, crash: str) -> int:
     return subprocess.call(cmd, env=environment(), cwd=REPO)
 
 
+def cmd_table() -> int:
+    """The figures of the latest full runs as docs/RELIABILITY.md's table rows."""
+    figures = json.load(open(os.path.join(BUILD, "figures.json")))
+    print("| target | executions | seconds | exec/s | cov | ft | corpus | crashes |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for name in sorted(figures):
+        f = figures[name]
+        print(f"| {name} | {f['execs']:,} | {f['seconds']:,.0f} | {f['execs_per_s']:,} | {f['cov']} | {f['ft']} | "
+              f"{f['corpus']} | {'none' if f['rc'] == 0 and not f['crash'] else f['crash']} |")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("mode", choices=("smoke", "full", "repro", "list"))
+    p.add_argument("mode", choices=("smoke", "full", "repro", "list", "table"))
     p.add_argument("names", nargs="*")
     p.add_argument("--seconds", type=int, default=30)
     p.add_argument("--runs", type=int, default=10_000_000)
     p.add_argument("--max-minutes", type=int, default=0, help="full: stop a target after this long (0: no cap)")
     a = p.parse_intermixed_args()
+    if a.mode == "table":
+        return cmd_table()
     if a.mode == "list":
         print("\n".join(targets()))
         return 0
