@@ -24,7 +24,10 @@ def require_sanitized_build() -> None:
 def main(test_one_input, instrument_python: bool = False) -> None:
     """Run a target: libFuzzer's own argv (corpus dirs, -runs=, -max_total_time=, a crash file)."""
     require_sanitized_build()
-    atheris.Setup(sys.argv, test_one_input, internal_libfuzzer=None)
+    argv = list(sys.argv)
+    # libFuzzer's -merge re-runs argv[0]: fuzz/run.py names an executable wrapper for this script.
+    argv[0] = os.environ.get("ETUN_FUZZ_ARGV0", argv[0])
+    atheris.Setup(argv, test_one_input, internal_libfuzzer=None)
     atheris.Fuzz()
 
 

@@ -8,6 +8,7 @@
 #                                                        merged (minimised) into fuzz/corpus/
 # python fuzz/run.py repro TARGET CRASH_FILE            re-run one input, sanitizer report shown
 # python fuzz/run.py table                              the latest full runs' figures, as markdown
+# python fuzz/run.py merge [TARGET...]                  what full runs learnt into fuzz/corpus/
 #
 # A crash leaves its input in build/fuzz/crashes/TARGET/ and prints the one command that
 # reproduces it.
@@ -68,9 +69,16 @@ def run_target(name: str, args: list[str], log_path: str, seconds_hint: float) -
     os.makedirs(os.path.join(CRASHES, name), exist_ok=True)
     cmd = [PYTHON, os.path.join(HERE, f"fuzz_{name}.py"), f"-max_len={MAX_LEN.get(name, DEFAULT_MAX_LEN)}",
            f"-artifact_prefix={os.path.join(CRASHES, name)}/", "-print_final_stats=1", *args]
+    # An executable that runs this target, for libFuzzer's -merge (it re-runs argv[0]).
+    wrapper = os.path.join(BUILD, "bin", name)
+    os.makedirs(os.path.dirname(wrapper), exist_ok=True)
+    with open(wrapper, "w") as f:
+        f.write(f'#!/bin/sh\nexec "{PYTHON}" "{os.path.join(HERE, f"fuzz_{name}.py")}" "$@"\n')
+    os.chmod(wrapper, 0o755)
+    env = {**environment(), "ETUN_FUZZ_ARGV0": wrapper}
     started = time.monotonic()
     with open(log_path, "w") as log:
-        rc = subprocess.call(cmd, env=environment(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        rc = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     elapsed = time.monotonic() - started
     text = open(log_path, errors="replace").read()
     stats = STATS.findall(text)
@@ -142,10 +150,17 @@ def cmd_full(names: list[str], runs: int, minutes: int) -> int:
             report_crash(result)
             failed += 1
             continue
-        # Keep what the run learnt, minimised: the committed corpus only grows by inputs that add coverage.
-        merged = os.path.join(BUILD, f"merge-{name}.log")
-        run_target(name, ["-merge=1", seeds, grown], merged, 0)
+        merge(name)
     return 1 if failed else 0
+
+
+def merge(name: str) -> None:
+    """Keep what a full run learnt, minimised: the committed corpus grows only by inputs that add
+    coverage (libFuzzer -merge=1)."""
+    seeds, grown = os.path.join(CORPUS, name), os.path.join(BUILD, "corpus", name)
+    result = run_target(name, ["-merge=1", seeds, grown], os.path.join(BUILD, f"merge-{name}.log"), 0)
+    added = re.search(r"MERGE-OUTER: (\d+) new files", open(result["log"]).read())
+    print(f"fuzz merge {name}: {added.group(1) if added else '?'} inputs added to fuzz/corpus/{name}", flush=True)
 
 
 def cmd_repro(name: str, crash: str) -> int:
@@ -168,7 +183,7 @@ def cmd_table() -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("mode", choices=("smoke", "full", "repro", "list", "table"))
+    p.add_argument("mode", choices=("smoke", "full", "repro", "list", "table", "merge"))
     p.add_argument("names", nargs="*")
     p.add_argument("--seconds", type=int, default=30)
     p.add_argument("--runs", type=int, default=10_000_000)
@@ -176,6 +191,10 @@ def main() -> int:
     a = p.parse_intermixed_args()
     if a.mode == "table":
         return cmd_table()
+    if a.mode == "merge":
+        for name in a.names or targets():
+            merge(name)
+        return 0
     if a.mode == "list":
         print("\n".join(targets()))
         return 0
