@@ -43,10 +43,12 @@ TCPXFER = REPO / "tests" / "e2e" / "tcpxfer.py"
 NFT = "inet etun_soak"
 
 
-def proc_figures(pid: int) -> tuple[int, int]:
-    """(RSS in KiB, open fds) of a process."""
-    rss = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS:"))
-    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+def proc_figures(pid: int) -> tuple[int, int, int]:
+    """(RSS in KiB, open fds, anonymous RSS in KiB) of a process: RssAnon tells heap growth from
+    code and library pages touched for the first time (RssFile)."""
+    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status") if ":" in line)
+    kib = {k: int(fields[k].split()[0]) for k in ("VmRSS", "RssAnon")}
+    return kib["VmRSS"], len(os.listdir(f"/proc/{pid}/fd")), kib["RssAnon"]
 
 
 class Soak:
@@ -93,10 +95,10 @@ class Soak:
             if e.proc.poll() is None:
                 key = f"{site}{self.incarnation[site]}"
                 try:
-                    rss, fds = proc_figures(e.proc.pid)
-                except (OSError, StopIteration):
+                    rss, fds, anon = proc_figures(e.proc.pid)
+                except (OSError, KeyError, ValueError):
                     continue
-                self.samples.setdefault(key, []).append((time.monotonic() - self.started_at[key], rss, fds))
+                self.samples.setdefault(key, []).append((time.monotonic() - self.started_at[key], rss, fds, anon))
 
     def blackout(self, on: bool) -> None:
         if on == getattr(self, "blacked_out", False):
@@ -340,7 +342,7 @@ class Soak:
     def memory(self) -> dict:
         """Per etun process: RSS and fds after warm-up (the first sample WARM_S after its start:
         Python's allocator, the status and logging paths settle) and at its end; growth in KiB;
-        the samples themselves (seconds since its start, RSS KiB, fds)."""
+        the samples themselves (seconds since its start, RSS KiB, fds, RssAnon KiB)."""
         out = {}
         warm_s = 120 if self.minutes >= 10 else 60
         for key, rows in self.samples.items():
@@ -351,7 +353,8 @@ class Soak:
             out[key] = {"seconds": round(last[0] - first[0]), "rss_kib_warm": first[1], "rss_kib_end": last[1],
                         "rss_growth_kib": last[1] - first[1], "rss_max_kib": max(r[1] for r in warm),
                         "fds_warm": first[2], "fds_end": last[2], "fds_max": max(r[2] for r in warm),
-                        "samples": [(round(r[0]), r[1], r[2]) for r in rows]}
+                        "anon_growth_kib": last[3] - first[3],
+                        "samples": [(round(r[0]), r[1], r[2], r[3]) for r in rows]}
         return out
 
 
