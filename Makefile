@@ -7,7 +7,8 @@ PY       := $(VENV)/bin/python
 PIP      := $(VENV)/bin/pip
 APT_PKGS := python3.11 python3.11-venv python3.11-dev gcc make libssl-dev pkg-config \
             iproute2 iputils-ping iperf3 nftables ethtool tcpdump procps patchelf util-linux systemd \
-            debootstrap qemu-user-static binfmt-support rsync man-db lintian systemd-container
+            debootstrap qemu-user-static binfmt-support rsync man-db lintian systemd-container \
+            clang-14 libclang-rt-14-dev
 MACHINE  := $(shell uname -m)
 ARCH     ?= $(MACHINE)
 # The aarch64 build root (Debian 12 arm64, run through qemu-user) lives outside the tree, so every
@@ -19,7 +20,8 @@ VERSION  := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' etun/__init__.py)
 # staticx publishes wheels for x86_64 only; elsewhere pip builds its bootloader with SCons and musl-gcc.
 STATICX_BUILD_DEPS := $(if $(filter x86_64,$(MACHINE)),,scons==4.11.1 wheel==0.48.0)
 
-.PHONY: build demo test bench binary binary-aarch64 aarch64-root-clean man deb systemd-root lint clean debug deps
+.PHONY: build demo test bench binary binary-aarch64 aarch64-root-clean man deb systemd-root lint clean debug deps \
+        fuzz-build fuzz fuzz-repro fuzz-seeds soak
 
 build: .stamp-venv
 	$(PIP) install --no-build-isolation --no-deps -e . -q
@@ -39,7 +41,7 @@ deps:
 demo: build
 	$(PY) -m tests.e2e.demo
 
-test: binary binary-aarch64 deb systemd-root
+test: binary binary-aarch64 deb systemd-root fuzz-build
 	ETUN_REQUIRE_E2E=$${ETUN_REQUIRE_E2E:-1} ETUN_SYSTEMD_ROOT=$(SYSTEMD_ROOT) $(PY) -m pytest tests -q
 
 bench: build
@@ -87,13 +89,33 @@ deb: man
 	/usr/bin/python3 packaging/deb.py arm64 dist/etun-aarch64 build/man dist
 
 lint: build
-	$(VENV)/bin/ruff check etun tests packaging
+	$(VENV)/bin/ruff check etun tests packaging fuzz
 	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/cython-lint etun/*.pyx etun/*.pxi etun/*.pxd
 	mkdir -p build && $(PY) -m cython -3 --annotate etun/_fast.pyx -o build/_fast_annotated.c >/dev/null
 	@echo "lint clean; where the datapath touches Python: build/_fast_annotated.html"
 
 debug: .stamp-venv
 	CFLAGS="-O0 -g -DCYTHON_TRACE_NOGIL=1" $(PIP) install --no-build-isolation --no-deps -e . -q
+
+# Fuzzing (docs/RELIABILITY.md): a sanitizer build in build/fuzz, then each target of fuzz/.
+fuzz-build: .stamp-fuzz
+.stamp-fuzz: .stamp-venv requirements-fuzz.txt fuzz/build.sh etun/*.pyx etun/*.pxi etun/*.pxd etun/*.h
+	$(PIP) install -q -r requirements-fuzz.txt
+	PY=$(PY) sh fuzz/build.sh
+	touch $@
+
+fuzz: fuzz-build
+	nice $(PY) fuzz/run.py full --runs=$${RUNS:-10000000} --max-minutes=$${MAX_MINUTES:-0} $(TARGETS)
+
+fuzz-repro: fuzz-build
+	$(PY) fuzz/run.py repro $(TARGET) $(CRASH)
+
+fuzz-seeds: build
+	$(PY) fuzz/capture.py
+
+# 30 minutes of traffic under loss, reordering, blackouts and restarts (docs/RELIABILITY.md).
+soak: binary
+	nice $(PY) -m tests.e2e.soak --minutes=$${MINUTES:-30}
 
 clean:
 	rm -rf build dist *.egg-info etun/_fast.c etun/*.so etun/_fast.html .stamp-* .pytest_cache .hypothesis

@@ -122,6 +122,12 @@ cdef extern from "counters.h":
     const char *const etun_pump_stat_names[N_PUMP_STATS]
 
 
+# -- sanitizer builds only (sanitizer.h): buffers inside one allocation made unreadable ----
+cdef extern from "sanitizer.h":
+    void etun_poison(const void *p, size_t n) nogil
+    void etun_unpoison(const void *p, size_t n) nogil
+
+
 # -- Ethernet, offloads, checksums (pkt.pxi, lan.pxi, gso.pxi, gro.pxi) ------------------
 cdef enum:
     ETH_P_8021Q = 0x8100

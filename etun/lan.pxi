@@ -126,6 +126,23 @@ cdef void lan_prepare(engine_state *e, int i, uint8_t *frame, uint32_t flen, con
     e.cap_type[i] = CAP_FRAME
 
 
+cdef inline uint8_t *lan_restore_tag(uint8_t *frame, uint32_t *flen, const tpacket_auxdata *aux,
+                                     int *shift) noexcept nogil:
+    """The kernel moved the outer VLAN tag into metadata: put it back exactly, in the spare bytes
+    in front of the frame. Returns where the frame starts now."""
+    cdef uint16_t tpid
+    if not (aux.tp_status & TP_STATUS_VLAN_VALID) or flen[0] < 12:
+        return frame
+    tpid = aux.tp_vlan_tpid if aux.tp_status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
+    memmove(frame - VLAN_TAG_LEN, frame, 12)
+    frame -= VLAN_TAG_LEN
+    pkt_put_be16(frame + 12, tpid)
+    pkt_put_be16(frame + 14, aux.tp_vlan_tci)
+    flen[0] += VLAN_TAG_LEN
+    shift[0] = VLAN_TAG_LEN
+    return frame
+
+
 cdef int lan_capture_packet(engine_state *e) noexcept nogil:
     """recvmmsg up to TX_BATCH frames from the AF_PACKET socket. Returns the count or -errno."""
     cdef int n, i, shift
@@ -135,7 +152,6 @@ cdef int lan_capture_packet(engine_state *e) noexcept nogil:
     cdef msghdr *m
     cdef cmsghdr *c
     cdef tpacket_auxdata aux
-    cdef uint16_t tpid
     cdef uint8_t vnet[VNET_HDR_LEN]
     for i in range(TX_BATCH):
         e.lan_in[i].msg_hdr.msg_controllen = CMSG_ROOM
@@ -161,15 +177,7 @@ cdef int lan_capture_packet(engine_state *e) noexcept nogil:
         while c != NULL:
             if c.cmsg_level == SOL_PACKET and c.cmsg_type == PACKET_AUXDATA:
                 memcpy(&aux, CMSG_DATA(c), sizeof(tpacket_auxdata))
-                if aux.tp_status & TP_STATUS_VLAN_VALID and flen >= 12:
-                    # The kernel moved the outer tag into metadata; put it back exactly.
-                    tpid = aux.tp_vlan_tpid if aux.tp_status & TP_STATUS_VLAN_TPID_VALID else ETH_P_8021Q
-                    memmove(frame - VLAN_TAG_LEN, frame, 12)
-                    frame -= VLAN_TAG_LEN
-                    pkt_put_be16(frame + 12, tpid)
-                    pkt_put_be16(frame + 14, aux.tp_vlan_tci)
-                    flen += VLAN_TAG_LEN
-                    shift = VLAN_TAG_LEN
+                frame = lan_restore_tag(frame, &flen, &aux, &shift)
             c = CMSG_NXTHDR(m, c)
         lan_prepare(e, i, frame, flen, vnet, shift)
     return n

@@ -49,10 +49,14 @@ cdef int reasm_init(reasm_table *t, uint64_t budget_bytes, uint64_t timeout_ms) 
         t.slots[i].buf = p
         t.slots[i].cls = 0 if i < nsmall else 1
         p += SMALL_BUF_LEN if i < nsmall else LARGE_BUF_LEN
+    # Sanitizer builds: a slot's buffer is readable only while it holds a frame (reasm_alloc).
+    etun_poison(t.arena, <size_t>(p - t.arena))
     return 0
 
 
 cdef void reasm_free(reasm_table *t) noexcept nogil:
+    if t.arena != NULL:
+        etun_unpoison(t.arena, <size_t>(t.cls[0].count * SMALL_BUF_LEN + t.cls[1].count * LARGE_BUF_LEN))
     free(t.slots)
     free(t.arena)
     free(t.index)
@@ -132,6 +136,7 @@ cdef inline void reasm_release(reasm_table *t, int32_t sid) noexcept nogil:
     """Return a slot whose frame was delivered or discarded to its class's free stack."""
     cdef reasm_slot *s = &t.slots[sid]
     cdef reasm_class *c = &t.cls[s.cls]
+    etun_poison(s.buf, SMALL_BUF_LEN if s.cls == 0 else LARGE_BUF_LEN)
     c.free_stack[c.nfree] = sid
     c.nfree += 1
 
@@ -157,6 +162,8 @@ cdef int32_t reasm_alloc(reasm_table *t, uint32_t gen, uint64_t base, uint32_t l
     c.nfree -= 1
     sid = c.free_stack[c.nfree]
     s = &t.slots[sid]
+    # The frame and the cipher's TAILROOM: all open_packet() may touch (sanitizer builds).
+    etun_unpoison(s.buf, length + TAILROOM)
     s.gen = gen
     s.base = base
     s.t_first_ms = now_ms

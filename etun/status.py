@@ -2,6 +2,7 @@
 asks the running daemon for it and shows it, for people or (--json) machines."""
 
 import json
+import signal
 import sys
 import time
 
@@ -133,11 +134,21 @@ def _dash(value) -> str:
     return "-" if value is None else str(value)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_status(config_path, as_json: bool, watch: bool) -> int:
     if not watch:
         st = fetch(config_path)
         print(json.dumps(st, indent=2) if as_json else render(st))
         return 0
+    # Ctrl-C (and SIGTERM) end the watch at once, wherever it waits: in the socket call, in the
+    # sleep. Python raises KeyboardInterrupt only if SIGINT was not ignored when it started, and
+    # a shell ignores SIGINT in what it starts in the background (`cmd &` in a script, POSIX
+    # 2.11): there a plain Ctrl-C or `kill -INT` never stopped the watch. Take both signals here.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             st = fetch(config_path)

@@ -1,5 +1,6 @@
-# Test-only entry points into the datapath's internals, for tests/ and nothing else: the replay
-# window alone, software GRO and GSO on plain frames, one filter decision, reassembly state.
+# Test-only entry points into the datapath's internals, for tests/ and fuzz/ and nothing else: the
+# replay window alone, software GRO and GSO on plain frames, one filter decision, reassembly
+# state, one datagram opened from an exactly sized buffer, one frame through the capture path.
 # etun's own modules never call these.
 
 cdef class ReplayWindow:
@@ -165,3 +166,187 @@ def mac2_ok_for(Datapath dp, init, sockaddr):
     if m.shape[0] != INIT_LEN:
         raise ValueError("not an INIT")
     return cookie_mac2_ok(dp.d, &m[0], &sa[0], sa.shape[0], clock_ms())
+
+
+def open_exact(Datapath dp, datagram, now_ms=None):
+    """Datapath.open() from a buffer of exactly the datagram's length + TAILROOM (open_packet()'s
+    contract) instead of the 64 KiB staging buffer, so that a sanitizer build (fuzz/) sees any
+    read past the datagram. Returns what open() returns."""
+    cdef dp_state *d = dp.d
+    cdef const uint8_t[:] view = datagram
+    cdef Py_ssize_t length = view.shape[0]
+    cdef uint8_t *buf
+    cdef frame_ref f
+    cdef int rc
+    if length > UDP_DATAGRAM_MAX:
+        raise ValueError(f"a UDP datagram holds at most {UDP_DATAGRAM_MAX} bytes")
+    buf = <uint8_t *>malloc(length + TAILROOM)
+    if buf == NULL:
+        raise MemoryError("datagram buffer")
+    if length:
+        memcpy(buf, &view[0], length)
+    memset(buf + length, 0, TAILROOM)
+    result = []
+    pthread_mutex_lock(&d.recv_lock)
+    try:
+        advance_clock(d, now_ms)
+        open_expire(d)
+        rc = open_packet(d, buf, <uint32_t>length, &f, dp.scratch, NULL, 0)
+        if rc == OPEN_FRAME:
+            result.append((f.ftype, PyBytes_FromStringAndSize(<char *>f.data, f.length)))
+            open_release(d, &f)
+        elif rc == OPEN_CONTROL:
+            result.append((wire_type(buf[0]), bytes(datagram)))
+    finally:
+        pthread_mutex_unlock(&d.recv_lock)
+        free(buf)
+    return result
+
+
+cdef class LanCapture:
+    """The capture path of one pump on its own, for fuzz/ and tests: a message as the AF_PACKET
+    socket reads it (virtio_net_hdr + frame, with the auxdata the kernel attaches) goes through
+    VLAN tag restore, lan_prepare() and, for a super-frame, gso_seal(). The engine's buffers are
+    made once; each message sits in a buffer of its own size (plus the slot's head room and
+    TAILROOM), so a sanitizer build sees any access outside it.
+
+    LanCapture(dp): `dp` needs a send session at level none or auth (segments are read back
+    from the sealed datagrams).
+    """
+
+    cdef engine_state *e
+    cdef Datapath dp
+
+    def __cinit__(self, Datapath dp):
+        cdef const char *failed = NULL
+        self.dp = dp
+        self.e = <engine_state *>calloc(1, sizeof(engine_state))
+        if self.e == NULL:
+            raise MemoryError("engine state")
+        if engine_init(self.e, dp.d, -1, LAN_PACKET, -1, 0, False, False, &failed) != 0:
+            raise OSError(errno, f"{failed.decode()} failed")
+
+    def __dealloc__(self):
+        if self.e != NULL:
+            engine_free(self.e)           # frees the engine_state too
+
+    def capture(self, packet, unsigned int aux_status=0, unsigned int aux_tpid=0,
+                unsigned int aux_tci=0, unsigned int listen_port=5555):
+        """("dropped", None), ("frame" | "frame_vnet", what would be sealed) or
+        ("segments", [frames cut from the super-frame]); ("segments_flushed", [the last ones]) when
+        the cut needed a flush on the way (there is no socket here: the earlier ones are gone)."""
+        cdef engine_state *e = self.e
+        cdef dp_state *d = self.dp.d
+        cdef const uint8_t[:] p = packet
+        cdef Py_ssize_t n = p.shape[0]
+        cdef uint8_t *buf = NULL
+        cdef uint8_t *frame
+        cdef uint8_t vnet[VNET_HDR_LEN]
+        cdef uint32_t flen
+        cdef tpacket_auxdata aux
+        cdef int i, rc, shift = 0
+        cdef uint32_t nseg = 0
+        if n < VNET_HDR_LEN or n - VNET_HDR_LEN > MAX_FRAME_LEN:
+            raise ValueError(f"a vnet header and a frame of at most {MAX_FRAME_LEN} bytes")
+        if d.level == LEVEL_ENCRYPT:
+            raise ValueError("segments are read back from their datagrams: use level none or auth")
+        # The slot layout of lan.pxi: spare room for a tag, the vnet header, the frame, TAILROOM.
+        buf = <uint8_t *>malloc(FRAME_AT + (n - VNET_HDR_LEN) + TAILROOM)
+        if buf == NULL:
+            raise MemoryError("capture buffer")
+        try:
+            memset(buf, 0, FRAME_AT - VNET_HDR_LEN)
+            memcpy(buf + FRAME_AT - VNET_HDR_LEN, &p[0], n)
+            memset(buf + FRAME_AT + (n - VNET_HDR_LEN), 0, TAILROOM)
+            memcpy(vnet, &p[0], VNET_HDR_LEN)
+            frame = buf + FRAME_AT
+            flen = <uint32_t>(n - VNET_HDR_LEN)
+            memset(&aux, 0, sizeof(aux))
+            aux.tp_status = aux_status
+            aux.tp_vlan_tpid = <uint16_t>aux_tpid
+            aux.tp_vlan_tci = <uint16_t>aux_tci
+            frame = lan_restore_tag(frame, &flen, &aux, &shift)
+            e.listen_port = <uint16_t>listen_port
+            e.npkts = 0
+            e.seg_used = 0
+            pthread_mutex_lock(&d.send_lock)
+            lan_prepare(e, 0, frame, flen, vnet, shift)
+            rc = 0
+            if e.cap_data[0] != NULL and e.cap_type[0] == CAP_SUPERFRAME:
+                nseg = gso_segments(e.cap_len[0] - e.gso_hdr[0], e.gso_mss[0])
+                rc = gso_seal(e, 0, 0)
+            pthread_mutex_unlock(&d.send_lock)
+            if e.cap_data[0] == NULL:
+                return "dropped", None
+            if e.cap_type[0] != CAP_SUPERFRAME:
+                kind = "frame" if e.cap_type[0] == CAP_FRAME else "frame_vnet"
+                return kind, PyBytes_FromStringAndSize(<char *>e.cap_data[0], e.cap_len[0])
+            if rc < 0:
+                raise RuntimeError(f"gso_seal: {COUNTER_NAMES[-rc]}")
+            out = []
+            for i in range(e.npkts):
+                body = PyBytes_FromStringAndSize(<char *>e.pkts[i].body, e.pkts[i].body_len)
+                if e.pkts[i].meta[2] == 0:                # frag_index 0 starts a frame
+                    out.append(body)
+                else:
+                    out[len(out) - 1] += body
+            return ("segments" if len(out) == nseg else "segments_flushed"), out
+        finally:
+            free(buf)
+
+
+def reset_datapath(Datapath dp, unsigned long long now_ms):
+    """Put a datapath back in the state a new one starts in -- no sessions, an empty reassembly
+    table, an admission gate that saw nothing, full budgets, zero counters, the clock at now_ms
+    -- without allocating: a fuzz target (fuzz/) then opens thousands of inputs a second on one
+    datapath, each from the same start. Filters and the key file's keys are kept."""
+    cdef dp_state *d = dp.d
+    cdef reasm_table *t = &d.reasm
+    cdef int c
+    cdef int32_t i
+    if dp.engines:
+        raise RuntimeError("not under running pumps")
+    pthread_mutex_lock(&d.recv_lock)
+    session_rx_wipe(d, &d.rx_prev)
+    session_rx_wipe(d, &d.rx_cur)
+    session_rx_wipe(d, &d.rx_next)
+    pthread_mutex_lock(&d.send_lock)
+    session_tx_wipe(d, &d.tx)
+    session_tx_wipe(d, &d.tx_next)
+    pthread_mutex_unlock(&d.send_lock)
+    d.rx_gen = 0
+    # The reassembly table as reasm_init() leaves it: every slot free, in the same order.
+    for c in range(2):
+        t.cls[c].head = t.cls[c].tail = -1
+        t.cls[c].nfree = t.cls[c].count
+        for i in range(t.cls[c].count):
+            t.cls[c].free_stack[i] = t.cls[c].first + t.cls[c].count - 1 - i
+    for i in range(<int32_t>(t.index_mask + 1)):
+        t.index[i] = -1
+    for i in range(t.nslots):
+        t.slots[i].older = t.slots[i].newer = t.slots[i].hpos = -1
+        etun_poison(t.slots[i].buf, SMALL_BUF_LEN if t.slots[i].cls == 0 else LARGE_BUF_LEN)
+    # The admission gate: nothing awaited, nothing seen, every budget full.
+    d.hs_expecting = False
+    d.under_load_until_ms = 0
+    memset(d.init_seen, 0, sizeof(d.init_seen))
+    memset(d.probe_seen, 0, sizeof(d.probe_seen))
+    d.probe_seen_next = 0
+    d.cookie_secret_ms = 0
+    memset(d.hs_sources, 0, SRCLIMIT_SLOTS * sizeof(srclimit_entry))
+    memset(d.probe_sources, 0, SRCLIMIT_SLOTS * sizeof(srclimit_entry))
+    d.refused_len = 0
+    d.refused_reason = 0
+    d.confirmed_ms = d.prev_until_ms = 0
+    d.last_rx_session = -1
+    d.now_ms = now_ms
+    bucket_fill(&d.answers_in, ANSWERS_PER_SEC, ANSWERS_PER_SEC, now_ms)
+    bucket_fill(&d.cookies_in, ANSWERS_PER_SEC, ANSWERS_PER_SEC, now_ms)
+    bucket_fill(&d.hs_load, HS_PER_SEC, HS_BURST, now_ms)
+    bucket_fill(&d.probe_in, PROBE_PER_SEC, PROBE_PER_SEC, now_ms)
+    bucket_fill(&d.replies_in, PROBE_REPLIES_PER_SEC, PROBE_REPLIES_PER_SEC, now_ms)
+    bucket_fill(&d.foreign_in, FOREIGN_PER_SEC, FOREIGN_PER_SEC, now_ms)
+    memset(d.ctr, 0, sizeof(d.ctr))
+    memset(d.ctr_ctl, 0, sizeof(d.ctr_ctl))
+    d.last_drop = 0
+    pthread_mutex_unlock(&d.recv_lock)

@@ -1,6 +1,6 @@
 """Test-suite wiring: the fixtures the end-to-end and packaging tiers share (root, namespaces,
 topologies torn down and checked for leaks); with ETUN_REQUIRE_E2E=1 (CI, `make test`) a skipped
-end-to-end or packaging test is a failure."""
+end-to-end, packaging or fuzz test is a failure."""
 
 import logging
 import os
@@ -19,7 +19,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     node = item.nodeid.replace("\\", "/")
-    if REQUIRE_E2E and report.skipped and ("tests/e2e" in node or "tests/packaging" in node):
+    if REQUIRE_E2E and report.skipped and any(f"tests/{tier}" in node for tier in ("e2e", "packaging", "fuzz")):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"end-to-end test skipped, but ETUN_REQUIRE_E2E=1 requires it to run: {reason}"

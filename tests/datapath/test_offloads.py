@@ -117,3 +117,17 @@ def test_a_super_frame_whose_headers_do_not_add_up_is_never_cut(forged):
         packet[10 + forged["l4"] + 12] = 0xF0
     with pytest.raises(ValueError, match="not a super-frame etun cuts"):
         _fast.gso_split(bytes(packet))
+
+
+def test_a_super_frame_cut_into_more_segments_than_one_flush_holds_is_sealed_whole_across_flushes():
+    # 1250 segments of 4 bytes: more datagrams than a flush holds (TX_PKTS), so gso_seal()
+    # flushes in the middle of the super-frame (the path the lan fuzz target first reached).
+    # With no socket behind this engine every flushed datagram is a counted send_error.
+    dp = _fast.Datapath(_fast.LEVEL_NONE, 9000)
+    dp.set_send_session()
+    kind, last = _fast.LanCapture(dp).capture(super_frame(payload=b"A" * 5000, mss=4))
+    tx = dp.counters()["tx"]
+    assert kind == "segments_flushed"
+    assert tx["frames"] == tx["packets"] == 1250 and tx["superframes"] == 1
+    assert tx["send_error"] + len(last) == 1250
+    assert all(s[-4:] == b"AAAA" and len(s) == 14 + 20 + 20 + 4 for s in last)

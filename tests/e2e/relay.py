@@ -4,10 +4,16 @@
 
 Each gateway's peer is the relay's address on its side; whatever arrives on one side leaves
 the other, impaired as asked. Runs until SIGTERM (the test stops it by PID) or --seconds;
-prints its counts as JSON on exit.
+prints its counts as JSON on exit, and on SIGUSR1 while it runs (the soak's accounting).
+
+Counts are totals and, per direction ("a" = arrived from gwA, bound for gwB), split into data
+and control datagrams by the etun header's type; with --frames the relay also follows data
+frames by (direction, base counter) and counts, once it has seen all of a frame's fragments,
+whether it passed them all on (frames_whole), some (frames_partial) or none (frames_lost).
 """
 
 import argparse
+import collections
 import json
 import random
 import select
@@ -17,6 +23,39 @@ import sys
 import time
 
 HOLD_MAX_S = 0.005
+FRAME_FORGET_S = 10.0          # a frame not seen whole by then is counted unresolved and forgotten
+
+
+class Frames:
+    """Data frames by (direction, base): fragments seen and passed on, resolved once all were seen."""
+
+    def __init__(self, counts):
+        self.counts = counts
+        self.open = collections.OrderedDict()        # (dir, base) -> [count, seen, passed, first seen]
+
+    def saw(self, direction, data, passed):
+        if len(data) < 16 or (data[0] & 15) not in (1, 2) or data[3] == 0:
+            return
+        base = int.from_bytes(data[8:16], "big") - data[2]
+        key = (direction, base)
+        f = self.open.get(key)
+        if f is None:
+            f = self.open[key] = [data[3], 0, 0, time.monotonic()]
+        f[1] += 1
+        f[2] += passed
+        if f[1] >= f[0]:
+            del self.open[key]
+            kind = "frames_whole" if f[2] >= f[0] else "frames_lost" if f[2] == 0 else "frames_partial"
+            self.counts[f"{kind}_{direction}"] += 1
+
+    def expire(self):
+        now = time.monotonic()
+        while self.open:
+            key, f = next(iter(self.open.items()))
+            if now - f[3] < FRAME_FORGET_S:
+                break
+            del self.open[key]
+            self.counts[f"frames_unresolved_{key[0]}"] += 1
 
 
 
@@ -33,6 +72,7 @@ def main() -> int:
     p.add_argument("--replay", type=float, default=0.0, help="also resend a packet seen earlier")
     p.add_argument("--seconds", type=float, default=600.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--frames", action="store_true", help="follow data frames (the soak's accounting)")
     args = p.parse_args()
     rng = random.Random(args.seed)
 
@@ -48,20 +88,27 @@ def main() -> int:
         s.setblocking(False)
         side[name] = s
     target = {"a": (side["b"], addr(args.to_b)), "b": (side["a"], addr(args.to_a))}
-    counts = {k: 0 for k in ("in", "out", "drop", "dup", "reorder", "flip", "replay")}
+    counts = collections.Counter({k: 0 for k in ("in", "out", "drop", "dup", "reorder", "flip", "replay")})
+    frames = Frames(counts) if args.frames else None
     held = {"a": [], "b": []}          # [release after n more packets, datagram, deadline]
     history = {"a": [], "b": []}
     stop = [False]
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
+    report = [False]
+    signal.signal(signal.SIGUSR1, lambda *_: report.__setitem__(0, True))
     deadline = time.monotonic() + args.seconds
+
+    def kind(data):
+        return "data" if data and (data[0] & 15) in (1, 2) else "control"
 
     def send(direction, data):
         sock, to = target[direction]
         try:
             sock.sendto(data, to)
             counts["out"] += 1
+            counts[f"out_{kind(data)}_{direction}"] += 1
         except OSError:
-            pass
+            counts[f"send_error_{direction}"] += 1
 
     while not stop[0] and time.monotonic() < deadline:
         holding = held["a"] or held["b"]
@@ -75,6 +122,7 @@ def main() -> int:
                 except BlockingIOError:
                     break
                 counts["in"] += 1
+                counts[f"in_{kind(data)}_{name}"] += 1
                 released = []
                 for item in held[name]:
                     item[0] -= 1
@@ -84,10 +132,17 @@ def main() -> int:
                     held[name].remove(item)
                 if rng.random() < args.drop:
                     counts["drop"] += 1
+                    counts[f"drop_{kind(data)}_{name}"] += 1
+                    if frames:
+                        frames.saw(name, data, False)
                 elif rng.random() < args.reorder:
                     counts["reorder"] += 1
                     held[name].append([rng.randint(1, 3), data, time.monotonic() + HOLD_MAX_S])
+                    if frames:
+                        frames.saw(name, data, True)
                 else:
+                    if frames:
+                        frames.saw(name, data, True)
                     if rng.random() < args.flip:
                         counts["flip"] += 1
                         buf = bytearray(data)
@@ -112,7 +167,15 @@ def main() -> int:
             for item in [i for i in held[name] if i[2] <= now]:
                 held[name].remove(item)
                 send(name, item[1])
-    json.dump(counts, sys.stdout)
+        if frames:
+            frames.expire()
+        if report[0]:
+            report[0] = False
+            print(json.dumps(dict(counts)), flush=True)
+    for name in held:
+        for item in held[name]:
+            send(name, item[1])
+    json.dump(dict(counts), sys.stdout)
     print()
     return 0
 

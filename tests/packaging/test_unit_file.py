@@ -38,6 +38,7 @@ def test_the_unit_grants_setups_capabilities_and_those_of_the_drop_to_run_user_a
     assert lines["LimitCORE"] == "0" and "User" not in lines           # etun drops to [run] user itself
     assert lines["NoNewPrivileges"] == "yes" and lines["ProtectSystem"] == "strict"
     assert lines["PrivateTmp"] == "yes" and lines["Restart"] == "on-failure"
+    assert lines["StartLimitIntervalSec"] == "0"          # a LAN link down for minutes: keep retrying
     assert lines["ExecStart"] == "/usr/local/bin/etun run /etc/etun/%i.toml"
 
 
