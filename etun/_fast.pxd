@@ -39,6 +39,11 @@ cpdef enum:
 
     SESSION_IDS = 256             # a receive session's id is one header byte
     SEGMENT_IDS = 256             # ... and so is a segment's
+    SEGMENTS_MAX = 32             # segments per tunnel: header byte 9 = PCP (3 bits) | id (5 bits)
+    SEGMENT_ID_BITS = 5
+    SEGMENT_NONE = 0xFF           # a segment the peer does not have (or has not named yet)
+    PORTS_MAX = 8                 # LAN sides (NICs, TAP devices) one Engine reads and writes
+    VLAN_PATH_MAX = 2             # tags a segment selects: "10", or "100.20"
 
     # Handshake messages (handshake.pxi, PROTOCOL.md §5): ver|lvl|type, 3 zero bytes, the
     # initiation's id (an INIT's own; a RESP or COOKIE echoes the INIT's), then:
@@ -103,6 +108,8 @@ cdef extern from "counters.h":
         DROP_UNDER_LOAD
         DROP_RATE_LIMIT
         DROP_BAD_OFFLOAD
+        DROP_UNSELECTED_VLAN
+        DROP_UNKNOWN_SEGMENT
         N_COUNTERS
         FIRST_DROP_REASON
     cpdef enum:
@@ -167,7 +174,9 @@ cdef enum:
     RX_BATCH = 32                 # datagram buffers per UDP read; each may hold a GRO train
     RX_SLOT = (UDP_DATAGRAM_MAX + TAILROOM + 63) & ~63
     OUT_BATCH = 64                # frames per LAN write
-    GRO_HEAD_ROOM = VNET_HDR_LEN + MIN_FRAME_LEN + 2 * VLAN_TAG_LEN + 40 + 60   # vnet + L2 + IPv6 + TCP
+    # vnet + L2 (with its own two tags and the segment's two pushed) + IPv6 + TCP
+    GRO_HEAD_ROOM = VNET_HDR_LEN + MIN_FRAME_LEN + 4 * VLAN_TAG_LEN + 40 + 60
+    GRO_HDR_MAX = MIN_FRAME_LEN + 2 * VLAN_TAG_LEN + 40 + 60   # headers software GRO merges behind
     GSO_SEGMENTS = 64             # datagrams per UDP GSO send (the kernel's UDP_MAX_SEGMENTS floor)
     GSO_BYTES = 65000             # payload bytes per UDP GSO send (below the 64 KiB IP limit)
     SEG_ARENA_LEN = 1 << 20       # bytes of segments cut from super-frames, held until the flush
@@ -256,6 +265,8 @@ cdef struct rx_session:           # what the peer sends under, by one handshake 
 
 cdef struct tx_session:           # what we send under, by one handshake (session.pxi)
     bint live
+    uint32_t peer_gen             # the peer instance it was made with (Session counts them)
+    uint8_t seg_peer[SEGMENTS_MAX]   # our segment -> the peer's id for it, or SEGMENT_NONE
     uint8_t peer_id               # the receive session id the peer chose: header byte 8
     uint32_t index                # key index of `data`
     uint64_t counter              # next counter of this session (48 bits)
@@ -289,6 +300,7 @@ cdef struct frame_ref:            # one opened frame
     uint8_t *data
     uint32_t length
     uint8_t ftype                 # TYPE_FRAME or TYPE_FRAME_VNET
+    uint8_t segment               # header byte 9: PCP << 5 | the receiver's segment id
     int32_t slot                  # reassembly slot to release once delivered, or -1
 
 cdef struct vlan_walk:            # what pkt_walk_vlans() found in front of the network header
@@ -352,6 +364,14 @@ cdef struct filter_table:
     filter_hash oui
     uint16_t *ethertype           # 65536 entries, or NULL without EtherType rules
     uint64_t *seen                # frames per EtherType (65536; index 0: 802.3 length frames)
+
+
+cdef struct seg_state:            # one segment of this site (segment.pxi); fixed while pumps run
+    uint8_t port                  # the Engine's LAN port it lives on
+    uint8_t ntags                 # tags it selects (and strips, and pushes): 0, 1 or 2
+    uint16_t vid[VLAN_PATH_MAX]   # their VLAN ids, outer first
+    uint16_t tpid[VLAN_PATH_MAX]  # TPIDs pushed on injection (the outer one follows what is seen)
+    bint carry_all                # alone on its port without vlan: every frame, tags and all
 
 
 cdef struct token_bucket:         # a token bucket, in milliseconds of credit (bucket.pxi)
@@ -429,10 +449,15 @@ cdef struct dp_state:             # everything one site's datapath holds, shared
     # plane decided, shown with rx
     uint64_t ctr[2][N_COUNTERS]
     uint64_t ctr_ctl[N_COUNTERS]
+    uint64_t seg_ctr[SEGMENTS_MAX][2][N_COUNTERS]   # the frame-level ones again, per segment
+
+    # segments (segment.pxi): set before the engine starts; seg_peer under send_lock
+    int nsegs
+    seg_state seg[SEGMENTS_MAX]
 
     # filters: nic_ingress is read by whoever runs a tx round (under its engine's tx_lock),
     # tunnel_ingress under recv_lock; a swap holds those and filter_lock (filter.pxi)
-    filter_table *filt[2]
+    filter_table *filt[SEGMENTS_MAX][2]   # per segment and direction
     pthread_mutex_t filter_lock   # swaps, and Python reading a table's counts; never a pump
 
     # drop trace: sampled drops for the debug log (trace.pxi)
@@ -456,8 +481,12 @@ cdef struct gro_seg:              # what software GRO learned about one opened f
 
 cdef struct engine_state:         # the two pumps, their buffers and what they share with Python
     dp_state *dp
-    int lan_fd
-    int lan_kind
+    int nports                    # LAN ports: NICs (AF_PACKET) and TAP devices
+    int port_fd[PORTS_MAX]
+    int port_kind[PORTS_MAX]      # LAN_PACKET or LAN_TAP
+    int next_port                 # where the next tx round starts reading (fairness)
+    int lan_err                   # a LAN error met while other ports had frames: reported next
+    int err_port                  # the port the latest LAN error came from
     int udp_fd
     int wake_fd                   # eventfd: written to stop both pumps
     int kick_fd[2]                # eventfds: wake pump PUMP_TX / PUMP_RX ahead of a reply, or to unpark
@@ -495,6 +524,7 @@ cdef struct engine_state:         # the two pumps, their buffers and what they s
     uint8_t *cap_data[TX_BATCH]   # captured frames ready to seal (NULL: dropped)
     uint32_t cap_len[TX_BATCH]
     uint8_t cap_type[TX_BATCH]    # CAP_*
+    uint8_t cap_seg[TX_BATCH]     # its segment, and the PCP of the tag it was selected by
     uint16_t gso_l3[TX_BATCH]     # where a super-frame's network header starts
     uint16_t gso_l4[TX_BATCH]     # ... its transport header
     uint16_t gso_hdr[TX_BATCH]    # ... its payload
@@ -521,6 +551,7 @@ cdef struct engine_state:         # the two pumps, their buffers and what they s
     mmsghdr lan_out[OUT_BATCH]
     iovec lan_out_iov[3 * OUT_BATCH]   # a message: 2 iovecs, or a merged run: 1 + its frames
     int msg_frames[OUT_BATCH]     # frames each LAN message carries
+    int msg_port[OUT_BATCH]       # ... and the port it goes to
     uint8_t gro_heads[OUT_BATCH * GRO_HEAD_ROOM]   # vnet + merged headers per merged run
     gro_seg segs[OUT_BATCH]       # what software GRO learned about each frame in out
     uint8_t *scratch              # OUT_BATCH decrypt targets of SCRATCH_LEN, for single-packet frames
@@ -546,4 +577,5 @@ cdef class Datapath:
     cdef int engines              # Engines built on this datapath
     cdef list keysets(self)
     cdef engine_state *engine_list[ENGINES_MAX]   # their states: a filter swap takes each tx_lock
-    cdef readonly object filter_rules   # per direction: (default_allow, rules) as installed
+    cdef readonly object filter_rules   # {(segment, direction): (default_allow, rules)} as installed
+    cdef readonly int last_segment      # header byte 9 of the latest frame open() returned

@@ -57,6 +57,7 @@ Fragments, in the order they are included (each uses only what comes before it):
   admit     which handshake and probe packets reach the control plane
   handshake handshake messages on the wire, and the Handshake object
   filter    MAC / OUI / EtherType filter tables
+  segment   which segment a LAN frame belongs to; its VLAN tags off and on
   gso       cutting super-frames from the LAN
   gro       merging TCP segments towards the LAN
   lan       the LAN side: capture and injection
@@ -117,6 +118,7 @@ include "cookie.pxi"
 include "admit.pxi"
 include "handshake.pxi"
 include "filter.pxi"
+include "segment.pxi"
 include "gso.pxi"
 include "gro.pxi"
 include "lan.pxi"
@@ -142,6 +144,8 @@ PUMP_STAT_NAMES = tuple(etun_pump_stat_names[i].decode() for i in range(N_PUMP_S
 DIRECTION_NAMES = {DIR_TX: "outbound", DIR_RX: "inbound"}
 SESSION_COUNTER_MAX = COUNTER_MAX
 PUMPS = {"tx": PUMP_TX, "rx": PUMP_RX}                 # for Engine.stall
+# What Datapath.segment_counters() shows: the counts the pumps keep per segment too.
+SEGMENT_COUNTERS = (C_FRAMES, C_BYTES, DROP_FILTER, DROP_MALFORMED, DROP_UNKNOWN_SEGMENT)
 
 
 class Dropped(Exception):
@@ -194,6 +198,11 @@ cdef bytes check_secret(object secret, str what):
 cdef check_direction(int direction):
     if direction not in (FILTER_NIC_INGRESS, FILTER_TUNNEL_INGRESS):
         raise ValueError("direction must be FILTER_NIC_INGRESS or FILTER_TUNNEL_INGRESS")
+
+
+cdef check_segment(dp_state *d, int segment):
+    if not 0 <= segment < d.nsegs:
+        raise ValueError(f"no segment {segment} (this datapath has {d.nsegs})")
 
 
 FILTER_KINDS = {"mac": FILTER_KIND_MAC, "oui": FILTER_KIND_OUI, "ethertype": FILTER_KIND_ETHERTYPE}
@@ -250,7 +259,9 @@ cdef class Datapath:
                 raise MemoryError(openssl_error("EVP_CIPHER_CTX_new"))
         if reasm_init(&d.reasm, <uint64_t>reassembly_kib * 1024, reassembly_timeout_ms) != 0:
             raise MemoryError("reassembly table")
-        self.filter_rules = [None, None]
+        self.filter_rules = {}
+        d.nsegs = 1
+        d.seg[0].carry_all = True
         self.set_filter(FILTER_NIC_INGRESS, True, ())
         self.set_filter(FILTER_TUNNEL_INGRESS, True, ())
 
@@ -272,8 +283,9 @@ cdef class Datapath:
                 crypto_keys_wipe(<keyset *><size_t>c)
                 EVP_CIPHER_CTX_free((<keyset *><size_t>c).cipher)
             reasm_free(&d.reasm)
-            filter_free(d.filt[FILTER_NIC_INGRESS])
-            filter_free(d.filt[FILTER_TUNNEL_INGRESS])
+            for k in range(SEGMENTS_MAX):
+                filter_free(d.filt[k][FILTER_NIC_INGRESS])
+                filter_free(d.filt[k][FILTER_TUNNEL_INGRESS])
             free(d.hs_sources)
             free(d.probe_sources)
             pthread_mutex_destroy(&d.send_lock)
@@ -353,14 +365,16 @@ cdef class Datapath:
             raise RuntimeError(crypto_error("HMAC key setup"))
 
     def install_session(self, Handshake hs, unsigned int local_id, unsigned int peer_id,
-                        unsigned int send_index, unsigned int recv_index):
+                        unsigned int send_index, unsigned int recv_index, unsigned int peer_gen=0):
         """Put a finished handshake's keys into the datapath and wipe them from the handshake.
 
         We receive under session id `local_id` (our choice, in the header byte 8 the peer
         writes) from key index `recv_index`, and send with the peer's `peer_id` from
         `send_index`. The initiator's session carries traffic at once (the peer's answer proved
         it holds the keys); the responder's waits in `next` until a packet under it
-        authenticates (install_session returns; the switch is the rx pump's).
+        authenticates (install_session returns; the switch is the rx pump's). `peer_gen`
+        numbers the peer's instance (a restart is a new one): a session with the instance we
+        already send to keeps its segment map; another starts without one (set_segment_map).
         """
         cdef dp_state *d = self.d
         cdef const uint8_t *send_secret
@@ -381,9 +395,10 @@ cdef class Datapath:
             pthread_mutex_lock(&d.send_lock)
             if hs.initiator:
                 session_tx_wipe(d, &d.tx_next)
-                rc = session_tx_set(d, &d.tx, send_secret, <uint8_t>peer_id, send_index, d.now_ms)
+                rc = session_tx_set(d, &d.tx, send_secret, <uint8_t>peer_id, send_index, peer_gen, d.now_ms)
             else:
-                rc = session_tx_set(d, &d.tx_next, send_secret, <uint8_t>peer_id, send_index, d.now_ms)
+                rc = session_tx_set(d, &d.tx_next, send_secret, <uint8_t>peer_id, send_index, peer_gen,
+                                    d.now_ms)
             pthread_mutex_unlock(&d.send_lock)
         pthread_mutex_unlock(&d.recv_lock)
         hs.forget()
@@ -399,7 +414,7 @@ cdef class Datapath:
         cdef bytes key = check_secret(secret, "send secret") if d.level != LEVEL_NONE else bytes(SECRET_LEN)
         cdef int rc
         pthread_mutex_lock(&d.send_lock)
-        rc = session_tx_set(d, &d.tx, <const uint8_t *>PyBytes_AS_STRING(key), <uint8_t>peer_id, index,
+        rc = session_tx_set(d, &d.tx, <const uint8_t *>PyBytes_AS_STRING(key), <uint8_t>peer_id, index, 0,
                             clock_ms())
         pthread_mutex_unlock(&d.send_lock)
         if rc != 0:
@@ -494,11 +509,12 @@ cdef class Datapath:
 
     # -- filters -------------------------------------------------------------------------
 
-    def set_filter(self, int direction, bint default_allow, rules):
-        """Install a compiled filter: rules are (allow, kind, value) with kind "mac" (6 bytes),
-        "oui" (3 bytes) or "ethertype" (int), in configuration order. Safe while pumps run: the
-        swap takes the locks their rounds hold (filter.pxi). Rules also in the table replaced,
-        the default if its action stayed, and the EtherType counts keep counting on."""
+    def set_filter(self, int direction, bint default_allow, rules, int segment=0):
+        """Install a compiled filter for one direction of `segment`: rules are (allow, kind,
+        value) with kind "mac" (6 bytes), "oui" (3 bytes) or "ethertype" (int), in configuration
+        order. Safe while pumps run: the swap takes the locks their rounds hold (filter.pxi).
+        Rules also in the table replaced, the default if its action stayed, and the EtherType
+        counts keep counting on."""
         cdef dp_state *d = self.d
         cdef filter_table *t
         cdef filter_table *old = NULL
@@ -507,6 +523,7 @@ cdef class Datapath:
         cdef uint32_t i
         cdef bint keep_default
         check_direction(direction)
+        check_segment(d, segment)
         rules = [(bool(allowed), kind, value) for allowed, kind, value in rules]
         if len(rules) > FILTER_MAX_RULES:
             raise ValueError(f"at most {FILTER_MAX_RULES} rules")
@@ -536,7 +553,7 @@ cdef class Datapath:
         if keep == NULL:
             filter_free(t)
             raise MemoryError("filter table")
-        previous = self.filter_rules[direction]
+        previous = self.filter_rules.get((segment, direction))
         first = {}
         if previous is not None:
             for i, rule in enumerate(previous[1]):
@@ -548,26 +565,27 @@ cdef class Datapath:
             # Never wait for a lock holding the GIL: a thread in filter_stats may need it.
             pthread_mutex_lock(&d.filter_lock)
             filter_readers(d, self.engine_list, direction, True)
-            old = d.filt[direction]
+            old = d.filt[segment][direction]
             if old != NULL:
                 filter_carry(t, old, keep, keep_default)
-            d.filt[direction] = t
+            d.filt[segment][direction] = t
             filter_readers(d, self.engine_list, direction, False)
             pthread_mutex_unlock(&d.filter_lock)
         free(keep)
         filter_free(old)
-        self.filter_rules[direction] = (default_allow, tuple(rules))
+        self.filter_rules[segment, direction] = (default_allow, tuple(rules))
 
-    def filter_stats(self, int direction):
+    def filter_stats(self, int direction, int segment=0):
         """{"rules": [hits per rule], "default": hits, "ethertypes": {EtherType: frames}}."""
         cdef dp_state *d = self.d
         cdef filter_table *t
         cdef uint32_t i
         check_direction(direction)
+        check_segment(d, segment)
         with nogil:
             pthread_mutex_lock(&d.filter_lock)
         try:
-            t = d.filt[direction]
+            t = d.filt[segment][direction]
             seen = {i: t.seen[i] for i in range(FILTER_ETHERTYPES) if t.seen[i]}
             return {"rules": [t.hits[i] for i in range(t.nrules)], "default": t.default_hits,
                     "ethertypes": seen}
@@ -626,11 +644,85 @@ cdef class Datapath:
         result = []
         if rc == OPEN_FRAME:
             result.append((f.ftype, PyBytes_FromStringAndSize(<char *>f.data, f.length)))
+            self.last_segment = f.segment
             open_release(d, &f)
         elif rc == OPEN_CONTROL:
             result.append((wire_type(self.work_rx[0]), bytes(datagram)))
         pthread_mutex_unlock(&d.recv_lock)
         return result
+
+    # -- segments ------------------------------------------------------------------------
+
+    def set_segments(self, segments):
+        """This site's segments, before any Engine exists: (port, vlan ids outer first, carry_all)
+        each, in id order; port is the Engine's LAN port index (0 for the first). Each segment
+        starts with allow-all filters. A datapath starts with one segment carrying all of port 0."""
+        cdef dp_state *d = self.d
+        cdef int k, t
+        segments = list(segments)
+        if self.engines:
+            raise RuntimeError("segments are fixed once an Engine runs")
+        if not 1 <= len(segments) <= SEGMENTS_MAX:
+            raise ValueError(f"1 to {SEGMENTS_MAX} segments")
+        for port, vids, carry_all in segments:
+            if not 0 <= port < PORTS_MAX or len(vids) > VLAN_PATH_MAX or any(not 1 <= v <= 4094 for v in vids):
+                raise ValueError(f"bad segment {(port, vids, carry_all)!r}")
+            if carry_all and vids:
+                raise ValueError("a segment carrying all frames selects no VLAN")
+        for k in range(SEGMENTS_MAX):
+            memset(&d.seg[k], 0, sizeof(seg_state))
+        for k, (port, vids, carry_all) in enumerate(segments):
+            d.seg[k].port = port
+            d.seg[k].ntags = len(vids)
+            d.seg[k].carry_all = carry_all
+            for t in range(len(vids)):
+                d.seg[k].vid[t] = vids[t]
+                d.seg[k].tpid[t] = ETH_P_8021Q
+            if len(vids) == 2:
+                d.seg[k].tpid[0] = ETH_P_8021AD   # until the LAN shows its own (segment_strip)
+        d.nsegs = len(segments)
+        for k in range(d.nsegs):
+            for direction in (FILTER_NIC_INGRESS, FILTER_TUNNEL_INGRESS):
+                self.set_filter(direction, True, (), k)
+
+    @property
+    def segments(self):
+        return self.d.nsegs
+
+    def set_segment_map(self, peer_ids, unsigned int peer_gen):
+        """Where each of our segments goes at the peer: its id there, or SEGMENT_NONE for a
+        segment it does not have; for the send sessions made with peer instance `peer_gen`."""
+        cdef dp_state *d = self.d
+        cdef uint8_t ids[SEGMENTS_MAX]
+        cdef int k
+        peer_ids = bytes(peer_ids)
+        if len(peer_ids) != d.nsegs or any(v != SEGMENT_NONE and v >= SEGMENTS_MAX for v in peer_ids):
+            raise ValueError(f"one peer id per segment ({d.nsegs}), each below {SEGMENTS_MAX} or SEGMENT_NONE")
+        memset(ids, SEGMENT_NONE, SEGMENTS_MAX)
+        for k in range(d.nsegs):
+            ids[k] = peer_ids[k]
+        pthread_mutex_lock(&d.send_lock)
+        if d.tx.peer_gen == peer_gen:
+            memcpy(d.tx.seg_peer, ids, SEGMENTS_MAX)
+        if d.tx_next.peer_gen == peer_gen:
+            memcpy(d.tx_next.seg_peer, ids, SEGMENTS_MAX)
+        pthread_mutex_unlock(&d.send_lock)
+
+    def segment_map(self):
+        """The send session's map (bytes, one per segment), or None without a send session."""
+        cdef dp_state *d = self.d
+        pthread_mutex_lock(&d.send_lock)
+        out = PyBytes_FromStringAndSize(<char *>d.tx.seg_peer, d.nsegs) if d.tx.live else None
+        pthread_mutex_unlock(&d.send_lock)
+        return out
+
+    def segment_counters(self, int segment):
+        """{"tx": {name: count}, "rx": {name: count}}: the counters kept per segment (frames,
+        bytes, and the drops of frames known to be this segment's)."""
+        cdef dp_state *d = self.d
+        check_segment(d, segment)
+        return {name: {COUNTER_NAMES[i]: d.seg_ctr[segment][direction][i] for i in SEGMENT_COUNTERS}
+                for name, direction in (("tx", DIR_TX), ("rx", DIR_RX))}
 
     def counters(self):
         """{"tx": {name: count}, "rx": {name: count}} for every counter and drop reason."""

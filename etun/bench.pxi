@@ -5,14 +5,20 @@ cdef enum:
     BENCH_BATCH = 256             # frames between two clock reads
 
 
-def bench_seal(Datapath dp, int frame_len, double seconds, bint filtered=False):
+def bench_seal(Datapath dp, int frame_len, double seconds, bint filtered=False, bint trunk=False):
     """Seal frames of `frame_len` bytes for about `seconds`. `filtered`: pass each frame
-    through the nic_ingress filter first, as the pump does."""
+    through the nic_ingress filter first, as the pump does. `trunk`: the frames carry a VLAN tag
+    of each of the datapath's segments in turn (VLAN 10, 11, ...), which the segment selection
+    finds and takes off before the segment's filter and the seal, as lan_prepare() does."""
     cdef dp_state *d = dp.d
-    cdef filter_table *filt = d.filt[FILTER_NIC_INGRESS]
+    cdef filter_table *filt = d.filt[0][FILTER_NIC_INGRESS]
     cdef pkt_ref pkts[MAX_FRAGS]
     cdef uint64_t frames = 0
-    cdef int i, n = 0
+    cdef int i, n = 0, s = 0, shift
+    cdef uint32_t flen
+    cdef uint8_t pcp
+    cdef uint8_t *start
+    cdef uint8_t heads[SEGMENTS_MAX * 16]
     cdef double t0, t1 = 0.0
     if not MIN_FRAME_LEN <= frame_len <= MAX_FRAME_LEN:
         raise ValueError("frame_len out of range")
@@ -21,10 +27,35 @@ def bench_seal(Datapath dp, int frame_len, double seconds, bint filtered=False):
     for i in range(frame_len):
         dp.work_tx[i] = <uint8_t>(i * 7)
         dp.work_rx[i] = <uint8_t>(i * 7)
+    for s in range(d.nsegs):
+        memset(heads + s * 16, 2, 12)
+        pkt_put_be16(heads + s * 16 + 12, ETH_P_8021Q)
+        pkt_put_be16(heads + s * 16 + 14, <uint16_t>(d.seg[s].vid[0] if d.seg[s].ntags else 0))
+    s = 0
     with nogil:
         pthread_mutex_lock(&d.send_lock)
         t0 = clock_s()
-        while True:
+        while trunk:
+            for _ in range(BENCH_BATCH):
+                # What a capture does to a tagged frame of the next segment: select, take the
+                # tag off (its MAC addresses move), the segment's filter, the seal.
+                memcpy(dp.work_tx, heads + s * 16, 16)
+                s = s + 1 if s + 1 < d.nsegs else 0
+                flen = frame_len
+                shift = 0
+                i = segment_select(d, 0, dp.work_tx, flen, &pcp)
+                if i < 0:
+                    continue
+                start = segment_strip(d, i, dp.work_tx, &flen, &shift)
+                if not filter_allows(d.filt[i][FILTER_NIC_INGRESS], start, flen):
+                    continue
+                n = seal_frame(d, start, flen, TYPE_FRAME, segment_byte(d.tx.seg_peer[i], pcp), pkts)
+                segment_count(d, DIR_TX, i, flen)
+            frames += BENCH_BATCH
+            t1 = clock_s()
+            if n < 0 or t1 - t0 >= seconds:
+                break
+        while not trunk:
             for _ in range(BENCH_BATCH):
                 # The filter reads a pristine copy: seal_frame encrypts work_tx in place.
                 if filtered and not filter_allows(filt, dp.work_rx, frame_len):
@@ -84,17 +115,18 @@ def bench_open(Datapath dp, datagrams, double seconds, bint filtered=False):
     """Open the given datagrams over and over for about `seconds`.
 
     The replay windows are reset between rounds, which is the only thing the real datapath
-    would not do. `filtered`: pass each frame through the tunnel_ingress filter.
+    would not do. `filtered`: pass each frame through its segment's tunnel_ingress filter and
+    make the tags its segment pushes, as the rx pump does.
     """
     cdef dp_state *d = dp.d
-    cdef filter_table *filt = d.filt[FILTER_TUNNEL_INGRESS]
     cdef Py_ssize_t count = len(datagrams), total = 0, j
     cdef uint8_t *arena
     cdef uint32_t *offs
     cdef uint32_t *lens
     cdef frame_ref f
     cdef uint64_t frames = 0
-    cdef int rc = 0, k, i, bad = 0
+    cdef int rc = 0, k, i, bad = 0, s
+    cdef uint8_t tags[VLAN_PATH_MAX * VLAN_TAG_LEN]
     cdef double t0, t1 = 0.0
     for dg in datagrams:
         total += len(dg) + TAILROOM
@@ -123,7 +155,12 @@ def bench_open(Datapath dp, datagrams, double seconds, bint filtered=False):
             for j in range(count):
                 rc = open_packet(d, arena + offs[j], lens[j], &f, dp.scratch, NULL, 0)
                 if rc == OPEN_FRAME:
-                    if not filtered or filter_allows(filt, f.data, f.length):
+                    s = segment_id(f.segment)
+                    if not filtered:
+                        frames += 1
+                    elif s < d.nsegs and filter_allows(d.filt[s][FILTER_TUNNEL_INGRESS], f.data, f.length):
+                        segment_tags(&d.seg[s], segment_pcp(f.segment), tags)
+                        segment_count(d, DIR_RX, s, f.length)
                         frames += 1
                     open_release(d, &f)
                 elif rc < 0:

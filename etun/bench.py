@@ -24,6 +24,7 @@ def cpu_model() -> str:
 
 
 FILTER_RULES = 100   # the filter case: this many rules, none matching, so every lookup is made
+TRUNK_SEGMENTS = (1, 4)   # the trunk cases: VLAN segments on one NIC, frames of each in turn
 
 
 def hundred_rules() -> list:
@@ -34,26 +35,35 @@ def hundred_rules() -> list:
     return rules
 
 
-def measure(level: int, frame_len: int, seconds: float, filtered: bool = False) -> dict:
-    """One case: seal frames of frame_len bytes, then open a backlog of sealed datagrams."""
+def measure(level: int, frame_len: int, seconds: float, filtered: bool = False, segments: int = 0) -> dict:
+    """One case: seal frames of frame_len bytes, then open a backlog of sealed datagrams.
+    `segments`: that many VLAN segments on one trunk (VLAN 10, 11, ...), frames of each in turn,
+    frame_len counting their tag; each selected, untagged, filtered and counted on the way in,
+    and on the way out filtered, counted and given its segment's tag."""
     secret = os.urandom(32)
+    trunk = [(0, (10 + k,), False) for k in range(segments)]
     sealer = _fast.Datapath(level)
+    if trunk:
+        sealer.set_segments(trunk)
     sealer.set_send_session(secret)
     if filtered:
         sealer.set_filter(_fast.FILTER_NIC_INGRESS, True, hundred_rules())
-    frames_sealed, seal_s = _fast.bench_seal(sealer, frame_len, seconds, filtered)
+    frames_sealed, seal_s = _fast.bench_seal(sealer, frame_len, seconds, filtered, bool(trunk))
 
+    sealed_len = frame_len - (4 if trunk else 0)          # a VLAN tag
     source = _fast.Datapath(level)
     source.set_send_session(secret)
     datagrams = []
-    payload = os.urandom(frame_len)
-    for _ in range(max(64, BACKLOG_BYTES // frame_len)):
-        datagrams += source.seal(payload)
+    payload = os.urandom(sealed_len)
+    for k in range(max(64, BACKLOG_BYTES // frame_len)):
+        datagrams += source.seal(payload, _fast.TYPE_FRAME, k % segments if trunk else 0)
     opener = _fast.Datapath(level)
+    if trunk:
+        opener.set_segments(trunk)
     opener.set_recv_session(secret)
     if filtered:
         opener.set_filter(_fast.FILTER_TUNNEL_INGRESS, True, hundred_rules())
-    frames_opened, open_s = _fast.bench_open(opener, datagrams, seconds, filtered)
+    frames_opened, open_s = _fast.bench_open(opener, datagrams, seconds, filtered or bool(trunk))
     bound_frames, bound_s = _fast.bench_crypto_bound(sealer, frame_len, seconds)
 
     def rate(frames, elapsed):
@@ -63,6 +73,7 @@ def measure(level: int, frame_len: int, seconds: float, filtered: bool = False) 
         "level": _fast.LEVEL_NAMES[level],
         "frame_bytes": frame_len,
         "filter_rules": FILTER_RULES if filtered else 0,
+        "segments": segments,
         "packets_per_frame": len(source.seal(payload)),
         "seal": rate(frames_sealed, seal_s),
         "open": rate(frames_opened, open_s),
@@ -76,6 +87,7 @@ def run_bench(seconds: float, as_json: bool) -> int:
         raise UsageError(f"--seconds: expected 0.05..60, got {seconds:g}")
     cases = [measure(_fast.LEVELS[name], size, seconds) for name in LEVEL_ORDER for size in FRAME_SIZES]
     cases.append(measure(_fast.LEVELS["encrypt"], 1514, seconds, filtered=True))
+    cases += [measure(_fast.LEVELS["encrypt"], 1518, seconds, segments=n) for n in TRUNK_SEGMENTS]
     machine = {
         "cpu": cpu_model(),
         "cores_online": os.cpu_count(),
@@ -90,16 +102,19 @@ def run_bench(seconds: float, as_json: bool) -> int:
         return 0
     print(f"etun {__version__} bench: {machine['cpu']}, {machine['libcrypto']}, one core, "
           f"{seconds:g} s per case, max_packet 800")
-    print(f"{'level':8} {'frame':>6} {'pkts':>4}  {'seal frames/s':>14} {'Gbit/s':>7}  "
+    print(f"{'level':14} {'frame':>6} {'pkts':>4}  {'seal frames/s':>14} {'Gbit/s':>7}  "
           f"{'open frames/s':>14} {'Gbit/s':>7}  {'libcrypto bound':>15}")
     for c in cases:
         bound = c["libcrypto_bound"]
-        level = c["level"] + (f"+{c['filter_rules']}r" if c["filter_rules"] else "")
-        print(f"{level:8} {c['frame_bytes']:>6} {c['packets_per_frame']:>4}  "
+        level = c["level"] + (f"+{c['filter_rules']}r" if c["filter_rules"] else "") \
+            + (f"+{c['segments']}vlan" if c["segments"] else "")
+        print(f"{level:14} {c['frame_bytes']:>6} {c['packets_per_frame']:>4}  "
               f"{c['seal']['frames_per_s']:>14,.0f} {c['seal']['gbit_per_s']:>7.2f}  "
               f"{c['open']['frames_per_s']:>14,.0f} {c['open']['gbit_per_s']:>7.2f}  "
               + (f"{bound['gbit_per_s']:>8.2f} Gbit/s" if bound else f"{'-':>15}"))
     print("libcrypto bound: one ChaCha20 pass per frame and one HMAC per packet, nothing else "
           "(what any etun on this machine must spend)")
     print(f"encrypt+{FILTER_RULES}r: the same frames through {FILTER_RULES} filter rules in each direction")
+    print("encrypt+Nvlan: tagged frames of N VLAN segments on one trunk in turn: selected, untagged, "
+          "filtered and counted per segment, re-tagged on the way out")
     return 0

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import tomli
 
-from etun._fast import FILTER_MAX_RULES, MAX_PACKET_DEFAULT, MAX_PACKET_MAX, MAX_PACKET_MIN
+from etun._fast import FILTER_MAX_RULES, MAX_PACKET_DEFAULT, MAX_PACKET_MAX, MAX_PACKET_MIN, PORTS_MAX, SEGMENTS_MAX
 from etun.errors import ConfigError
 
 LEVELS = ("none", "auth", "encrypt")
@@ -27,6 +27,7 @@ DEFAULT_METRICS_PORT = 9477
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_TUNNEL_PORT}"
 DEFAULT_LISTEN_V6 = f"[::]:{DEFAULT_TUNNEL_PORT}"   # the default when the peer is an IPv6 address
 DEFAULT_TAP = "etun0"
+LAN_SEGMENT = "lan"   # the name of the one segment a [lan] table describes
 DEFAULT_SOCKET_DIR = "/run/etun"
 DEFAULT_RUN_USER = "nobody"
 
@@ -78,6 +79,14 @@ class Filters:
 
 
 @dataclass(frozen=True)
+class SegmentFilters:
+    """A segment's own [segment.filter.*] tables; None: the global [filter.*] one applies."""
+
+    nic_ingress: FilterTable | None = None
+    tunnel_ingress: FilterTable | None = None
+
+
+@dataclass(frozen=True)
 class Site:
     name: str
 
@@ -87,6 +96,32 @@ class Lan:
     interface: str | None  # None only in tap mode
     mode: str  # "packet" | "tap"
     tap: str
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One broadcast domain the tunnel carries: a [[segment]] table, or [lan] (named "lan")."""
+
+    name: str  # joined to the peer's segment of the same name
+    interface: str | None  # None only in tap mode
+    mode: str  # "packet" | "tap"
+    tap: str
+    vlan: tuple[int, ...]  # () all frames (or the untagged ones), (10,), or (100, 20)
+
+    @property
+    def port(self) -> tuple[str, str | None]:
+        """The LAN side it lives on: segments with the same port share one socket or TAP."""
+        return ("tap", self.tap) if self.mode == "tap" else ("packet", self.interface)
+
+    @property
+    def vlan_text(self) -> str:
+        return ".".join(map(str, self.vlan))
+
+
+@dataclass(frozen=True)
+class Segments:
+    layout: tuple[Segment, ...]  # in configuration order: a segment's id is its position
+    filters: tuple[SegmentFilters, ...]  # one per segment
 
 
 @dataclass(frozen=True)
@@ -123,7 +158,7 @@ class Run:
 class Config:
     path: pathlib.Path  # the config file as given
     site: Site
-    lan: Lan
+    segment: Segments  # from [[segment]] tables, or from [lan]
     tunnel: Tunnel
     security: Security
     filter: Filters
@@ -137,10 +172,11 @@ def _keys(cls: type) -> tuple[str, ...]:
     return tuple(field.name for field in dataclasses.fields(cls))
 
 
-TABLES = tuple(name for name in _keys(Config) if name != "path")
+TABLES = ("lan",) + tuple(name for name in _keys(Config) if name != "path")
 TABLE_KEYS = {
     "site": _keys(Site),
     "lan": _keys(Lan),
+    "segment": ("name", "interface", "mode", "tap", "vlan", "filter"),
     "tunnel": _keys(Tunnel),
     "security": _keys(Security),
     "filter": _keys(Filters),
@@ -178,14 +214,14 @@ def load_config(path: str | os.PathLike, data: bytes | None = None) -> Config:
     origin = str(path)
     document = _parse_toml(origin, _read_text(origin, path) if data is None else _decode(origin, data))
     _check_top_level(origin, document)
-    tables = {name: _table_data(origin, document, name) for name in TABLES}
+    tables = {name: _table_data(origin, document, name) for name in TABLES if name != "segment"}
 
     site = _read_site(origin, tables["site"], pathlib.Path(path).stem)
     base_dir = pathlib.Path(os.path.abspath(path)).parent
     return Config(
         path=pathlib.Path(path),
         site=site,
-        lan=_read_lan(origin, tables["lan"]),
+        segment=_read_segments(origin, document, tables["lan"]),
         tunnel=_read_tunnel(origin, tables["tunnel"]),
         security=_read_security(origin, tables["security"], base_dir),
         filter=_read_filters(origin, tables["filter"]),
@@ -369,13 +405,110 @@ def _read_site(origin: str, data: dict[str, Any], stem: str) -> Site:
 
 def _read_lan(origin: str, data: dict[str, Any]) -> Lan:
     table = _Table(origin, "[lan]", data, TABLE_KEYS["lan"], "lan")
+    return Lan(*_read_port(table, "the LAN NIC"))
+
+
+def _read_port(table: _Table, nic: str) -> tuple[str | None, str, str]:
+    """interface, mode and tap of [lan] or a [[segment]]."""
     mode = table.choice("mode", "packet", MODES)
-    hint = ' (the LAN NIC; optional only with mode = "tap")'
-    interface = table.interface("interface", None if mode == "tap" else _MISSING, hint)
+    interface = table.interface("interface", None if mode == "tap" else _MISSING,
+                                f' ({nic}; optional only with mode = "tap")')
     tap = table.interface("tap", DEFAULT_TAP)
     if mode == "tap" and tap == interface:
         table.fail("tap", f"must differ from interface, both are {_quote(tap)}")
-    return Lan(interface=interface, mode=mode, tap=tap)
+    return interface, mode, tap
+
+
+def _read_segments(origin: str, document: dict[str, Any], lan: dict[str, Any]) -> Segments:
+    """The [[segment]] tables, or [lan] as the one segment named "lan"."""
+    if "segment" not in document:
+        one = _read_lan(origin, lan)
+        return Segments(layout=(Segment(LAN_SEGMENT, one.interface, one.mode, one.tap, ()),),
+                        filters=(SegmentFilters(),))
+    if "lan" in document:
+        raise ConfigError(f"{origin}: [lan] and [[segment]] together: describe every segment, the one "
+                          f"[lan] described too, as a [[segment]] table")
+    tables = document["segment"]
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{origin}: segment: expected [[segment]] tables, got {_show(tables)}")
+    if len(tables) > SEGMENTS_MAX:
+        raise ConfigError(f"{origin}: at most {SEGMENTS_MAX} [[segment]] tables, got {len(tables)}")
+    layout, own = [], []
+    for number, data in enumerate(tables, 1):
+        segment, filters = _read_segment(origin, number, data)
+        for other in layout:
+            if other.name == segment.name:
+                raise ConfigError(f"{origin}: [[segment]] {number}: name {_quote(segment.name)} is taken "
+                                  f"by an earlier segment; names join segments to the peer's, so each is unique")
+        layout.append(segment)
+        own.append(filters)
+    _check_ports(origin, layout)
+    return Segments(layout=tuple(layout), filters=tuple(own))
+
+
+def _read_segment(origin: str, number: int, data: dict[str, Any]) -> tuple[Segment, SegmentFilters]:
+    head = f"[[segment]] {number}:"
+    if isinstance(data.get("name"), str) and _SITE_NAME.fullmatch(data["name"]):
+        head = f"[[segment]] {_quote(data['name'])}:"
+    table = _Table(origin, head, data, TABLE_KEYS["segment"], "segment")
+    name = table.string("name")
+    if not _SITE_NAME.fullmatch(name):
+        table.fail("name", f"expected {_SITE_NAME_RULE}, got {_quote(name)}")
+    interface, mode, tap = _read_port(table, "the segment's NIC")
+    vlan = _vlan_path(table)
+    filters = table.value("filter", {})
+    if not isinstance(filters, dict):
+        table.fail("filter", f"expected [segment.filter.nic_ingress] or [segment.filter.tunnel_ingress] "
+                             f"tables, got {_show(filters)}")
+    names = TABLE_KEYS["filter"]
+    for key, value in filters.items():
+        if key not in names or not isinstance(value, dict):
+            raise ConfigError(f"{origin}: {head} unknown table [segment.filter.{_bare(key)}]"
+                              f"{_suggest(key, names, '[segment.filter.{}]')}")
+    own = SegmentFilters(*(_read_filter_table(origin, name, filters[name], f"{head} [segment.filter.{name}]")
+                           if name in filters else None for name in names))
+    return Segment(name, interface, mode, tap, vlan), own
+
+
+def _vlan_path(table: _Table) -> tuple[int, ...]:
+    """vlan = 10, "10" or "100.20": one or two VLAN ids 1..4094, outer first."""
+    value = table.value("vlan", None)
+    if value is None:
+        return ()
+    like = 'like 10 or "100.20" (an outer and an inner VLAN id)'
+    if type(value) is int:
+        parts = [value]
+    elif isinstance(value, str) and re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,4})?", value):
+        parts = [int(part) for part in value.split(".")]
+    else:
+        table.fail("vlan", f"expected a VLAN id or path {like}, got {_show(value)}")
+    for vid in parts:
+        if not 1 <= vid <= 4094:
+            table.fail("vlan", f"VLAN ids are 1 to 4094, got {_show(value)}")
+    return tuple(parts)
+
+
+def _check_ports(origin: str, layout: list[Segment]) -> None:
+    """Segments sharing a NIC (or TAP device) must select different tag paths, and those sharing
+    a TAP device the same bridge."""
+    ports: dict[tuple, Segment] = {}
+    selected: dict[tuple, Segment] = {}
+    for segment in layout:
+        first = ports.setdefault(segment.port, segment)
+        if segment.mode == "tap" and first.interface != segment.interface:
+            raise ConfigError(f"{origin}: [[segment]] {_quote(segment.name)}: TAP device {_quote(segment.tap)} "
+                              f"is attached to {_show(first.interface or 'no bridge')} by segment "
+                              f"{_quote(first.name)}; segments sharing a TAP device share its bridge")
+        key = (segment.port, segment.vlan)
+        if key in selected:
+            where = f"interface {_quote(segment.interface)}" if segment.mode == "packet" else \
+                f"TAP device {_quote(segment.tap)}"
+            what = f"VLAN {segment.vlan_text}" if segment.vlan else "the untagged frames (no vlan)"
+            raise ConfigError(f"{origin}: [[segment]] {_quote(segment.name)}: {what} on {where} is already "
+                              f"segment {_quote(selected[key].name)}'s; each tag path of a NIC goes to one segment")
+        selected[key] = segment
+    if len(ports) > PORTS_MAX:
+        raise ConfigError(f"{origin}: the segments use {len(ports)} NICs and TAP devices; at most {PORTS_MAX}")
 
 
 def _read_tunnel(origin: str, data: dict[str, Any]) -> Tunnel:
@@ -423,8 +556,8 @@ def _read_filters(origin: str, data: dict[str, Any]) -> Filters:
     return Filters(*(_read_filter_table(origin, name, data.get(name, {})) for name in names))
 
 
-def _read_filter_table(origin: str, name: str, data: dict[str, Any]) -> FilterTable:
-    head = f"[filter.{name}]"
+def _read_filter_table(origin: str, name: str, data: dict[str, Any], head: str | None = None) -> FilterTable:
+    head = head or f"[filter.{name}]"
     table = _Table(origin, head, data, FILTER_TABLE_KEYS, f"filter.{name}")
     default = table.choice("default", "allow", ACTIONS)
     rules = table.value("rules", [])

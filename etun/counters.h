@@ -35,7 +35,9 @@
     X(VERSION, version)         /* another etun protocol version (an older or newer peer) */  \
     X(UNDER_LOAD, under_load)   /* a handshake without a cookie while under load: cookie sent */ \
     X(RATE_LIMIT, rate_limit)   /* over its source's (or everyone's) budget */                \
-    X(BAD_OFFLOAD, bad_offload) /* a virtio_net_hdr from the peer that does not fit its frame */
+    X(BAD_OFFLOAD, bad_offload) /* a virtio_net_hdr from the peer that does not fit its frame */ \
+    X(UNSELECTED_VLAN, unselected_vlan) /* a LAN frame of a VLAN no segment selects */        \
+    X(UNKNOWN_SEGMENT, unknown_segment) /* for a segment the peer lacks (or has not named yet) */
 
 /* How well the two pumps batch (docs/STATUS.md, "pumps"). */
 #define ETUN_PUMP_STATS(X)                                                                    \

@@ -8,10 +8,10 @@ import threading
 import time
 
 from etun import __version__, _fast, env, filters, keys, monitor, notify, privileges, reload
-from etun.config import load_config
+from etun.config import LAN_SEGMENT, load_config
 from etun.control import ControlServer, Pending
 from etun.errors import RuntimeFailure
-from etun.lan import open_lan
+from etun.lan import open_ports
 from etun.metrics import MetricsServer
 from etun.peer import PeerWatch, is_name
 from etun.probe import Prober, Responder
@@ -72,7 +72,9 @@ class Daemon:
         self.spin_us = env.spin_us()            # a bad value stops etun before it touches anything
         self.stopping = False
         self.pump_result: dict[str, int] = {}
-        self.lan = self.udp = self.datapath = self.engine = self.control = self.metrics = None
+        self.udp = self.datapath = self.engine = self.control = self.metrics = None
+        self.ports: list = []                   # the LAN sides (lan.LanPort), each segment on one
+        self.port_of: list[int] = []            # ... by segment id
         self.threads: list[threading.Thread] = []
         self.started = time.monotonic()
         # Reload, privileges, systemd (etun/reload.py, monitor.py, notify.py):
@@ -86,7 +88,8 @@ class Daemon:
     def setup(self) -> None:
         c = self.config
         run_selftest()
-        require_capabilities(c.lan.mode)
+        segments = c.segment.layout
+        require_capabilities("tap" if any(g.mode == "tap" for g in segments) else "packet")
         if os.geteuid() == 0 and c.run.user != "root":
             privileges.resolve_user(c.run.user, str(c.path))    # an unknown user stops etun here
         secrets = keys.load_secrets(c.security.key_file) if self.level != _fast.LEVEL_NONE else keys.Secrets.none()
@@ -95,21 +98,27 @@ class Daemon:
         if env.test_hooks():
             handlers["stall"] = self.handle_stall
         self.control = ControlServer(c.control.socket, handlers)
-        self.lan = open_lan(c.lan)
+        self.ports, self.port_of = open_ports(segments)
         self.udp = open_transport(c.tunnel.listen)
         peer = resolve_peer(c.tunnel.peer, self.udp.family)
         self.datapath = _fast.Datapath(self.level, c.tunnel.max_packet)
         self.datapath.trace = env.debug()
-        filters.install(self.datapath, c.filter)
+        # A segment without vlan alone on its port carries every frame, tags included.
+        self.datapath.set_segments([(port, g.vlan, not g.vlan and self.port_of.count(port) == 1)
+                                    for g, port in zip(segments, self.port_of, strict=True)])
+        filters.install(self.datapath, c)
         secrets.install(self.datapath)
-        self.engine = _fast.Engine(self.datapath, self.lan.fd, self.lan.kind, self.udp.fd,
+        first = self.ports[0]
+        self.engine = _fast.Engine(self.datapath, first.fd, first.kind, self.udp.fd,
                                    self.udp.port, self.udp.gso, self.udp.gro)
+        for port in self.ports[1:]:
+            self.engine.add_port(port.fd, port.kind)
         self.engine.set_peer(peer)
         self.engine.spin_us = self.spin_us
         self.probers: list[tuple[Prober, object]] = []
         now = _fast.now_ms()
         self.session = Session(self.level, self.datapath, c.site.name, now, self.keepalive_ms,
-                               c.security.rekey * 1000)
+                               c.security.rekey * 1000, segments=tuple(g.name for g in segments))
         self.responder = Responder(self.datapath, c.site.name, self.session.instance)
         self.watch = PeerWatch(c.tunnel.peer, self.udp.family, self.keepalive_ms, now)
         self.peer_gen = self.engine.peer()[1]
@@ -121,16 +130,27 @@ class Daemon:
         self.refused_logged_ms: dict[str, int] = {}
         self.fingerprint = secrets.fingerprint
         # Logged once everything is open, so a failing start prints just its one error line.
-        for note in self.lan.notes + self.udp.notes:
+        for note in [n for port in self.ports for n in port.notes] + self.udp.notes:
             log.info("%s", note)
         resolved = f" ({format_sockaddr(peer)})" if is_name(c.tunnel.peer.host) else ""
         key = f", key fingerprint {self.fingerprint}" if self.fingerprint else ""
-        log.info("etun %s running: level %s%s, LAN %s (%s mode, MTU %d), peer %s%s", __version__,
-                 c.security.level, key, self.lan.name, c.lan.mode, self.lan.mtu, c.tunnel.peer, resolved)
+        log.info("etun %s running: level %s%s, %s, peer %s%s", __version__, c.security.level, key,
+                 self.describe_lan(), c.tunnel.peer, resolved)
+
+    def describe_lan(self) -> str:
+        """The LAN side for the start-up line: "LAN eth1 (packet mode, MTU 1500)" for [lan];
+        with segments, each with its NIC and VLAN."""
+        segments = self.config.segment.layout
+        if len(segments) == 1 and segments[0].name == LAN_SEGMENT and not segments[0].vlan:
+            port = self.ports[0]
+            return f"LAN {port.name} ({segments[0].mode} mode, MTU {port.mtu})"
+        return f"{len(segments)} segments: " + ", ".join(
+            f"{g.name} ({self.ports[p].name}" + (f" VLAN {g.vlan_text}" if g.vlan else "") + ")"
+            for g, p in zip(segments, self.port_of, strict=True))
 
     def start_pumps(self) -> None:
         # Privileges go while this is the only thread: capabilities belong to each thread.
-        self.files = monitor.settle(self.config, self.lan, self.control.path)
+        self.files = monitor.settle(self.config, self.ports, self.control.path)
         for name, fn in (("tx", self.engine.run_tx), ("rx", self.engine.run_rx)):
             t = threading.Thread(target=self._pump, args=(name, fn), name=f"etun-{name}", daemon=True)
             t.start()
@@ -168,7 +188,8 @@ class Daemon:
             self.control.handle(ready)
             for name, rc in self.pump_result.items():
                 if not self.stopping:
-                    side = "LAN interface " + self.lan.name if name == "tx" else "UDP socket"
+                    port = self.ports[self.engine.snapshot()["lan_error_port"]]
+                    side = f"LAN interface {port.name}" if name == "tx" else "UDP socket"
                     raise RuntimeFailure(f"{side} failed: {os.strerror(rc) if rc else 'pump stopped'}")
             now = _fast.now_ms()
             for ptype, data, source, session_id in self.engine.pop_control():
@@ -256,7 +277,8 @@ class Daemon:
                     pass
             if prober.done():
                 self.probers.remove((prober, client))
-                self.control.finish(client, prober.report())
+                theirs = self.session.peer_segments
+                self.control.finish(client, prober.report(None if theirs is None else (self.session.segments, theirs)))
 
     def send(self, datagram: bytes, to: bytes | None = None) -> None:
         """One control datagram to `to`, or to the peer."""
@@ -388,6 +410,9 @@ class Daemon:
             "last_seen_s": round((now - last) / 1000, 3) if last else None,
             "rtt_ms": s.rtt_ms,
             "roams": roams,
+            "segments": None if s.peer_segments is None else list(s.peer_segments),
+            "segments_only_here": s.segments_only_here(),
+            "segments_only_there": s.segments_only_there(),
         }
         session = {
             "established": s.established,
@@ -395,7 +420,7 @@ class Daemon:
             "age_s": round((now - s.born_ms) / 1000, 1) if s.current_id is not None else None,
             "handshakes": s.handshakes,
         }
-        return build_status(self.config, self.lan, self.datapath, self.engine.snapshot(),
+        return build_status(self.config, self.ports, self.port_of, self.datapath, self.engine.snapshot(),
                             uptime_s=time.monotonic() - self.started, peer=peer, session=session)
 
     # -- teardown, in reverse ---------------------------------------------------------------
@@ -413,8 +438,8 @@ class Daemon:
             t.join(PUMP_JOIN_S)
         if self.udp is not None:
             self.udp.close()
-        if self.lan is not None:
-            self.lan.close()
+        for port in self.ports:
+            port.close()
         self.files.close()                      # the monitor switches LRO back on, removes the socket
 
     def stop(self, signum, frame) -> None:

@@ -11,8 +11,9 @@ cdef int engine_init(engine_state *e, dp_state *d, int lan_fd, int lan_kind, int
     cdef uint8_t *slot
     e.wake_fd = e.ctl_fd = e.kick_fd[PUMP_TX] = e.kick_fd[PUMP_RX] = -1
     e.dp = d
-    e.lan_fd = lan_fd
-    e.lan_kind = lan_kind
+    e.nports = 1
+    e.port_fd[0] = lan_fd
+    e.port_kind[0] = lan_kind
     e.udp_fd = udp_fd
     e.listen_port = listen_port
     e.gso = gso
@@ -92,9 +93,10 @@ cdef void engine_free(engine_state *e) noexcept nogil:
 cdef class Engine:
     """Both pumps of one site over its LAN fd and UDP fd, and what Python shares with them.
 
-    Engine(datapath, lan_fd, lan_kind, udp_fd, listen_port, gso, gro); run_tx() and run_rx()
-    each block their calling thread, GIL released, until stop(). Run both: while the tx pump
-    is parked (light traffic, and at the start) the rx pump reads the LAN for it.
+    Engine(datapath, lan_fd, lan_kind, udp_fd, listen_port, gso, gro): lan_fd is LAN port 0;
+    add_port() adds more (the datapath's segments say which frames each carries). run_tx()
+    and run_rx() each block their calling thread, GIL released, until stop(). Run both: while
+    the tx pump is parked (light traffic, and at the start) the rx pump reads the LAN for it.
     """
 
     cdef engine_state *e
@@ -132,6 +134,17 @@ cdef class Engine:
             engine_free(self.e)
             self.e = NULL
 
+    def add_port(self, int fd, int kind):
+        """Another LAN port (before the pumps start); returns its index."""
+        if kind not in (LAN_PACKET, LAN_TAP):
+            raise ValueError(f"kind must be LAN_PACKET or LAN_TAP, got {kind}")
+        if self.e.nports == PORTS_MAX:
+            raise ValueError(f"at most {PORTS_MAX} LAN ports")
+        self.e.port_fd[self.e.nports] = fd
+        self.e.port_kind[self.e.nports] = kind
+        self.e.nports += 1
+        return self.e.nports - 1
+
     @property
     def control_fd(self):
         """An eventfd that becomes readable when control packets wait in pop_control()."""
@@ -160,9 +173,17 @@ cdef class Engine:
         pthread_mutex_unlock(&self.e.peer_lock)
         return addr, gen, roams
 
+    cdef check_ports(self):
+        cdef dp_state *d = self.datapath.d
+        cdef int k
+        for k in range(d.nsegs):
+            if d.seg[k].port >= self.e.nports:
+                raise ValueError(f"segment {k} is on LAN port {d.seg[k].port}; the Engine has {self.e.nports}")
+
     def run_tx(self):
         """Pump LAN -> tunnel in this thread until stop(); returns 0 or the LAN errno."""
         cdef int rc
+        self.check_ports()
         pthread_setname_np(pthread_self(), b"etun-tx")     # as top -H and perf show it
         with nogil:
             rc = pump_tx(self.e)
@@ -171,6 +192,7 @@ cdef class Engine:
     def run_rx(self):
         """Pump tunnel -> LAN in this thread until stop(); returns 0 or the UDP errno."""
         cdef int rc
+        self.check_ports()
         pthread_setname_np(pthread_self(), b"etun-rx")
         with nogil:
             rc = pump_rx(self.e)
@@ -225,6 +247,7 @@ cdef class Engine:
             "gso": bool(e.gso),
             "gro": bool(e.gro),
             "gso_errno": e.gso_errno,
+            "lan_error_port": e.err_port,
             "tx_parked": bool(e.tx_parked),
             "last_auth_ms": e.last_auth_ms,
             "last_send_ms": e.last_send_ms,

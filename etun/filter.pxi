@@ -176,7 +176,7 @@ cdef void filter_carry(filter_table *t, filter_table *old, const int32_t *keep, 
 
 
 cdef void filter_readers(dp_state *d, engine_state **engines, int direction, bint take) noexcept nogil:
-    """Take (or, take False, let go of) the locks every reader of d.filt[direction] holds while
+    """Take (or, take False, let go of) the locks every reader of d.filt[*][direction] holds while
     it reads: each engine's tx_lock for nic_ingress, recv_lock for tunnel_ingress."""
     cdef int k
     cdef pthread_mutex_t *lock

@@ -20,9 +20,15 @@ def describe(rule) -> str:
     return f"{rule.action} {kind} {shown}"
 
 
-def install(datapath, filters) -> None:
-    """Put both directions' rules (an etun.config.Filters) into the datapath."""
-    for name, direction in DIRECTIONS.items():
-        table = getattr(filters, name)
-        rules = [(r.action == "allow", *kind_and_value(r)) for r in table.rules]
-        datapath.set_filter(direction, table.default == "allow", rules)
+def table_of(config, segment: int, name: str):
+    """The FilterTable that applies to one direction of a segment: its own, else [filter.*]."""
+    return getattr(config.segment.filters[segment], name) or getattr(config.filter, name)
+
+
+def install(datapath, config) -> None:
+    """Put both directions' rules of every segment (an etun.config.Config's) into the datapath."""
+    for segment in range(len(config.segment.layout)):
+        for name, direction in DIRECTIONS.items():
+            table = table_of(config, segment, name)
+            rules = [(r.action == "allow", *kind_and_value(r)) for r in table.rules]
+            datapath.set_filter(direction, table.default == "allow", rules, segment)

@@ -45,7 +45,7 @@ cdef bint gro_inspect(const uint8_t *f, uint32_t n, gro_seg *g) noexcept nogil:
     if l4 + 20 > n:
         return False
     hdr = l4 + (f[l4 + 12] >> 4) * 4
-    if hdr < l4 + 20 or hdr >= n or hdr > GRO_HEAD_ROOM - VNET_HDR_LEN:
+    if hdr < l4 + 20 or hdr >= n or hdr > GRO_HDR_MAX:
         return False
     if (f[l4 + 13] & TCP_FLAGS_NO_MERGE) or not (f[l4 + 13] & TCP_ACK):
         return False
@@ -87,10 +87,12 @@ cdef bint gro_follows(const uint8_t *a, const gro_seg *ga, const uint8_t *b, con
 
 
 cdef void gro_head(uint8_t *out, const uint8_t *f, const gro_seg *g, uint32_t total_payload,
-                   uint32_t gso_size, bint push) noexcept nogil:
-    """vnet header and merged headers for a run, into out (GRO_HEAD_ROOM bytes)."""
+                   uint32_t gso_size, bint push, const uint8_t *tags, uint32_t tlen) noexcept nogil:
+    """vnet header and merged headers for a run, into out (GRO_HEAD_ROOM bytes), with the
+    segment's `tags` (tlen bytes) pushed behind the MAC addresses."""
     cdef uint8_t *h = out + VNET_HDR_LEN
-    cdef uint32_t l3 = g.l3, l4 = g.l4, hdr = g.hdr, l4len = hdr - l4 + total_payload
+    cdef uint32_t l3 = g.l3 + tlen, l4 = g.l4 + tlen, hdr = g.hdr + tlen
+    cdef uint32_t l4len = hdr - l4 + total_payload
     memset(out, 0, VNET_HDR_LEN)
     out[0] = VNET_F_NEEDS_CSUM
     out[1] = VNET_GSO_TCPV6 if g.v6 else VNET_GSO_TCPV4
@@ -98,7 +100,9 @@ cdef void gro_head(uint8_t *out, const uint8_t *f, const gro_seg *g, uint32_t to
     pkt_put_le16(out + 4, <uint16_t>gso_size)
     pkt_put_le16(out + 6, <uint16_t>l4)
     pkt_put_le16(out + 8, 16)                   # the TCP checksum's offset in its header
-    memcpy(h, f, hdr)
+    memcpy(h, f, 12)
+    memcpy(h + 12, tags, tlen)
+    memcpy(h + 12 + tlen, f + 12, g.hdr - 12)
     if g.v6:
         pkt_put_be16(h + l3 + 4, <uint16_t>l4len)
     else:
@@ -111,14 +115,52 @@ cdef void gro_head(uint8_t *out, const uint8_t *f, const gro_seg *g, uint32_t to
     pkt_put_be16(h + l4 + 16, <uint16_t>pkt_pseudo_sum(h + l3, g.v6, PROTO_TCP, l4len))
 
 
+cdef int gro_single(uint8_t *head, const frame_ref *f, const uint8_t *tags, uint32_t tlen,
+                    iovec *iov) noexcept nogil:
+    """One frame as one LAN message: its vnet header (a FRAME_VNET's own, its offsets moved
+    by the tags pushed) and, with tags, the MAC addresses and tags in `head`. Returns the
+    iovecs used (at most 2)."""
+    cdef uint32_t skip = VNET_HDR_LEN if f.ftype == TYPE_FRAME_VNET else 0
+    cdef uint16_t v
+    if tlen == 0:
+        if skip:
+            iov[0].iov_base = f.data
+            iov[0].iov_len = f.length
+            return 1
+        iov[0].iov_base = LAN_ZERO_VNET
+        iov[0].iov_len = VNET_HDR_LEN
+        iov[1].iov_base = f.data
+        iov[1].iov_len = f.length
+        return 2
+    if skip:
+        memcpy(head, f.data, VNET_HDR_LEN)
+        v = pkt_le16(head + 2)
+        if v:
+            pkt_put_le16(head + 2, <uint16_t>(v + tlen))
+        if head[0] & VNET_F_NEEDS_CSUM:
+            pkt_put_le16(head + 6, <uint16_t>(pkt_le16(head + 6) + tlen))
+    else:
+        memset(head, 0, VNET_HDR_LEN)
+    memcpy(head + VNET_HDR_LEN, f.data + skip, 12)
+    memcpy(head + VNET_HDR_LEN + 12, tags, tlen)
+    iov[0].iov_base = head
+    iov[0].iov_len = VNET_HDR_LEN + 12 + tlen
+    iov[1].iov_base = f.data + skip + 12
+    iov[1].iov_len = f.length - skip - 12
+    return 2
+
+
 cdef int gro_plan(engine_state *e) noexcept nogil:
     """Group e.out into LAN messages (e.lan_out with their iovecs; e.msg_frames says how many
-    frames each carries). Returns the message count."""
+    frames each carries, e.msg_port where it goes), pushing each frame's segment tags. Frames
+    of different segments never share a message. Returns the message count."""
     cdef int i = 0, j, k, m = 0, niov = 0
-    cdef uint32_t gso_size = 0, total = 0, ip_total
+    cdef uint32_t gso_size = 0, total = 0, ip_total, tlen
     cdef frame_ref *f
     cdef gro_seg *g
+    cdef seg_state *sg
     cdef uint8_t *head
+    cdef uint8_t tags[VLAN_PATH_MAX * VLAN_TAG_LEN]
     cdef iovec *iov
     cdef msghdr *h
     for j in range(e.nout):
@@ -130,6 +172,9 @@ cdef int gro_plan(engine_state *e) noexcept nogil:
         h = &e.lan_out[m].msg_hdr
         h.msg_iov = iov
         g = &e.segs[i]
+        sg = &e.dp.seg[segment_id(e.out[i].segment)]
+        tlen = segment_tags(sg, segment_pcp(e.out[i].segment), tags)
+        head = e.gro_heads + <size_t>m * GRO_HEAD_ROOM
         j = i + 1
         if g.l3:
             gso_size = g.payload
@@ -137,6 +182,7 @@ cdef int gro_plan(engine_state *e) noexcept nogil:
             ip_total = (g.hdr - g.l3) + g.payload
             # A segment with PSH ends its run: the sender wanted it delivered now.
             while (j < e.nout and j - i < GRO_MAX_SEGS and e.segs[j].l3
+                   and e.out[j].segment == e.out[i].segment
                    and not (e.out[j - 1].data[g.l4 + 13] & TCP_PSH)
                    and ip_total + e.segs[j].payload <= GRO_MAX_IP
                    and gro_follows(e.out[j - 1].data, &e.segs[j - 1], e.out[j].data, &e.segs[j], gso_size)):
@@ -144,29 +190,19 @@ cdef int gro_plan(engine_state *e) noexcept nogil:
                 ip_total += e.segs[j].payload
                 j += 1
         if j - i > 1:
-            head = e.gro_heads + <size_t>m * GRO_HEAD_ROOM
             gro_head(head, e.out[i].data, g, total, gso_size,
-                     (e.out[j - 1].data[g.l4 + 13] & TCP_PSH) != 0)
+                     (e.out[j - 1].data[g.l4 + 13] & TCP_PSH) != 0, tags, tlen)
             iov[0].iov_base = head
-            iov[0].iov_len = VNET_HDR_LEN + g.hdr
+            iov[0].iov_len = VNET_HDR_LEN + g.hdr + tlen
             for k in range(i, j):
                 iov[1 + k - i].iov_base = e.out[k].data + e.segs[k].hdr
                 iov[1 + k - i].iov_len = e.segs[k].payload
             h.msg_iovlen = 1 + (j - i)
             e.dp.ctr[DIR_RX][C_SUPERFRAMES] += 1
         else:
-            f = &e.out[i]
-            if f.ftype == TYPE_FRAME_VNET:
-                iov[0].iov_base = f.data
-                iov[0].iov_len = f.length
-                h.msg_iovlen = 1
-            else:
-                iov[0].iov_base = LAN_ZERO_VNET
-                iov[0].iov_len = VNET_HDR_LEN
-                iov[1].iov_base = f.data
-                iov[1].iov_len = f.length
-                h.msg_iovlen = 2
+            h.msg_iovlen = gro_single(head, &e.out[i], tags, tlen, iov)
         e.msg_frames[m] = j - i
+        e.msg_port[m] = sg.port
         niov += <int>h.msg_iovlen
         m += 1
         i = j

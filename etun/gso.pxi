@@ -93,8 +93,9 @@ cdef void gso_fill(uint8_t *s, const uint8_t *f, uint32_t l3, uint32_t l4, uint3
         pkt_put_be16(s + l4 + 6, <uint16_t>(sum if sum else 0xffff))    # 0: "no checksum" (RFC 768)
 
 
-cdef int gso_seal(engine_state *e, int i, uint64_t now) noexcept nogil:
-    """Cut captured super-frame i into segments and seal each. Caller holds send_lock; this
+cdef int gso_seal(engine_state *e, int i, uint8_t segment, uint64_t now) noexcept nogil:
+    """Cut captured super-frame i into segments and seal each, for tunnel segment byte
+    `segment`. Caller holds send_lock; this
     releases it around the flushes it needs. Returns 0, or -DROP_* of the last failure."""
     cdef dp_state *d = e.dp
     cdef const uint8_t *f = e.cap_data[i]
@@ -123,9 +124,10 @@ cdef int gso_seal(engine_state *e, int i, uint64_t now) noexcept nogil:
         memcpy(s, f, hdr)
         memcpy(s + hdr, f + hdr + k * mss, seglen)
         gso_fill(s, f, l3, l4, hdr, seglen, k, nseg, mss, e.gso_tcp[i])
-        r = seal_frame(d, s, hdr + seglen, TYPE_FRAME, 0, e.pkts + e.npkts)
+        r = seal_frame(d, s, hdr + seglen, TYPE_FRAME, segment, e.pkts + e.npkts)
         if r > 0:
             e.npkts += r
+            segment_count(d, DIR_TX, segment_id(segment), hdr + seglen)
         else:
             rc = r
     return rc

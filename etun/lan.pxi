@@ -3,8 +3,9 @@
 # checksums cross intact (docs/OFFLOADS.md).
 #
 # A capture slot: [0, 4) spare | [4, 14) vnet header as read | [14, ...) the frame | TAILROOM.
-# Re-inserting a VLAN tag moves the frame start 4 bytes down; a FRAME_VNET payload is the
-# (adjusted) vnet header written right before wherever the frame starts.
+# Re-inserting a VLAN tag moves the frame start 4 bytes down, taking off the tags a segment
+# selected moves it up; a FRAME_VNET payload is the (adjusted) vnet header written right
+# before wherever the frame starts (the 10 bytes in front of it are always in the slot).
 
 cdef uint8_t LAN_ZERO_VNET[VNET_HDR_LEN]      # prepended to plain frames we inject
 
@@ -79,15 +80,17 @@ cdef bint lan_vnet_ok(const uint8_t *f, uint32_t length) noexcept nogil:
     return True
 
 
-cdef void lan_prepare(engine_state *e, int i, uint8_t *frame, uint32_t flen, const uint8_t *vnet,
-                      int vlan_shift) noexcept nogil:
-    """Turn one captured frame into what gets sealed: a plain FRAME; a super-frame that
-    gso_seal() cuts into plain FRAMEs; or, for GSO kinds etun does not cut, a FRAME_VNET the
-    far kernel segments."""
+cdef void lan_prepare(engine_state *e, int port, int i, uint8_t *frame, uint32_t flen,
+                      const uint8_t *vnet, int vlan_shift) noexcept nogil:
+    """Turn one frame captured on `port` into what gets sealed: find its segment and take the
+    tags that selected it off; then a plain FRAME; a super-frame that gso_seal() cuts into plain
+    FRAMEs; or, for GSO kinds etun does not cut, a FRAME_VNET the far kernel segments.
+    `vlan_shift`: bytes the frame grew in front of what the kernel's offsets count from."""
     cdef dp_state *d = e.dp
-    cdef uint8_t flags = vnet[0], gso_type = vnet[1]
+    cdef uint8_t flags = vnet[0], gso_type = vnet[1], pcp
     cdef uint16_t hdr_len = pkt_le16(vnet + 2), csum_start = pkt_le16(vnet + 6)
     cdef uint8_t *out
+    cdef int s
     e.cap_data[i] = NULL
     if flen < MIN_FRAME_LEN:
         drop_frame(d, DIR_TX, DROP_RUNT, frame, flen)
@@ -95,9 +98,15 @@ cdef void lan_prepare(engine_state *e, int i, uint8_t *frame, uint32_t flen, con
     if lan_is_own_tunnel(frame, flen, e.listen_port):
         drop_frame(d, DIR_TX, DROP_OWN_TUNNEL, frame, flen)
         return
-    if not filter_allows(d.filt[FILTER_NIC_INGRESS], frame, flen):
-        drop_frame(d, DIR_TX, DROP_FILTER, frame, flen)
+    s = segment_select(d, port, frame, flen, &pcp)
+    if s < 0:
+        drop_frame(d, DIR_TX, DROP_UNSELECTED_VLAN, frame, flen)
         return
+    frame = segment_strip(d, s, frame, &flen, &vlan_shift)
+    if not filter_allows(d.filt[s][FILTER_NIC_INGRESS], frame, flen):
+        segment_drop(d, DIR_TX, s, DROP_FILTER, frame, flen)
+        return
+    e.cap_seg[i] = <uint8_t>((pcp << SEGMENT_ID_BITS) | s)
     if gso_type != VNET_GSO_NONE and gso_parse(e, i, frame, flen, vnet, vlan_shift) == 0:
         e.cap_data[i] = frame
         e.cap_len[i] = flen
@@ -105,7 +114,7 @@ cdef void lan_prepare(engine_state *e, int i, uint8_t *frame, uint32_t flen, con
         return
     if gso_type != VNET_GSO_NONE:
         # A kind of GSO etun does not cut (SCTP, UFO): carry it whole with its metadata.
-        # Offsets in the header count from the frame start, which a re-inserted tag moved.
+        # Offsets in the header count from the frame start, which moved by vlan_shift.
         out = frame - VNET_HDR_LEN
         memmove(out, vnet, VNET_HDR_LEN)
         if hdr_len:
@@ -119,7 +128,7 @@ cdef void lan_prepare(engine_state *e, int i, uint8_t *frame, uint32_t flen, con
     if flags & VNET_F_NEEDS_CSUM:
         if lan_complete_csum(frame, flen, <uint16_t>(csum_start + vlan_shift),
                              pkt_le16(vnet + 8)) != 0:
-            drop_frame(d, DIR_TX, DROP_MALFORMED, frame, flen)
+            segment_drop(d, DIR_TX, s, DROP_MALFORMED, frame, flen)
             return
     e.cap_data[i] = frame
     e.cap_len[i] = flen
@@ -143,9 +152,10 @@ cdef inline uint8_t *lan_restore_tag(uint8_t *frame, uint32_t *flen, const tpack
     return frame
 
 
-cdef int lan_capture_packet(engine_state *e) noexcept nogil:
-    """recvmmsg up to TX_BATCH frames from the AF_PACKET socket. Returns the count or -errno."""
-    cdef int n, i, shift
+cdef int lan_capture_packet(engine_state *e, int port, int first) noexcept nogil:
+    """recvmmsg frames from AF_PACKET port `port` into slots first.. TX_BATCH - 1. Returns the
+    count or -errno."""
+    cdef int n, i, k, shift
     cdef uint8_t *slot
     cdef uint8_t *frame
     cdef uint32_t flen
@@ -153,13 +163,14 @@ cdef int lan_capture_packet(engine_state *e) noexcept nogil:
     cdef cmsghdr *c
     cdef tpacket_auxdata aux
     cdef uint8_t vnet[VNET_HDR_LEN]
-    for i in range(TX_BATCH):
+    for i in range(first, TX_BATCH):
         e.lan_in[i].msg_hdr.msg_controllen = CMSG_ROOM
         e.lan_in[i].msg_hdr.msg_flags = 0
-    n = recvmmsg(e.lan_fd, e.lan_in, TX_BATCH, MSG_DONTWAIT, NULL)
+    n = recvmmsg(e.port_fd[port], &e.lan_in[first], TX_BATCH - first, MSG_DONTWAIT, NULL)
     if n < 0:
         return -errno
-    for i in range(n):
+    for k in range(n):
+        i = first + k
         m = &e.lan_in[i].msg_hdr
         slot = e.frames + <size_t>i * FRAME_SLOT
         frame = slot + FRAME_AT
@@ -179,28 +190,60 @@ cdef int lan_capture_packet(engine_state *e) noexcept nogil:
                 memcpy(&aux, CMSG_DATA(c), sizeof(tpacket_auxdata))
                 frame = lan_restore_tag(frame, &flen, &aux, &shift)
             c = CMSG_NXTHDR(m, c)
-        lan_prepare(e, i, frame, flen, vnet, shift)
+        lan_prepare(e, port, i, frame, flen, vnet, shift)
     return n
 
 
-cdef int lan_capture_tap(engine_state *e) noexcept nogil:
-    """read() up to TX_BATCH frames from the TAP device (no batch syscall exists for it)."""
+cdef int lan_capture_tap(engine_state *e, int port, int first) noexcept nogil:
+    """read() frames from TAP port `port` into slots first.. TX_BATCH - 1 (no batch syscall
+    exists for it). Returns the slots used or -errno."""
     cdef int i
     cdef ssize_t r
     cdef uint8_t *slot
-    for i in range(TX_BATCH):
+    for i in range(first, TX_BATCH):
         slot = e.frames + <size_t>i * FRAME_SLOT
-        r = read(e.lan_fd, slot + FRAME_AT - VNET_HDR_LEN, FRAME_SLOT - (FRAME_AT - VNET_HDR_LEN) - TAILROOM)
+        r = read(e.port_fd[port], slot + FRAME_AT - VNET_HDR_LEN,
+                 FRAME_SLOT - (FRAME_AT - VNET_HDR_LEN) - TAILROOM)
         if r < 0:
-            if i == 0:
+            if i == first:
                 return -errno
-            return i
+            return i - first
+        e.cap_data[i] = NULL
         if r < VNET_HDR_LEN:
             drop_frame(e.dp, DIR_TX, DROP_RUNT, NULL, 0)
-            e.cap_data[i] = NULL
             continue
-        lan_prepare(e, i, slot + FRAME_AT, <uint32_t>(r - VNET_HDR_LEN), slot + FRAME_AT - VNET_HDR_LEN, 0)
-    return TX_BATCH
+        lan_prepare(e, port, i, slot + FRAME_AT, <uint32_t>(r - VNET_HDR_LEN), slot + FRAME_AT - VNET_HDR_LEN, 0)
+    return TX_BATCH - first
+
+
+cdef int lan_capture(engine_state *e) noexcept nogil:
+    """Read a batch from the LAN ports, each round starting at the next port so that a busy
+    one cannot starve the others. Returns the frames read (slots 0..n-1), or -errno of a port
+    that broke (e.err_port names it), or -EAGAIN. An error met while other ports brought
+    frames is returned by the next call: the kernel reports it only once."""
+    cdef int k, p, n, total = 0, start = e.next_port
+    if e.lan_err:
+        n = -e.lan_err
+        e.lan_err = 0
+        return n
+    e.next_port = (start + 1) % e.nports
+    for k in range(e.nports):
+        p = (start + k) % e.nports
+        if e.port_kind[p] == LAN_TAP:
+            n = lan_capture_tap(e, p, total)
+        else:
+            n = lan_capture_packet(e, p, total)
+        if n > 0:
+            total += n
+            if total == TX_BATCH:
+                break
+        elif n < 0 and n != -EAGAIN and n != -EINTR:
+            e.err_port = p
+            if total == 0:
+                return n
+            e.lan_err = -n
+            break
+    return total if total else -EAGAIN
 
 
 cdef void lan_count_send_error(engine_state *e, int err, int frames) noexcept nogil:
@@ -208,21 +251,26 @@ cdef void lan_count_send_error(engine_state *e, int err, int frames) noexcept no
 
 
 cdef void lan_emit(engine_state *e) noexcept nogil:
-    """Write the frames opened this batch to the LAN (merged where gro.pxi may), counting every
-    frame of a message the kernel refuses."""
-    cdef int i, r, sent = 0, m
+    """Write the frames opened this batch to their LAN ports (merged where gro.pxi may), each
+    run of messages for one port in one call, counting every frame of a message the kernel
+    refuses."""
+    cdef int i, r, sent = 0, m, end, fd
     if e.nout == 0:
         return
     m = gro_plan(e)
-    if e.lan_kind == LAN_TAP:
-        e.pump_stats[PUMP_LAN_SENDS] += m
-        for i in range(m):
-            if writev(e.lan_fd, e.lan_out[i].msg_hdr.msg_iov, <int>e.lan_out[i].msg_hdr.msg_iovlen) < 0:
-                lan_count_send_error(e, errno, e.msg_frames[i])
-        return
     while sent < m:
+        fd = e.port_fd[e.msg_port[sent]]
+        if e.port_kind[e.msg_port[sent]] == LAN_TAP:
+            e.pump_stats[PUMP_LAN_SENDS] += 1
+            if writev(fd, e.lan_out[sent].msg_hdr.msg_iov, <int>e.lan_out[sent].msg_hdr.msg_iovlen) < 0:
+                lan_count_send_error(e, errno, e.msg_frames[sent])
+            sent += 1
+            continue
+        end = sent + 1
+        while end < m and e.msg_port[end] == e.msg_port[sent]:
+            end += 1
         e.pump_stats[PUMP_LAN_SENDS] += 1
-        r = sendmmsg(e.lan_fd, &e.lan_out[sent], m - sent, 0)
+        r = sendmmsg(fd, &e.lan_out[sent], end - sent, 0)
         if r > 0:
             sent += r
         elif errno == EINTR:

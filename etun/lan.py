@@ -1,4 +1,4 @@
-"""Open the LAN side: an AF_PACKET socket on a NIC (promiscuous, offload-aware), or a TAP device."""
+"""Open the LAN sides: an AF_PACKET socket per NIC (promiscuous, offload-aware), or a TAP device."""
 
 import ctypes
 import errno
@@ -183,8 +183,8 @@ def open_tap(tap: str, bridge: str | None) -> LanPort:
     """A TAP device with offload metadata, up, MTU for jumbo frames, attached to `bridge`."""
     if bridge is not None and not _is_bridge(bridge):
         if not os.path.exists(f"/sys/class/net/{bridge}"):
-            raise RuntimeFailure(f"[lan] interface {bridge} not found")
-        raise RuntimeFailure(f"[lan] interface {bridge} is not a bridge; in tap mode name a bridge "
+            raise RuntimeFailure(f"interface {bridge} (for TAP {tap}) not found")
+        raise RuntimeFailure(f"interface {bridge} is not a bridge; in tap mode name a bridge "
                              f"for etun to attach {tap} to, or leave interface out")
     try:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -212,8 +212,23 @@ def open_tap(tap: str, bridge: str | None) -> LanPort:
     return port
 
 
-def open_lan(lan) -> LanPort:
-    """The LAN side [lan] asks for."""
-    if lan.mode == "tap":
-        return open_tap(lan.tap, lan.interface)
-    return open_packet(lan.interface)
+def open_ports(segments) -> tuple[list[LanPort], list[int]]:
+    """The LAN sides the segments (config.Segment, in id order) live on, each opened once:
+    (ports, each segment's port index). Closes what it opened if one fails."""
+    ports: list[LanPort] = []
+    index: dict[tuple, int] = {}
+    of_segment = []
+    try:
+        for segment in segments:
+            if segment.port not in index:
+                index[segment.port] = len(ports)
+                if segment.mode == "tap":
+                    ports.append(open_tap(segment.tap, segment.interface))
+                else:
+                    ports.append(open_packet(segment.interface))
+            of_segment.append(index[segment.port])
+    except BaseException:
+        for port in ports:
+            port.close()
+        raise
+    return ports, of_segment

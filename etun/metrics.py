@@ -57,24 +57,47 @@ def families(st: dict) -> list:
     out.append(keys)
     traffic = {name: CounterMetricFamily(f"etun_{name}", text, labels=["direction"]) for name, text in TRAFFIC_HELP}
     drops = CounterMetricFamily("etun_drops", "Frames or packets dropped, by reason", labels=["direction", "reason"])
-    hits = CounterMetricFamily("etun_filter_hits", "Frames decided by each filter rule",
-                               labels=["direction", "filter", "rule", "match"])
-    ethertypes = CounterMetricFamily("etun_ethertype_frames", "Frames by EtherType (the most frequent)",
-                                     labels=["direction", "ethertype"])
     for direction, d in st["directions"].items():
         for name, family in traffic.items():
             if name in d:
                 family.add_metric([direction], d[name])
         for reason, count in d["drops"].items():
             drops.add_metric([direction, reason], count)
-        f = d["filter"]
-        for rule in f["rules"]:
-            hits.add_metric([direction, f["name"], str(rule["rule"]), rule["match"]], rule["hits"])
-        hits.add_metric([direction, f["name"], "default", f["default"]["action"]], f["default"]["hits"])
-        for ethertype, count in d["ethertypes"].items():
-            ethertypes.add_metric([direction, ethertype], count)
-    out += [*traffic.values(), drops, hits, ethertypes]
+    out += [*traffic.values(), drops]
+    out += _segment_families(st["segments"])
     return out
+
+
+def _segment_families(segments: list[dict]) -> list:
+    """Per segment: frames, bytes, drops, filter hits, EtherTypes, and whether the peer has it."""
+    frames = CounterMetricFamily("etun_segment_frames", "Ethernet frames carried, per segment",
+                                 labels=["segment", "direction"])
+    nbytes = CounterMetricFamily("etun_segment_bytes", "Bytes of those frames, per segment",
+                                 labels=["segment", "direction"])
+    drops = CounterMetricFamily("etun_segment_drops", "Frames of a segment dropped, by reason",
+                                labels=["segment", "direction", "reason"])
+    hits = CounterMetricFamily("etun_filter_hits", "Frames decided by each filter rule",
+                               labels=["segment", "direction", "filter", "rule", "match"])
+    ethertypes = CounterMetricFamily("etun_ethertype_frames", "Frames by EtherType (the most frequent)",
+                                     labels=["segment", "direction", "ethertype"])
+    at_peer = GaugeMetricFamily("etun_segment_at_peer", "1 when the peer has this segment, 0 when it lacks it",
+                                labels=["segment"])
+    for g in segments:
+        name = g["name"]
+        if g["at_peer"] is not None:
+            at_peer.add_metric([name], int(g["at_peer"]))
+        for direction, d in g["directions"].items():
+            frames.add_metric([name, direction], d["frames"])
+            nbytes.add_metric([name, direction], d["bytes"])
+            for reason, count in d["drops"].items():
+                drops.add_metric([name, direction, reason], count)
+            f = d["filter"]
+            for rule in f["rules"]:
+                hits.add_metric([name, direction, f["name"], str(rule["rule"]), rule["match"]], rule["hits"])
+            hits.add_metric([name, direction, f["name"], "default", f["default"]["action"]], f["default"]["hits"])
+            for ethertype, count in d["ethertypes"].items():
+                ethertypes.add_metric([name, direction, ethertype], count)
+    return [frames, nbytes, drops, hits, ethertypes, at_peer]
 
 
 class StatusCollector:

@@ -177,7 +177,7 @@ def _user_name(uid: int) -> str:
         return str(uid)
 
 
-def settle(config, lan, control_path):
+def settle(config, ports, control_path):
     """After setup and before any thread starts: become [run] user with no capability, leaving
     what only root may do to a monitor; returns what a reload reads the files through.
 
@@ -185,8 +185,10 @@ def settle(config, lan, control_path):
     without root (setpriv, ambient capabilities): keep the uid, and of the capabilities only
     CAP_NET_ADMIN, and that only while LRO must be switched back on at exit.
     """
-    undo_caps = {CAP_NET_ADMIN} if lan.undo else set()
-    why = f" (to switch LRO on {lan.name} back on at exit)" if lan.undo else ""
+    undo = [action for port in ports for action in port.undo]
+    lro = ", ".join(port.name for port in ports if port.undo)
+    undo_caps = {CAP_NET_ADMIN} if undo else set()
+    why = f" (to switch LRO on {lro} back on at exit)" if undo else ""
     if os.geteuid() != 0:
         privileges.drop(None, undo_caps)
         caps = privileges.permitted()
@@ -198,8 +200,9 @@ def settle(config, lan, control_path):
         log.info('running as root ([run] user = "root"): etun keeps its privileges')
         return LocalFiles(config.path)
     user = privileges.resolve_user(config.run.user, str(config.path))
-    monitor = Monitor(config.path, list(lan.undo), control_path, undo_caps)
-    lan.undo.clear()                        # the monitor's now: they need what the daemon gives up
+    monitor = Monitor(config.path, undo, control_path, undo_caps)
+    for port in ports:
+        port.undo.clear()                   # the monitor's now: they need what the daemon gives up
     privileges.drop(user, set())
     log.info("running as %s (uid %d) with no capabilities; monitor pid %d keeps root's uid with %s to "
              "re-read the configuration and key file on reload and to clean up at exit%s",

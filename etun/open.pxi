@@ -171,6 +171,7 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
             out.data = <uint8_t *>body
         out.length = body_len
         out.ftype = ptype
+        out.segment = pkt[9]
         out.slot = -1
         open_count_frame(d, ptype, body_len)
         return OPEN_FRAME
@@ -225,6 +226,7 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
     out.data = slot.buf
     out.length = flen
     out.ftype = slot.ftype
+    out.segment = slot.nonce_head[5]          # header byte 9, the same in every fragment
     out.slot = sid
     d.ctr[DIR_RX][C_REASSEMBLED] += 1
     open_count_frame(d, slot.ftype, flen)

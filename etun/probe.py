@@ -261,8 +261,12 @@ class Prober:
         return (self.phase == "size" and len(self.size_sent) == SIZE_TRIES
                 and time.monotonic() - self.size_sent[-1] >= RETRY_S)
 
-    def report(self) -> dict:
+    def report(self, segments: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> dict:
+        """The checks, decided. `segments`: (ours, the peer's) when a session told us the peer's
+        (the running daemon's verify-peer): then they are checked too."""
         c = self.checks
+        if segments is not None:
+            c["segments"] = segments_check(*segments)
         n = self.size_bytes + 8
         wire = n + self.ip_overhead
         if c["reachable"].ok is None:
@@ -290,3 +294,14 @@ class Prober:
                 check.ok, check.detail = False, check.detail or "not decided"
         checks = [{"check": k.name, "ok": k.ok, "detail": k.detail} for k in c.values()]
         return {"peer": format_sockaddr(self.peer), "ok": all(k.ok for k in c.values()), "checks": checks}
+
+
+def segments_check(ours: tuple[str, ...], theirs: tuple[str, ...]) -> Check:
+    """Whether both sites have the same segments, naming those only one has."""
+    here = [name for name in ours if name not in theirs]
+    there = [name for name in theirs if name not in ours]
+    if not here and not there:
+        return Check("segments", True, f"the peer has the same segments: {', '.join(ours)}")
+    parts = [f"{', '.join(names)} only {where}" for names, where in ((here, "here"), (there, "at the peer")) if names]
+    return Check("segments", False, "segments differ: " + "; ".join(parts)
+                 + " (their frames are dropped and counted as unknown_segment)")

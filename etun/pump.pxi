@@ -61,21 +61,26 @@ cdef inline void pump_expect(engine_state *e, int side, uint64_t now_us) noexcep
         e.spin_until_us[PUMP_RX] = now_us + KICK_SPIN_US
 
 
-cdef bint pump_wait(engine_state *e, int me, int fd, int fd2, int timeout_ms) noexcept nogil:
-    """Sleep until fd or fd2 is readable (-1: not watched), the stop eventfd fires, a kick
-    comes, or the timeout passes. Returns whether a kick came."""
-    cdef pollfd fds[4]
+cdef bint pump_wait(engine_state *e, int me, bint udp, bint lan, int timeout_ms) noexcept nogil:
+    """Sleep until the UDP socket (with `udp`) or a LAN port (with `lan`) is readable, the stop
+    eventfd fires, a kick comes, or the timeout passes. Returns whether a kick came."""
+    cdef pollfd fds[3 + PORTS_MAX]
     cdef uint64_t junk
-    cdef int i, rc
+    cdef int i, rc, nfds = 2
     fds[0].fd = e.wake_fd
     fds[1].fd = e.kick_fd[me]
-    fds[2].fd = fd
-    fds[3].fd = fd2
-    for i in range(4):
+    if udp:
+        fds[nfds].fd = e.udp_fd
+        nfds += 1
+    if lan:
+        for i in range(e.nports):
+            fds[nfds].fd = e.port_fd[i]
+            nfds += 1
+    for i in range(nfds):
         fds[i].events = POLLIN
         fds[i].revents = 0
     e.sleeping[me] = 1
-    rc = poll(fds, 4, timeout_ms)
+    rc = poll(fds, nfds, timeout_ms)
     e.sleeping[me] = 0
     if rc > 0 and fds[1].revents:
         read(e.kick_fd[me], &junk, sizeof(junk))
@@ -94,9 +99,13 @@ cdef void pump_stall(engine_state *e, int me) noexcept nogil:
 cdef void pump_lan_drops(engine_state *e) noexcept nogil:
     """Frames the kernel dropped because the capture socket was full (read-and-reset)."""
     cdef tpacket_stats st
-    cdef socklen_t slen = sizeof(st)
-    if e.lan_kind == LAN_PACKET and getsockopt(e.lan_fd, SOL_PACKET, PACKET_STATISTICS, &st, &slen) == 0:
-        if st.tp_drops:
+    cdef socklen_t slen
+    cdef int p
+    for p in range(e.nports):
+        slen = sizeof(st)
+        if e.port_kind[p] != LAN_PACKET:
+            continue
+        if getsockopt(e.port_fd[p], SOL_PACKET, PACKET_STATISTICS, &st, &slen) == 0 and st.tp_drops:
             drop_count(e.dp, DIR_TX, DROP_SOCKET_OVERFLOW, st.tp_drops)
 
 
@@ -105,9 +114,10 @@ cdef int pump_tx_round(engine_state *e) noexcept nogil:
     the LAN, seal them, send them. Returns the frames read; 0, -EAGAIN or -EINTR for none;
     -errno when the LAN side broke. Sets tx_burst when the round was a big one."""
     cdef dp_state *d = e.dp
-    cdef int n, i, r, sent
+    cdef int n, i, r, sent, s
+    cdef uint8_t peer_id
     cdef uint64_t now, now_us
-    n = lan_capture_tap(e) if e.lan_kind == LAN_TAP else lan_capture_packet(e)
+    n = lan_capture(e)
     if n <= 0:
         return n
     e.pump_stats[PUMP_TX_WAKEUPS] += 1
@@ -120,17 +130,26 @@ cdef int pump_tx_round(engine_state *e) noexcept nogil:
         if e.peer_len == 0:
             seal_drop(d, DROP_NO_SESSION, e.cap_data[i], e.cap_len[i], e.cap_type[i])
             continue
+        s = segment_id(e.cap_seg[i])
+        peer_id = d.tx.seg_peer[s]
+        if peer_id == SEGMENT_NONE:
+            # The peer has no segment of this name, or has not told us its segments yet.
+            d.seg_ctr[s][DIR_TX][DROP_UNKNOWN_SEGMENT] += 1
+            seal_drop(d, DROP_UNKNOWN_SEGMENT, e.cap_data[i], e.cap_len[i], e.cap_type[i])
+            continue
+        peer_id = segment_byte(peer_id, segment_pcp(e.cap_seg[i]))
         if e.cap_type[i] == CAP_SUPERFRAME:
             e.tx_burst = True
-            gso_seal(e, i, now)
+            gso_seal(e, i, peer_id, now)
             continue
         if e.npkts + MAX_FRAGS > TX_PKTS:
             pthread_mutex_unlock(&d.send_lock)
             udp_flush(e, now)
             pthread_mutex_lock(&d.send_lock)
-        r = seal_frame(d, e.cap_data[i], e.cap_len[i], e.cap_type[i], 0, e.pkts + e.npkts)
+        r = seal_frame(d, e.cap_data[i], e.cap_len[i], e.cap_type[i], peer_id, e.pkts + e.npkts)
         if r > 0:
             e.npkts += r
+            segment_count(d, DIR_TX, s, e.cap_len[i])
     pthread_mutex_unlock(&d.send_lock)
     sent = e.npkts
     udp_flush(e, now)
@@ -170,7 +189,7 @@ cdef int pump_tx(engine_state *e) noexcept nogil:
                 e.tx_parked = 1
                 pump_signal(e, PUMP_RX)        # so that it watches the LAN from now on
         e.pump_stats[PUMP_TX_SLEEPS] += 1
-        if pump_wait(e, PUMP_TX, -1 if e.tx_parked else e.lan_fd, -1, POLL_TIMEOUT_MS):
+        if pump_wait(e, PUMP_TX, False, not e.tx_parked, POLL_TIMEOUT_MS):
             e.tx_parked = 0                    # a burst (a kick that came late does the same)
         now = clock_ms()
         if now >= e.stats_next_ms:
@@ -201,9 +220,10 @@ cdef int pump_serve_tx(engine_state *e) noexcept nogil:
 
 
 cdef inline bint pump_rx_allows(engine_state *e, frame_ref *f) noexcept nogil:
-    """tunnel_ingress: the frame behind any offload header."""
+    """tunnel_ingress of the frame's segment: the frame behind any offload header."""
     cdef uint32_t skip = VNET_HDR_LEN if f.ftype == TYPE_FRAME_VNET else 0
-    return filter_allows(e.dp.filt[FILTER_TUNNEL_INGRESS], f.data + skip, f.length - skip)
+    return filter_allows(e.dp.filt[segment_id(f.segment)][FILTER_TUNNEL_INGRESS], f.data + skip,
+                         f.length - skip)
 
 
 cdef bint pump_rx_offload_ok(dp_state *d, frame_ref *f, const uint8_t *name, uint32_t namelen) noexcept nogil:
@@ -215,10 +235,14 @@ cdef bint pump_rx_offload_ok(dp_state *d, frame_ref *f, const uint8_t *name, uin
     return False
 
 
-cdef void pump_rx_filtered(dp_state *d, frame_ref *f) noexcept nogil:
-    """tunnel_ingress denied an opened frame: count it, with its source MAC, and let it go."""
+cdef void pump_rx_dropped(dp_state *d, frame_ref *f, int reason, int s) noexcept nogil:
+    """An opened frame is not delivered: count it (for segment s, unless -1), with its source
+    MAC, and let it go."""
     cdef uint32_t skip = VNET_HDR_LEN if f.ftype == TYPE_FRAME_VNET else 0
-    drop_frame(d, DIR_RX, DROP_FILTER, f.data + skip, f.length - skip)
+    if s >= 0:
+        segment_drop(d, DIR_RX, s, reason, f.data + skip, f.length - skip)
+    else:
+        drop_frame(d, DIR_RX, reason, f.data + skip, f.length - skip)
     open_release(d, f)
 
 
@@ -242,7 +266,7 @@ cdef int pump_rx_round(engine_state *e) noexcept nogil:
     the LAN. Returns the datagrams read; 0, -EAGAIN or -EINTR for none; -errno when the UDP
     side broke."""
     cdef dp_state *d = e.dp
-    cdef int n, i, rc
+    cdef int n, i, rc, s
     cdef uint32_t total, seg, off, length
     cdef uint8_t *base
     cdef uint8_t *name
@@ -282,12 +306,16 @@ cdef int pump_rx_round(engine_state *e) noexcept nogil:
                 open_release(d, &e.out[e.nout])
             elif rc == OPEN_FRAME:
                 accepted = True
-                if not pump_rx_offload_ok(d, &e.out[e.nout], name, namelen):
+                s = segment_id(e.out[e.nout].segment)
+                if s >= d.nsegs:
+                    pump_rx_dropped(d, &e.out[e.nout], DROP_UNKNOWN_SEGMENT, -1)
+                elif not pump_rx_offload_ok(d, &e.out[e.nout], name, namelen):
                     pass
                 elif pump_rx_allows(e, &e.out[e.nout]):
+                    segment_count(d, DIR_RX, s, e.out[e.nout].length)
                     e.nout += 1
                 else:
-                    pump_rx_filtered(d, &e.out[e.nout])
+                    pump_rx_dropped(d, &e.out[e.nout], DROP_FILTER, s)
             elif rc == OPEN_HELD:
                 accepted = True
             elif rc == OPEN_CONTROL:
@@ -331,7 +359,7 @@ cdef int pump_rx(engine_state *e) noexcept nogil:
         if pump_keep_spinning(e, PUMP_RX, &idle_since):
             continue
         e.pump_stats[PUMP_RX_SLEEPS] += 1
-        pump_wait(e, PUMP_RX, e.udp_fd, e.lan_fd if lan else -1, POLL_TIMEOUT_MS)
+        pump_wait(e, PUMP_RX, True, lan, POLL_TIMEOUT_MS)
         pthread_mutex_lock(&d.recv_lock)
         d.now_ms = clock_ms()
         open_expire(d)

@@ -29,9 +29,8 @@ RESTART = "restart"
 # apply_<how> below; tests/unit/test_reload.py fails while any field is missing here.
 FIELDS = (
     ("site.name", RESTART),
-    ("lan.interface", RESTART),
-    ("lan.mode", RESTART),
-    ("lan.tap", RESTART),
+    ("segment.layout", RESTART),            # [lan], or the [[segment]] tables but their filters
+    ("segment.filters", "filters"),
     ("tunnel.listen", RESTART),
     ("tunnel.peer", "peer"),
     ("tunnel.max_packet", RESTART),
@@ -55,6 +54,10 @@ class Change:
     how: str                    # RESTART, or the name of the apply_ method
 
     def describe(self) -> str:
+        if self.path == "segment.layout":
+            return f"segments {show_segments(self.old)} -> {show_segments(self.new)}"
+        if self.path == "segment.filters":
+            return "[segment.filter.*] tables"
         table, _, key = self.path.rpartition(".")
         where = f"[{table}] {key}" if table and table != "filter" else f"[{self.path}]" if table else self.path
         return f"{where} {show(self.old)} -> {show(self.new)}"
@@ -68,6 +71,12 @@ def show(value) -> str:
         n = len(value.rules)
         return f"({n} rule{'s' if n != 1 else ''}, default {value.default})"
     return f'"{value}"' if isinstance(value, str) or hasattr(value, "host") else str(value)
+
+
+def show_segments(layout) -> str:
+    """Segments as a log line shows them: "office (eth1 VLAN 10), voice (eth1 VLAN 20)"."""
+    return ", ".join(f"{g.name} ({'TAP ' + g.tap + ' on ' if g.mode == 'tap' else ''}{g.interface or 'no bridge'}"
+                     + (f" VLAN {g.vlan_text}" if g.vlan else "") + ")" for g in layout)
 
 
 def lookup(config, path: str):
@@ -145,7 +154,7 @@ class Reload:
         d.session.set_timers(d.keepalive_ms, t.security.rekey * 1000)
 
     def apply_filters(self, _) -> None:
-        filters.install(self.d.datapath, self.new.filter)
+        filters.install(self.d.datapath, self.new)
 
     def apply_secrets(self, _) -> None:
         d, s = self.d, self.secrets

@@ -81,10 +81,27 @@ cdef void session_tx_wipe(dp_state *d, tx_session *t) noexcept nogil:
     t.live = False
 
 
+cdef void session_tx_segments(dp_state *d, tx_session *t, uint32_t peer_gen) noexcept nogil:
+    """The segment map a new send session starts with: the one in use, if the peer is the same
+    instance (its segments cannot have changed); none for another instance until it names its
+    segments (SESSION messages). Generation 0 is a peer without a control plane (bench and
+    tests): its segments are ours, id for id."""
+    cdef int s
+    if peer_gen == 0:
+        for s in range(SEGMENTS_MAX):
+            t.seg_peer[s] = <uint8_t>s
+    elif t != &d.tx and d.tx.peer_gen == peer_gen:
+        memcpy(t.seg_peer, d.tx.seg_peer, SEGMENTS_MAX)
+    elif t.peer_gen != peer_gen:
+        memset(t.seg_peer, SEGMENT_NONE, SEGMENTS_MAX)
+    t.peer_gen = peer_gen
+
+
 cdef int session_tx_set(dp_state *d, tx_session *t, const uint8_t *secret, uint8_t peer_id,
-                        uint32_t index, uint64_t now_ms) noexcept nogil:
+                        uint32_t index, uint32_t peer_gen, uint64_t now_ms) noexcept nogil:
     """Fill a send session from its secret; the counter starts at 0 (the keys are new)."""
     session_tx_wipe(d, t)
+    session_tx_segments(d, t, peer_gen)
     memcpy(t.secret, secret, SECRET_LEN)
     memcpy(t.index_root, d.index_root, SECRET_LEN)
     t.peer_id = peer_id

@@ -1,6 +1,6 @@
 """Sessions with the peer (docs/PROTOCOL.md §5, §6): when to shake hands, the handshake's payloads
 and freshness checks, the key index the send side moves to every `rekey`, and the SESSION
-messages inside a session (keepalive, round-trip time, the peer's site name)."""
+messages inside a session (keepalive, round-trip time, the peer's site name and segments)."""
 
 import logging
 import os
@@ -40,6 +40,7 @@ SESSION_HEAD = struct.Struct("!BBxxIII")        # kind, flags, time_us, echo_us,
 KIND_STATUS = 1
 FLAG_ANSWER = 0x01              # please answer (round-trip time, or a confirmation)
 ITEM_SITE = 1                   # the sender's [site] name, UTF-8
+ITEM_SEGMENT = 2                # one per segment of the sender, in id order: its name, UTF-8
 
 
 def clock_us() -> int:
@@ -57,14 +58,16 @@ class Outcome:
     drop: str | None = None
 
 
-def encode_session(flags: int, time_us: int, echo_us: int, held_us: int, site: str) -> bytes:
-    name = site.encode()[:32]
+def encode_session(flags: int, time_us: int, echo_us: int, held_us: int, site: str,
+                   segments: tuple[str, ...] = ()) -> bytes:
+    items = [(ITEM_SITE, site)] + [(ITEM_SEGMENT, name) for name in segments]
     return (SESSION_HEAD.pack(KIND_STATUS, flags, time_us & 0xFFFFFFFF, echo_us & 0xFFFFFFFF,
-                              held_us & 0xFFFFFFFF) + bytes([ITEM_SITE, len(name)]) + name)
+                              held_us & 0xFFFFFFFF)
+            + b"".join(bytes([kind, len(value.encode()[:32])]) + value.encode()[:32] for kind, value in items))
 
 
-def decode_session(payload: bytes) -> tuple[int, int, int, int, dict[int, bytes]]:
-    """(flags, time_us, echo_us, held_us, {item type: value}); ValueError if malformed."""
+def decode_session(payload: bytes) -> tuple[int, int, int, int, dict[int, list[bytes]]]:
+    """(flags, time_us, echo_us, held_us, {item type: [values, in order]}); ValueError if malformed."""
     if len(payload) < SESSION_HEAD.size:
         raise ValueError("malformed")
     kind, flags, time_us, echo_us, held_us = SESSION_HEAD.unpack_from(payload)
@@ -74,7 +77,7 @@ def decode_session(payload: bytes) -> tuple[int, int, int, int, dict[int, bytes]
     while off < len(payload):
         if off + 2 > len(payload) or off + 2 + payload[off + 1] > len(payload):
             raise ValueError("malformed")
-        items[payload[off]] = payload[off + 2: off + 2 + payload[off + 1]]
+        items.setdefault(payload[off], []).append(payload[off + 2: off + 2 + payload[off + 1]])
         off += 2 + payload[off + 1]
     return flags, time_us, echo_us, held_us, items
 
@@ -89,10 +92,12 @@ class Session:
     """
 
     def __init__(self, level: int, datapath, site: str, now_ms: int, keepalive_ms: int = 10_000,
-                 rekey_ms: int = 120_000, random=os.urandom, wall_ns=time.time_ns):
+                 rekey_ms: int = 120_000, random=os.urandom, wall_ns=time.time_ns,
+                 segments: tuple[str, ...] = ("lan",)):
         self.level = level
         self.dp = datapath
         self.site = site
+        self.segments = tuple(segments)         # our segments' names, in id order
         self.keepalive_ms = keepalive_ms
         self.rekey_ms = rekey_ms
         self.random = random
@@ -120,6 +125,10 @@ class Session:
         self.confirming_since: int | None = None     # initiator: waiting for an answer under it
         self.confirm_sent_ms = 0
         self.peer_instance: bytes | None = None
+        self.peer_gen = 0                       # numbers the peer instances we made sessions with
+        self.gen_instance: bytes | None = None  # ... the latest of them
+        self.peer_segments: tuple[str, ...] | None = None   # its segments, once it named them
+        self.mapped_gen = 0                     # the instance whose segments the datapath maps
         self.peer_site = ""
         self.peer_time: tuple[int, int] | None = None  # (peer's time_us, our clock_us on receipt)
         self.rtt_ms: float | None = None
@@ -160,6 +169,14 @@ class Session:
         chosen = self.next_id
         self.next_id = (self.next_id + 1) % _fast.SESSION_IDS
         return chosen
+
+    def _gen_of(self, instance: bytes) -> int:
+        """The generation number of a peer instance we install a session with: a new instance
+        (a restart) starts a new one, and its sessions start without a segment map."""
+        if instance != self.gen_instance:
+            self.gen_instance = instance
+            self.peer_gen += 1
+        return self.peer_gen
 
     def _held(self) -> dict:
         held = self.dp.sessions()
@@ -286,7 +303,7 @@ class Session:
         now_us = clock_us()
         echo, held = (0, 0) if self.peer_time is None else (self.peer_time[0], now_us - self.peer_time[1])
         self.next_keepalive_ms = now_ms + self.keepalive_ms
-        payload = encode_session(FLAG_ANSWER if answer else 0, now_us, echo, held, self.site)
+        payload = encode_session(FLAG_ANSWER if answer else 0, now_us, echo, held, self.site, self.segments)
         return self.dp.seal(payload, _fast.TYPE_SESSION)
 
     def receive_session(self, payload: bytes, session_id: int, now_ms: int) -> Outcome:
@@ -308,10 +325,38 @@ class Session:
                 self.rtt_ms = rtt_us / 1000
         self.peer_time = (time_us, now_us)
         if ITEM_SITE in items:
-            self.peer_site = printable(items[ITEM_SITE].decode("utf-8", "replace"))
+            self.peer_site = printable(items[ITEM_SITE][0].decode("utf-8", "replace"))
+        self._map_segments(tuple(printable(v.decode("utf-8", "replace")) for v in items.get(ITEM_SEGMENT, ())),
+                           out)
         if flags & FLAG_ANSWER and self.answers.take(now_ms):
             out.replies += self.status_message(now_ms, answer=False)
         return out
+
+    def _map_segments(self, theirs: tuple[str, ...], out: Outcome) -> None:
+        """The peer named its segments: send each of ours to its segment of the same name, and
+        say once which exist on one side only (their frames are dropped, unknown_segment)."""
+        if theirs == self.peer_segments and self.mapped_gen == self.peer_gen:
+            return
+        ids = {name: k for k, name in enumerate(theirs) if k < _fast.SEGMENTS_MAX}
+        self.dp.set_segment_map(bytes(ids.get(name, _fast.SEGMENT_NONE) for name in self.segments), self.peer_gen)
+        self.mapped_gen = self.peer_gen
+        if theirs != self.peer_segments:
+            self.peer_segments = theirs
+            here, there = self.segments_only_here(), self.segments_only_there()
+            if here or there:
+                out.events.append("segments differ from the peer's: " + "; ".join(
+                    f"{', '.join(names)} only {where}" for names, where in ((here, "here"), (there, "at the peer"))
+                    if names) + " (their frames are dropped and counted as unknown_segment)")
+
+    def segments_only_here(self) -> list[str]:
+        if self.peer_segments is None:
+            return []
+        return [name for name in self.segments if name not in self.peer_segments]
+
+    def segments_only_there(self) -> list[str]:
+        if self.peer_segments is None:
+            return []
+        return [name for name in self.peer_segments if name not in self.segments]
 
     # -- handshake messages -------------------------------------------------------------------
 
@@ -345,7 +390,7 @@ class Session:
             return out
         local_id = self._new_id()
         reply = hs.reply(RESP_PAYLOAD.pack(self.instance, local_id, self.send_index))
-        self.dp.install_session(hs, local_id, peer_id, self.send_index, peer_index)
+        self.dp.install_session(hs, local_id, peer_id, self.send_index, peer_index, self._gen_of(instance))
         self.answered = (local_id, instance, now_ms)
         if self.pending is not None:
             self.pending = None                  # the peer's initiation won the tie
@@ -398,7 +443,8 @@ class Session:
             out.drop = "replay"                  # our own answer, reflected back to us
             self.pending = None
             return out
-        self.dp.install_session(self.pending, self.pending_id, peer_id, self.send_index, peer_index)
+        self.dp.install_session(self.pending, self.pending_id, peer_id, self.send_index, peer_index,
+                                self._gen_of(instance))
         restarted = self.peer_instance is not None and self.peer_instance != instance
         self.pending = None
         self.answered = None

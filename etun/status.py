@@ -10,7 +10,7 @@ from etun import __version__, _fast, filters
 from etun.config import load_config
 from etun.control import ask
 
-SCHEMA = 1
+SCHEMA = 2                      # 2: per-segment filters, EtherTypes and counters under "segments"
 STATUS_TIMEOUT_S = 3.0
 DIRECTIONS = (("outbound", "LAN → tunnel"), ("inbound", "tunnel → LAN"))
 TRAFFIC = ("frames", "bytes", "packets", "fragments", "reassembled", "control", "superframes")
@@ -21,9 +21,15 @@ TOP_ETHERTYPES = 8              # EtherTypes listed per direction
 
 # -- the document, built in the daemon -------------------------------------------------------
 
-def _direction(raw: dict, traffic: tuple, table, stats: dict, filter_name: str) -> dict:
+def _direction(raw: dict, traffic: tuple) -> dict:
     d = {name: raw[name] for name in traffic}
     d["drops"] = {name: raw[name] for name in _fast.DROP_REASONS}
+    return d
+
+
+def _segment_direction(raw: dict, table, stats: dict, filter_name: str) -> dict:
+    d = {name: raw[name] for name in ("frames", "bytes")}
+    d["drops"] = {name: raw[name] for name in raw if name not in ("frames", "bytes")}
     d["filter"] = {
         "name": filter_name,
         "rules": [{"rule": i + 1, "match": filters.describe(r), "hits": hits}
@@ -35,19 +41,37 @@ def _direction(raw: dict, traffic: tuple, table, stats: dict, filter_name: str) 
     return d
 
 
-def build_status(config, lan, datapath, snapshot: dict, *, uptime_s: float, peer: dict, session: dict) -> dict:
+def _segments(config, ports, port_of, datapath, peer: dict) -> list[dict]:
+    out = []
+    for k, g in enumerate(config.segment.layout):
+        port = ports[port_of[k]]
+        counts = datapath.segment_counters(k)
+        stats = {name: datapath.filter_stats(direction, k) for name, direction in filters.DIRECTIONS.items()}
+        out.append({
+            "name": g.name, "interface": port.name, "mode": g.mode, "vlan": g.vlan_text or None, "mtu": port.mtu,
+            "at_peer": None if peer.get("segments") is None else g.name in peer["segments"],
+            "directions": {
+                "outbound": _segment_direction(counts["tx"], filters.table_of(config, k, "nic_ingress"),
+                                               stats["nic_ingress"], "nic_ingress"),
+                "inbound": _segment_direction(counts["rx"], filters.table_of(config, k, "tunnel_ingress"),
+                                              stats["tunnel_ingress"], "tunnel_ingress"),
+            },
+        })
+    return out
+
+
+def build_status(config, ports, port_of, datapath, snapshot: dict, *, uptime_s: float, peer: dict,
+                 session: dict) -> dict:
     """The status document (docs/STATUS.md) of a running daemon: its configuration, its LAN
-    port (lan.LanPort), the datapath's counters and filter hits, the engine's snapshot, and
-    what the control plane knows of the peer (the `peer` table, already filled in)."""
+    ports (lan.LanPort; port_of: each segment's), the datapath's counters and filter hits, the
+    engine's snapshot, and what the control plane knows of the peer (the `peer` table, filled in)."""
     counters = datapath.counters()
-    stats = {name: datapath.filter_stats(direction) for name, direction in filters.DIRECTIONS.items()}
     return {
         "schema": SCHEMA,
         "etun": __version__,
         "site": config.site.name,
         "level": config.security.level,
         "uptime_s": round(uptime_s, 1),
-        "lan": {"interface": lan.name, "mode": config.lan.mode, "mtu": lan.mtu},
         "tunnel": {"listen": str(config.tunnel.listen), "max_packet": config.tunnel.max_packet,
                    "gso": snapshot["gso"], "gro": snapshot["gro"]},
         "peer": peer,
@@ -56,11 +80,10 @@ def build_status(config, lan, datapath, snapshot: dict, *, uptime_s: float, peer
         "session": session,
         "pumps": snapshot["pumps"],
         "directions": {
-            "outbound": _direction(counters["tx"], OUTBOUND_TRAFFIC, config.filter.nic_ingress,
-                                   stats["nic_ingress"], "nic_ingress"),
-            "inbound": _direction(counters["rx"], INBOUND_TRAFFIC, config.filter.tunnel_ingress,
-                                  stats["tunnel_ingress"], "tunnel_ingress"),
+            "outbound": _direction(counters["tx"], OUTBOUND_TRAFFIC),
+            "inbound": _direction(counters["rx"], INBOUND_TRAFFIC),
         },
+        "segments": _segments(config, ports, port_of, datapath, peer),
     }
 
 
@@ -90,7 +113,7 @@ def _uptime(seconds: float) -> str:
 
 def render(st: dict) -> str:
     """The status as a screenful of text."""
-    peer, keys, lan, tun = st["peer"], st["keys"], st["lan"], st["tunnel"]
+    peer, keys, tun = st["peer"], st["keys"], st["tunnel"]
     lines = [
         f"etun {st['etun']}, site {st['site']}, level {st['level']}, up {_uptime(st['uptime_s'])}",
         f"peer {peer['site'] or '?'} at {peer['address']}: {'up' if peer['up'] else 'DOWN'}, "
@@ -99,7 +122,7 @@ def render(st: dict) -> str:
         f"moved {peer['roams']} times",
         f"key index: sending {_dash(keys['send_index'])}, receiving {_dash(keys['recv_index'])}; "
         + _session_line(st.get("session", {})),
-        f"LAN {lan['interface']} ({lan['mode']} mode, MTU {lan['mtu']}); UDP {tun['listen']} "
+        f"UDP {tun['listen']} "
         f"(GSO {'on' if tun['gso'] else 'off'}, GRO {'on' if tun['gro'] else 'off'}), "
         f"max_packet {tun['max_packet']}",
         "",
@@ -111,16 +134,35 @@ def render(st: dict) -> str:
     lines.append("drops")
     for reason in out["drops"]:
         lines.append(f"  {reason:22}{out['drops'][reason]:>16,}{inb['drops'][reason]:>16,}")
+    only_here, only_there = peer.get("segments_only_here") or [], peer.get("segments_only_there") or []
+    if only_here or only_there:
+        lines.append("SEGMENT MISMATCH: " + "; ".join(
+            f"{', '.join(names)} only {where}" for names, where in ((only_here, "here"), (only_there, "at the peer"))
+            if names) + " (dropped: unknown_segment)")
+    for g in st["segments"]:
+        lines += _render_segment(g)
+    return "\n".join(lines)
+
+
+def _render_segment(g: dict) -> list[str]:
+    at_peer = {None: "peer's segments not known yet", True: "joined at the peer", False: "MISSING AT THE PEER"}
+    out, inb = g["directions"]["outbound"], g["directions"]["inbound"]
+    lines = ["", f"segment {g['name']}: {g['interface']}" + (f" VLAN {g['vlan']}" if g["vlan"] else "")
+             + f" ({g['mode']} mode, MTU {g['mtu']}), {at_peer[g['at_peer']]}"]
+    for name in ("frames", "bytes"):
+        lines.append(f"  {name:22}{out[name]:>16,}{inb[name]:>16,}")
+    for reason in out["drops"]:
+        lines.append(f"  {reason:22}{out['drops'][reason]:>16,}{inb['drops'][reason]:>16,}")
     for d in (out, inb):
         f = d["filter"]
-        lines.append(f"filter {f['name']}:")
+        lines.append(f"  filter {f['name']}:")
         for r in f["rules"]:
-            lines.append(f"  rule {r['rule']:<3} {r['match']:<34}{r['hits']:>14,} hits")
-        lines.append(f"  default {f['default']['action']:<34}{f['default']['hits']:>14,} hits")
+            lines.append(f"    rule {r['rule']:<3} {r['match']:<32}{r['hits']:>14,} hits")
+        lines.append(f"    default {f['default']['action']:<32}{f['default']['hits']:>14,} hits")
     for label, d in (("LAN → tunnel", out), ("tunnel → LAN", inb)):
         shown = ", ".join(f"{et} {n:,}" for et, n in d["ethertypes"].items()) or "none yet"
-        lines.append(f"EtherTypes {label}: {shown}")
-    return "\n".join(lines)
+        lines.append(f"  EtherTypes {label}: {shown}")
+    return lines
 
 
 def _session_line(session: dict) -> str:

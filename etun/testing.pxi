@@ -82,7 +82,7 @@ def gso_split(packet):
         e.cap_data[0] = <uint8_t *>frame
         e.cap_len[0] = n
         pthread_mutex_lock(&dp.d.send_lock)
-        rc = gso_seal(e, 0, 0)
+        rc = gso_seal(e, 0, 0, 0)
         pthread_mutex_unlock(&dp.d.send_lock)
         if rc < 0:
             raise RuntimeError(f"gso_seal: {COUNTER_NAMES[-rc]}")
@@ -98,12 +98,12 @@ def gso_split(packet):
         engine_free(e)
 
 
-def filter_check(Datapath dp, int direction, frame):
+def filter_check(Datapath dp, int direction, frame, int segment=0):
     """Decide one frame as the pump would (and count it); (allowed, rule index or None)."""
     cdef const uint8_t[:] f = frame
     cdef int verdict
     check_direction(direction)
-    verdict = filter_frame(dp.d.filt[direction], &f[0] if f.shape[0] else NULL, f.shape[0])
+    verdict = filter_frame(dp.d.filt[segment][direction], &f[0] if f.shape[0] else NULL, f.shape[0])
     if verdict >= 0:
         return bool(verdict & 1), verdict >> 1
     return verdict == -1, None
@@ -270,11 +270,11 @@ cdef class LanCapture:
             e.npkts = 0
             e.seg_used = 0
             pthread_mutex_lock(&d.send_lock)
-            lan_prepare(e, 0, frame, flen, vnet, shift)
+            lan_prepare(e, 0, 0, frame, flen, vnet, shift)
             rc = 0
             if e.cap_data[0] != NULL and e.cap_type[0] == CAP_SUPERFRAME:
                 nseg = gso_segments(e.cap_len[0] - e.gso_hdr[0], e.gso_mss[0])
-                rc = gso_seal(e, 0, 0)
+                rc = gso_seal(e, 0, 0, 0)
             pthread_mutex_unlock(&d.send_lock)
             if e.cap_data[0] == NULL:
                 return "dropped", None
@@ -350,3 +350,54 @@ def reset_datapath(Datapath dp, unsigned long long now_ms):
     memset(d.ctr_ctl, 0, sizeof(d.ctr_ctl))
     d.last_drop = 0
     pthread_mutex_unlock(&d.recv_lock)
+
+
+def segment_capture(Datapath dp, int port, frame):
+    """A frame captured on LAN port `port`, tags in band: (segment or -1, pcp, the frame as it is
+    sealed, without the tags that selected it). Moves the segment's outer TPID as capture does."""
+    cdef const uint8_t[:] f = frame
+    cdef uint32_t n = f.shape[0]
+    cdef uint8_t *buf
+    cdef uint8_t pcp = 0
+    cdef int s, shift = 0
+    cdef uint8_t *start
+    if n < MIN_FRAME_LEN:
+        raise ValueError("shorter than an Ethernet header")
+    buf = <uint8_t *>malloc(n)
+    if buf == NULL:
+        raise MemoryError("frame")
+    try:
+        memcpy(buf, &f[0], n)
+        s = segment_select(dp.d, port, buf, n, &pcp)
+        if s < 0:
+            return -1, 0, None
+        start = segment_strip(dp.d, s, buf, &n, &shift)
+        return s, pcp, PyBytes_FromStringAndSize(<char *>start, n)
+    finally:
+        free(buf)
+
+
+def segment_inject(Datapath dp, int segment_byte, frame, int ftype=TYPE_FRAME):
+    """An opened frame with header segment byte `segment_byte`, as the rx pump writes it to the
+    LAN: (port, the bytes written after the 10-byte virtio_net_hdr, that header)."""
+    cdef engine_state *e = <engine_state *>calloc(1, sizeof(engine_state))
+    cdef msghdr *h
+    cdef int k
+    if e == NULL:
+        raise MemoryError("engine state")
+    keep = bytes(frame)
+    try:
+        e.dp = dp.d
+        e.out[0].data = <uint8_t *><const char *>keep
+        e.out[0].length = len(keep)
+        e.out[0].ftype = ftype
+        e.out[0].segment = segment_byte
+        e.out[0].slot = -1
+        e.nout = 1
+        gro_plan(e)
+        h = &e.lan_out[0].msg_hdr
+        out = b"".join(PyBytes_FromStringAndSize(<char *>h.msg_iov[k].iov_base, h.msg_iov[k].iov_len)
+                       for k in range(h.msg_iovlen))
+        return e.msg_port[0], out[VNET_HDR_LEN:], out[:VNET_HDR_LEN]
+    finally:
+        free(e)

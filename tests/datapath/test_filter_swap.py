@@ -76,7 +76,7 @@ def send_tunnel(secret: bytes, address, count: int) -> None:
 
 def counts(dp: _fast.Datapath, direction: int) -> dict[int, int]:
     """Hits per EtherType rule of the table installed now (its rules' order varies)."""
-    rules = dp.filter_rules[direction][1]
+    rules = dp.filter_rules[0, direction][1]
     hits = dp.filter_stats(direction)["rules"]
     return {value: hits[i] for i, (_, kind, value) in enumerate(rules) if kind == "ethertype"}
 

@@ -28,12 +28,15 @@ class Wall:
 
 
 class Site:
-    def __init__(self, name: str, secrets: keys.Secrets, wall: Wall, level: int = ENCRYPT, now: int = 0):
+    def __init__(self, name: str, secrets: keys.Secrets, wall: Wall, level: int = ENCRYPT, now: int = 0,
+                 segments: tuple[str, ...] = ("lan",)):
         self.name = name
         self.secrets = secrets
         self.dp = _fast.Datapath(level)
+        self.dp.set_segments([(0, (k + 1,), False) for k in range(len(segments))])
         secrets.install(self.dp)
-        self.s = Session(level, self.dp, name, now, keepalive_ms=2000, rekey_ms=10_000, wall_ns=wall)
+        self.s = Session(level, self.dp, name, now, keepalive_ms=2000, rekey_ms=10_000, wall_ns=wall,
+                         segments=segments)
         self.drops: list[str] = []
         self.events: list[str] = []
 
@@ -265,3 +268,38 @@ def test_under_load_an_initiation_is_answered_with_a_cookie_and_the_next_one_car
 def cookie_for(responder: Site, init: bytes) -> bytes:
     """The COOKIE the responder's rx pump would send back under load (admit.pxi)."""
     return _fast.cookie_reply_for(responder.dp, init, pack_sockaddr(socket.AF_INET, "198.19.1.1", 5555))
+
+
+def test_each_site_learns_the_peers_segments_in_the_first_round_trip_and_maps_them_by_name():
+    wall, sec = Wall(), secrets()
+    a = Site("a", sec, wall, segments=("office", "voice", "guest"))
+    b = Site("b", sec, wall, segments=("voice", "office", "lab"))
+    assert a.dp.segment_map() is None
+    run(a, b, 0)
+    # a's office (id 0) is b's id 1, voice (1) is b's 0; guest goes nowhere.
+    assert a.dp.segment_map() == bytes([1, 0, _fast.SEGMENT_NONE])
+    assert b.dp.segment_map() == bytes([1, 0, _fast.SEGMENT_NONE])
+    assert a.s.segments_only_here() == ["guest"] and a.s.segments_only_there() == ["lab"]
+    assert any("segments differ from the peer's: guest only here; lab only at the peer" in e for e in a.events)
+
+
+def test_a_restarted_peer_gets_no_frames_until_it_names_its_segments_again_a_rekey_loses_none():
+    wall, sec = Wall(), secrets()
+    a = Site("a", sec, wall, segments=("office", "voice"))
+    b = Site("b", sec, wall, segments=("office", "voice"))
+    run(a, b, 0)
+    assert a.dp.segment_map() == bytes([0, 1])
+    # A new handshake with the same instance (a renewal) keeps the map from its first packet on.
+    a.s.prompt = True
+    seen = []
+    run(a, b, 1000, tap=lambda to, d: seen.append(a.dp.segment_map()))
+    assert a.s.handshakes == 2 and set(seen) == {bytes([0, 1])}
+    # b restarts with its segments in another order: until it says so, a sends nothing.
+    b2 = Site("b", sec, wall, segments=("voice", "office"))
+    wall.ns += 10**9
+    init = b2.s.initiate(2000)
+    (resp,) = a.deliver(init, 2000)
+    for d in b2.deliver(resp, 2000):
+        a.deliver(d, 2000)                       # b2's confirmation carries its segments
+    a.s.tick(2000)
+    assert a.dp.segment_map() == bytes([1, 0])

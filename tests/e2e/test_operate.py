@@ -84,12 +84,12 @@ def test_filters_stop_denied_frames_and_pass_allowed_ones_in_both_directions(top
     assert markers(at_b) == {"o", "p"}
     assert markers(at_a) == {"P"}
     a, b = t.status("a"), t.status("b")
-    hits = [r["hits"] for r in a["directions"]["outbound"]["filter"]["rules"]]
+    hits = [r["hits"] for r in a["segments"][0]["directions"]["outbound"]["filter"]["rules"]]
     assert hits == [1, 1, 2]
-    assert a["directions"]["outbound"]["filter"]["rules"][0]["match"] == "deny mac 02:de:ad:00:00:01"
+    assert a["segments"][0]["directions"]["outbound"]["filter"]["rules"][0]["match"] == "deny mac 02:de:ad:00:00:01"
     assert b["directions"]["inbound"]["drops"]["filter"] == 2
     assert a["directions"]["inbound"]["drops"]["filter"] == 1
-    assert b["directions"]["inbound"]["ethertypes"]["0x88b7"] >= 2
+    assert b["segments"][0]["directions"]["inbound"]["ethertypes"]["0x88b7"] >= 2
 
 
 def documented_fields(doc: str) -> set[str]:
@@ -279,6 +279,7 @@ def test_prometheus_metrics_are_scraped_by_a_real_http_client_in_both_formats(to
         assert samples[("etun_frames_total", (("direction", "outbound"),))] >= 3
         assert samples[("etun_drops_total", (("direction", "inbound"), ("reason", "auth")))] == 0
         assert (("etun_filter_hits_total", (("direction", "outbound"), ("filter", "nic_ingress"), ("match", "allow"),
-                                             ("rule", "default")))) in samples
+                                             ("rule", "default"), ("segment", "lan")))) in samples
+        assert samples[("etun_segment_frames_total", (("direction", "outbound"), ("segment", "lan")))] >= 3
         assert any(name == "etun_ethertype_frames_total" for name, _ in samples)
         assert "# TYPE etun_drops" in body and "# HELP etun_drops" in body

@@ -79,7 +79,7 @@ def test_sighup_applies_a_new_deny_rule_within_a_second_while_a_ping_every_10_ms
         "(1 rule, default allow)" in lines[0], lines
     after = t.status("a")
     assert after["keys"]["recv_index"] == keys_before["recv_index"] and after["keys"]["settled"]
-    assert after["peer"]["up"] and after["directions"]["outbound"]["filter"]["rules"][0]["hits"] > 0
+    assert after["peer"]["up"] and after["segments"][0]["directions"]["outbound"]["filter"]["rules"][0]["hits"] > 0
     assert {site: sessions_logged(t, site) for site in "ab"} == before, "the reload set up a new session"
 
 
@@ -118,7 +118,7 @@ def test_a_reload_that_changes_listen_is_refused_naming_it_and_applies_nothing_e
         'reload refused: [tunnel] listen "0.0.0.0:5555" -> "0.0.0.0:5556" needs a restart; etun goes on unchanged')
     assert " 0% packet loss" in t.ping("a", HOST_IP["b"], count=5).stdout     # the deny rule was not applied either
     st = t.status("a")
-    assert st["tunnel"]["listen"] == "0.0.0.0:5555" and st["directions"]["outbound"]["filter"]["rules"] == []
+    assert st["tunnel"]["listen"] == "0.0.0.0:5555" and st["segments"][0]["directions"]["outbound"]["filter"]["rules"] == []
 
 
 def test_the_daemon_runs_as_nobody_with_no_capability_undumpable_and_its_monitor_reloads_and_cleans_up(topo):

@@ -54,6 +54,8 @@ class Topology:
     narrate: bool = True
     workdir: Path | None = None
     etuns: dict = field(default_factory=dict)
+    extra_nodes: list = field(default_factory=list)   # namespaces a test added (add_node)
+    children: list = field(default_factory=list)      # helper processes a test started (spawn)
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -71,6 +73,9 @@ class Topology:
 
     def out(self, cmd: str, node: str, timeout: float = 60) -> str:
         return self.run(cmd, node, capture=True, timeout=timeout).stdout
+
+    def mac(self, node: str, dev: str = "eth0") -> str:
+        return self.out(f"cat /sys/class/net/{dev}/address", node).strip()
 
     # -- building ---------------------------------------------------------------------------
 
@@ -120,8 +125,35 @@ class Topology:
     def down(self) -> None:
         for site in list(self.etuns):
             self.stop_etun(site)
-        for node in ("ha", "ga", "wan", "gb", "hb"):
+        for proc in self.children:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        for node in ("ha", "ga", "wan", "gb", "hb", *self.extra_nodes):
             self.run(f"ip netns del {self.ns(node)}", check=False)
+
+    def add_node(self, node: str) -> None:
+        """One more namespace, torn down with the rest."""
+        self.run(f"ip netns add {self.ns(node)}")
+        self.extra_nodes.append(node)
+        self.run("ip link set lo up", node)
+
+    def spawn(self, node: str, argv: list[str], ready: str | None = None) -> subprocess.Popen:
+        """A helper process in `node`, stopped at teardown; with `ready`, returns once it printed
+        that line."""
+        if self.narrate:
+            print(f"[{node}] {shlex.join(argv)} &", file=sys.stderr, flush=True)
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns(node), *argv], stdout=subprocess.PIPE,
+                                text=True, cwd=REPO)
+        self.children.append(proc)
+        if ready is not None:
+            line = proc.stdout.readline().strip()
+            assert line == ready, f"{argv[0]} in {node} said {line!r}, exit {proc.poll()}"
+        return proc
 
     def __enter__(self):
         try:

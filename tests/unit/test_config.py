@@ -14,10 +14,12 @@ from etun.config import (
     FilterRule,
     Filters,
     FilterTable,
-    Lan,
     Metrics,
     Run,
     Security,
+    Segment,
+    SegmentFilters,
+    Segments,
     Site,
     Tunnel,
     _describe_toml_error,
@@ -42,10 +44,16 @@ KEY = 'key_file = "/etc/etun/site.key"'
 
 
 def site_toml(extra="", **bodies):
-    """A minimal valid site.toml; keyword arguments replace a table's body, `extra` follows it."""
+    """A minimal valid site.toml; keyword arguments replace a table's body (None: leave it out),
+    `extra` follows it."""
     tables = {"lan": LAN, "tunnel": PEER, "security": KEY}
     tables.update(bodies)
-    return "".join(f"[{name}]\n{body}\n" for name, body in tables.items()) + extra
+    return "".join(f"[{name}]\n{body}\n" for name, body in tables.items() if body is not None) + extra
+
+
+def segments(*bodies: str) -> str:
+    """A site.toml with these [[segment]] tables instead of [lan]."""
+    return "".join(f"[[segment]]\n{body}\n" for body in bodies) + site_toml(lan=None)
 
 
 def rules(*rules, table="nic_ingress"):
@@ -79,13 +87,18 @@ def error_of(text, name="site.toml"):
 # -- valid files ---------------------------------------------------------------
 
 
+def lan_segment(interface, mode="packet", tap="etun0") -> Segments:
+    """What a [lan] table describes: the one segment named "lan"."""
+    return Segments(layout=(Segment("lan", interface, mode, tap, ()),), filters=(SegmentFilters(),))
+
+
 def test_the_manuals_complete_example_loads_to_the_expected_dataclasses(in_tmp):
     config = load(COMPLETE_EXAMPLE, "berlin.toml")
 
     assert config == Config(
         path=pathlib.Path("berlin.toml"),
         site=Site(name="berlin"),
-        lan=Lan(interface="eth1", mode="packet", tap="etun0"),
+        segment=lan_segment("eth1"),
         tunnel=Tunnel(
             listen=Address("0.0.0.0", 5555),
             peer=Address("203.0.113.7", 5555),
@@ -115,7 +128,7 @@ def test_minimal_file_gets_every_default(in_tmp):
     assert config == Config(
         path=pathlib.Path("site.toml"),
         site=Site(name="site"),
-        lan=Lan(interface="eth1", mode="packet", tap="etun0"),
+        segment=lan_segment("eth1"),
         tunnel=Tunnel(listen=Address("0.0.0.0", 5555), peer=Address("203.0.113.7", 5555), max_packet=800, keepalive=10),
         security=Security(level="encrypt", key_file=pathlib.Path("/etc/etun/site.key"), rekey=120),
         filter=Filters(nic_ingress=FilterTable(), tunnel_ingress=FilterTable()),
@@ -142,13 +155,13 @@ def test_load_config_accepts_a_path_object(in_tmp):
 def test_tap_mode_needs_no_interface(in_tmp):
     config = load(site_toml(lan='mode = "tap"'))
 
-    assert config.lan == Lan(interface=None, mode="tap", tap="etun0")
+    assert config.segment == lan_segment(None, "tap")
 
 
 def test_tap_mode_keeps_a_bridge_interface_and_tap_name(in_tmp):
     config = load(site_toml(lan='mode = "tap"\ninterface = "br0"\ntap = "etun-berlin"'))
 
-    assert config.lan == Lan(interface="br0", mode="tap", tap="etun-berlin")
+    assert config.segment == lan_segment("br0", "tap", "etun-berlin")
 
 
 def test_level_none_needs_no_key_file(in_tmp):
@@ -277,7 +290,7 @@ def test_rules_may_be_written_as_an_array_of_tables(in_tmp):
 def test_byte_order_mark_is_ignored(in_tmp):
     config = load(b"\xef\xbb\xbf" + site_toml().encode())
 
-    assert config.lan.interface == "eth1"
+    assert config.segment.layout[0].interface == "eth1"
 
 
 def test_config_is_frozen(in_tmp):
@@ -431,6 +444,36 @@ ERROR_CASES = [
     (site_toml(extra='[metrics]\nlisten = "127.0.0.1"\n'), 'site.toml: [metrics] listen: expected "host:port", got "127.0.0.1"'),
     (site_toml(extra="[metrics]\nlisten = true\n"), 'site.toml: [metrics] listen: expected a string like "127.0.0.1:9477" or "[::1]:9477", got true'),
     (site_toml(extra="[metrics]\nport = 9477\n"), 'site.toml: [metrics] unknown key "port"'),
+    # [[segment]]
+    (segments('name = "office"\ninterface = "eth1"') + "[lan]\ninterface = \"eth2\"\n",
+     "site.toml: [lan] and [[segment]] together: describe every segment, the one [lan] described too, as a [[segment]] table"),
+    (segments('name = "office"\ninterface = "eth1"\nvlan = 10', 'name = "office"\ninterface = "eth1"\nvlan = 20'),
+     'site.toml: [[segment]] 2: name "office" is taken by an earlier segment; names join segments to the peer\'s, so each is unique'),
+    (segments('name = "office"\ninterface = "eth1"\nvlan = 10', 'name = "voice"\ninterface = "eth1"\nvlan = "10"'),
+     'site.toml: [[segment]] "voice": VLAN 10 on interface "eth1" is already segment "office"\'s; each tag path of a NIC goes to one segment'),
+    (segments('name = "a"\ninterface = "eth1"', 'name = "b"\ninterface = "eth1"'),
+     'site.toml: [[segment]] "b": the untagged frames (no vlan) on interface "eth1" is already segment "a"\'s; each tag path of a NIC goes to one segment'),
+    (segments('name = "office"\ninterface = "eth1"\nvlan = 4095'), 'site.toml: [[segment]] "office": vlan: VLAN ids are 1 to 4094, got 4095'),
+    (segments('name = "office"\ninterface = "eth1"\nvlan = 0'), 'site.toml: [[segment]] "office": vlan: VLAN ids are 1 to 4094, got 0'),
+    (segments('name = "office"\ninterface = "eth1"\nvlan = "100.0"'), 'site.toml: [[segment]] "office": vlan: VLAN ids are 1 to 4094, got "100.0"'),
+    (segments('name = "office"\ninterface = "eth1"\nvlan = "100/20"'), 'site.toml: [[segment]] "office": vlan: expected a VLAN id or path like 10 or "100.20" (an outer and an inner VLAN id), got "100/20"'),
+    (segments('name = "office"\ninterface = "eth1"\nvlan = "1.2.3"'), 'site.toml: [[segment]] "office": vlan: expected a VLAN id or path like 10 or "100.20" (an outer and an inner VLAN id), got "1.2.3"'),
+    (segments('name = "office"\ninterface = "eth1"\nvlan = 10.5'), 'site.toml: [[segment]] "office": vlan: expected a VLAN id or path like 10 or "100.20" (an outer and an inner VLAN id), got 10.5'),
+    (segments('interface = "eth1"'), "site.toml: [[segment]] 1: name: required key is missing"),
+    (segments('name = "off ice"\ninterface = "eth1"'), 'site.toml: [[segment]] 1: name: expected 1 to 32 letters, digits, "-", "_" or ".", got "off ice"'),
+    (segments('name = "office"'), 'site.toml: [[segment]] "office": interface: required key is missing (the segment\'s NIC; optional only with mode = "tap")'),
+    (segments('name = "office"\ninterface = "eth1"\nvlans = 10'), 'site.toml: [[segment]] "office": unknown key "vlans" (did you mean "vlan"?)'),
+    (segments('name = "office"\ninterface = "eth1"\n[segment.filter.nic_egress]\ndefault = "deny"'),
+     'site.toml: [[segment]] "office": unknown table [segment.filter.nic_egress] (did you mean [segment.filter.nic_ingress]?)'),
+    (segments('name = "office"\ninterface = "eth1"\n[segment.filter.nic_ingress]\ndefault = "drop"'),
+     'site.toml: [[segment]] "office": [segment.filter.nic_ingress] default: expected "allow" or "deny", got "drop"'),
+    (segments('name = "a"\nmode = "tap"\ntap = "t0"\ninterface = "br0"', 'name = "b"\nmode = "tap"\ntap = "t0"\nvlan = 5'),
+     'site.toml: [[segment]] "b": TAP device "t0" is attached to "br0" by segment "a"; segments sharing a TAP device share its bridge'),
+    ("[segment]\nname = \"x\"\n" + site_toml(lan=None), 'site.toml: segment: expected [[segment]] tables, got a table'),
+    (segments(*[f'name = "s{k}"\ninterface = "eth1"\nvlan = {k + 1}' for k in range(33)]),
+     "site.toml: at most 32 [[segment]] tables, got 33"),
+    (segments(*[f'name = "s{k}"\ninterface = "eth{k}"' for k in range(9)]),
+     "site.toml: the segments use 9 NICs and TAP devices; at most 8"),
     # one line, always
     (site_toml(extra='[site]\nname = "a\\u2028b"\n'), 'site.toml: [site] name: expected 1 to 32 letters, digits, "-", "_" or ".", got "a\\u2028b"'),
 ]
@@ -500,13 +543,30 @@ def test_toml_error_position_falls_back_to_the_message_text():
 def test_every_complete_site_toml_the_manual_shows_is_valid(in_tmp, page):
     """Every whole file the manual shows (one with a LAN and a peer; the others are snippets of
     one table) loads as it stands."""
-    whole = [(n, e) for n, e in enumerate(manual_examples(page), 1) if "[lan]" in e and "peer =" in e]
+    whole = [(n, e) for n, e in enumerate(manual_examples(page), 1)
+             if ("[lan]" in e or "[[segment]]" in e) and "peer =" in e]
     assert whole
     for number, example in whole:
         try:
             load(example, f"example{number}.toml")
         except ConfigError as e:
             raise AssertionError(f"docs/{page} toml example {number}: {e}") from None
+
+
+def test_segments_keep_their_order_vlans_ports_and_own_filters(in_tmp):
+    config = load(segments(
+        'name = "office"\ninterface = "eth1"\nvlan = 10\n[segment.filter.nic_ingress]\ndefault = "deny"',
+        'name = "qinq"\ninterface = "eth1"\nvlan = "100.20"',
+        'name = "lab"\ninterface = "eth2"',
+        'name = "guest"\nmode = "tap"\ntap = "g0"\nvlan = 40',
+    ))
+    layout = config.segment.layout
+    assert [(g.name, g.interface, g.vlan, g.port) for g in layout] == [
+        ("office", "eth1", (10,), ("packet", "eth1")), ("qinq", "eth1", (100, 20), ("packet", "eth1")),
+        ("lab", "eth2", (), ("packet", "eth2")), ("guest", None, (40,), ("tap", "g0"))]
+    assert config.segment.filters[0] == SegmentFilters(nic_ingress=FilterTable(default="deny"))
+    assert config.segment.filters[1] == SegmentFilters()
+    assert layout[1].vlan_text == "100.20"
 
 
 def test_run_user_defaults_to_nobody_and_takes_a_user_name(in_tmp):

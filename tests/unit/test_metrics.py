@@ -19,24 +19,33 @@ DROPS = ("malformed", "auth", "filter")
 
 def status(rtt_ms=0.25, send_index=3) -> dict:
     """A status document as the daemon builds it (docs/STATUS.md), with a few of each kind."""
-    def direction(name, traffic, filt):
+    def direction(traffic):
         d = {key: n for n, key in enumerate(traffic, 1)}
         d["drops"] = {reason: 0 for reason in DROPS} | {"filter": 2}
-        d["filter"] = {"name": filt, "rules": [{"rule": 1, "match": 'deny mac 01:80:c2:00:00:00', "hits": 2}],
-                       "default": {"action": "allow", "hits": 40}}
-        d["ethertypes"] = {"0x0800": 30, "0x86dd": 12}
         return d
 
+    def segment_direction(filt):
+        return {"frames": 7, "bytes": 700, "drops": {"filter": 2, "malformed": 0, "unknown_segment": 1},
+                "filter": {"name": filt, "rules": [{"rule": 1, "match": 'deny mac 01:80:c2:00:00:00', "hits": 2}],
+                           "default": {"action": "allow", "hits": 40}},
+                "ethertypes": {"0x0800": 30, "0x86dd": 12}}
+
     return {
-        "schema": 1, "etun": "0.1.0", "site": "berlin", "level": "encrypt", "uptime_s": 12.5,
+        "schema": 2, "etun": "0.1.0", "site": "berlin", "level": "encrypt", "uptime_s": 12.5,
         "peer": {"configured": "198.19.2.1:5555", "address": "198.19.2.1:5555", "site": "paris", "up": True,
-                 "last_seen_s": 0.4, "rtt_ms": rtt_ms, "roams": 1},
+                 "last_seen_s": 0.4, "rtt_ms": rtt_ms, "roams": 1, "segments": ["office"],
+                 "segments_only_here": ["voice"], "segments_only_there": []},
         "keys": {"send_index": send_index, "recv_index": 0, "settled": True},
         "directions": {
-            "outbound": direction("outbound", ("frames", "bytes", "packets", "fragments", "superframes"), "nic_ingress"),
-            "inbound": direction("inbound", ("frames", "bytes", "packets", "fragments", "reassembled", "control",
-                                             "superframes"), "tunnel_ingress"),
+            "outbound": direction(("frames", "bytes", "packets", "fragments", "superframes")),
+            "inbound": direction(("frames", "bytes", "packets", "fragments", "reassembled", "control", "superframes")),
         },
+        "segments": [
+            {"name": name, "interface": "eth1", "mode": "packet", "vlan": vlan, "mtu": 1500, "at_peer": at_peer,
+             "directions": {"outbound": segment_direction("nic_ingress"),
+                            "inbound": segment_direction("tunnel_ingress")}}
+            for name, vlan, at_peer in (("office", "10", True), ("voice", "20", False))
+        ],
     }
 
 
@@ -61,7 +70,11 @@ def test_both_formats_parse_with_the_client_librarys_own_parser_and_carry_every_
     assert got[("etun_frames_total", (("direction", "outbound"),))] == 1
     assert got[("etun_drops_total", (("direction", "inbound"), ("reason", "filter")))] == 2
     assert got[("etun_filter_hits_total", (("direction", "outbound"), ("filter", "nic_ingress"), ("match", "allow"),
-                                           ("rule", "default")))] == 40
+                                           ("rule", "default"), ("segment", "voice")))] == 40
+    assert got[("etun_segment_frames_total", (("direction", "inbound"), ("segment", "office")))] == 7
+    assert got[("etun_segment_drops_total", (("direction", "outbound"), ("reason", "unknown_segment"),
+                                             ("segment", "voice")))] == 1
+    assert got[("etun_segment_at_peer", (("segment", "voice"),))] == 0
     assert got[("etun_info", (("level", "encrypt"), ("site", "berlin"), ("version", "0.1.0")))] == 1
     names = {f.name for f in families}
     documented = {n.removesuffix("_total") for n in

@@ -32,7 +32,7 @@ def test_every_configuration_field_has_exactly_one_line_in_the_table():
 def test_the_table_says_live_for_what_the_spec_applies_at_once_and_restart_for_the_rest():
     live = {path for path, how in reload.FIELDS if how != reload.RESTART}
     assert live == {"tunnel.peer", "tunnel.keepalive", "security.key_file", "security.rekey",
-                    "filter.nic_ingress", "filter.tunnel_ingress", "metrics.listen"}
+                    "filter.nic_ingress", "filter.tunnel_ingress", "segment.filters", "metrics.listen"}
     for path, how in reload.FIELDS:
         assert how == reload.RESTART or hasattr(reload.Reload, f"apply_{how}"), path
 
@@ -52,9 +52,9 @@ CASES = [
      [(reload.RESTART, '[tunnel] listen "0.0.0.0:5555" -> "0.0.0.0:5556"')]),
     # 6. the level: a restart
     ("", ("[security]", '[security]\nlevel = "auth"'), [(reload.RESTART, '[security] level "encrypt" -> "auth"')]),
-    # 7. the interface and the mode: restarts, in table order
+    # 7. the interface and the mode: one restart, the segments before and after
     ("", ('interface = "eth1"', 'interface = "eth2"\nmode = "tap"'),
-     [(reload.RESTART, '[lan] interface "eth1" -> "eth2"'), (reload.RESTART, '[lan] mode "packet" -> "tap"')]),
+     [(reload.RESTART, 'segments lan (eth1) -> lan (TAP etun0 on eth2)')]),
     # 8. metrics switched on: live
     ('[metrics]\nlisten = "127.0.0.1:9477"\n', ("", ""), [("metrics", '[metrics] listen none -> "127.0.0.1:9477"')]),
     # 9. [run] user: a restart (privileges are gone by then)

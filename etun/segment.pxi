@@ -1,0 +1,99 @@
+# Segments (docs/MANUAL.md, "Segments"): which segment a captured frame belongs to, by its LAN
+# port and VLAN tags; the selected tags off on the way in, the local segment's tags on the way out.
+#
+# A port's segments each select a tag path (one tag, or an outer and an inner 802.1Q tag) or
+# none. A frame belongs to the segment selecting its longest matching path: two tags before
+# one. An untagged frame belongs to the port's segment without vlan, if any. A segment without
+# vlan alone on its port takes every frame as it is, tags included. Tags deeper than the path
+# stay in the frame. The PCP of the outermost selected tag crosses in the header's segment byte
+# (bits 7..5) and is written into every tag pushed at the far side; DEI is not carried.
+
+cdef inline uint8_t segment_byte(uint8_t peer_id, uint8_t pcp) noexcept nogil:
+    return <uint8_t>((pcp << SEGMENT_ID_BITS) | peer_id)
+
+
+cdef inline uint8_t segment_id(uint8_t b) noexcept nogil:
+    return b & (SEGMENTS_MAX - 1)
+
+
+cdef inline uint8_t segment_pcp(uint8_t b) noexcept nogil:
+    return b >> SEGMENT_ID_BITS
+
+
+cdef inline bint segment_is_tag(uint16_t tpid) noexcept nogil:
+    return tpid == ETH_P_8021Q or tpid == ETH_P_8021AD
+
+
+cdef int segment_select(dp_state *d, int port, const uint8_t *f, uint32_t n,
+                        uint8_t *pcp) noexcept nogil:
+    """The segment of a frame captured on `port` (n >= MIN_FRAME_LEN), or -1: a VLAN no segment
+    there selects. *pcp: the priority of the tag that selected it (0 when none did)."""
+    cdef int s, untagged = -1, one = -1
+    cdef uint16_t vid1 = 0, vid2 = 0
+    cdef bint tagged, two
+    cdef seg_state *g
+    tagged = segment_is_tag(pkt_be16(f + 12)) and n >= MIN_FRAME_LEN + VLAN_TAG_LEN
+    if tagged:
+        vid1 = pkt_be16(f + 14) & 0xfff
+    # A priority tag (VLAN id 0) marks an untagged frame with a priority.
+    tagged = tagged and vid1 != 0
+    two = tagged and pkt_be16(f + 16) == ETH_P_8021Q and n >= MIN_FRAME_LEN + 2 * VLAN_TAG_LEN
+    if two:
+        vid2 = pkt_be16(f + 18) & 0xfff
+    pcp[0] = f[14] >> 5 if tagged else 0
+    for s in range(d.nsegs):
+        g = &d.seg[s]
+        if g.port != port:
+            continue
+        if g.carry_all:
+            pcp[0] = 0
+            return s
+        if g.ntags == 0:
+            untagged = s
+        elif g.vid[0] == vid1 and tagged:
+            if g.ntags == 1:
+                one = s
+            elif two and g.vid[1] == vid2:
+                return s
+    if one >= 0:
+        return one
+    if not tagged:
+        pcp[0] = 0
+        return untagged
+    return -1
+
+
+cdef inline uint8_t *segment_strip(dp_state *d, int s, uint8_t *frame, uint32_t *flen,
+                                   int *shift) noexcept nogil:
+    """Take the tags segment `s` selected out of the frame (the MAC addresses move up), noting
+    the outer TPID seen, so injection pushes what this LAN uses. Returns the new frame start."""
+    cdef seg_state *g = &d.seg[s]
+    cdef uint32_t cut = <uint32_t>g.ntags * VLAN_TAG_LEN
+    if cut == 0:
+        return frame
+    g.tpid[0] = pkt_be16(frame + 12)              # one 16-bit store; the rx pump reads it whole
+    memmove(frame + cut, frame, 12)
+    flen[0] -= cut
+    shift[0] -= <int>cut
+    return frame + cut
+
+
+cdef inline uint32_t segment_tags(const seg_state *g, uint8_t pcp, uint8_t *out) noexcept nogil:
+    """The tags to push for segment g, priority pcp, into out (8 bytes). Returns their length."""
+    cdef uint32_t t
+    for t in range(g.ntags):
+        pkt_put_be16(out + t * VLAN_TAG_LEN, g.tpid[t])
+        pkt_put_be16(out + t * VLAN_TAG_LEN + 2, <uint16_t>((pcp << 13) | g.vid[t]))
+    return <uint32_t>g.ntags * VLAN_TAG_LEN
+
+
+cdef inline void segment_count(dp_state *d, int direction, int s, uint32_t length) noexcept nogil:
+    d.seg_ctr[s][direction][C_FRAMES] += 1
+    d.seg_ctr[s][direction][C_BYTES] += length
+
+
+cdef inline void segment_drop(dp_state *d, int direction, int s, int reason, const uint8_t *frame,
+                              uint32_t length) noexcept nogil:
+    """A frame of segment s dropped: counted for the tunnel and for the segment."""
+    d.seg_ctr[s][direction][reason] += 1
+    drop_frame(d, direction, reason, frame, length)
