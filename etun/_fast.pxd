@@ -110,6 +110,7 @@ cdef extern from "counters.h":
         DROP_BAD_OFFLOAD
         DROP_UNSELECTED_VLAN
         DROP_UNKNOWN_SEGMENT
+        DROP_STANDBY
         N_COUNTERS
         FIRST_DROP_REASON
     cpdef enum:
@@ -510,6 +511,7 @@ cdef struct engine_state:         # the two pumps, their buffers and what they s
     uint64_t last_send_ms         # the latest tunnel packet sent (tx rounds)
     uint64_t pump_stats[N_PUMP_STATS]
     int stall[2]                  # test hook (Engine.stall): that pump stops turning until stop
+    int standby                   # 1: the standby of a pair: frames from either side are dropped
 
     # tx side: LAN -> tunnel, run by the tx pump or, while it sleeps, by the rx pump
     pthread_mutex_t tx_lock       # held for a whole tx round: guards the buffers below

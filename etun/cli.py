@@ -6,6 +6,8 @@ Usage:
   etun verify-peer [--timeout=<seconds>] [--json] <config>
   etun status [--json] [--watch] <config>
   etun reload <config>
+  etun activate <config>
+  etun standby <config>
   etun check <config>
   etun bench [--json] [--seconds=<seconds>]
   etun (-h | --help)
@@ -17,6 +19,8 @@ Commands:
   verify-peer  check, from this site, that the peer is reachable and compatible
   status       show the running tunnel's state and counters
   reload       make the running tunnel re-read its configuration and key file (as SIGHUP)
+  activate     a standby gateway becomes active (keepalived's notify scripts call this)
+  standby      an active gateway becomes standby
   check        validate a configuration and its key file, change nothing
   bench        measure this machine's tunnel processing speed, no network needed
 
@@ -98,6 +102,21 @@ def cmd_reload(args) -> int:
     return 0
 
 
+ROLE_TIMEOUT_S = 5.0
+
+
+def cmd_role(args) -> int:
+    """etun activate / etun standby: ask the running daemon; idempotent, exit 0 when done."""
+    from etun.config import load_config
+    from etun.control import ask
+
+    request = "activate" if args["activate"] else "standby"
+    config = load_config(args["<config>"])
+    answer = ask(config.control.socket, {"request": request}, ROLE_TIMEOUT_S)
+    print(f"{answer['role']}{'' if answer['changed'] else ' (already)'}")
+    return 0
+
+
 def cmd_verify_peer(args) -> int:
     from etun.verify import run_verify
 
@@ -129,6 +148,8 @@ COMMANDS = {
     "verify-peer": cmd_verify_peer,
     "status": cmd_status,
     "reload": cmd_reload,
+    "activate": cmd_role,
+    "standby": cmd_role,
     "check": cmd_check,
     "bench": cmd_bench,
 }

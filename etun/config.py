@@ -150,6 +150,12 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class Ha:
+    standby: bool  # start as the standby of a pair: no capture, injection or tunnel traffic
+    announce: bool  # on becoming active, announce the far side's MACs on the LAN
+
+
+@dataclass(frozen=True)
 class Run:
     user: str  # after setup etun runs as this user; "root" keeps root
 
@@ -164,6 +170,7 @@ class Config:
     filter: Filters
     control: Control
     metrics: Metrics
+    ha: Ha
     run: Run
 
 
@@ -182,6 +189,7 @@ TABLE_KEYS = {
     "filter": _keys(Filters),
     "control": _keys(Control),
     "metrics": _keys(Metrics),
+    "ha": _keys(Ha),
     "run": _keys(Run),
 }
 FILTER_TABLE_KEYS = _keys(FilterTable)
@@ -227,6 +235,7 @@ def load_config(path: str | os.PathLike, data: bytes | None = None) -> Config:
         filter=_read_filters(origin, tables["filter"]),
         control=_read_control(origin, tables["control"], base_dir, site.name),
         metrics=_read_metrics(origin, tables["metrics"]),
+        ha=_read_ha(origin, tables["ha"]),
         run=_read_run(origin, tables["run"]),
     )
 
@@ -347,6 +356,12 @@ class _Table:
             self.fail(key, f"expected an integer, got {_show(value)}")
         if not low <= value <= high:
             self.fail(key, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.value(key, default)
+        if not isinstance(value, bool):
+            self.fail(key, f"expected true or false, got {_show(value)}")
         return value
 
     def choice(self, key: str, default: Any, options: tuple[str, ...]) -> str:
@@ -626,6 +641,11 @@ def _read_metrics(origin: str, data: dict[str, Any]) -> Metrics:
     table = _Table(origin, "[metrics]", data, TABLE_KEYS["metrics"], "metrics")
     listen = table.address("listen", None, allow_name=False, like=_METRICS_LIKE, example_port=DEFAULT_METRICS_PORT)
     return Metrics(listen=listen)
+
+
+def _read_ha(origin: str, data: dict[str, Any]) -> Ha:
+    table = _Table(origin, "[ha]", data, TABLE_KEYS["ha"], "ha")
+    return Ha(standby=table.boolean("standby", False), announce=table.boolean("announce", True))
 
 
 def _read_run(origin: str, data: dict[str, Any]) -> Run:

@@ -37,7 +37,8 @@
     X(RATE_LIMIT, rate_limit)   /* over its source's (or everyone's) budget */                \
     X(BAD_OFFLOAD, bad_offload) /* a virtio_net_hdr from the peer that does not fit its frame */ \
     X(UNSELECTED_VLAN, unselected_vlan) /* a LAN frame of a VLAN no segment selects */        \
-    X(UNKNOWN_SEGMENT, unknown_segment) /* for a segment the peer lacks (or has not named yet) */
+    X(UNKNOWN_SEGMENT, unknown_segment) /* for a segment the peer lacks (or has not named yet) */ \
+    X(STANDBY, standby)         /* a frame met while this gateway is the standby of a pair */
 
 /* How well the two pumps batch (docs/STATUS.md, "pumps"). */
 #define ETUN_PUMP_STATS(X)                                                                    \

@@ -11,6 +11,7 @@ from etun import __version__, _fast, env, filters, keys, monitor, notify, privil
 from etun.config import LAN_SEGMENT, load_config
 from etun.control import ControlServer, Pending
 from etun.errors import RuntimeFailure
+from etun.ha import Role
 from etun.lan import open_ports
 from etun.metrics import MetricsServer
 from etun.peer import PeerWatch, is_name
@@ -94,11 +95,12 @@ class Daemon:
             privileges.resolve_user(c.run.user, str(c.path))    # an unknown user stops etun here
         secrets = keys.load_secrets(c.security.key_file) if self.level != _fast.LEVEL_NONE else keys.Secrets.none()
         # First of all that is visible: a second etun for this site stops here, touching nothing.
-        handlers = {"status": self.handle_status, "verify": self.handle_verify, "reload": self.handle_reload}
+        handlers = {"status": self.handle_status, "verify": self.handle_verify, "reload": self.handle_reload,
+                    "activate": self.handle_role, "standby": self.handle_role}
         if env.test_hooks():
             handlers["stall"] = self.handle_stall
         self.control = ControlServer(c.control.socket, handlers)
-        self.ports, self.port_of = open_ports(segments)
+        self.ports, self.port_of = open_ports(segments, capture=not c.ha.standby)
         self.udp = open_transport(c.tunnel.listen)
         peer = resolve_peer(c.tunnel.peer, self.udp.family)
         self.datapath = _fast.Datapath(self.level, c.tunnel.max_packet)
@@ -115,10 +117,15 @@ class Daemon:
             self.engine.add_port(port.fd, port.kind)
         self.engine.set_peer(peer)
         self.engine.spin_us = self.spin_us
+        self.engine.standby = c.ha.standby
         self.probers: list[tuple[Prober, object]] = []
         now = _fast.now_ms()
         self.session = Session(self.level, self.datapath, c.site.name, now, self.keepalive_ms,
-                               c.security.rekey * 1000, segments=tuple(g.name for g in segments))
+                               c.security.rekey * 1000, segments=tuple(g.name for g in segments),
+                               local_macs=self.local_macs)
+        self.role = Role(c.ha.standby, c.ha.announce, now)
+        if c.ha.standby:
+            self.session.stand_down()
         self.responder = Responder(self.datapath, c.site.name, self.session.instance)
         self.watch = PeerWatch(c.tunnel.peer, self.udp.family, self.keepalive_ms, now)
         self.peer_gen = self.engine.peer()[1]
@@ -134,8 +141,9 @@ class Daemon:
             log.info("%s", note)
         resolved = f" ({format_sockaddr(peer)})" if is_name(c.tunnel.peer.host) else ""
         key = f", key fingerprint {self.fingerprint}" if self.fingerprint else ""
-        log.info("etun %s running: level %s%s, %s, peer %s%s", __version__, c.security.level, key,
-                 self.describe_lan(), c.tunnel.peer, resolved)
+        log.info("etun %s running: level %s%s, %s, peer %s%s%s", __version__, c.security.level, key,
+                 self.describe_lan(), c.tunnel.peer, resolved,
+                 " (standby: no capture, injection or tunnel traffic until etun activate)" if c.ha.standby else "")
 
     def describe_lan(self) -> str:
         """The LAN side for the start-up line: "LAN eth1 (packet mode, MTU 1500)" for [lan];
@@ -199,7 +207,10 @@ class Daemon:
 
     def handle_control(self, ptype: int, data: bytes, source: bytes, session_id: int, now: int) -> None:
         """One packet the rx pump admitted: a probe, a handshake message, or a SESSION message
-        it opened. Replies go back where it came from."""
+        it opened. Replies go back where it came from. A standby talks to nobody."""
+        if not self.role.active and ptype != _fast.TYPE_PROBE_REPLY:
+            self.datapath.count_rx_drop("standby")
+            return
         if ptype == _fast.TYPE_PROBE:
             self.answer_probe(data, source)
             return
@@ -223,6 +234,19 @@ class Daemon:
             log.info("%s (peer %s at %s)", event, s.peer_site or "?", format_sockaddr(source))
         for reply in out.replies:
             self.send(reply, source)
+        if out.macs:
+            self.role.announce_macs(self, out.macs)
+
+    def local_macs(self) -> list[tuple[int, bytes]]:
+        """(segment id, MAC) of the hosts seen on our LAN, newest first: what a new active gateway
+        of the peer's pair announces on its LAN."""
+        return []
+
+    def handle_role(self, request, client) -> dict:
+        """`etun activate` / `etun standby` (keepalived's notify scripts)."""
+        changed = self.role.switch(self, request["request"] == "activate", _fast.now_ms())
+        self.systemd.status(self.systemd_status())
+        return {"ok": True, "role": self.role.name, "changed": changed}
 
     def explain_refused(self, now: int) -> None:
         """A misconfigured or outdated peer shows as packets the datapath refuses: say why,
@@ -337,6 +361,8 @@ class Daemon:
         self.log_new_drops(now)
         self.log_drop_trace()
         self.explain_refused(now)
+        if not self.role.active:
+            return
         for datagram in s.tick(now):
             self.send(datagram)
         peer, gen, _ = self.engine.peer()
@@ -388,6 +414,8 @@ class Daemon:
         return {"ok": True}
 
     def systemd_status(self) -> str:
+        if not self.role.active:
+            return "standby: waiting for etun activate"
         address = self.engine.peer()[0]
         if self.watch.up and address:
             return f"peer {self.session.peer_site or '?'} up at {format_sockaddr(address)}"
@@ -414,6 +442,7 @@ class Daemon:
             "segments_only_here": s.segments_only_here(),
             "segments_only_there": s.segments_only_there(),
         }
+        ha = self.role.status(now)
         session = {
             "established": s.established,
             "role": s.role,
@@ -421,7 +450,7 @@ class Daemon:
             "handshakes": s.handshakes,
         }
         return build_status(self.config, self.ports, self.port_of, self.datapath, self.engine.snapshot(),
-                            uptime_s=time.monotonic() - self.started, peer=peer, session=session)
+                            uptime_s=time.monotonic() - self.started, peer=peer, session=session, ha=ha)
 
     # -- teardown, in reverse ---------------------------------------------------------------
 

@@ -214,6 +214,16 @@ cdef class Engine:
             raise ValueError("side must be PUMP_TX or PUMP_RX")
         self.e.stall[side] = 1
 
+    @property
+    def standby(self):
+        """Whether this gateway is the standby of a pair: every frame captured on the LAN and
+        every frame opened from the tunnel is dropped (counted as standby), none is sent."""
+        return bool(self.e.standby)
+
+    @standby.setter
+    def standby(self, bint value):
+        self.e.standby = value
+
     def stop(self):
         cdef uint64_t one = 1
         self.e.stop = 1

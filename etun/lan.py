@@ -54,6 +54,8 @@ CAPTURE_FILTER = [
     (0x06, 0, 0, 0xFFFFFFFF),       # accept the whole frame
     (0x06, 0, 0, 0),                # drop
 ]
+# A standby gateway captures nothing: the kernel drops every frame before it is queued.
+STANDBY_FILTER = [(0x06, 0, 0, 0)]
 
 
 @dataclass
@@ -130,15 +132,23 @@ def _handle_receive_offloads(name: str, port: LanPort) -> None:
                           "metadata and the far side re-segments them")
 
 
-def _attach_filter(sock: socket.socket) -> None:
-    program = b"".join(struct.pack("HBBI", *insn) for insn in CAPTURE_FILTER)
-    buf = ctypes.create_string_buffer(program)
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
-                    struct.pack("HxxxxxxP", len(CAPTURE_FILTER), ctypes.addressof(buf)))
+def _attach_filter(sock: socket.socket, program: list = CAPTURE_FILTER) -> None:
+    code = b"".join(struct.pack("HBBI", *insn) for insn in program)
+    buf = ctypes.create_string_buffer(code)
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HxxxxxxP", len(program), ctypes.addressof(buf)))
 
 
-def open_packet(name: str) -> LanPort:
-    """AF_PACKET on `name`: promiscuous, VLAN tags and offload metadata delivered, own frames out."""
+def set_capture(port: LanPort, on: bool) -> None:
+    """Capture on a packet-mode port, or (a standby) let the kernel drop every frame there; a
+    frame queued before is read and dropped by the datapath (counted as standby). A TAP port
+    keeps being read, its frames dropped the same way."""
+    if port.keep is not None:
+        _attach_filter(port.keep, CAPTURE_FILTER if on else STANDBY_FILTER)
+
+
+def open_packet(name: str, capture: bool = True) -> LanPort:
+    """AF_PACKET on `name`: promiscuous, VLAN tags and offload metadata delivered, own frames out.
+    `capture` False (a standby): the socket queues nothing until set_capture()."""
     try:
         ifindex = socket.if_nametoindex(name)
     except OSError:
@@ -155,7 +165,7 @@ def open_packet(name: str) -> LanPort:
             sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
         except OSError:
             pass                    # before Linux 4.20: the filter drops outgoing frames anyway
-        _attach_filter(sock)
+        _attach_filter(sock, CAPTURE_FILTER if capture else STANDBY_FILTER)
         size_buffers(sock, SOCKET_BUFFER_BYTES)
         sock.bind((name, ETH_P_ALL))
         sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP,
@@ -212,9 +222,10 @@ def open_tap(tap: str, bridge: str | None) -> LanPort:
     return port
 
 
-def open_ports(segments) -> tuple[list[LanPort], list[int]]:
+def open_ports(segments, capture: bool = True) -> tuple[list[LanPort], list[int]]:
     """The LAN sides the segments (config.Segment, in id order) live on, each opened once:
-    (ports, each segment's port index). Closes what it opened if one fails."""
+    (ports, each segment's port index). Closes what it opened if one fails. `capture` False:
+    packet sockets queue nothing (a standby)."""
     ports: list[LanPort] = []
     index: dict[tuple, int] = {}
     of_segment = []
@@ -225,7 +236,7 @@ def open_ports(segments) -> tuple[list[LanPort], list[int]]:
                 if segment.mode == "tap":
                     ports.append(open_tap(segment.tap, segment.interface))
                 else:
-                    ports.append(open_packet(segment.interface))
+                    ports.append(open_packet(segment.interface, capture))
             of_segment.append(index[segment.port])
     except BaseException:
         for port in ports:

@@ -127,6 +127,9 @@ cdef int pump_tx_round(engine_state *e) noexcept nogil:
     for i in range(n):
         if e.cap_data[i] == NULL:
             continue
+        if e.standby:
+            seal_drop(d, DROP_STANDBY, e.cap_data[i], e.cap_len[i], e.cap_type[i])
+            continue
         if e.peer_len == 0:
             seal_drop(d, DROP_NO_SESSION, e.cap_data[i], e.cap_len[i], e.cap_type[i])
             continue
@@ -307,7 +310,9 @@ cdef int pump_rx_round(engine_state *e) noexcept nogil:
             elif rc == OPEN_FRAME:
                 accepted = True
                 s = segment_id(e.out[e.nout].segment)
-                if s >= d.nsegs:
+                if e.standby:
+                    pump_rx_dropped(d, &e.out[e.nout], DROP_STANDBY, -1)
+                elif s >= d.nsegs:
                     pump_rx_dropped(d, &e.out[e.nout], DROP_UNKNOWN_SEGMENT, -1)
                 elif not pump_rx_offload_ok(d, &e.out[e.nout], name, namelen):
                     pass

@@ -42,6 +42,8 @@ FIELDS = (
     ("filter.tunnel_ingress", "filters"),
     ("control.socket", RESTART),
     ("metrics.listen", "metrics"),
+    ("ha.standby", "start_role"),           # the role at start; etun activate / standby change it
+    ("ha.announce", "announce"),
     ("run.user", RESTART),
 )
 
@@ -162,6 +164,13 @@ class Reload:
             return
         d.session.set_secrets(s)              # the datapath's handshake and probe keys, at once
         d.fingerprint = s.fingerprint
+
+    def apply_start_role(self, _) -> None:
+        """Nothing changes now: [ha] standby is the role a start begins in; a running etun's role
+        is keepalived's to change (etun activate / etun standby)."""
+
+    def apply_announce(self, _) -> None:
+        self.d.ha.announce = self.new.ha.announce
 
     def apply_metrics(self, server) -> None:
         d = self.d

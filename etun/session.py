@@ -39,8 +39,14 @@ assert INIT_PAYLOAD.size == _fast.INIT_PAYLOAD_LEN and RESP_PAYLOAD.size == _fas
 SESSION_HEAD = struct.Struct("!BBxxIII")        # kind, flags, time_us, echo_us, held_us
 KIND_STATUS = 1
 FLAG_ANSWER = 0x01              # please answer (round-trip time, or a confirmation)
+FLAG_MACS = 0x02                # please send the MACs you know on your side (a new active gateway)
+FLAG_MACS_ANSWER = 0x04         # ... this message answers that (its ITEM_MACS, maybe none)
 ITEM_SITE = 1                   # the sender's [site] name, UTF-8
 ITEM_SEGMENT = 2                # one per segment of the sender, in id order: its name, UTF-8
+ITEM_MACS = 3                   # the sender's segment id (1 byte), then MACs local to the sender
+MACS_PER_ITEM = 40              # 241-byte items
+ITEMS_PER_MESSAGE = 4           # ... about 1 KB per message: two packets at the default max_packet
+MACS_ANSWERED_MAX = 4096        # MACs a peer sends for one request (the most recently seen first)
 
 
 def clock_us() -> int:
@@ -56,14 +62,27 @@ class Outcome:
     replies: list[bytes] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     drop: str | None = None
+    macs: list[tuple[int, bytes]] = field(default_factory=list)   # the far side's, to announce
 
 
 def encode_session(flags: int, time_us: int, echo_us: int, held_us: int, site: str,
-                   segments: tuple[str, ...] = ()) -> bytes:
-    items = [(ITEM_SITE, site)] + [(ITEM_SEGMENT, name) for name in segments]
+                   segments: tuple[str, ...] = (), raw_items: tuple[tuple[int, bytes], ...] = ()) -> bytes:
+    items = [(ITEM_SITE, site.encode()[:32])] + [(ITEM_SEGMENT, name.encode()[:32]) for name in segments]
     return (SESSION_HEAD.pack(KIND_STATUS, flags, time_us & 0xFFFFFFFF, echo_us & 0xFFFFFFFF,
                               held_us & 0xFFFFFFFF)
-            + b"".join(bytes([kind, len(value.encode()[:32])]) + value.encode()[:32] for kind, value in items))
+            + b"".join(bytes([kind, len(value)]) + value for kind, value in [*items, *raw_items]))
+
+
+def mac_items(macs: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """(segment id, MAC) pairs as ITEM_MACS items: one segment each, at most MACS_PER_ITEM MACs."""
+    items = []
+    by_segment: dict[int, list[bytes]] = {}
+    for segment, mac in macs:
+        by_segment.setdefault(segment, []).append(mac)
+    for segment, group in by_segment.items():
+        for k in range(0, len(group), MACS_PER_ITEM):
+            items.append((ITEM_MACS, bytes([segment]) + b"".join(group[k:k + MACS_PER_ITEM])))
+    return items
 
 
 def decode_session(payload: bytes) -> tuple[int, int, int, int, dict[int, list[bytes]]]:
@@ -93,11 +112,14 @@ class Session:
 
     def __init__(self, level: int, datapath, site: str, now_ms: int, keepalive_ms: int = 10_000,
                  rekey_ms: int = 120_000, random=os.urandom, wall_ns=time.time_ns,
-                 segments: tuple[str, ...] = ("lan",)):
+                 segments: tuple[str, ...] = ("lan",), local_macs=lambda: []):
         self.level = level
         self.dp = datapath
         self.site = site
         self.segments = tuple(segments)         # our segments' names, in id order
+        self.local_macs = local_macs            # () -> [(segment id, MAC)] seen on our LAN, newest first
+        self.want_macs = False                  # ask the peer for its MACs (we just became active)
+        self.paused = False                     # the standby of a pair: no handshakes, no messages
         self.keepalive_ms = keepalive_ms
         self.rekey_ms = rekey_ms
         self.random = random
@@ -223,9 +245,27 @@ class Session:
 
     # -- the tick -----------------------------------------------------------------------------
 
+    def takeover(self, now_ms: int) -> None:
+        """This gateway just became the active one of its pair: shake hands at once (retrying
+        every second for a while), and ask the peer for the MACs on its side, to announce them."""
+        self.paused = False
+        self.want_macs = True
+        self._hurry(now_ms)
+
+    def stand_down(self) -> None:
+        """This gateway just became the standby: forget the session (the datapath dropped its
+        keys), send and answer nothing until takeover()."""
+        self.paused = True
+        self.want_macs = False
+        self.pending = None
+        self.answered = None
+        self._forget_session()
+
     def tick(self, now_ms: int) -> list[bytes]:
         """Everything time asks for, as datagrams for the peer."""
         out = []
+        if self.paused:
+            return out
         self._follow_datapath(now_ms)
         if self.current_id is not None and now_ms - self.born_ms >= REJECT_AFTER_MS:
             self.dp.drop_sessions(keep_next=True)
@@ -298,13 +338,39 @@ class Session:
 
     # -- SESSION messages ---------------------------------------------------------------------
 
-    def status_message(self, now_ms: int, answer: bool) -> list[bytes]:
-        """A SESSION message: our clock for the round-trip time, our name; sealed datagrams."""
+    def status_message(self, now_ms: int, answer: bool, flags: int = 0,
+                       items: tuple[tuple[int, bytes], ...] = ()) -> list[bytes]:
+        """A SESSION message: our clock for the round-trip time, our name and segments (and, when
+        we want them, a request for the peer's MACs); sealed datagrams."""
         now_us = clock_us()
         echo, held = (0, 0) if self.peer_time is None else (self.peer_time[0], now_us - self.peer_time[1])
         self.next_keepalive_ms = now_ms + self.keepalive_ms
-        payload = encode_session(FLAG_ANSWER if answer else 0, now_us, echo, held, self.site, self.segments)
+        flags |= (FLAG_ANSWER if answer else 0) | (FLAG_MACS if self.want_macs else 0)
+        payload = encode_session(flags, now_us, echo, held, self.site, self.segments, items)
         return self.dp.seal(payload, _fast.TYPE_SESSION)
+
+    def mac_messages(self, now_ms: int) -> list[bytes]:
+        """The answer to FLAG_MACS: the MACs seen on our LAN, newest first, in SESSION messages of
+        ITEMS_PER_MESSAGE items; at least one message, so the asker knows it has them all."""
+        items = mac_items(list(self.local_macs())[:MACS_ANSWERED_MAX])
+        out = []
+        for k in range(0, max(len(items), 1), ITEMS_PER_MESSAGE):
+            out += self.status_message(now_ms, answer=False, flags=FLAG_MACS_ANSWER,
+                                       items=tuple(items[k:k + ITEMS_PER_MESSAGE]))
+        return out
+
+    def _far_macs(self, values: list[bytes]) -> list[tuple[int, bytes]]:
+        """ITEM_MACS values from the peer as (our segment id, MAC): its segment ids are its own,
+        mapped by name; MACs of a segment we lack are left out."""
+        ours = {name: k for k, name in enumerate(self.segments)}
+        out = []
+        for value in values:
+            if not value or (len(value) - 1) % 6 or self.peer_segments is None or value[0] >= len(self.peer_segments):
+                continue
+            k = ours.get(self.peer_segments[value[0]])
+            if k is not None:
+                out += [(k, value[i:i + 6]) for i in range(1, len(value), 6)]
+        return out
 
     def receive_session(self, payload: bytes, session_id: int, now_ms: int) -> Outcome:
         """A SESSION message the datapath opened (authenticated, fresh) under `session_id`."""
@@ -328,7 +394,12 @@ class Session:
             self.peer_site = printable(items[ITEM_SITE][0].decode("utf-8", "replace"))
         self._map_segments(tuple(printable(v.decode("utf-8", "replace")) for v in items.get(ITEM_SEGMENT, ())),
                            out)
-        if flags & FLAG_ANSWER and self.answers.take(now_ms):
+        if flags & FLAG_MACS_ANSWER:
+            self.want_macs = False
+            out.macs += self._far_macs(items.get(ITEM_MACS, []))
+        if flags & FLAG_MACS and self.answers.take(now_ms):
+            out.replies += self.mac_messages(now_ms)
+        elif flags & FLAG_ANSWER and self.answers.take(now_ms):
             out.replies += self.status_message(now_ms, answer=False)
         return out
 

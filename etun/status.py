@@ -61,7 +61,7 @@ def _segments(config, ports, port_of, datapath, peer: dict) -> list[dict]:
 
 
 def build_status(config, ports, port_of, datapath, snapshot: dict, *, uptime_s: float, peer: dict,
-                 session: dict) -> dict:
+                 session: dict, ha: dict) -> dict:
     """The status document (docs/STATUS.md) of a running daemon: its configuration, its LAN
     ports (lan.LanPort; port_of: each segment's), the datapath's counters and filter hits, the
     engine's snapshot, and what the control plane knows of the peer (the `peer` table, filled in)."""
@@ -78,6 +78,7 @@ def build_status(config, ports, port_of, datapath, snapshot: dict, *, uptime_s: 
         "keys": {"send_index": datapath.send_index, "recv_index": datapath.recv_index,
                  "settled": session["established"]},
         "session": session,
+        "ha": ha,
         "pumps": snapshot["pumps"],
         "directions": {
             "outbound": _direction(counters["tx"], OUTBOUND_TRAFFIC),
@@ -114,8 +115,10 @@ def _uptime(seconds: float) -> str:
 def render(st: dict) -> str:
     """The status as a screenful of text."""
     peer, keys, tun = st["peer"], st["keys"], st["tunnel"]
+    ha = st["ha"]
     lines = [
-        f"etun {st['etun']}, site {st['site']}, level {st['level']}, up {_uptime(st['uptime_s'])}",
+        f"etun {st['etun']}, site {st['site']}, level {st['level']}, up {_uptime(st['uptime_s'])}, "
+        f"{ha['role'].upper() if ha['role'] == 'standby' else ha['role']} for {_uptime(ha['since_s'])}",
         f"peer {peer['site'] or '?'} at {peer['address']}: {'up' if peer['up'] else 'DOWN'}, "
         f"last seen {_ago(peer['last_seen_s'])}, "
         f"rtt {'-' if peer['rtt_ms'] is None else format(peer['rtt_ms'], '.2f') + ' ms'}, "

@@ -29,15 +29,16 @@ class Wall:
 
 class Site:
     def __init__(self, name: str, secrets: keys.Secrets, wall: Wall, level: int = ENCRYPT, now: int = 0,
-                 segments: tuple[str, ...] = ("lan",)):
+                 segments: tuple[str, ...] = ("lan",), macs: list | None = None):
         self.name = name
         self.secrets = secrets
         self.dp = _fast.Datapath(level)
         self.dp.set_segments([(0, (k + 1,), False) for k in range(len(segments))])
         secrets.install(self.dp)
         self.s = Session(level, self.dp, name, now, keepalive_ms=2000, rekey_ms=10_000, wall_ns=wall,
-                         segments=segments)
+                         segments=segments, local_macs=lambda: macs or [])
         self.drops: list[str] = []
+        self.far_macs: list = []
         self.events: list[str] = []
 
     def deliver(self, datagram: bytes, now: int) -> list[bytes]:
@@ -57,6 +58,7 @@ class Site:
             if out.drop:
                 self.drops.append(out.drop)
             self.events += out.events
+            self.far_macs += out.macs
             replies += out.replies
         return replies
 
@@ -303,3 +305,27 @@ def test_a_restarted_peer_gets_no_frames_until_it_names_its_segments_again_a_rek
         a.deliver(d, 2000)                       # b2's confirmation carries its segments
     a.s.tick(2000)
     assert a.dp.segment_map() == bytes([1, 0])
+
+
+def test_a_new_active_gateway_gets_the_far_sides_macs_in_its_segments_within_the_handshake():
+    wall, sec = Wall(), secrets()
+    far = [(1, bytes([2, 0, 0, 0, 1, k % 256])) for k in range(100)] + [(0, bytes([2, 0, 0, 0, 2, 1]))]
+    a = Site("a", sec, wall, segments=("office", "voice"))
+    b = Site("b", sec, wall, segments=("voice", "office", "lab"), macs=far + [(2, bytes([2, 0, 0, 0, 3, 1]))])
+    a.s.stand_down()
+    assert a.s.tick(0) == []                                 # a standby says nothing
+    a.s.takeover(0)
+    run(a, b, 0)
+    assert a.s.established and not a.s.want_macs
+    # b's voice (its id 0) is a's id 1, b's office (1) is a's 0; b's lab has no segment here.
+    expected = [(0, mac) for seg, mac in far if seg == 1] + [(1, mac) for seg, mac in far if seg == 0]
+    assert sorted(a.far_macs) == sorted(expected)
+    assert b.far_macs == []                                  # b asked for nothing
+
+
+def test_a_peer_with_no_macs_still_answers_so_the_asker_stops_asking():
+    wall, sec = Wall(), secrets()
+    a, b = Site("a", sec, wall), Site("b", sec, wall)
+    a.s.takeover(0)
+    run(a, b, 0)
+    assert a.s.established and not a.s.want_macs and a.far_macs == []

@@ -14,6 +14,7 @@ from etun.config import (
     FilterRule,
     Filters,
     FilterTable,
+    Ha,
     Metrics,
     Run,
     Security,
@@ -118,6 +119,7 @@ def test_the_manuals_complete_example_loads_to_the_expected_dataclasses(in_tmp):
         ),
         control=Control(socket=pathlib.Path("/run/etun/berlin.sock")),
         metrics=Metrics(listen=Address("127.0.0.1", 9477)),
+        ha=Ha(standby=False, announce=True),
         run=Run(user="nobody"),
     )
 
@@ -134,6 +136,7 @@ def test_minimal_file_gets_every_default(in_tmp):
         filter=Filters(nic_ingress=FilterTable(), tunnel_ingress=FilterTable()),
         control=Control(socket=pathlib.Path("/run/etun/site.sock")),
         metrics=Metrics(listen=None),
+        ha=Ha(standby=False, announce=True),
         run=Run(user="nobody"),
     )
 
@@ -474,6 +477,10 @@ ERROR_CASES = [
      "site.toml: at most 32 [[segment]] tables, got 33"),
     (segments(*[f'name = "s{k}"\ninterface = "eth{k}"' for k in range(9)]),
      "site.toml: the segments use 9 NICs and TAP devices; at most 8"),
+    # [ha]
+    (site_toml(extra='[ha]\nstandby = "yes"\n'), 'site.toml: [ha] standby: expected true or false, got "yes"'),
+    (site_toml(extra="[ha]\nannounce = 1\n"), "site.toml: [ha] announce: expected true or false, got 1"),
+    (site_toml(extra="[ha]\nstanby = true\n"), 'site.toml: [ha] unknown key "stanby" (did you mean "standby"?)'),
     # one line, always
     (site_toml(extra='[site]\nname = "a\\u2028b"\n'), 'site.toml: [site] name: expected 1 to 32 letters, digits, "-", "_" or ".", got "a\\u2028b"'),
 ]

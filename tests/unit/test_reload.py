@@ -32,7 +32,8 @@ def test_every_configuration_field_has_exactly_one_line_in_the_table():
 def test_the_table_says_live_for_what_the_spec_applies_at_once_and_restart_for_the_rest():
     live = {path for path, how in reload.FIELDS if how != reload.RESTART}
     assert live == {"tunnel.peer", "tunnel.keepalive", "security.key_file", "security.rekey",
-                    "filter.nic_ingress", "filter.tunnel_ingress", "segment.filters", "metrics.listen"}
+                    "filter.nic_ingress", "filter.tunnel_ingress", "segment.filters", "metrics.listen",
+                    "ha.standby", "ha.announce"}
     for path, how in reload.FIELDS:
         assert how == reload.RESTART or hasattr(reload.Reload, f"apply_{how}"), path
 
