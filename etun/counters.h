@@ -35,7 +35,10 @@
     X(VERSION, version)         /* another etun protocol version (an older or newer peer) */  \
     X(UNDER_LOAD, under_load)   /* a handshake without a cookie while under load: cookie sent */ \
     X(RATE_LIMIT, rate_limit)   /* over its source's (or everyone's) budget */                \
-    X(BAD_OFFLOAD, bad_offload) /* a virtio_net_hdr from the peer that does not fit its frame */
+    X(BAD_OFFLOAD, bad_offload) /* a virtio_net_hdr from the peer that does not fit its frame */ \
+    X(LOCAL_DESTINATION, local_destination) /* unicast to a MAC last seen on this LAN (bridge) */ \
+    X(LOOP, loop)               /* not carried while a bridging loop is held off (bridge) */  \
+    X(STORM, storm)             /* flooded frames over [bridge] storm_limit a second */
 
 /* How well the two pumps batch (docs/STATUS.md, "pumps"). */
 #define ETUN_PUMP_STATS(X)                                                                    \

@@ -88,6 +88,7 @@ cdef void lan_prepare(engine_state *e, int i, uint8_t *frame, uint32_t flen, con
     cdef uint8_t flags = vnet[0], gso_type = vnet[1]
     cdef uint16_t hdr_len = pkt_le16(vnet + 2), csum_start = pkt_le16(vnet + 6)
     cdef uint8_t *out
+    cdef int reason
     e.cap_data[i] = NULL
     if flen < MIN_FRAME_LEN:
         drop_frame(d, DIR_TX, DROP_RUNT, frame, flen)
@@ -97,6 +98,10 @@ cdef void lan_prepare(engine_state *e, int i, uint8_t *frame, uint32_t flen, con
         return
     if not filter_allows(d.filt[FILTER_NIC_INGRESS], frame, flen):
         drop_frame(d, DIR_TX, DROP_FILTER, frame, flen)
+        return
+    reason = bridge_tx(d, 0, frame, flen, clock_ms())      # bridge hook: segment 0 until segments
+    if reason:
+        drop_frame(d, DIR_TX, reason, frame, flen)
         return
     if gso_type != VNET_GSO_NONE and gso_parse(e, i, frame, flen, vnet, vlan_shift) == 0:
         e.cap_data[i] = frame

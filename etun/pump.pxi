@@ -215,11 +215,18 @@ cdef bint pump_rx_offload_ok(dp_state *d, frame_ref *f, const uint8_t *name, uin
     return False
 
 
-cdef void pump_rx_filtered(dp_state *d, frame_ref *f) noexcept nogil:
-    """tunnel_ingress denied an opened frame: count it, with its source MAC, and let it go."""
+cdef void pump_rx_filtered(dp_state *d, frame_ref *f, int reason) noexcept nogil:
+    """tunnel_ingress (or the bridge) denied an opened frame: count it under `reason`, with its
+    source MAC, and let it go."""
     cdef uint32_t skip = VNET_HDR_LEN if f.ftype == TYPE_FRAME_VNET else 0
-    drop_frame(d, DIR_RX, DROP_FILTER, f.data + skip, f.length - skip)
+    drop_frame(d, DIR_RX, reason, f.data + skip, f.length - skip)
     open_release(d, f)
+
+
+cdef inline int pump_rx_bridged(dp_state *d, frame_ref *f, uint64_t now) noexcept nogil:
+    """The bridge's word on an opened frame (bridge.pxi): 0 to deliver, or a DROP_* reason."""
+    cdef uint32_t skip = VNET_HDR_LEN if f.ftype == TYPE_FRAME_VNET else 0
+    return bridge_rx(d, 0, f.data + skip, f.length - skip, now)    # segment 0 until segments
 
 
 cdef void pump_deliver(engine_state *e) noexcept nogil:
@@ -284,10 +291,14 @@ cdef int pump_rx_round(engine_state *e) noexcept nogil:
                 accepted = True
                 if not pump_rx_offload_ok(d, &e.out[e.nout], name, namelen):
                     pass
-                elif pump_rx_allows(e, &e.out[e.nout]):
-                    e.nout += 1
+                elif not pump_rx_allows(e, &e.out[e.nout]):
+                    pump_rx_filtered(d, &e.out[e.nout], DROP_FILTER)
                 else:
-                    pump_rx_filtered(d, &e.out[e.nout])
+                    rc = pump_rx_bridged(d, &e.out[e.nout], now)       # bridge hook
+                    if rc:
+                        pump_rx_filtered(d, &e.out[e.nout], rc)
+                    else:
+                        e.nout += 1
             elif rc == OPEN_HELD:
                 accepted = True
             elif rc == OPEN_CONTROL:
