@@ -152,6 +152,7 @@ SIDE_NAMES = {SIDE_LOCAL: "local", SIDE_REMOTE: "remote"}
 BRIDGE_ENTRIES = BRIDGE_BUCKETS * BRIDGE_WAYS
 BRIDGE_TABLE_BYTES = BRIDGE_ENTRIES * sizeof(bridge_entry)
 BRIDGE_HOLD_FIRST_MS = BRIDGE_HOLD_MS
+BRIDGE_FLIP_WITHIN_MS = BRIDGE_FLIP_MS
 
 
 class Dropped(Exception):
@@ -265,7 +266,7 @@ cdef class Datapath:
             raise MemoryError("MAC table")
         if crypto_random(<uint8_t *>&d.bridge_seed, sizeof(uint64_t)) != 0:
             raise RuntimeError(crypto_error("a hash seed"))
-        self.set_bridge()
+        self.set_bridge(False, 300, "off", 0)      # passive (learns only) until [bridge] is installed
         self.filter_rules = [None, None]
         self.set_filter(FILTER_NIC_INGRESS, True, ())
         self.set_filter(FILTER_TUNNEL_INGRESS, True, ())

@@ -19,6 +19,8 @@ from etun._fast import FILTER_MAX_RULES, MAX_PACKET_DEFAULT, MAX_PACKET_MAX, MAX
 from etun.errors import ConfigError
 
 LEVELS = ("none", "auth", "encrypt")
+LOOP_PROTECTIONS = ("block", "log", "off")
+GUARDS = ("stp", "lldp", "dhcp-server", "ipv6-ra")
 MODES = ("packet", "tap")
 ACTIONS = ("allow", "deny")
 
@@ -34,6 +36,10 @@ KEEPALIVE_DEFAULT_S = 10
 KEEPALIVE_MAX_S = 3600
 REKEY_DEFAULT_S = 120
 REKEY_MAX_S = 86400
+MAC_AGE_DEFAULT_S = 300
+MAC_AGE_MAX_S = 1_000_000       # the Linux bridge's own ageing_time limit
+STORM_LIMIT_DEFAULT = 5000      # flooded frames a second, per segment and direction
+STORM_LIMIT_MAX = 100_000_000
 
 SITE_NAME_MAX_CHARS = 32
 IFNAME_MAX_BYTES = 15  # IFNAMSIZ (16) less the terminating NUL
@@ -115,6 +121,15 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class Bridge:
+    learning: bool  # unicast to a MAC last seen on the LAN is not tunneled
+    mac_age: int  # seconds a learnt MAC is kept
+    loop_protection: str  # one of LOOP_PROTECTIONS
+    storm_limit: int  # flooded frames a second per segment and direction; 0: no limit
+    guard: tuple[str, ...]  # presets of GUARDS denied at nic_ingress, in the order given
+
+
+@dataclass(frozen=True)
 class Run:
     user: str  # after setup etun runs as this user; "root" keeps root
 
@@ -129,6 +144,7 @@ class Config:
     filter: Filters
     control: Control
     metrics: Metrics
+    bridge: Bridge
     run: Run
 
 
@@ -146,6 +162,7 @@ TABLE_KEYS = {
     "filter": _keys(Filters),
     "control": _keys(Control),
     "metrics": _keys(Metrics),
+    "bridge": _keys(Bridge),
     "run": _keys(Run),
 }
 FILTER_TABLE_KEYS = _keys(FilterTable)
@@ -191,6 +208,7 @@ def load_config(path: str | os.PathLike, data: bytes | None = None) -> Config:
         filter=_read_filters(origin, tables["filter"]),
         control=_read_control(origin, tables["control"], base_dir, site.name),
         metrics=_read_metrics(origin, tables["metrics"]),
+        bridge=_read_bridge(origin, tables["bridge"]),
         run=_read_run(origin, tables["run"]),
     )
 
@@ -311,6 +329,12 @@ class _Table:
             self.fail(key, f"expected an integer, got {_show(value)}")
         if not low <= value <= high:
             self.fail(key, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.value(key, default)
+        if not isinstance(value, bool):
+            self.fail(key, f"expected true or false, got {_show(value)}")
         return value
 
     def choice(self, key: str, default: Any, options: tuple[str, ...]) -> str:
@@ -493,6 +517,30 @@ def _read_metrics(origin: str, data: dict[str, Any]) -> Metrics:
     table = _Table(origin, "[metrics]", data, TABLE_KEYS["metrics"], "metrics")
     listen = table.address("listen", None, allow_name=False, like=_METRICS_LIKE, example_port=DEFAULT_METRICS_PORT)
     return Metrics(listen=listen)
+
+
+def _read_bridge(origin: str, data: dict[str, Any]) -> Bridge:
+    table = _Table(origin, "[bridge]", data, TABLE_KEYS["bridge"], "bridge")
+    guard = table.value("guard", [])
+    expected = "an array of " + ", ".join(f'"{name}"' for name in GUARDS[:-1]) + f' or "{GUARDS[-1]}"'
+    if not isinstance(guard, list):
+        table.fail("guard", f"expected {expected}, got {_show(guard)}")
+    for name in guard:
+        if not isinstance(name, str) or name not in GUARDS:
+            hint = ""
+            if isinstance(name, str):
+                starts = [g for g in GUARDS if name and g.startswith(name)]
+                hint = _suggest(name, GUARDS, _QUOTED) or (f" (did you mean {_quote(starts[0])}?)" if starts else "")
+            table.fail("guard", f"expected {expected}, got {_show(name)}{hint}")
+        if guard.count(name) > 1:
+            table.fail("guard", f"{_quote(name)} is listed twice")
+    return Bridge(
+        learning=table.boolean("learning", True),
+        mac_age=table.integer("mac_age", MAC_AGE_DEFAULT_S, 1, MAC_AGE_MAX_S),
+        loop_protection=table.choice("loop_protection", "block", LOOP_PROTECTIONS),
+        storm_limit=table.integer("storm_limit", STORM_LIMIT_DEFAULT, 0, STORM_LIMIT_MAX),
+        guard=tuple(guard),
+    )
 
 
 def _read_run(origin: str, data: dict[str, Any]) -> Run:

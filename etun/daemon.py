@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 
-from etun import __version__, _fast, env, filters, keys, monitor, notify, privileges, reload
+from etun import __version__, _fast, bridge, env, keys, monitor, notify, privileges, reload
 from etun.config import load_config
 from etun.control import ControlServer, Pending
 from etun.errors import RuntimeFailure
@@ -91,7 +91,8 @@ class Daemon:
             privileges.resolve_user(c.run.user, str(c.path))    # an unknown user stops etun here
         secrets = keys.load_secrets(c.security.key_file) if self.level != _fast.LEVEL_NONE else keys.Secrets.none()
         # First of all that is visible: a second etun for this site stops here, touching nothing.
-        handlers = {"status": self.handle_status, "verify": self.handle_verify, "reload": self.handle_reload}
+        handlers = {"status": self.handle_status, "verify": self.handle_verify, "reload": self.handle_reload,
+                    "macs": self.handle_macs}
         if env.test_hooks():
             handlers["stall"] = self.handle_stall
         self.control = ControlServer(c.control.socket, handlers)
@@ -100,7 +101,8 @@ class Daemon:
         peer = resolve_peer(c.tunnel.peer, self.udp.family)
         self.datapath = _fast.Datapath(self.level, c.tunnel.max_packet)
         self.datapath.trace = env.debug()
-        filters.install(self.datapath, c.filter)
+        bridge.install(self.datapath, c)
+        self.loops = bridge.LoopWatch(self.datapath, {0: self.lan.name})     # one segment until segments
         secrets.install(self.datapath)
         self.engine = _fast.Engine(self.datapath, self.lan.fd, self.lan.kind, self.udp.fd,
                                    self.udp.port, self.udp.gso, self.udp.gro)
@@ -315,6 +317,7 @@ class Daemon:
         self.log_new_drops(now)
         self.log_drop_trace()
         self.explain_refused(now)
+        self.loops.poll(self.config.bridge.loop_protection)
         for datagram in s.tick(now):
             self.send(datagram)
         peer, gen, _ = self.engine.peer()
@@ -342,6 +345,12 @@ class Daemon:
 
     def handle_status(self, request, client) -> dict:
         return self.status()
+
+    def handle_macs(self, request, client) -> dict:
+        """`etun status --macs`: the MAC table (docs/STATUS.md)."""
+        return {"macs": [{"mac": mac, "segment": seg, "side": side, "age_s": round(age / 1000, 1)}
+                         for mac, seg, side, age in sorted(self.datapath.bridge_macs(),
+                                                           key=lambda m: (m[1], m[2], m[0]))]}
 
     # -- reload, systemd -------------------------------------------------------------------
 

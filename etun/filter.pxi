@@ -75,7 +75,8 @@ cdef void filter_free(filter_table *t) noexcept nogil:
 
 
 cdef filter_table *filter_build(bint default_allow, uint32_t nrules, const uint8_t *allow,
-                                const uint8_t *kind, const uint64_t *value, uint32_t guards) noexcept nogil:
+                                const uint8_t *kind, const uint64_t *value,
+                                uint32_t guards) noexcept nogil:
     """A table for rules given as parallel arrays (kind FILTER_KIND_*, value a MAC or OUI as an
     integer, or an EtherType), in configuration order, after the guard presets (1 << GUARD_*). NULL when memory ran out; the caller
     checks the values first."""

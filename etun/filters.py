@@ -20,9 +20,11 @@ def describe(rule) -> str:
     return f"{rule.action} {kind} {shown}"
 
 
-def install(datapath, filters) -> None:
-    """Put both directions' rules (an etun.config.Filters) into the datapath."""
+def install(datapath, filters, guard: tuple[str, ...] = ()) -> None:
+    """Put both directions' rules (an etun.config.Filters) into the datapath, with the [bridge]
+    guard presets in front of nic_ingress's."""
     for name, direction in DIRECTIONS.items():
         table = getattr(filters, name)
         rules = [(r.action == "allow", *kind_and_value(r)) for r in table.rules]
-        datapath.set_filter(direction, table.default == "allow", rules)
+        datapath.set_filter(direction, table.default == "allow", rules,
+                            guard if direction == _fast.FILTER_NIC_INGRESS else ())

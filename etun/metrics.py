@@ -71,10 +71,37 @@ def families(st: dict) -> list:
         for rule in f["rules"]:
             hits.add_metric([direction, f["name"], str(rule["rule"]), rule["match"]], rule["hits"])
         hits.add_metric([direction, f["name"], "default", f["default"]["action"]], f["default"]["hits"])
+        for g in f.get("guards", []):
+            hits.add_metric([direction, f["name"], "guard", g["guard"]], g["hits"])
         for ethertype, count in d["ethertypes"].items():
             ethertypes.add_metric([direction, ethertype], count)
     out += [*traffic.values(), drops, hits, ethertypes]
+    if "bridge" in st:
+        out += bridge_families(st["bridge"])
     return out
+
+
+def bridge_families(b: dict) -> list:
+    """The MAC table's size and the loop state per segment (docs/STATUS.md)."""
+    macs = GaugeMetricFamily("etun_bridge_macs", "Live MACs in the table", labels=["segment", "side"])
+    cap = GaugeMetricFamily("etun_bridge_macs_max", "MACs the table holds at most (all segments)")
+    cap.add_metric([], b["macs_max"])
+    loops = CounterMetricFamily("etun_bridge_loops", "Bridging loops detected (holds begun)",
+                                labels=["segment", "direction"])
+    held = GaugeMetricFamily("etun_bridge_held", "1 while a loop holds this direction off",
+                             labels=["segment", "direction"])
+    full = CounterMetricFamily("etun_bridge_not_learnt", "Source MACs not learnt: the table was full",
+                               labels=["segment", "direction"])
+    for seg in b["segments"]:
+        name = seg["name"]
+        for side, n in seg["macs"].items():
+            macs.add_metric([name, side], n)
+        for direction in ("outbound", "inbound"):
+            d = seg[direction]
+            loops.add_metric([name, direction], d["loops"])
+            held.add_metric([name, direction], int(d["held"]))
+            full.add_metric([name, direction], d["full"])
+    return [macs, cap, loops, held, full]
 
 
 class StatusCollector:

@@ -14,7 +14,7 @@ import logging
 import typing
 from dataclasses import dataclass, field
 
-from etun import filters
+from etun import bridge
 from etun.errors import EtunError
 from etun.metrics import MetricsServer
 from etun.peer import SILENT_KEEPALIVES, is_name
@@ -43,6 +43,11 @@ FIELDS = (
     ("filter.tunnel_ingress", "filters"),
     ("control.socket", RESTART),
     ("metrics.listen", "metrics"),
+    ("bridge.learning", "bridge"),
+    ("bridge.mac_age", "bridge"),
+    ("bridge.loop_protection", "bridge"),
+    ("bridge.storm_limit", "bridge"),
+    ("bridge.guard", "bridge"),
     ("run.user", RESTART),
 )
 
@@ -64,6 +69,10 @@ def show(value) -> str:
     """A configuration value as a log line shows it."""
     if value is None:
         return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
     if hasattr(value, "rules") and hasattr(value, "default"):
         n = len(value.rules)
         return f"({n} rule{'s' if n != 1 else ''}, default {value.default})"
@@ -145,7 +154,10 @@ class Reload:
         d.session.set_timers(d.keepalive_ms, t.security.rekey * 1000)
 
     def apply_filters(self, _) -> None:
-        filters.install(self.d.datapath, self.new.filter)
+        bridge.install(self.d.datapath, self.new)     # the guard presets live in nic_ingress
+
+    def apply_bridge(self, _) -> None:
+        bridge.install(self.d.datapath, self.new)
 
     def apply_secrets(self, _) -> None:
         d, s = self.d, self.secrets

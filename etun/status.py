@@ -29,10 +29,28 @@ def _direction(raw: dict, traffic: tuple, table, stats: dict, filter_name: str) 
         "rules": [{"rule": i + 1, "match": filters.describe(r), "hits": hits}
                   for i, (r, hits) in enumerate(zip(table.rules, stats["rules"], strict=True))],
         "default": {"action": table.default, "hits": stats["default"]},
+        "guards": [{"guard": name, "hits": hits} for name, hits in stats.get("guards", {}).items()],
     }
     top = sorted(stats["ethertypes"].items(), key=lambda kv: -kv[1])[:TOP_ETHERTYPES]
     d["ethertypes"] = {("802.3" if et == 0 else f"0x{et:04x}"): n for et, n in top}
     return d
+
+
+def _bridge(config, datapath, segments: dict) -> dict:
+    """[bridge] as configured, and per segment the MAC table's size and the loop state."""
+    b = config.bridge
+    out = {"learning": b.learning, "mac_age": b.mac_age, "loop_protection": b.loop_protection,
+           "storm_limit": b.storm_limit, "guard": list(b.guard), "macs_max": _fast.BRIDGE_ENTRIES,
+           "table_bytes": _fast.BRIDGE_TABLE_BYTES, "segments": []}
+    for seg, name in segments.items():
+        st = datapath.bridge_stats(seg)
+        one = {"segment": seg, "name": name, "macs": st["macs"]}
+        for key, direction in (("tx", "outbound"), ("rx", "inbound")):
+            d = st[key]
+            one[direction] = {k: d[k] for k in ("learnt", "moves", "flips", "full", "loops", "held", "loop_macs")}
+            one[direction]["hold_s"] = round(max(0, d["hold_until_ms"] - st["now_ms"]) / 1000, 1) if d["held"] else 0
+        out["segments"].append(one)
+    return out
 
 
 def build_status(config, lan, datapath, snapshot: dict, *, uptime_s: float, peer: dict, session: dict) -> dict:
@@ -61,6 +79,7 @@ def build_status(config, lan, datapath, snapshot: dict, *, uptime_s: float, peer
             "inbound": _direction(counters["rx"], INBOUND_TRAFFIC, config.filter.tunnel_ingress,
                                   stats["tunnel_ingress"], "tunnel_ingress"),
         },
+        "bridge": _bridge(config, datapath, {0: lan.name}),     # one segment until segments
     }
 
 
@@ -117,9 +136,39 @@ def render(st: dict) -> str:
         for r in f["rules"]:
             lines.append(f"  rule {r['rule']:<3} {r['match']:<34}{r['hits']:>14,} hits")
         lines.append(f"  default {f['default']['action']:<34}{f['default']['hits']:>14,} hits")
+        for g in f.get("guards", []):
+            lines.append(f"  guard {g['guard']:<36}{g['hits']:>14,} hits")
     for label, d in (("LAN → tunnel", out), ("tunnel → LAN", inb)):
         shown = ", ".join(f"{et} {n:,}" for et, n in d["ethertypes"].items()) or "none yet"
         lines.append(f"EtherTypes {label}: {shown}")
+    if "bridge" in st:
+        lines += _bridge_lines(st["bridge"])
+    return "\n".join(lines)
+
+
+def _bridge_lines(b: dict) -> list[str]:
+    storm = f"{b['storm_limit']:,}/s" if b["storm_limit"] else "no limit"
+    lines = [f"bridge: learning {'on' if b['learning'] else 'off'}, mac_age {b['mac_age']} s, "
+             f"loop_protection {b['loop_protection']}, storm_limit {storm}, "
+             f"guard {', '.join(b['guard']) or 'none'}"]
+    for seg in b["segments"]:
+        m = seg["macs"]
+        lines.append(f"  segment {seg['name']}: {m['local']:,} MACs local, {m['remote']:,} remote "
+                     f"(at most {b['macs_max']:,} in all)")
+        for direction, label in DIRECTIONS:
+            d = seg[direction]
+            state = f"HELD OFF {d['hold_s']:g} s more (loop: {', '.join(d['loop_macs'])})" if d["held"] else "carrying"
+            lines.append(f"    {label}: {state}; loops {d['loops']:,}, moves {d['moves']:,}, "
+                         f"fast flips {d['flips']:,}, not learnt (table full) {d['full']:,}")
+    return lines
+
+
+def render_macs(answer: dict) -> str:
+    """`etun status --macs` as text: one MAC a line."""
+    lines = [f"{'MAC':<19}{'segment':>8}  {'side':<7}{'age':>9}"]
+    for m in answer["macs"]:
+        lines.append(f"{m['mac']:<19}{m['segment']:>8}  {m['side']:<7}{m['age_s']:>7.1f} s")
+    lines.append(f"{len(answer['macs']):,} MACs")
     return "\n".join(lines)
 
 
@@ -138,7 +187,12 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def run_status(config_path, as_json: bool, watch: bool) -> int:
+def run_status(config_path, as_json: bool, watch: bool, macs: bool = False) -> int:
+    if macs:
+        config = load_config(config_path)
+        answer = ask(config.control.socket, {"request": "macs"}, STATUS_TIMEOUT_S)
+        print(json.dumps(answer, indent=2) if as_json else render_macs(answer))
+        return 0
     if not watch:
         st = fetch(config_path)
         print(json.dumps(st, indent=2) if as_json else render(st))

@@ -4,11 +4,11 @@ a host that moved versus a MAC that flaps (a loop), holds, storms; and the guard
 import random
 
 import pytest
-from scapy.all import DHCP, BOOTP, IP, UDP, Ether, IPv6, ICMPv6ND_RA, IPv6ExtHdrHopByHop, Raw
+from etun._fast import DIR_RX, DIR_TX, bridge_frame, filter_check
+from scapy.all import BOOTP, DHCP, IP, UDP, Ether, ICMPv6ND_RA, IPv6, IPv6ExtHdrHopByHop, Raw
 from scapy.layers.dhcp6 import DHCP6_Reply
 
 from etun import _fast
-from etun._fast import DIR_RX, DIR_TX, bridge_frame, filter_check
 
 A1, A2, B1 = "02:00:00:00:0a:01", "02:00:00:00:0a:02", "02:00:00:00:0b:01"
 BCAST = "ff:ff:ff:ff:ff:ff"
