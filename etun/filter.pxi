@@ -78,8 +78,8 @@ cdef filter_table *filter_build(bint default_allow, uint32_t nrules, const uint8
                                 const uint8_t *kind, const uint64_t *value,
                                 uint32_t guards) noexcept nogil:
     """A table for rules given as parallel arrays (kind FILTER_KIND_*, value a MAC or OUI as an
-    integer, or an EtherType), in configuration order, after the guard presets (1 << GUARD_*). NULL when memory ran out; the caller
-    checks the values first."""
+    integer, or an EtherType), in configuration order, after the guard presets (1 << GUARD_*).
+    NULL when memory ran out; the caller checks the values first."""
     cdef filter_table *t = <filter_table *>calloc(1, sizeof(filter_table))
     cdef uint32_t i, nmac = 0, noui = 0
     if t == NULL:
