@@ -32,7 +32,7 @@ cdef enum:
     BRIDGE_TOUCH_MS = 100              # a MAC's last-seen time is refreshed at most this often
     BRIDGE_FLIP_MS = 1000              # seen on the other side this recently: a fast flip
     BRIDGE_LOOP_FLIPS = 3              # fast flips in a row that make a loop (a move makes one)
-    BRIDGE_FLIP_WINDOW_S = 10          # ... each within this long of the one before
+    BRIDGE_FLIP_WINDOW_S = 2           # ... each within this long (whole seconds) of the one before
     BRIDGE_HOLD_MS = 2000              # a loop's first hold; it doubles while the loop persists
     BRIDGE_HOLD_MAX_MS = 64000
     STORM_SECOND_MS = 1000

@@ -54,6 +54,7 @@ class Topology:
     narrate: bool = True
     workdir: Path | None = None
     etuns: dict = field(default_factory=dict)
+    extra_nodes: list = field(default_factory=list)   # namespaces a test added (add_node); down() removes them
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -117,10 +118,16 @@ class Topology:
         self.run("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1", "wan")
         return self
 
+    def add_node(self, node: str) -> None:
+        """One more namespace, removed with the rest."""
+        self.extra_nodes.append(node)
+        self.run(f"ip netns add {self.ns(node)}")
+        self.run("ip link set lo up", node)
+
     def down(self) -> None:
         for site in list(self.etuns):
             self.stop_etun(site)
-        for node in ("ha", "ga", "wan", "gb", "hb"):
+        for node in ("ha", "ga", "wan", "gb", "hb", *self.extra_nodes):
             self.run(f"ip netns del {self.ns(node)}", check=False)
 
     def __enter__(self):
