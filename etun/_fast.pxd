@@ -153,6 +153,7 @@ cdef extern from "atomic.h":
     uint64_t atomic_load64(const uint64_t *p) nogil
     void atomic_store64(uint64_t *p, uint64_t v) nogil
     bint atomic_cas64(uint64_t *p, uint64_t expected, uint64_t desired) nogil
+    void prefetch_line(const void *p) nogil
 
 
 # -- Ethernet, offloads, checksums (pkt.pxi, lan.pxi, gso.pxi, gro.pxi) ------------------
