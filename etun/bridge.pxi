@@ -11,8 +11,9 @@
 # The MAC table is shared by every segment (the key holds the segment) and by both pumps. A MAC
 # lives in one of two buckets its hash picks, each bucket one cache line of BRIDGE_WAYS entries:
 # the first while it is at most half full, else the emptier. So nearly every lookup reads one
-# line, and 16,384 MACs always fit (24,576 did in simulation; the two-choice balance); an entry is two 64-bit words, each loaded and stored whole
-# (atomic.h). Looking up needs no lock: read the key, the info, the key again (a slot taken
+# line, and two choices keep the buckets even: 16,384 random MACs fit (a test learns them; in
+# simulation 24,576 did, out of 65,536 slots). An entry is two 64-bit words, each loaded and
+# stored whole (atomic.h). Looking up needs no lock: read the key, the info, the key again (a slot taken
 # over by another MAC meanwhile reads as a miss). Refreshing an entry is a compare-and-swap of
 # its info, at most every BRIDGE_TOUCH_MS, so the two pumps do not fight over cache lines.
 # Adding a MAC takes bridge_lock, looks again, then fills an empty or aged slot: key 0, info,
