@@ -72,7 +72,7 @@ cpdef enum:
     TRACE_MAC = 2                 # ... or the frame's source MAC
 
     # The bridge (bridge.pxi): a MAC table shared by all segments, 2-choice hashed into
-    # buckets of one cache line; 16,384 MACs always fit, 65,536 at most (when full: counted).
+    # buckets of one cache line; 16,384 MACs fit, 65,536 at most (what does not fit: counted).
     BRIDGE_WAYS = 4               # entries per bucket (16 bytes each: a 64-byte line)
     BRIDGE_BUCKETS = 16384        # 65,536 entries, 1 MiB
     BRIDGE_LOOP_MACS = 4          # MACs remembered per loop, for the log line
