@@ -577,6 +577,7 @@ cdef struct engine_state:         # the two pumps, their buffers and what they s
     iovec *udp_out_iov            # 3 * TX_PKTS
     uint8_t *udp_out_cmsg         # TX_PKTS * CMSG_ROOM
     uint64_t stats_next_ms        # next PACKET_STATISTICS read
+    uint64_t tx_now_ms            # clock_ms() when the current tx round began (the bridge's clock)
 
     # rx pump: tunnel -> LAN
     uint8_t *dgrams               # RX_BATCH slots of RX_SLOT bytes

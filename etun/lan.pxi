@@ -99,7 +99,7 @@ cdef void lan_prepare(engine_state *e, int i, uint8_t *frame, uint32_t flen, con
     if not filter_allows(d.filt[FILTER_NIC_INGRESS], frame, flen):
         drop_frame(d, DIR_TX, DROP_FILTER, frame, flen)
         return
-    reason = bridge_tx(d, 0, frame, flen, clock_ms())      # bridge hook: segment 0 until segments
+    reason = bridge_tx(d, 0, frame, flen, e.tx_now_ms)     # bridge hook: segment 0 until segments
     if reason:
         drop_frame(d, DIR_TX, reason, frame, flen)
         return

@@ -107,6 +107,7 @@ cdef int pump_tx_round(engine_state *e) noexcept nogil:
     cdef dp_state *d = e.dp
     cdef int n, i, r, sent
     cdef uint64_t now, now_us
+    e.tx_now_ms = clock_ms()                   # bridge hook: the clock the bridge reads this round
     n = lan_capture_tap(e) if e.lan_kind == LAN_TAP else lan_capture_packet(e)
     if n <= 0:
         return n
