@@ -75,6 +75,22 @@ cpdef enum:
     TRACE_SOCKADDR = 1            # ... the UDP source (struct sockaddr_in/in6),
     TRACE_MAC = 2                 # ... or the frame's source MAC
 
+    # The bridge (bridge.pxi): a MAC table shared by all segments, 2-choice hashed into
+    # buckets of one cache line; 16,384 MACs fit, 65,536 at most (what does not fit: counted).
+    BRIDGE_WAYS = 4               # entries per bucket (16 bytes each: a 64-byte line)
+    BRIDGE_BUCKETS = 16384        # 65,536 entries, 1 MiB
+    BRIDGE_LOOP_MACS = 4          # MACs remembered per loop, for the log line
+    LOOP_OFF = 0                  # [bridge] loop_protection
+    LOOP_LOG = 1
+    LOOP_BLOCK = 2
+    SIDE_LOCAL = 0                # a MAC learnt from the LAN
+    SIDE_REMOTE = 1               # ... or from the tunnel
+    GUARD_STP = 0                 # [bridge] guard presets, compiled into nic_ingress (filter.pxi)
+    GUARD_LLDP = 1
+    GUARD_DHCP_SERVER = 2
+    GUARD_IPV6_RA = 3
+    GUARDS = 4
+
 
 # -- counters: one X-macro table makes both the enums and the names (counters.h) ----------
 cdef extern from "counters.h":
@@ -111,6 +127,9 @@ cdef extern from "counters.h":
         DROP_UNSELECTED_VLAN
         DROP_UNKNOWN_SEGMENT
         DROP_STANDBY
+        DROP_LOCAL_DESTINATION
+        DROP_LOOP
+        DROP_STORM
         N_COUNTERS
         FIRST_DROP_REASON
     cpdef enum:
@@ -134,6 +153,14 @@ cdef extern from "counters.h":
 cdef extern from "sanitizer.h":
     void etun_poison(const void *p, size_t n) nogil
     void etun_unpoison(const void *p, size_t n) nogil
+
+
+# -- 64-bit words two threads share without a lock (atomic.h; the MAC table) ------------------
+cdef extern from "atomic.h":
+    uint64_t atomic_load64(const uint64_t *p) nogil
+    void atomic_store64(uint64_t *p, uint64_t v) nogil
+    bint atomic_cas64(uint64_t *p, uint64_t expected, uint64_t desired) nogil
+    void prefetch_line(const void *p) nogil
 
 
 # -- Ethernet, offloads, checksums (pkt.pxi, lan.pxi, gso.pxi, gro.pxi) ------------------
@@ -365,6 +392,8 @@ cdef struct filter_table:
     filter_hash oui
     uint16_t *ethertype           # 65536 entries, or NULL without EtherType rules
     uint64_t *seen                # frames per EtherType (65536; index 0: 802.3 length frames)
+    uint32_t guards               # [bridge] guard presets checked before the rules: 1 << GUARD_*
+    uint64_t guard_hits[GUARDS]   # frames each preset denied
 
 
 cdef struct seg_state:            # one segment of this site (segment.pxi); fixed while pumps run
@@ -378,6 +407,37 @@ cdef struct seg_state:            # one segment of this site (segment.pxi); fixe
 cdef struct token_bucket:         # a token bucket, in milliseconds of credit (bucket.pxi)
     uint64_t credit_ms
     uint64_t last_ms
+
+
+cdef struct bridge_entry:         # one learnt MAC (bridge.pxi); each word read and written whole
+    uint64_t key                  # 1 << 63 | segment << 48 | MAC; 0: an empty slot
+    uint64_t info                 # last seen (ms), side, fast flips, when it last flipped (s)
+
+
+cdef struct bridge_dir:           # one direction of one segment: written only by its own pump
+    uint64_t learnt               # MACs added to the table by frames this way
+    uint64_t moves                # MACs that came over from the other side (not fast: a move)
+    uint64_t flips                # ... within BRIDGE_FLIP_MS of being seen there (a loop's mark)
+    uint64_t full                 # sources not learnt: both of their buckets were full
+    uint64_t loops                # loops detected (a hold begun)
+    uint64_t episodes             # loops after a quiet spell: the control loop logs each once
+    uint64_t hold_until_ms        # frames this way are not carried until then (at "block")
+    uint64_t hold_ms              # the latest hold: doubles while the loop persists
+    uint64_t loop_macs[BRIDGE_LOOP_MACS]   # the latest MACs seen on both sides, a ring
+    uint32_t loop_mac_next
+    uint32_t storm_count          # flooded frames carried in the current second
+    uint64_t storm_second_ms      # when that second began
+
+
+cdef struct bridge_seg:           # the bridge's state of one segment
+    bridge_dir dir[2]             # DIR_TX, DIR_RX
+
+
+cdef struct bridge_conf:          # [bridge], swapped word by word on a reload (set_bridge)
+    bint learning
+    uint64_t mac_age_ms
+    int loop_mode                 # LOOP_*
+    uint32_t storm_limit          # flooded frames a second per segment and direction; 0: none
 
 
 cdef struct trace_sample:         # one sampled drop for the control loop to log (trace.pxi)
@@ -461,6 +521,14 @@ cdef struct dp_state:             # everything one site's datapath holds, shared
     filter_table *filt[SEGMENTS_MAX][2]   # per segment and direction
     pthread_mutex_t filter_lock   # swaps, and Python reading a table's counts; never a pump
 
+    # the bridge (bridge.pxi): the MAC table is read and refreshed by both pumps without a lock;
+    # bridge_lock serialises only adding a MAC (rare), so no MAC is ever in the table twice
+    bridge_conf bridge
+    bridge_entry *macs            # BRIDGE_BUCKETS * BRIDGE_WAYS
+    uint64_t bridge_seed          # keys the table's hash, so nobody can aim at one bucket
+    pthread_mutex_t bridge_lock
+    bridge_seg brseg[SEGMENTS_MAX]
+
     # drop trace: sampled drops for the debug log (trace.pxi)
     bint trace_on
     uint64_t trace_last_ms[2][N_COUNTERS]
@@ -540,6 +608,7 @@ cdef struct engine_state:         # the two pumps, their buffers and what they s
     iovec *udp_out_iov            # 3 * TX_PKTS
     uint8_t *udp_out_cmsg         # TX_PKTS * CMSG_ROOM
     uint64_t stats_next_ms        # next PACKET_STATISTICS read
+    uint64_t tx_now_ms            # clock_ms() when the current tx round began (the bridge's clock)
 
     # rx pump: tunnel -> LAN
     uint8_t *dgrams               # RX_BATCH slots of RX_SLOT bytes

@@ -56,8 +56,10 @@ Fragments, in the order they are included (each uses only what comes before it):
   cookie    mac1, mac2 and cookie replies
   admit     which handshake and probe packets reach the control plane
   handshake handshake messages on the wire, and the Handshake object
+  guard     the [bridge] guard presets the nic_ingress filter checks first
   filter    MAC / OUI / EtherType filter tables
   segment   which segment a LAN frame belongs to; its VLAN tags off and on
+  bridge    the MAC table, loop holds and storm limits: etun as a switch port
   gso       cutting super-frames from the LAN
   gro       merging TCP segments towards the LAN
   lan       the LAN side: capture and injection
@@ -117,8 +119,10 @@ include "srclimit.pxi"
 include "cookie.pxi"
 include "admit.pxi"
 include "handshake.pxi"
+include "guard.pxi"
 include "filter.pxi"
 include "segment.pxi"
+include "bridge.pxi"
 include "gso.pxi"
 include "gro.pxi"
 include "lan.pxi"
@@ -146,6 +150,13 @@ SESSION_COUNTER_MAX = COUNTER_MAX
 PUMPS = {"tx": PUMP_TX, "rx": PUMP_RX}                 # for Engine.stall
 # What Datapath.segment_counters() shows: the counts the pumps keep per segment too.
 SEGMENT_COUNTERS = (C_FRAMES, C_BYTES, DROP_FILTER, DROP_MALFORMED, DROP_UNKNOWN_SEGMENT)
+GUARD_NAMES = ("stp", "lldp", "dhcp-server", "ipv6-ra")  # [bridge] guard, by GUARD_* index
+LOOP_MODES = {"off": LOOP_OFF, "log": LOOP_LOG, "block": LOOP_BLOCK}
+SIDE_NAMES = {SIDE_LOCAL: "local", SIDE_REMOTE: "remote"}
+BRIDGE_ENTRIES = BRIDGE_BUCKETS * BRIDGE_WAYS
+BRIDGE_TABLE_BYTES = BRIDGE_ENTRIES * sizeof(bridge_entry)
+BRIDGE_HOLD_FIRST_MS = BRIDGE_HOLD_MS
+BRIDGE_FLIP_WITHIN_MS = BRIDGE_FLIP_MS
 
 
 class Dropped(Exception):
@@ -259,9 +270,15 @@ cdef class Datapath:
                 raise MemoryError(openssl_error("EVP_CIPHER_CTX_new"))
         if reasm_init(&d.reasm, <uint64_t>reassembly_kib * 1024, reassembly_timeout_ms) != 0:
             raise MemoryError("reassembly table")
+        d.macs = <bridge_entry *>calloc(BRIDGE_BUCKETS * BRIDGE_WAYS, sizeof(bridge_entry))
+        if d.macs == NULL or pthread_mutex_init(&d.bridge_lock, NULL) != 0:
+            raise MemoryError("MAC table")
+        if crypto_random(<uint8_t *>&d.bridge_seed, sizeof(uint64_t)) != 0:
+            raise RuntimeError(crypto_error("a hash seed"))
         self.filter_rules = {}
         d.nsegs = 1
         d.seg[0].carry_all = True
+        self.set_bridge(False, 300, "off", 0)      # passive (learns only) until [bridge] is installed
         self.set_filter(FILTER_NIC_INGRESS, True, ())
         self.set_filter(FILTER_TUNNEL_INGRESS, True, ())
 
@@ -288,6 +305,8 @@ cdef class Datapath:
                 filter_free(d.filt[k][FILTER_TUNNEL_INGRESS])
             free(d.hs_sources)
             free(d.probe_sources)
+            free(d.macs)
+            pthread_mutex_destroy(&d.bridge_lock)
             pthread_mutex_destroy(&d.send_lock)
             pthread_mutex_destroy(&d.recv_lock)
             pthread_mutex_destroy(&d.trace_lock)
@@ -509,12 +528,13 @@ cdef class Datapath:
 
     # -- filters -------------------------------------------------------------------------
 
-    def set_filter(self, int direction, bint default_allow, rules, int segment=0):
+    def set_filter(self, int direction, bint default_allow, rules, int segment=0, guards=()):
         """Install a compiled filter for one direction of `segment`: rules are (allow, kind,
         value) with kind "mac" (6 bytes), "oui" (3 bytes) or "ethertype" (int), in configuration
-        order. Safe while pumps run: the swap takes the locks their rounds hold (filter.pxi).
-        Rules also in the table replaced, the default if its action stayed, and the EtherType
-        counts keep counting on."""
+        order; `guards` names presets of GUARD_NAMES denied before any rule. Safe while pumps
+        run: the swap takes the locks their rounds hold (filter.pxi). Rules also in the table
+        replaced, the default if its action stayed, the guards and the EtherType counts keep
+        counting on."""
         cdef dp_state *d = self.d
         cdef filter_table *t
         cdef filter_table *old = NULL
@@ -522,8 +542,13 @@ cdef class Datapath:
         cdef int32_t *keep
         cdef uint32_t i
         cdef bint keep_default
+        cdef uint32_t guard_bits = 0
         check_direction(direction)
         check_segment(d, segment)
+        for name in guards:
+            if name not in GUARD_NAMES:
+                raise ValueError(f"unknown guard {name!r}")
+            guard_bits |= 1 << GUARD_NAMES.index(name)
         rules = [(bool(allowed), kind, value) for allowed, kind, value in rules]
         if len(rules) > FILTER_MAX_RULES:
             raise ValueError(f"at most {FILTER_MAX_RULES} rules")
@@ -544,7 +569,7 @@ cdef class Datapath:
                     raise ValueError(f"rule {i + 1}: bad {kind} {value!r}")
                 allow[i] = 1 if allowed else 0
                 kinds[i] = FILTER_KINDS[kind]
-            t = filter_build(default_allow, len(rules), <uint8_t *>allow, <uint8_t *>kinds, values)
+            t = filter_build(default_allow, len(rules), <uint8_t *>allow, <uint8_t *>kinds, values, guard_bits)
         finally:
             free(values)
         if t == NULL:
@@ -576,7 +601,8 @@ cdef class Datapath:
         self.filter_rules[segment, direction] = (default_allow, tuple(rules))
 
     def filter_stats(self, int direction, int segment=0):
-        """{"rules": [hits per rule], "default": hits, "ethertypes": {EtherType: frames}}."""
+        """{"rules": [hits per rule], "default": hits, "ethertypes": {EtherType: frames},
+        "guards": {guard name: hits} for the guard presets installed}."""
         cdef dp_state *d = self.d
         cdef filter_table *t
         cdef uint32_t i
@@ -587,10 +613,75 @@ cdef class Datapath:
         try:
             t = d.filt[segment][direction]
             seen = {i: t.seen[i] for i in range(FILTER_ETHERTYPES) if t.seen[i]}
+            guards = {name: t.guard_hits[i] for i, name in enumerate(GUARD_NAMES) if t.guards & (1 << i)}
             return {"rules": [t.hits[i] for i in range(t.nrules)], "default": t.default_hits,
-                    "ethertypes": seen}
+                    "ethertypes": seen, "guards": guards}
         finally:
             pthread_mutex_unlock(&d.filter_lock)
+
+    # -- the bridge (bridge.pxi) ---------------------------------------------------------
+
+    def set_bridge(self, bint learning=True, unsigned int mac_age_s=300, str loop_protection="block",
+                   unsigned int storm_limit=5000):
+        """[bridge]: safe while pumps run (each setting is one word the pumps read per frame)."""
+        cdef dp_state *d = self.d
+        if loop_protection not in LOOP_MODES:
+            raise ValueError(f"loop_protection must be one of {', '.join(LOOP_MODES)}")
+        if not 1 <= mac_age_s <= 1000000:
+            raise ValueError("mac_age_s must be 1..1000000")
+        d.bridge.learning = learning
+        d.bridge.mac_age_ms = <uint64_t>mac_age_s * 1000
+        d.bridge.loop_mode = LOOP_MODES[loop_protection]
+        d.bridge.storm_limit = storm_limit
+
+    def bridge_stats(self, unsigned int segment=0, now_ms=None):
+        """One segment's bridge: live MACs by side, and per direction ("tx", "rx") what was
+        learnt, moved, flipped, not learnt (full), the loops and storm state. Lock-free reads."""
+        cdef dp_state *d = self.d
+        cdef uint64_t now = clock_ms() if now_ms is None else <uint64_t>now_ms
+        cdef uint64_t local = 0, remote = 0
+        cdef bridge_dir *b
+        if segment >= SEGMENTS_MAX:
+            raise ValueError(f"segment must be below {SEGMENTS_MAX}")
+        with nogil:
+            bridge_count(d, segment, now, &local, &remote)
+        out = {"macs": {"local": local, "remote": remote}, "now_ms": now}
+        for name, direction in (("tx", DIR_TX), ("rx", DIR_RX)):
+            b = &d.brseg[segment].dir[direction]
+            out[name] = {
+                "learnt": b.learnt, "moves": b.moves, "flips": b.flips, "full": b.full,
+                "loops": b.loops, "episodes": b.episodes, "hold_until_ms": b.hold_until_ms,
+                "hold_ms": b.hold_ms,
+                "held": d.bridge.loop_mode == LOOP_BLOCK and now < b.hold_until_ms,
+                "loop_macs": [b.loop_macs[i].to_bytes(6, "big").hex(":")
+                              for i in range(BRIDGE_LOOP_MACS) if b.loop_macs[i]],
+            }
+        return out
+
+    def bridge_macs(self, now_ms=None):
+        """The live MAC table: [(MAC "aa:bb:..", segment, "local" or "remote", age in ms)]."""
+        cdef dp_state *d = self.d
+        cdef uint64_t now = clock_ms() if now_ms is None else <uint64_t>now_ms
+        cdef uint64_t *copy = <uint64_t *>malloc(BRIDGE_BUCKETS * BRIDGE_WAYS * 2 * sizeof(uint64_t))
+        cdef uint32_t i, n = 0
+        cdef uint64_t key, info
+        if copy == NULL:
+            raise MemoryError("MAC table copy")
+        try:
+            with nogil:
+                for i in range(BRIDGE_BUCKETS * BRIDGE_WAYS):
+                    key = atomic_load64(&d.macs[i].key)
+                    info = atomic_load64(&d.macs[i].info)
+                    if key != 0 and atomic_load64(&d.macs[i].key) == key \
+                            and bridge_age(info, now) < d.bridge.mac_age_ms:
+                        copy[2 * n] = key
+                        copy[2 * n + 1] = info
+                        n += 1
+            return [((copy[2 * i] & 0xFFFFFFFFFFFF).to_bytes(6, "big").hex(":"), (copy[2 * i] >> 48) & 0x7FFF,
+                     SIDE_NAMES[bridge_side(copy[2 * i + 1])], bridge_age(copy[2 * i + 1], now))
+                    for i in range(n)]
+        finally:
+            free(copy)
 
     # -- packets -------------------------------------------------------------------------
 

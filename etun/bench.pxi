@@ -3,15 +3,95 @@
 
 cdef enum:
     BENCH_BATCH = 256             # frames between two clock reads
+    BENCH_LOCAL_OUI = 0x021000    # MACs bench_learn() puts in the table as local ...
+    BENCH_REMOTE_OUI = 0x022000   # ... and as remote
 
 
-def bench_seal(Datapath dp, int frame_len, double seconds, bint filtered=False, bint trunk=False):
+cdef inline void bench_mac(uint8_t *at, uint32_t oui, uint32_t i) noexcept nogil:
+    """MAC number i under oui, written at `at` (i < 2**24)."""
+    at[0] = <uint8_t>(oui >> 16)
+    at[1] = <uint8_t>(oui >> 8)
+    at[2] = <uint8_t>oui
+    at[3] = <uint8_t>(i >> 16)
+    at[4] = <uint8_t>(i >> 8)
+    at[5] = <uint8_t>i
+
+
+def bench_learn(Datapath dp, unsigned int count):
+    """Fill the MAC table of segment 0 with count MACs, half local, half remote, as traffic
+    would; frames made by bench_seal/bench_open (bridge_macs = count) go between them."""
+    cdef uint8_t mac[6]
+    cdef uint32_t i
+    cdef uint64_t now = clock_ms()
+    for i in range(count // 2):
+        bench_mac(mac, BENCH_LOCAL_OUI, i)
+        bridge_learn(dp.d, 0, DIR_TX, mac, now, False)
+        bench_mac(mac, BENCH_REMOTE_OUI, i)
+        bridge_learn(dp.d, 0, DIR_RX, mac, now, False)
+
+
+def bench_frame_macs(unsigned int i, unsigned int count):
+    """The 12 address bytes bench_open's frame i carries: to local MAC i, from remote MAC i."""
+    cdef uint8_t head[12]
+    bench_mac(head, BENCH_LOCAL_OUI, i % (count // 2))
+    bench_mac(head + 6, BENCH_REMOTE_OUI, i % (count // 2))
+    return PyBytes_FromStringAndSize(<char *>head, 12)
+
+
+def bench_seal(Datapath dp, int frame_len, double seconds, bint filtered=False, unsigned int bridge_macs=0):
     """Seal frames of `frame_len` bytes for about `seconds`. `filtered`: pass each frame
-    through the nic_ingress filter first, as the pump does. `trunk`: the frames carry a VLAN tag
-    of each of the datapath's segments in turn (VLAN 10, 11, ...), which the segment selection
-    finds and takes off before the segment's filter and the seal, as lan_prepare() does."""
+    through the nic_ingress filter first, as the pump does. `bridge_macs`: the table holds
+    that many MACs (bench_learn), and each frame, from local MAC i to remote MAC i (i running
+    through them), passes the bridge first, the clock read once per batch as the pump reads it
+    once per round."""
     cdef dp_state *d = dp.d
     cdef filter_table *filt = d.filt[0][FILTER_NIC_INGRESS]
+    cdef pkt_ref pkts[MAX_FRAGS]
+    cdef uint64_t frames = 0
+    cdef int i, n = 0
+    cdef uint32_t k = 0, half = bridge_macs // 2
+    cdef uint64_t now = clock_ms()
+    cdef double t0, t1 = 0.0
+    if not MIN_FRAME_LEN <= frame_len <= MAX_FRAME_LEN:
+        raise ValueError("frame_len out of range")
+    if not d.tx.live:
+        raise RuntimeError("no send session")
+    if bridge_macs and half == 0:
+        raise ValueError("bridge_macs: at least 2")
+    for i in range(frame_len):
+        dp.work_tx[i] = <uint8_t>(i * 7)
+        dp.work_rx[i] = <uint8_t>(i * 7)
+    with nogil:
+        pthread_mutex_lock(&d.send_lock)
+        t0 = clock_s()
+        while True:
+            for _ in range(BENCH_BATCH):
+                # The filter reads a pristine copy: seal_frame encrypts work_tx in place.
+                if filtered and not filter_allows(filt, dp.work_rx, frame_len):
+                    continue
+                if half:
+                    bench_mac(dp.work_rx, BENCH_REMOTE_OUI, k)
+                    bench_mac(dp.work_rx + 6, BENCH_LOCAL_OUI, k)
+                    k = k + 1 if k + 1 < half else 0
+                    if bridge_tx(d, 0, dp.work_rx, frame_len, now) != 0:
+                        continue
+                n = seal_frame(d, dp.work_tx, frame_len, TYPE_FRAME, 0, pkts)
+            frames += BENCH_BATCH
+            t1 = clock_s()
+            now = clock_ms()
+            if n < 0 or t1 - t0 >= seconds:
+                break
+        pthread_mutex_unlock(&d.send_lock)
+    if n < 0:
+        raise RuntimeError(f"seal failed: {COUNTER_NAMES[-n]}")
+    return frames, t1 - t0
+
+
+def bench_seal_trunk(Datapath dp, int frame_len, double seconds):
+    """bench_seal for frames that carry a VLAN tag of each of the datapath's segments in turn
+    (VLAN 10, 11, ...): the segment selection finds and takes the tag off, then the segment's
+    filter, the seal and its counts, as lan_prepare() and the tx round do."""
+    cdef dp_state *d = dp.d
     cdef pkt_ref pkts[MAX_FRAGS]
     cdef uint64_t frames = 0
     cdef int i, n = 0, s = 0, shift
@@ -20,13 +100,12 @@ def bench_seal(Datapath dp, int frame_len, double seconds, bint filtered=False, 
     cdef uint8_t *start
     cdef uint8_t heads[SEGMENTS_MAX * 16]
     cdef double t0, t1 = 0.0
-    if not MIN_FRAME_LEN <= frame_len <= MAX_FRAME_LEN:
+    if not MIN_FRAME_LEN + VLAN_TAG_LEN <= frame_len <= MAX_FRAME_LEN:
         raise ValueError("frame_len out of range")
     if not d.tx.live:
         raise RuntimeError("no send session")
     for i in range(frame_len):
         dp.work_tx[i] = <uint8_t>(i * 7)
-        dp.work_rx[i] = <uint8_t>(i * 7)
     for s in range(d.nsegs):
         memset(heads + s * 16, 2, 12)
         pkt_put_be16(heads + s * 16 + 12, ETH_P_8021Q)
@@ -35,11 +114,9 @@ def bench_seal(Datapath dp, int frame_len, double seconds, bint filtered=False, 
     with nogil:
         pthread_mutex_lock(&d.send_lock)
         t0 = clock_s()
-        while trunk:
+        while True:
             for _ in range(BENCH_BATCH):
-                # What a capture does to a tagged frame of the next segment: select, take the
-                # tag off (its MAC addresses move), the segment's filter, the seal.
-                memcpy(dp.work_tx, heads + s * 16, 16)
+                memcpy(dp.work_tx, heads + s * 16, 16)       # the next segment's tag, MACs in front
                 s = s + 1 if s + 1 < d.nsegs else 0
                 flen = frame_len
                 shift = 0
@@ -51,16 +128,6 @@ def bench_seal(Datapath dp, int frame_len, double seconds, bint filtered=False, 
                     continue
                 n = seal_frame(d, start, flen, TYPE_FRAME, segment_byte(d.tx.seg_peer[i], pcp), pkts)
                 segment_count(d, DIR_TX, i, flen)
-            frames += BENCH_BATCH
-            t1 = clock_s()
-            if n < 0 or t1 - t0 >= seconds:
-                break
-        while not trunk:
-            for _ in range(BENCH_BATCH):
-                # The filter reads a pristine copy: seal_frame encrypts work_tx in place.
-                if filtered and not filter_allows(filt, dp.work_rx, frame_len):
-                    continue
-                n = seal_frame(d, dp.work_tx, frame_len, TYPE_FRAME, 0, pkts)
             frames += BENCH_BATCH
             t1 = clock_s()
             if n < 0 or t1 - t0 >= seconds:
@@ -111,12 +178,13 @@ def bench_crypto_bound(Datapath dp, int frame_len, double seconds):
     return frames, t1 - t0
 
 
-def bench_open(Datapath dp, datagrams, double seconds, bint filtered=False):
+def bench_open(Datapath dp, datagrams, double seconds, bint filtered=False, bint bridged=False):
     """Open the given datagrams over and over for about `seconds`.
 
     The replay windows are reset between rounds, which is the only thing the real datapath
-    would not do. `filtered`: pass each frame through its segment's tunnel_ingress filter and
-    make the tags its segment pushes, as the rx pump does.
+    would not do. `filtered`: pass each frame through its segment's tunnel_ingress filter, count
+    it for the segment and make the tags the segment pushes, as the rx pump does; `bridged`:
+    through the bridge too (the clock read once per round of datagrams, as the rx pump does).
     """
     cdef dp_state *d = dp.d
     cdef Py_ssize_t count = len(datagrams), total = 0, j
@@ -127,6 +195,7 @@ def bench_open(Datapath dp, datagrams, double seconds, bint filtered=False):
     cdef uint64_t frames = 0
     cdef int rc = 0, k, i, bad = 0, s
     cdef uint8_t tags[VLAN_PATH_MAX * VLAN_TAG_LEN]
+    cdef uint64_t now
     cdef double t0, t1 = 0.0
     for dg in datagrams:
         total += len(dg) + TAILROOM
@@ -152,15 +221,19 @@ def bench_open(Datapath dp, datagrams, double seconds, bint filtered=False):
                 replay_reset(&d.rx[k].ctl_window)
                 for i in range(RX_INDICES):
                     replay_reset(&d.rx[k].idx[i].window)
+            now = clock_ms()
             for j in range(count):
                 rc = open_packet(d, arena + offs[j], lens[j], &f, dp.scratch, NULL, 0)
                 if rc == OPEN_FRAME:
                     s = segment_id(f.segment)
-                    if not filtered:
-                        frames += 1
-                    elif s < d.nsegs and filter_allows(d.filt[s][FILTER_TUNNEL_INGRESS], f.data, f.length):
-                        segment_tags(&d.seg[s], segment_pcp(f.segment), tags)
-                        segment_count(d, DIR_RX, s, f.length)
+                    if s >= d.nsegs:
+                        pass
+                    elif filtered and not filter_allows(d.filt[s][FILTER_TUNNEL_INGRESS], f.data, f.length):
+                        pass
+                    elif not bridged or bridge_rx(d, s, f.data, f.length, now) == 0:
+                        if filtered:
+                            segment_tags(&d.seg[s], segment_pcp(f.segment), tags)
+                            segment_count(d, DIR_RX, s, f.length)
                         frames += 1
                     open_release(d, &f)
                 elif rc < 0:

@@ -3,6 +3,7 @@
 import json
 import os
 import platform
+import statistics
 import sys
 
 from etun import __version__, _fast
@@ -35,6 +36,51 @@ def hundred_rules() -> list:
     return rules
 
 
+BRIDGE_MACS = 10_000  # the bridge case: this many MACs learnt, frames between them
+BRIDGE_ROUNDS = 9     # ... measured with and without the bridge back to back, this many times
+
+
+def measure_bridge(seconds: float, frame_len: int = 1514) -> dict:
+    """encrypt at frame_len with and without the bridge (BRIDGE_MACS learnt) on the same
+    datapaths and datagrams, so only the bridge differs. Each round runs both back to back (in
+    turn first), and the cost is the median of the rounds' ratios: a neighbour's load that comes
+    and goes hits both halves of a round alike."""
+    level = _fast.LEVELS["encrypt"]
+    secret = os.urandom(32)
+    sealer, opener, source = _fast.Datapath(level), _fast.Datapath(level), _fast.Datapath(level)
+    sealer.set_send_session(secret)
+    source.set_send_session(secret)
+    opener.set_recv_session(secret)
+    for dp in (sealer, opener):
+        dp.set_bridge()                                  # the daemon's defaults
+        _fast.bench_learn(dp, BRIDGE_MACS)
+    tail = os.urandom(frame_len - 12)
+    datagrams = []
+    for i in range(max(64, BACKLOG_BYTES // frame_len)):
+        datagrams += source.seal(_fast.bench_frame_macs(i, BRIDGE_MACS) + tail)
+
+    def rate(op: str, macs: int) -> float:
+        if op == "seal":
+            frames, elapsed = _fast.bench_seal(sealer, frame_len, seconds, bridge_macs=macs)
+        else:
+            frames, elapsed = _fast.bench_open(opener, datagrams, seconds, bridged=bool(macs))
+        return frames / elapsed
+
+    out = {"level": "encrypt", "frame_bytes": frame_len, "macs": BRIDGE_MACS, "rounds": BRIDGE_ROUNDS,
+           "table_bytes": _fast.BRIDGE_TABLE_BYTES}
+    for op in ("seal", "open"):
+        pairs = []
+        for r in range(BRIDGE_ROUNDS):
+            order = (0, BRIDGE_MACS) if r % 2 == 0 else (BRIDGE_MACS, 0)
+            got = {macs: rate(op, macs) for macs in order}
+            pairs.append((got[0], got[BRIDGE_MACS]))
+        ratios = sorted(with_ / without for without, with_ in pairs)
+        out[op] = {"without_frames_per_s": statistics.median(p[0] for p in pairs),
+                   "with_frames_per_s": statistics.median(p[1] for p in pairs),
+                   "cost_pct": 100 * (1 - statistics.median(ratios))}
+    return out
+
+
 def measure(level: int, frame_len: int, seconds: float, filtered: bool = False, segments: int = 0) -> dict:
     """One case: seal frames of frame_len bytes, then open a backlog of sealed datagrams.
     `segments`: that many VLAN segments on one trunk (VLAN 10, 11, ...), frames of each in turn,
@@ -48,7 +94,10 @@ def measure(level: int, frame_len: int, seconds: float, filtered: bool = False, 
     sealer.set_send_session(secret)
     if filtered:
         sealer.set_filter(_fast.FILTER_NIC_INGRESS, True, hundred_rules())
-    frames_sealed, seal_s = _fast.bench_seal(sealer, frame_len, seconds, filtered, bool(trunk))
+    if trunk:
+        frames_sealed, seal_s = _fast.bench_seal_trunk(sealer, frame_len, seconds)
+    else:
+        frames_sealed, seal_s = _fast.bench_seal(sealer, frame_len, seconds, filtered)
 
     sealed_len = frame_len - (4 if trunk else 0)          # a VLAN tag
     source = _fast.Datapath(level)
@@ -88,6 +137,7 @@ def run_bench(seconds: float, as_json: bool) -> int:
     cases = [measure(_fast.LEVELS[name], size, seconds) for name in LEVEL_ORDER for size in FRAME_SIZES]
     cases.append(measure(_fast.LEVELS["encrypt"], 1514, seconds, filtered=True))
     cases += [measure(_fast.LEVELS["encrypt"], 1518, seconds, segments=n) for n in TRUNK_SEGMENTS]
+    bridge = measure_bridge(seconds)
     machine = {
         "cpu": cpu_model(),
         "cores_online": os.cpu_count(),
@@ -97,7 +147,8 @@ def run_bench(seconds: float, as_json: bool) -> int:
         "python": platform.python_version(),
     }
     if as_json:
-        json.dump({"machine": machine, "seconds_per_case": seconds, "cases": cases}, sys.stdout, indent=2)
+        json.dump({"machine": machine, "seconds_per_case": seconds, "cases": cases, "bridge": bridge},
+                  sys.stdout, indent=2)
         print()
         return 0
     print(f"etun {__version__} bench: {machine['cpu']}, {machine['libcrypto']}, one core, "
@@ -117,4 +168,8 @@ def run_bench(seconds: float, as_json: bool) -> int:
     print(f"encrypt+{FILTER_RULES}r: the same frames through {FILTER_RULES} filter rules in each direction")
     print("encrypt+Nvlan: tagged frames of N VLAN segments on one trunk in turn: selected, untagged, "
           "filtered and counted per segment, re-tagged on the way out")
+    print(f"bridge, encrypt {bridge['frame_bytes']}, {bridge['macs']:,} MACs learnt "
+          f"(table {bridge['table_bytes'] // 1024} KiB), median of {bridge['rounds']} paired rounds: " + "; ".join(
+              f"{op} {bridge[op]['without_frames_per_s']:,.0f} -> {bridge[op]['with_frames_per_s']:,.0f} frames/s "
+              f"({bridge[op]['cost_pct']:+.1f}% cost)" for op in ("seal", "open")))
     return 0

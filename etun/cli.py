@@ -4,7 +4,7 @@ Usage:
   etun run <config>
   etun keygen [--force] <keyfile>
   etun verify-peer [--timeout=<seconds>] [--json] <config>
-  etun status [--json] [--watch] <config>
+  etun status [--json] [--watch | --macs] <config>
   etun reload <config>
   etun activate <config>
   etun standby <config>
@@ -30,6 +30,7 @@ Options:
   --seconds=<seconds>  bench: seconds to run each case [default: 1].
   --json               print JSON for machines.
   --watch              status: redraw until interrupted.
+  --macs               status: list the MAC table (MAC, segment, side, age).
   -h, --help           show this help.
   --version            show the version.
 
@@ -84,7 +85,7 @@ def cmd_run(args) -> int:
 def cmd_status(args) -> int:
     from etun.status import run_status
 
-    return run_status(args["<config>"], args["--json"], args["--watch"])
+    return run_status(args["<config>"], args["--json"], args["--watch"], args["--macs"])
 
 
 RELOAD_TIMEOUT_S = 30.0         # a reload may resolve the peer's name

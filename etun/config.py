@@ -19,6 +19,8 @@ from etun._fast import FILTER_MAX_RULES, MAX_PACKET_DEFAULT, MAX_PACKET_MAX, MAX
 from etun.errors import ConfigError
 
 LEVELS = ("none", "auth", "encrypt")
+LOOP_PROTECTIONS = ("block", "log", "off")
+GUARDS = ("stp", "lldp", "dhcp-server", "ipv6-ra")
 MODES = ("packet", "tap")
 ACTIONS = ("allow", "deny")
 
@@ -35,6 +37,10 @@ KEEPALIVE_DEFAULT_S = 10
 KEEPALIVE_MAX_S = 3600
 REKEY_DEFAULT_S = 120
 REKEY_MAX_S = 86400
+MAC_AGE_DEFAULT_S = 300
+MAC_AGE_MAX_S = 1_000_000       # the Linux bridge's own ageing_time limit
+STORM_LIMIT_DEFAULT = 5000      # flooded frames a second, per segment and direction
+STORM_LIMIT_MAX = 100_000_000
 
 SITE_NAME_MAX_CHARS = 32
 IFNAME_MAX_BYTES = 15  # IFNAMSIZ (16) less the terminating NUL
@@ -156,6 +162,15 @@ class Ha:
 
 
 @dataclass(frozen=True)
+class Bridge:
+    learning: bool  # unicast to a MAC last seen on the LAN is not tunneled
+    mac_age: int  # seconds a learnt MAC is kept
+    loop_protection: str  # one of LOOP_PROTECTIONS
+    storm_limit: int  # flooded frames a second per segment and direction; 0: no limit
+    guard: tuple[str, ...]  # presets of GUARDS denied at nic_ingress, in the order given
+
+
+@dataclass(frozen=True)
 class Run:
     user: str  # after setup etun runs as this user; "root" keeps root
 
@@ -171,6 +186,7 @@ class Config:
     control: Control
     metrics: Metrics
     ha: Ha
+    bridge: Bridge
     run: Run
 
 
@@ -190,6 +206,7 @@ TABLE_KEYS = {
     "control": _keys(Control),
     "metrics": _keys(Metrics),
     "ha": _keys(Ha),
+    "bridge": _keys(Bridge),
     "run": _keys(Run),
 }
 FILTER_TABLE_KEYS = _keys(FilterTable)
@@ -236,6 +253,7 @@ def load_config(path: str | os.PathLike, data: bytes | None = None) -> Config:
         control=_read_control(origin, tables["control"], base_dir, site.name),
         metrics=_read_metrics(origin, tables["metrics"]),
         ha=_read_ha(origin, tables["ha"]),
+        bridge=_read_bridge(origin, tables["bridge"]),
         run=_read_run(origin, tables["run"]),
     )
 
@@ -646,6 +664,30 @@ def _read_metrics(origin: str, data: dict[str, Any]) -> Metrics:
 def _read_ha(origin: str, data: dict[str, Any]) -> Ha:
     table = _Table(origin, "[ha]", data, TABLE_KEYS["ha"], "ha")
     return Ha(standby=table.boolean("standby", False), announce=table.boolean("announce", True))
+
+
+def _read_bridge(origin: str, data: dict[str, Any]) -> Bridge:
+    table = _Table(origin, "[bridge]", data, TABLE_KEYS["bridge"], "bridge")
+    guard = table.value("guard", [])
+    expected = "an array of " + ", ".join(f'"{name}"' for name in GUARDS[:-1]) + f' or "{GUARDS[-1]}"'
+    if not isinstance(guard, list):
+        table.fail("guard", f"expected {expected}, got {_show(guard)}")
+    for name in guard:
+        if not isinstance(name, str) or name not in GUARDS:
+            hint = ""
+            if isinstance(name, str):
+                starts = [g for g in GUARDS if name and g.startswith(name)]
+                hint = _suggest(name, GUARDS, _QUOTED) or (f" (did you mean {_quote(starts[0])}?)" if starts else "")
+            table.fail("guard", f"expected {expected}, got {_show(name)}{hint}")
+        if guard.count(name) > 1:
+            table.fail("guard", f"{_quote(name)} is listed twice")
+    return Bridge(
+        learning=table.boolean("learning", True),
+        mac_age=table.integer("mac_age", MAC_AGE_DEFAULT_S, 1, MAC_AGE_MAX_S),
+        loop_protection=table.choice("loop_protection", "block", LOOP_PROTECTIONS),
+        storm_limit=table.integer("storm_limit", STORM_LIMIT_DEFAULT, 0, STORM_LIMIT_MAX),
+        guard=tuple(guard),
+    )
 
 
 def _read_run(origin: str, data: dict[str, Any]) -> Run:

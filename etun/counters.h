@@ -38,7 +38,10 @@
     X(BAD_OFFLOAD, bad_offload) /* a virtio_net_hdr from the peer that does not fit its frame */ \
     X(UNSELECTED_VLAN, unselected_vlan) /* a LAN frame of a VLAN no segment selects */        \
     X(UNKNOWN_SEGMENT, unknown_segment) /* for a segment the peer lacks (or has not named yet) */ \
-    X(STANDBY, standby)         /* a frame met while this gateway is the standby of a pair */
+    X(STANDBY, standby)         /* a frame met while this gateway is the standby of a pair */ \
+    X(LOCAL_DESTINATION, local_destination) /* unicast to a MAC last seen on this LAN (bridge) */ \
+    X(LOOP, loop)               /* not carried while a bridging loop is held off (bridge) */  \
+    X(STORM, storm)             /* flooded frames over [bridge] storm_limit a second */
 
 /* How well the two pumps batch (docs/STATUS.md, "pumps"). */
 #define ETUN_PUMP_STATS(X)                                                                    \

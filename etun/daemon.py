@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 
-from etun import __version__, _fast, env, filters, keys, monitor, notify, privileges, reload
+from etun import __version__, _fast, bridge, env, keys, monitor, notify, privileges, reload
 from etun.config import LAN_SEGMENT, load_config
 from etun.control import ControlServer, Pending
 from etun.errors import RuntimeFailure
@@ -96,7 +96,7 @@ class Daemon:
         secrets = keys.load_secrets(c.security.key_file) if self.level != _fast.LEVEL_NONE else keys.Secrets.none()
         # First of all that is visible: a second etun for this site stops here, touching nothing.
         handlers = {"status": self.handle_status, "verify": self.handle_verify, "reload": self.handle_reload,
-                    "activate": self.handle_role, "standby": self.handle_role}
+                    "activate": self.handle_role, "standby": self.handle_role, "macs": self.handle_macs}
         if env.test_hooks():
             handlers["stall"] = self.handle_stall
         self.control = ControlServer(c.control.socket, handlers)
@@ -108,7 +108,8 @@ class Daemon:
         # A segment without vlan alone on its port carries every frame, tags included.
         self.datapath.set_segments([(port, g.vlan, not g.vlan and self.port_of.count(port) == 1)
                                     for g, port in zip(segments, self.port_of, strict=True)])
-        filters.install(self.datapath, c)
+        bridge.install(self.datapath, c)              # [bridge], and the filters with its guards
+        self.loops = bridge.LoopWatch(self.datapath, {k: g.name for k, g in enumerate(segments)})
         secrets.install(self.datapath)
         first = self.ports[0]
         self.engine = _fast.Engine(self.datapath, first.fd, first.kind, self.udp.fd,
@@ -240,7 +241,8 @@ class Daemon:
     def local_macs(self) -> list[tuple[int, bytes]]:
         """(segment id, MAC) of the hosts seen on our LAN, newest first: what a new active gateway
         of the peer's pair announces on its LAN."""
-        return []
+        local = sorted((age, seg, mac) for mac, seg, side, age in self.datapath.bridge_macs() if side == "local")
+        return [(seg, bytes.fromhex(mac.replace(":", ""))) for _, seg, mac in local]
 
     def handle_role(self, request, client) -> dict:
         """`etun activate` / `etun standby` (keepalived's notify scripts)."""
@@ -361,6 +363,7 @@ class Daemon:
         self.log_new_drops(now)
         self.log_drop_trace()
         self.explain_refused(now)
+        self.loops.poll(self.config.bridge.loop_protection)
         if not self.role.active:
             return
         for datagram in s.tick(now):
@@ -390,6 +393,14 @@ class Daemon:
 
     def handle_status(self, request, client) -> dict:
         return self.status()
+
+    def handle_macs(self, request, client) -> dict:
+        """`etun status --macs`: the MAC table (docs/STATUS.md)."""
+        names = [g.name for g in self.config.segment.layout]
+        return {"macs": [{"mac": mac, "segment": names[seg] if seg < len(names) else str(seg), "side": side,
+                          "age_s": round(age / 1000, 1)}
+                         for mac, seg, side, age in sorted(self.datapath.bridge_macs(),
+                                                           key=lambda m: (m[1], m[2], m[0]))]}
 
     # -- reload, systemd -------------------------------------------------------------------
 

@@ -75,10 +75,11 @@ cdef void filter_free(filter_table *t) noexcept nogil:
 
 
 cdef filter_table *filter_build(bint default_allow, uint32_t nrules, const uint8_t *allow,
-                                const uint8_t *kind, const uint64_t *value) noexcept nogil:
+                                const uint8_t *kind, const uint64_t *value,
+                                uint32_t guards) noexcept nogil:
     """A table for rules given as parallel arrays (kind FILTER_KIND_*, value a MAC or OUI as an
-    integer, or an EtherType), in configuration order. NULL when memory ran out; the caller
-    checks the values first."""
+    integer, or an EtherType), in configuration order, after the guard presets (1 << GUARD_*).
+    NULL when memory ran out; the caller checks the values first."""
     cdef filter_table *t = <filter_table *>calloc(1, sizeof(filter_table))
     cdef uint32_t i, nmac = 0, noui = 0
     if t == NULL:
@@ -88,6 +89,7 @@ cdef filter_table *filter_build(bint default_allow, uint32_t nrules, const uint8
         noui += kind[i] == FILTER_KIND_OUI
     t.default_allow = default_allow
     t.nrules = nrules
+    t.guards = guards
     t.allow = <uint8_t *>calloc(nrules + 1, 1)
     t.hits = <uint64_t *>calloc(nrules + 1, sizeof(uint64_t))
     t.seen = <uint64_t *>calloc(FILTER_ETHERTYPES, sizeof(uint64_t))
@@ -120,13 +122,21 @@ cdef inline uint32_t filter_first(uint32_t a, uint32_t b) noexcept nogil:
 
 cdef int filter_frame(filter_table *t, const uint8_t *f, uint32_t n) noexcept nogil:
     """Count the frame's EtherType; return the deciding rule index, or -1 for the default,
-    and whether it allows: rule * 2 + allow, or -2 + default_allow."""
+    and whether it allows: rule * 2 + allow, or -2 + default_allow; a guard preset that
+    denies it (guard.pxi): -3 - GUARD_*."""
     cdef uint32_t rule
+    cdef int guard
     cdef vlan_walk w
     if n < MIN_FRAME_LEN:
         return -2 + t.default_allow
     pkt_walk_vlans(f, n, &w)
     t.seen[w.ethertype if w.ethertype >= ETHERTYPE_MIN else 0] += 1
+    if t.guards:
+        # Built-in rules: before every configured one, so no allow rule can let them through.
+        guard = guard_match(t.guards, f, n, &w)
+        if guard >= 0:
+            t.guard_hits[guard] += 1
+            return -3 - guard
     if t.nrules == 0:
         t.default_hits += 1
         return -2 + t.default_allow
@@ -160,8 +170,8 @@ cdef inline bint filter_allows(filter_table *t, const uint8_t *f, uint32_t n) no
 
 cdef void filter_carry(filter_table *t, filter_table *old, const int32_t *keep, bint keep_default) noexcept nogil:
     """Move to a new table the counts a swap keeps: the hits of every rule both tables hold
-    (keep[i]: the old index of new rule i, or -1), the default's if its action stayed, and the
-    EtherType counts, whatever the rules (the arrays trade places, so `old` gets t's zeros).
+    (keep[i]: the old index of new rule i, or -1), the default's if its action stayed, the
+    guard presets', and the EtherType counts, whatever the rules (the arrays trade places, so `old` gets t's zeros).
     The caller holds the locks of every reader of `old`: nobody counts into it meanwhile."""
     cdef uint32_t i
     cdef uint64_t *seen
@@ -170,6 +180,7 @@ cdef void filter_carry(filter_table *t, filter_table *old, const int32_t *keep, 
             t.hits[i] = old.hits[keep[i]]
     if keep_default:
         t.default_hits = old.default_hits
+    memcpy(t.guard_hits, old.guard_hits, sizeof(t.guard_hits))
     seen = t.seen
     t.seen = old.seen
     old.seen = seen

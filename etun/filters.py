@@ -26,9 +26,11 @@ def table_of(config, segment: int, name: str):
 
 
 def install(datapath, config) -> None:
-    """Put both directions' rules of every segment (an etun.config.Config's) into the datapath."""
+    """Put both directions' rules of every segment (an etun.config.Config's) into the datapath,
+    with the [bridge] guard presets in front of each nic_ingress table's."""
     for segment in range(len(config.segment.layout)):
         for name, direction in DIRECTIONS.items():
             table = table_of(config, segment, name)
             rules = [(r.action == "allow", *kind_and_value(r)) for r in table.rules]
-            datapath.set_filter(direction, table.default == "allow", rules, segment)
+            datapath.set_filter(direction, table.default == "allow", rules, segment,
+                                config.bridge.guard if direction == _fast.FILTER_NIC_INGRESS else ())

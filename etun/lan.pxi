@@ -90,7 +90,7 @@ cdef void lan_prepare(engine_state *e, int port, int i, uint8_t *frame, uint32_t
     cdef uint8_t flags = vnet[0], gso_type = vnet[1], pcp
     cdef uint16_t hdr_len = pkt_le16(vnet + 2), csum_start = pkt_le16(vnet + 6)
     cdef uint8_t *out
-    cdef int s
+    cdef int s, reason
     e.cap_data[i] = NULL
     if flen < MIN_FRAME_LEN:
         drop_frame(d, DIR_TX, DROP_RUNT, frame, flen)
@@ -105,6 +105,10 @@ cdef void lan_prepare(engine_state *e, int port, int i, uint8_t *frame, uint32_t
     frame = segment_strip(d, s, frame, &flen, &vlan_shift)
     if not filter_allows(d.filt[s][FILTER_NIC_INGRESS], frame, flen):
         segment_drop(d, DIR_TX, s, DROP_FILTER, frame, flen)
+        return
+    reason = bridge_tx(d, s, frame, flen, e.tx_now_ms)
+    if reason:
+        segment_drop(d, DIR_TX, s, reason, frame, flen)
         return
     e.cap_seg[i] = <uint8_t>((pcp << SEGMENT_ID_BITS) | s)
     if gso_type != VNET_GSO_NONE and gso_parse(e, i, frame, flen, vnet, vlan_shift) == 0:

@@ -65,6 +65,14 @@ def families(st: dict) -> list:
             drops.add_metric([direction, reason], count)
     out += [*traffic.values(), drops]
     out += _segment_families(st["segments"])
+    if "ha" in st:
+        gauge("etun_ha_active", "1 while this gateway is the active one of its pair, 0 as standby",
+              int(st["ha"]["role"] == "active"))
+        announced = CounterMetricFamily("etun_ha_announced", "RARP frames sent for the far side's MACs on takeover")
+        announced.add_metric([], st["ha"]["announced"])
+        out.append(announced)
+    if "bridge" in st:
+        out += bridge_families(st["bridge"])
     return out
 
 
@@ -95,9 +103,34 @@ def _segment_families(segments: list[dict]) -> list:
             for rule in f["rules"]:
                 hits.add_metric([name, direction, f["name"], str(rule["rule"]), rule["match"]], rule["hits"])
             hits.add_metric([name, direction, f["name"], "default", f["default"]["action"]], f["default"]["hits"])
+            for g in f.get("guards", []):
+                hits.add_metric([name, direction, f["name"], "guard", g["guard"]], g["hits"])
             for ethertype, count in d["ethertypes"].items():
                 ethertypes.add_metric([name, direction, ethertype], count)
     return [frames, nbytes, drops, hits, ethertypes, at_peer]
+
+
+def bridge_families(b: dict) -> list:
+    """The MAC table's size and the loop state per segment (docs/STATUS.md)."""
+    macs = GaugeMetricFamily("etun_bridge_macs", "Live MACs in the table", labels=["segment", "side"])
+    cap = GaugeMetricFamily("etun_bridge_macs_max", "MACs the table holds at most (all segments)")
+    cap.add_metric([], b["macs_max"])
+    loops = CounterMetricFamily("etun_bridge_loops", "Bridging loops detected (holds begun)",
+                                labels=["segment", "direction"])
+    held = GaugeMetricFamily("etun_bridge_held", "1 while a loop holds this direction off",
+                             labels=["segment", "direction"])
+    full = CounterMetricFamily("etun_bridge_not_learnt", "Source MACs not learnt: the table was full",
+                               labels=["segment", "direction"])
+    for seg in b["segments"]:
+        name = seg["name"]
+        for side, n in seg["macs"].items():
+            macs.add_metric([name, side], n)
+        for direction in ("outbound", "inbound"):
+            d = seg[direction]
+            loops.add_metric([name, direction], d["loops"])
+            held.add_metric([name, direction], int(d["held"]))
+            full.add_metric([name, direction], d["full"])
+    return [macs, cap, loops, held, full]
 
 
 class StatusCollector:

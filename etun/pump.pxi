@@ -117,6 +117,7 @@ cdef int pump_tx_round(engine_state *e) noexcept nogil:
     cdef int n, i, r, sent, s
     cdef uint8_t peer_id
     cdef uint64_t now, now_us
+    e.tx_now_ms = clock_ms()                   # the clock the bridge reads this round
     n = lan_capture(e)
     if n <= 0:
         return n
@@ -239,14 +240,21 @@ cdef bint pump_rx_offload_ok(dp_state *d, frame_ref *f, const uint8_t *name, uin
 
 
 cdef void pump_rx_dropped(dp_state *d, frame_ref *f, int reason, int s) noexcept nogil:
-    """An opened frame is not delivered: count it (for segment s, unless -1), with its source
-    MAC, and let it go."""
+    """An opened frame is not delivered (tunnel_ingress, the bridge, ...): count it under
+    `reason` (for segment s too, unless -1), with its source MAC, and let it go."""
     cdef uint32_t skip = VNET_HDR_LEN if f.ftype == TYPE_FRAME_VNET else 0
     if s >= 0:
         segment_drop(d, DIR_RX, s, reason, f.data + skip, f.length - skip)
     else:
         drop_frame(d, DIR_RX, reason, f.data + skip, f.length - skip)
     open_release(d, f)
+
+
+cdef inline int pump_rx_bridged(dp_state *d, frame_ref *f, int s, uint64_t now) noexcept nogil:
+    """The bridge's word on an opened frame of segment s (bridge.pxi): 0 to deliver, or a
+    DROP_* reason."""
+    cdef uint32_t skip = VNET_HDR_LEN if f.ftype == TYPE_FRAME_VNET else 0
+    return bridge_rx(d, s, f.data + skip, f.length - skip, now)
 
 
 cdef void pump_deliver(engine_state *e) noexcept nogil:
@@ -316,11 +324,15 @@ cdef int pump_rx_round(engine_state *e) noexcept nogil:
                     pump_rx_dropped(d, &e.out[e.nout], DROP_UNKNOWN_SEGMENT, -1)
                 elif not pump_rx_offload_ok(d, &e.out[e.nout], name, namelen):
                     pass
-                elif pump_rx_allows(e, &e.out[e.nout]):
-                    segment_count(d, DIR_RX, s, e.out[e.nout].length)
-                    e.nout += 1
-                else:
+                elif not pump_rx_allows(e, &e.out[e.nout]):
                     pump_rx_dropped(d, &e.out[e.nout], DROP_FILTER, s)
+                else:
+                    rc = pump_rx_bridged(d, &e.out[e.nout], s, now)
+                    if rc:
+                        pump_rx_dropped(d, &e.out[e.nout], rc, s)
+                    else:
+                        segment_count(d, DIR_RX, s, e.out[e.nout].length)
+                        e.nout += 1
             elif rc == OPEN_HELD:
                 accepted = True
             elif rc == OPEN_CONTROL:

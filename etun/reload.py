@@ -14,7 +14,7 @@ import logging
 import typing
 from dataclasses import dataclass, field
 
-from etun import filters
+from etun import bridge
 from etun.errors import EtunError
 from etun.metrics import MetricsServer
 from etun.peer import SILENT_KEEPALIVES, is_name
@@ -44,6 +44,11 @@ FIELDS = (
     ("metrics.listen", "metrics"),
     ("ha.standby", "start_role"),           # the role at start; etun activate / standby change it
     ("ha.announce", "announce"),
+    ("bridge.learning", "bridge"),
+    ("bridge.mac_age", "bridge"),
+    ("bridge.loop_protection", "bridge"),
+    ("bridge.storm_limit", "bridge"),
+    ("bridge.guard", "bridge"),
     ("run.user", RESTART),
 )
 
@@ -69,6 +74,10 @@ def show(value) -> str:
     """A configuration value as a log line shows it."""
     if value is None:
         return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
     if hasattr(value, "rules") and hasattr(value, "default"):
         n = len(value.rules)
         return f"({n} rule{'s' if n != 1 else ''}, default {value.default})"
@@ -156,7 +165,10 @@ class Reload:
         d.session.set_timers(d.keepalive_ms, t.security.rekey * 1000)
 
     def apply_filters(self, _) -> None:
-        filters.install(self.d.datapath, self.new)
+        bridge.install(self.d.datapath, self.new)     # the guard presets live in nic_ingress
+
+    def apply_bridge(self, _) -> None:
+        bridge.install(self.d.datapath, self.new)
 
     def apply_secrets(self, _) -> None:
         d, s = self.d, self.secrets

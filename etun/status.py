@@ -35,6 +35,7 @@ def _segment_direction(raw: dict, table, stats: dict, filter_name: str) -> dict:
         "rules": [{"rule": i + 1, "match": filters.describe(r), "hits": hits}
                   for i, (r, hits) in enumerate(zip(table.rules, stats["rules"], strict=True))],
         "default": {"action": table.default, "hits": stats["default"]},
+        "guards": [{"guard": name, "hits": hits} for name, hits in stats.get("guards", {}).items()],
     }
     top = sorted(stats["ethertypes"].items(), key=lambda kv: -kv[1])[:TOP_ETHERTYPES]
     d["ethertypes"] = {("802.3" if et == 0 else f"0x{et:04x}"): n for et, n in top}
@@ -57,6 +58,23 @@ def _segments(config, ports, port_of, datapath, peer: dict) -> list[dict]:
                                               stats["tunnel_ingress"], "tunnel_ingress"),
             },
         })
+    return out
+
+
+def _bridge(config, datapath, segments: dict) -> dict:
+    """[bridge] as configured, and per segment the MAC table's size and the loop state."""
+    b = config.bridge
+    out = {"learning": b.learning, "mac_age": b.mac_age, "loop_protection": b.loop_protection,
+           "storm_limit": b.storm_limit, "guard": list(b.guard), "macs_max": _fast.BRIDGE_ENTRIES,
+           "table_bytes": _fast.BRIDGE_TABLE_BYTES, "segments": []}
+    for seg, name in segments.items():
+        st = datapath.bridge_stats(seg)
+        one = {"segment": seg, "name": name, "macs": st["macs"]}
+        for key, direction in (("tx", "outbound"), ("rx", "inbound")):
+            d = st[key]
+            one[direction] = {k: d[k] for k in ("learnt", "moves", "flips", "full", "loops", "held", "loop_macs")}
+            one[direction]["hold_s"] = round(max(0, d["hold_until_ms"] - st["now_ms"]) / 1000, 1) if d["held"] else 0
+        out["segments"].append(one)
     return out
 
 
@@ -85,6 +103,7 @@ def build_status(config, ports, port_of, datapath, snapshot: dict, *, uptime_s: 
             "inbound": _direction(counters["rx"], INBOUND_TRAFFIC),
         },
         "segments": _segments(config, ports, port_of, datapath, peer),
+        "bridge": _bridge(config, datapath, {k: g.name for k, g in enumerate(config.segment.layout)}),
     }
 
 
@@ -144,6 +163,8 @@ def render(st: dict) -> str:
             if names) + " (dropped: unknown_segment)")
     for g in st["segments"]:
         lines += _render_segment(g)
+    if "bridge" in st:
+        lines += [""] + _bridge_lines(st["bridge"])
     return "\n".join(lines)
 
 
@@ -162,10 +183,38 @@ def _render_segment(g: dict) -> list[str]:
         for r in f["rules"]:
             lines.append(f"    rule {r['rule']:<3} {r['match']:<32}{r['hits']:>14,} hits")
         lines.append(f"    default {f['default']['action']:<32}{f['default']['hits']:>14,} hits")
+        for g in f.get("guards", []):
+            lines.append(f"    guard {g['guard']:<34}{g['hits']:>14,} hits")
     for label, d in (("LAN → tunnel", out), ("tunnel → LAN", inb)):
         shown = ", ".join(f"{et} {n:,}" for et, n in d["ethertypes"].items()) or "none yet"
         lines.append(f"  EtherTypes {label}: {shown}")
     return lines
+
+
+def _bridge_lines(b: dict) -> list[str]:
+    storm = f"{b['storm_limit']:,}/s" if b["storm_limit"] else "no limit"
+    lines = [f"bridge: learning {'on' if b['learning'] else 'off'}, mac_age {b['mac_age']} s, "
+             f"loop_protection {b['loop_protection']}, storm_limit {storm}, "
+             f"guard {', '.join(b['guard']) or 'none'}"]
+    for seg in b["segments"]:
+        m = seg["macs"]
+        lines.append(f"  segment {seg['name']}: {m['local']:,} MACs local, {m['remote']:,} remote "
+                     f"(at most {b['macs_max']:,} in all)")
+        for direction, label in DIRECTIONS:
+            d = seg[direction]
+            state = f"HELD OFF {d['hold_s']:g} s more (loop: {', '.join(d['loop_macs'])})" if d["held"] else "carrying"
+            lines.append(f"    {label}: {state}; loops {d['loops']:,}, moves {d['moves']:,}, "
+                         f"fast flips {d['flips']:,}, not learnt (table full) {d['full']:,}")
+    return lines
+
+
+def render_macs(answer: dict) -> str:
+    """`etun status --macs` as text: one MAC a line."""
+    lines = [f"{'MAC':<19}{'segment':>8}  {'side':<7}{'age':>9}"]
+    for m in answer["macs"]:
+        lines.append(f"{m['mac']:<19}{m['segment']:>8}  {m['side']:<7}{m['age_s']:>7.1f} s")
+    lines.append(f"{len(answer['macs']):,} MACs")
+    return "\n".join(lines)
 
 
 def _session_line(session: dict) -> str:
@@ -183,7 +232,12 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def run_status(config_path, as_json: bool, watch: bool) -> int:
+def run_status(config_path, as_json: bool, watch: bool, macs: bool = False) -> int:
+    if macs:
+        config = load_config(config_path)
+        answer = ask(config.control.socket, {"request": "macs"}, STATUS_TIMEOUT_S)
+        print(json.dumps(answer, indent=2) if as_json else render_macs(answer))
+        return 0
     if not watch:
         st = fetch(config_path)
         print(json.dumps(st, indent=2) if as_json else render(st))

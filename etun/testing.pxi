@@ -99,14 +99,36 @@ def gso_split(packet):
 
 
 def filter_check(Datapath dp, int direction, frame, int segment=0):
-    """Decide one frame as the pump would (and count it); (allowed, rule index or None)."""
+    """Decide one frame as the pump would (and count it); (allowed, rule index, None for the
+    default, or the name of the guard preset that denied it)."""
     cdef const uint8_t[:] f = frame
     cdef int verdict
     check_direction(direction)
     verdict = filter_frame(dp.d.filt[segment][direction], &f[0] if f.shape[0] else NULL, f.shape[0])
     if verdict >= 0:
         return bool(verdict & 1), verdict >> 1
+    if verdict <= -3:
+        return False, GUARD_NAMES[-3 - verdict]
     return verdict == -1, None
+
+
+def bridge_frame(Datapath dp, int direction, frame, unsigned long long now_ms, unsigned int segment=0):
+    """One frame through the bridge as a pump would pass it, at a test's clock: DIR_TX, captured
+    on the LAN; DIR_RX, from the tunnel. None to carry it, else the drop reason's name (counted)."""
+    cdef const uint8_t[:] f = frame
+    cdef int reason
+    if f.shape[0] < MIN_FRAME_LEN:
+        raise ValueError("a frame has at least 14 bytes")
+    if direction == DIR_TX:
+        reason = bridge_tx(dp.d, segment, &f[0], f.shape[0], now_ms)
+    elif direction == DIR_RX:
+        reason = bridge_rx(dp.d, segment, &f[0], f.shape[0], now_ms)
+    else:
+        raise ValueError("direction must be DIR_TX or DIR_RX")
+    if reason:
+        drop_count(dp.d, direction, reason, 1)
+        return COUNTER_NAMES[reason]
+    return None
 
 
 def reassembly_expire(Datapath dp, now_ms=None):

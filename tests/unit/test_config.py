@@ -9,6 +9,7 @@ import pytest
 from etun.config import (
     LEVELS,
     Address,
+    Bridge,
     Config,
     Control,
     FilterRule,
@@ -120,6 +121,8 @@ def test_the_manuals_complete_example_loads_to_the_expected_dataclasses(in_tmp):
         control=Control(socket=pathlib.Path("/run/etun/berlin.sock")),
         metrics=Metrics(listen=Address("127.0.0.1", 9477)),
         ha=Ha(standby=False, announce=True),
+        bridge=Bridge(learning=True, mac_age=300, loop_protection="block", storm_limit=5000,
+                      guard=("dhcp-server", "ipv6-ra")),
         run=Run(user="nobody"),
     )
 
@@ -137,6 +140,7 @@ def test_minimal_file_gets_every_default(in_tmp):
         control=Control(socket=pathlib.Path("/run/etun/site.sock")),
         metrics=Metrics(listen=None),
         ha=Ha(standby=False, announce=True),
+        bridge=Bridge(learning=True, mac_age=300, loop_protection="block", storm_limit=5000, guard=()),
         run=Run(user="nobody"),
     )
 
@@ -481,6 +485,15 @@ ERROR_CASES = [
     (site_toml(extra='[ha]\nstandby = "yes"\n'), 'site.toml: [ha] standby: expected true or false, got "yes"'),
     (site_toml(extra="[ha]\nannounce = 1\n"), "site.toml: [ha] announce: expected true or false, got 1"),
     (site_toml(extra="[ha]\nstanby = true\n"), 'site.toml: [ha] unknown key "stanby" (did you mean "standby"?)'),
+    # [bridge]
+    (site_toml(extra="[bridge]\nlearning = 1\n"), "site.toml: [bridge] learning: expected true or false, got 1"),
+    (site_toml(extra="[bridge]\nmac_age = 0\n"), "site.toml: [bridge] mac_age: must be between 1 and 1000000, got 0"),
+    (site_toml(extra='[bridge]\nloop_protection = "stop"\n'), 'site.toml: [bridge] loop_protection: expected one of "block", "log", "off", got "stop"'),
+    (site_toml(extra="[bridge]\nstorm_limit = -1\n"), "site.toml: [bridge] storm_limit: must be between 0 and 100000000, got -1"),
+    (site_toml(extra='[bridge]\nguard = "stp"\n'), 'site.toml: [bridge] guard: expected an array of "stp", "lldp", "dhcp-server" or "ipv6-ra", got "stp"'),
+    (site_toml(extra='[bridge]\nguard = ["dhcp"]\n'), 'site.toml: [bridge] guard: expected an array of "stp", "lldp", "dhcp-server" or "ipv6-ra", got "dhcp" (did you mean "dhcp-server"?)'),
+    (site_toml(extra='[bridge]\nguard = ["stp", "stp"]\n'), 'site.toml: [bridge] guard: "stp" is listed twice'),
+    (site_toml(extra="[bridge]\nstorm = 10\n"), 'site.toml: [bridge] unknown key "storm" (did you mean "storm_limit"?)'),
     # one line, always
     (site_toml(extra='[site]\nname = "a\\u2028b"\n'), 'site.toml: [site] name: expected 1 to 32 letters, digits, "-", "_" or ".", got "a\\u2028b"'),
 ]
@@ -574,6 +587,12 @@ def test_segments_keep_their_order_vlans_ports_and_own_filters(in_tmp):
     assert config.segment.filters[0] == SegmentFilters(nic_ingress=FilterTable(default="deny"))
     assert config.segment.filters[1] == SegmentFilters()
     assert layout[1].vlan_text == "100.20"
+
+
+def test_bridge_takes_every_setting(in_tmp):
+    text = site_toml() + '[bridge]\nlearning = false\nmac_age = 60\nloop_protection = "log"\nstorm_limit = 0\nguard = ["lldp", "stp"]\n'
+    assert load(text).bridge == Bridge(learning=False, mac_age=60, loop_protection="log", storm_limit=0,
+                                       guard=("lldp", "stp"))
 
 
 def test_run_user_defaults_to_nobody_and_takes_a_user_name(in_tmp):

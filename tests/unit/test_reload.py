@@ -33,7 +33,8 @@ def test_the_table_says_live_for_what_the_spec_applies_at_once_and_restart_for_t
     live = {path for path, how in reload.FIELDS if how != reload.RESTART}
     assert live == {"tunnel.peer", "tunnel.keepalive", "security.key_file", "security.rekey",
                     "filter.nic_ingress", "filter.tunnel_ingress", "segment.filters", "metrics.listen",
-                    "ha.standby", "ha.announce"}
+                    "ha.standby", "ha.announce", "bridge.learning", "bridge.mac_age", "bridge.loop_protection",
+                    "bridge.storm_limit", "bridge.guard"}
     for path, how in reload.FIELDS:
         assert how == reload.RESTART or hasattr(reload.Reload, f"apply_{how}"), path
 
@@ -60,6 +61,10 @@ CASES = [
     ('[metrics]\nlisten = "127.0.0.1:9477"\n', ("", ""), [("metrics", '[metrics] listen none -> "127.0.0.1:9477"')]),
     # 9. [run] user: a restart (privileges are gone by then)
     ('[run]\nuser = "etun"\n', ("", ""), [(reload.RESTART, '[run] user "nobody" -> "etun"')]),
+    # 10. [bridge]: live, each key named
+    ('[bridge]\nlearning = false\nstorm_limit = 100\nguard = ["stp", "lldp"]\n', ("", ""),
+     [("bridge", "[bridge] learning true -> false"), ("bridge", "[bridge] storm_limit 5000 -> 100"),
+      ("bridge", '[bridge] guard [] -> ["stp", "lldp"]')]),
 ]
 
 
