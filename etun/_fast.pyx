@@ -149,7 +149,8 @@ DIRECTION_NAMES = {DIR_TX: "outbound", DIR_RX: "inbound"}
 SESSION_COUNTER_MAX = COUNTER_MAX
 PUMPS = {"tx": PUMP_TX, "rx": PUMP_RX}                 # for Engine.stall
 # What Datapath.segment_counters() shows: the counts the pumps keep per segment too.
-SEGMENT_COUNTERS = (C_FRAMES, C_BYTES, DROP_FILTER, DROP_MALFORMED, DROP_UNKNOWN_SEGMENT)
+SEGMENT_COUNTERS = (C_FRAMES, C_BYTES, DROP_FILTER, DROP_MALFORMED, DROP_UNKNOWN_SEGMENT, DROP_LOCAL_DESTINATION,
+                    DROP_LOOP, DROP_STORM)
 GUARD_NAMES = ("stp", "lldp", "dhcp-server", "ipv6-ra")  # [bridge] guard, by GUARD_* index
 LOOP_MODES = {"off": LOOP_OFF, "log": LOOP_LOG, "block": LOOP_BLOCK}
 SIDE_NAMES = {SIDE_LOCAL: "local", SIDE_REMOTE: "remote"}

@@ -4,7 +4,7 @@ Usage:
   etun run <config>
   etun keygen [--force] <keyfile>
   etun verify-peer [--timeout=<seconds>] [--json] <config>
-  etun status [--json] [--watch | --macs] <config>
+  etun status [--json] [--watch | --macs | --check] <config>
   etun reload <config>
   etun activate <config>
   etun standby <config>
@@ -31,6 +31,7 @@ Options:
   --json               print JSON for machines.
   --watch              status: redraw until interrupted.
   --macs               status: list the MAC table (MAC, segment, side, age).
+  --check              status: exit 0 if the daemon answers and its datapath threads turn, else 1.
   -h, --help           show this help.
   --version            show the version.
 
@@ -85,7 +86,7 @@ def cmd_run(args) -> int:
 def cmd_status(args) -> int:
     from etun.status import run_status
 
-    return run_status(args["<config>"], args["--json"], args["--watch"], args["--macs"])
+    return run_status(args["<config>"], args["--json"], args["--watch"], args["--macs"], args["--check"])
 
 
 RELOAD_TIMEOUT_S = 30.0         # a reload may resolve the peer's name

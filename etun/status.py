@@ -9,9 +9,11 @@ import time
 from etun import __version__, _fast, filters
 from etun.config import load_config
 from etun.control import ask
+from etun.errors import RuntimeFailure
 
 SCHEMA = 2                      # 2: per-segment filters, EtherTypes and counters under "segments"
 STATUS_TIMEOUT_S = 3.0
+CHECK_INTERVAL_S = 0.3          # --check: the two looks at the datapath threads are this far apart
 DIRECTIONS = (("outbound", "LAN → tunnel"), ("inbound", "tunnel → LAN"))
 TRAFFIC = ("frames", "bytes", "packets", "fragments", "reassembled", "control", "superframes")
 OUTBOUND_TRAFFIC = ("frames", "bytes", "packets", "fragments", "control", "superframes")
@@ -232,7 +234,29 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def run_status(config_path, as_json: bool, watch: bool, macs: bool = False) -> int:
+def check(config_path) -> int:
+    """`etun status --check`, keepalived's track_script: 0 when the daemon answers and both
+    datapath threads turn (their loop counts grow: even idle they turn ten times a second),
+    else 1 with one line saying what is wrong. A standby is healthy."""
+    try:
+        first = fetch(config_path)["pumps"]
+        time.sleep(CHECK_INTERVAL_S)
+        second = fetch(config_path)["pumps"]
+    except RuntimeFailure as e:                  # no daemon, or one that does not answer
+        print(f"etun: {e.message}", file=sys.stderr)
+        return 1
+    stuck = [name for name, key in (("LAN → tunnel", "tx_loops"), ("tunnel → LAN", "rx_loops"))
+             if second[key] <= first[key]]
+    if stuck:
+        print(f"etun: the {' and '.join(stuck)} datapath thread{'s' if len(stuck) > 1 else ''} stopped turning",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_status(config_path, as_json: bool, watch: bool, macs: bool = False, health: bool = False) -> int:
+    if health:
+        return check(config_path)
     if macs:
         config = load_config(config_path)
         answer = ask(config.control.socket, {"request": "macs"}, STATUS_TIMEOUT_S)

@@ -147,6 +147,7 @@ def test_filters_and_counts_are_per_segment():
     assert _fast.filter_check(dp, _fast.FILTER_NIC_INGRESS, frame(), 1) == (False, None)
     assert dp.filter_stats(_fast.FILTER_NIC_INGRESS, 1)["default"] == 1
     assert dp.filter_stats(_fast.FILTER_NIC_INGRESS, 0)["ethertypes"] == {0x0800: 1}
-    assert set(dp.segment_counters(1)["tx"]) == {"frames", "bytes", "filter", "malformed", "unknown_segment"}
+    assert set(dp.segment_counters(1)["tx"]) == {"frames", "bytes", "filter", "malformed", "unknown_segment",
+                                                 "local_destination", "loop", "storm"}
     with pytest.raises(ValueError):
         dp.segment_counters(2)

@@ -202,7 +202,7 @@ def test_each_guard_preset_keeps_its_frames_on_the_lan_and_counts_them(topo):
     assert types.count("88b7") == 3, types          # the control frame crosses ...
     assert len(got) == 3, types                    # ... and nothing guarded does
     st = t.status("a")
-    hits = {g["guard"]: g["hits"] for g in st["directions"]["outbound"]["filter"]["guards"]}
+    hits = {g["guard"]: g["hits"] for g in st["segments"][0]["directions"]["outbound"]["filter"]["guards"]}
     assert hits == {name: 3 for name in GUARD_FRAMES}, hits
     assert drops(st, "outbound")["filter"] >= 12
     text = t.cli("a", "status", str(t.workdir / "a.toml")).stdout

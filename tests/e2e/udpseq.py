@@ -3,16 +3,20 @@
 # Each datagram: 8-byte sequence number, then `size - 8` bytes derived from it (sha256 counter
 # mode), so a corrupted one is told apart from a late one. The receiver counts received,
 # duplicates (a sequence number seen before), corrupt (content not the one its number gives),
-# and the largest gap; it stops after --seconds or when the sender's end marker arrives.
+# and every pause between arrivals longer than GAP_S (an outage, in seconds), and how long nothing
+# came before it stopped; it stops after --seconds, at SIGTERM, or when the sender's end marker
+# arrives.
 
 import argparse
 import hashlib
 import json
+import signal
 import socket
 import sys
 import time
 
 END = 0xFFFFFFFFFFFFFFFF
+GAP_S = 0.2                      # a pause between two arrivals longer than this is reported (seconds)
 
 
 def body(seq: int, size: int) -> bytes:
@@ -57,10 +61,13 @@ def recv(port: int, seconds: float, size: int) -> int:
     s.bind(("0.0.0.0", port))
     s.settimeout(0.5)
     seen: set[int] = set()
-    counts = {"received": 0, "duplicates": 0, "corrupt": 0, "max_seq": -1}
+    counts = {"received": 0, "duplicates": 0, "corrupt": 0, "max_seq": -1, "gaps": []}
+    last = None                               # arrival of the latest datagram
     deadline = time.monotonic() + seconds
+    stopped = []
+    signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))     # stop now, and say what came
     print(json.dumps({"ready": True}), flush=True)
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stopped:
         try:
             data = s.recv(65535)
         except TimeoutError:
@@ -69,6 +76,10 @@ def recv(port: int, seconds: float, size: int) -> int:
         if seq == END and len(data) == 8:
             break
         counts["received"] += 1
+        now = time.monotonic()
+        if last is not None and now - last > GAP_S:
+            counts["gaps"].append(round(now - last, 3))
+        last = now
         if data != body(seq, size):
             counts["corrupt"] += 1
             continue
@@ -77,6 +88,7 @@ def recv(port: int, seconds: float, size: int) -> int:
             continue
         seen.add(seq)
         counts["max_seq"] = max(counts["max_seq"], seq)
+    counts["silent_at_end"] = None if last is None else round(time.monotonic() - last, 3)
     counts["distinct"] = len(seen)
     counts["missing"] = counts["max_seq"] + 1 - len(seen)
     print(json.dumps(counts), flush=True)

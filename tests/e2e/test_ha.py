@@ -1,0 +1,213 @@
+"""Two gateways at site A under real keepalived (packaging/keepalived/keepalived.conf, as shipped but for
+names and paths): the standby takes over within 3 s of the active etun dying, ten times in a row, and
+announces site B's MACs so site A's switch sends to it at once; without announcements the switch
+keeps sending to the dead gateway.
+
+         a1 (198.18.0.11)                                                   hb (198.18.0.2)
+          |                                                                  |
+    [ha: br0, site A's switch]                                              gb (etun)
+        |              |                                                     |
+     ga (etun)      ga2 (etun)       VRRP on bra, virtual address           [wan: router]
+        |              |             198.19.1.10, which gb's peer names      |
+        +---- bra (a bridge in the wan namespace, site A's WAN link) --------+
+
+Both etuns start as standby ([ha] standby = true); keepalived's notify scripts make one active.
+The traffic is one way, a1 -> hb, sequence-numbered (tests/e2e/udpseq.py): hb never answers, so
+only an announcement can tell site A's switch that hb's MAC now lives behind ga2.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.e2e.topology import REPO
+from tests.poll import wait_until
+
+pytestmark = pytest.mark.usefixtures("e2e_ready")
+
+RECIPE = REPO / "packaging" / "keepalived" / "keepalived.conf"
+VIP = "198.19.1.10"
+A1, A1_MAC = "198.18.0.11", "02:00:00:00:00:11"
+HB = "198.18.0.2"
+NO_BRIDGE_NF = ("sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0 "
+                "net.bridge.bridge-nf-call-arptables=0")
+QUIET = "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"
+FAILOVERS = 10
+FAILOVER_MAX_S = 3.0
+RATE = 100                        # datagrams a second, a1 -> hb
+
+
+def build(topo):
+    """Site A with two gateways on one switch and one WAN link, site B as usual."""
+    t = topo()
+    t.add_node("ga2")
+    t.add_node("a1")
+    # Site A's WAN: a link both gateways share (VRRP runs there), a bridge in the router's namespace.
+    t.run(f"{NO_BRIDGE_NF} && ip link add bra type bridge && ip link set bra up && "
+          "ip addr del 198.19.1.254/24 dev a0 && ip link set a0 master bra && ip addr add 198.19.1.254/24 dev bra",
+          "wan")
+    t.run(f"ip link add wan0 netns {t.ns('ga2')} type veth peer name a2 netns {t.ns('wan')}")
+    t.run("ip link set a2 mtu 840 master bra up && ethtool -K a2 tso off gso off tx-udp-segmentation off >/dev/null",
+          "wan")
+    t.run("ip link set wan0 mtu 840 up && ip addr add 198.19.1.2/24 dev wan0 && ip route add default via 198.19.1.254",
+          "ga2")
+    # Site A's LAN: host namespace ha becomes the switch, with ga, ga2 and host a1 on it.
+    t.run(f"{QUIET} && ip addr flush dev eth0 && ip link add br0 type bridge && ip link set eth0 master br0 && "
+          "ip link set br0 up", "ha")
+    t.run(NO_BRIDGE_NF, "ha", check=False)
+    t.run(f"ip link add lan0 netns {t.ns('ga2')} type veth peer name p2 netns {t.ns('ha')}")
+    t.run("ip link set p2 master br0 up", "ha")
+    t.run("ip link set lan0 up", "ga2")
+    t.run(f"ip link add eth0 netns {t.ns('a1')} type veth peer name pa1 netns {t.ns('ha')}")
+    t.run("ip link set pa1 master br0 up", "ha")
+    t.run(f"{QUIET} && ip link set eth0 address {A1_MAC} up && ip addr add {A1}/24 dev eth0", "a1")
+    t.run(QUIET, "hb")                 # hb sends nothing the test does not ask for
+    return t
+
+
+def etun_wrapper(t) -> str:
+    """What keepalived runs as /usr/sbin/etun: the in-tree etun."""
+    path = t.workdir / "etun"
+    path.write_text(f"#!/bin/sh\nexec {sys.executable} -m etun.cli \"$@\"\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def configs(t, announce: bool) -> dict:
+    """etun configurations: both site A gateways standby at start, site B's peer the virtual address."""
+    extra = f"\n[ha]\nstandby = true\nannounce = {'true' if announce else 'false'}\n"
+    paths = {}
+    for gw in ("a", "a2"):
+        path = t.write_config("a", extra=extra)
+        text = path.read_text().replace(f"{t.workdir}/a.sock", f"{t.workdir}/{gw}.sock")
+        paths[gw] = t.workdir / f"{gw}.toml"
+        paths[gw].write_text(text)
+    paths["b"] = t.write_config("b", peer=f"{VIP}:5555")
+    return paths
+
+
+def keepalived(t, gw: str, priority: int, etun: str, config) -> subprocess.Popen:
+    """keepalived in gateway gw's namespace, from the shipped recipe with this test's names."""
+    state = t.workdir / f"state-{gw}"
+    notify = t.workdir / f"notify-{gw}.sh"
+    notify.write_text(f"#!/bin/sh\necho \"$3\" > {state}\n")
+    notify.chmod(0o755)
+    text = (RECIPE.read_text()
+            .replace("router_id etun-1", f"router_id etun-{gw}")
+            .replace("priority 150", f"priority {priority}")
+            .replace("eth0", "wan0").replace("eth1", "lan0")
+            .replace("203.0.113.10/24", f"{VIP}/24")
+            .replace("/usr/sbin/etun", etun)
+            .replace("/etc/etun/site.toml", str(config))
+            # The test's scripts live under /tmp, which keepalived's script security refuses.
+            .replace("    enable_script_security\n", "")
+            .replace("    track_script {", f'    notify "{notify}"\n    track_script {{'))
+    conf = t.workdir / f"keepalived-{gw}.conf"
+    conf.write_text(text)
+    pids = [t.workdir / f"keepalived-{gw}{k}.pid" for k in ("", "-vrrp", "-check")]
+    return t.spawn(f"g{gw}", ["keepalived", "--dont-fork", "--log-console", "--vrrp", "-f", str(conf),
+                              "-p", str(pids[0]), "-r", str(pids[1]), "-c", str(pids[2])])
+
+
+def role(t, gw: str) -> str:
+    return t.status(gw)["ha"]["role"]
+
+
+def state(t, gw: str) -> str:
+    path = t.workdir / f"state-{gw}"
+    return path.read_text().strip() if path.exists() else ""
+
+
+def start_pair(t, announce: bool = True):
+    etun = etun_wrapper(t)
+    paths = configs(t, announce)
+    for gw in ("a", "a2", "b"):
+        t.start_etun(gw, paths[gw])
+    for gw in ("a", "a2"):
+        t.wait_log(gw, "standby: no capture")
+    keepalived(t, "a", 150, etun, paths["a"])
+    keepalived(t, "a2", 100, etun, paths["a2"])
+    wait_until(lambda: role(t, "a") == "active" and role(t, "a2") == "standby", timeout=15,
+               what="keepalived to make ga active and leave ga2 standby")
+    t.wait_log("b", "peer up", timeout=10)
+    # a1 and hb meet once (ARP both ways), so both switches and both bridge tables know them;
+    # then each keeps the other's address for the whole test, and hb sends nothing more.
+    r = t.run(f"ping -n -q -c 3 -i 0.2 -W 2 {HB}", "a1", check=False, capture=True)
+    assert r.returncode == 0, r.stdout
+    t.run(f"ip neigh replace {HB} lladdr {t.mac('hb')} dev eth0 nud permanent", "a1")
+    t.run(f"ip neigh replace {A1} lladdr {A1_MAC} dev eth0 nud permanent", "hb")     # no ARP probes either
+    return paths
+
+
+def one_way(t, seconds: float):
+    """udpseq from a1 to hb for `seconds`; returns the receiver, already listening."""
+    script = str(REPO / "tests" / "e2e" / "udpseq.py")
+    rx = t.spawn("hb", [sys.executable, script, "recv", "--seconds", str(seconds + 10), "--size", "200"])
+    assert json.loads(rx.stdout.readline()) == {"ready": True}
+    t.spawn("a1", [sys.executable, script, "send", "--host", HB, "--rate", str(RATE), "--seconds", str(seconds),
+                   "--size", "200"])
+    return rx
+
+
+def kill_etun(t, gw: str) -> None:
+    e = t.etuns.pop(gw)
+    e.proc.send_signal(signal.SIGKILL)
+    e.proc.wait(5)
+
+
+def test_the_standby_takes_over_within_3_s_ten_times_and_site_as_switch_follows_at_once(topo):
+    t = build(topo)
+    paths = start_pair(t)
+    active, standby = "a", "a2"
+    rx = one_way(t, seconds=120)
+    time.sleep(2)
+    took = []
+    for n in range(FAILOVERS):
+        print(f"[test] failover {n + 1}: killing the etun at g{active}", file=sys.stderr)
+        t0 = time.monotonic()
+        kill_etun(t, active)
+        wait_until(lambda gw=standby: role(t, gw) == "active", timeout=10, interval=0.05,
+                   what=f"g{standby} to become active")
+        took.append(time.monotonic() - t0)
+        assert t.status(standby)["ha"]["announced"] >= 1, "no MAC of site B was announced"
+        # The dead gateway's etun comes back as standby; its keepalived sees it healthy again and
+        # stays backup (nopreempt): the next failover goes the other way.
+        t.start_etun(active, paths[active])
+        t.wait_log(active, "standby: no capture")
+        wait_until(lambda gw=active: state(t, gw) == "BACKUP", timeout=15, interval=0.1,
+                   what=f"keepalived at g{active} to be backup again")
+        time.sleep(1)
+        active, standby = standby, active
+    time.sleep(1)
+    rx.send_signal(signal.SIGTERM)                             # hb says what it received
+    out, _ = rx.communicate(timeout=30)
+    got = json.loads(out.strip().splitlines()[-1])
+    print(f"[test] takeovers (kill -> active): {[round(s, 2) for s in took]}; "
+          f"outages seen at hb: {got['gaps']}", file=sys.stderr)
+    assert got["duplicates"] == 0 and got["corrupt"] == 0, got
+    assert len(got["gaps"]) >= FAILOVERS - 1, got                # each failover shows, briefly
+    assert max(got["gaps"]) <= FAILOVER_MAX_S, got
+    for gw in ("a", "a2"):
+        text = t.etuns[gw].text()
+        assert "announced" in text or "now active" not in text
+
+
+def test_without_announcements_site_as_switch_keeps_sending_to_the_dead_gateway(topo):
+    t = build(topo)
+    start_pair(t, announce=False)
+    rx = one_way(t, seconds=60)
+    time.sleep(2)
+    kill_etun(t, "a")
+    wait_until(lambda: role(t, "a2") == "active", timeout=10, interval=0.05, what="ga2 to become active")
+    time.sleep(8)
+    rx.send_signal(signal.SIGTERM)
+    out, _ = rx.communicate(timeout=30)
+    got = json.loads(out.strip().splitlines()[-1])
+    # The switch learnt hb's MAC behind ga; hb says nothing, so nothing moves it: nothing arrived
+    # since the failover, where the announcing pair lost under 3 s.
+    assert t.status("a2")["ha"]["announced"] == 0
+    assert got["silent_at_end"] > 8, got
