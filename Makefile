@@ -8,7 +8,7 @@ PIP      := $(VENV)/bin/pip
 APT_PKGS := python3.11 python3.11-venv python3.11-dev gcc make libssl-dev pkg-config \
             iproute2 iputils-ping iperf3 nftables ethtool tcpdump procps patchelf util-linux systemd \
             debootstrap qemu-user-static binfmt-support rsync man-db lintian systemd-container \
-            clang-14 libclang-rt-14-dev
+            clang-14 libclang-rt-14-dev keepalived
 MACHINE  := $(shell uname -m)
 ARCH     ?= $(MACHINE)
 # The aarch64 build root (Debian 12 arm64, run through qemu-user) lives outside the tree, so every

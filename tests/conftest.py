@@ -33,7 +33,7 @@ def etun_log(caplog, monkeypatch):
     return caplog
 
 
-TOOLS = ("ip", "ping", "ethtool", "tcpdump", "iperf3", "nft")
+TOOLS = ("ip", "ping", "ethtool", "tcpdump", "iperf3", "nft", "keepalived")
 
 
 def _missing() -> str | None:
