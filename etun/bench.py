@@ -69,15 +69,57 @@ def measure_bridge(seconds: float, frame_len: int = 1514) -> dict:
     out = {"level": "encrypt", "frame_bytes": frame_len, "macs": BRIDGE_MACS, "rounds": BRIDGE_ROUNDS,
            "table_bytes": _fast.BRIDGE_TABLE_BYTES}
     for op in ("seal", "open"):
-        pairs = []
-        for r in range(BRIDGE_ROUNDS):
-            order = (0, BRIDGE_MACS) if r % 2 == 0 else (BRIDGE_MACS, 0)
-            got = {macs: rate(op, macs) for macs in order}
-            pairs.append((got[0], got[BRIDGE_MACS]))
-        ratios = sorted(with_ / without for without, with_ in pairs)
-        out[op] = {"without_frames_per_s": statistics.median(p[0] for p in pairs),
-                   "with_frames_per_s": statistics.median(p[1] for p in pairs),
-                   "cost_pct": 100 * (1 - statistics.median(ratios))}
+        out[op] = paired(lambda macs, op=op: rate(op, macs), 0, BRIDGE_MACS, BRIDGE_ROUNDS)
+    return out
+
+
+def paired(rate, without, with_, rounds: int) -> dict:
+    """rate(without) against rate(with_), back to back in `rounds` rounds (in turn first); the cost
+    is the median of the rounds' ratios: a neighbour's load that comes and goes hits both halves
+    of a round alike."""
+    pairs = []
+    for r in range(rounds):
+        order = (without, with_) if r % 2 == 0 else (with_, without)
+        got = {case: rate(case) for case in order}
+        pairs.append((got[without], got[with_]))
+    ratios = sorted(b / a for a, b in pairs)
+    return {"without_frames_per_s": statistics.median(p[0] for p in pairs),
+            "with_frames_per_s": statistics.median(p[1] for p in pairs),
+            "cost_pct": 100 * (1 - statistics.median(ratios))}
+
+
+TRUNK_ROUNDS = 7      # the trunk A/B: four segments against one, back to back, this many times
+
+
+def measure_trunk(seconds: float, frame_len: int = 1518) -> dict:
+    """encrypt, tagged frames of four VLAN segments on one trunk in turn against frames of one
+    (measure()'s trunk case), in paired rounds as measure_bridge()."""
+    level, secret = _fast.LEVELS["encrypt"], os.urandom(32)
+    sides = {}
+    for n in (1, 4):
+        trunk = [(0, (10 + k,), False) for k in range(n)]
+        sealer, opener, source = _fast.Datapath(level), _fast.Datapath(level), _fast.Datapath(level)
+        for dp in (sealer, opener):
+            dp.set_segments(trunk)
+        sealer.set_send_session(secret)
+        source.set_send_session(secret)
+        opener.set_recv_session(secret)
+        payload = os.urandom(frame_len - 4)
+        datagrams = [d for k in range(max(64, BACKLOG_BYTES // frame_len))
+                     for d in source.seal(payload, _fast.TYPE_FRAME, k % n)]
+        sides[n] = (sealer, opener, datagrams)
+
+    def rate(op: str, n: int) -> float:
+        sealer, opener, datagrams = sides[n]
+        if op == "seal":
+            frames, elapsed = _fast.bench_seal_trunk(sealer, frame_len, seconds)
+        else:
+            frames, elapsed = _fast.bench_open(opener, datagrams, seconds, True)
+        return frames / elapsed
+
+    out = {"level": "encrypt", "frame_bytes": frame_len, "rounds": TRUNK_ROUNDS}
+    for op in ("seal", "open"):
+        out[op] = paired(lambda n, op=op: rate(op, n), 1, 4, TRUNK_ROUNDS)
     return out
 
 
@@ -88,12 +130,17 @@ def measure(level: int, frame_len: int, seconds: float, filtered: bool = False, 
     and on the way out filtered, counted and given its segment's tag."""
     secret = os.urandom(32)
     trunk = [(0, (10 + k,), False) for k in range(segments)]
-    sealer = _fast.Datapath(level)
-    if trunk:
-        sealer.set_segments(trunk)
+
+    def datapath(direction):
+        dp = _fast.Datapath(level)
+        if trunk:
+            dp.set_segments(trunk)
+        if filtered:
+            dp.set_filter(direction, True, hundred_rules())
+        return dp
+
+    sealer = datapath(_fast.FILTER_NIC_INGRESS)
     sealer.set_send_session(secret)
-    if filtered:
-        sealer.set_filter(_fast.FILTER_NIC_INGRESS, True, hundred_rules())
     if trunk:
         frames_sealed, seal_s = _fast.bench_seal_trunk(sealer, frame_len, seconds)
     else:
@@ -106,12 +153,8 @@ def measure(level: int, frame_len: int, seconds: float, filtered: bool = False, 
     payload = os.urandom(sealed_len)
     for k in range(max(64, BACKLOG_BYTES // frame_len)):
         datagrams += source.seal(payload, _fast.TYPE_FRAME, k % segments if trunk else 0)
-    opener = _fast.Datapath(level)
-    if trunk:
-        opener.set_segments(trunk)
+    opener = datapath(_fast.FILTER_TUNNEL_INGRESS)
     opener.set_recv_session(secret)
-    if filtered:
-        opener.set_filter(_fast.FILTER_TUNNEL_INGRESS, True, hundred_rules())
     frames_opened, open_s = _fast.bench_open(opener, datagrams, seconds, filtered or bool(trunk))
     bound_frames, bound_s = _fast.bench_crypto_bound(sealer, frame_len, seconds)
 
@@ -138,6 +181,7 @@ def run_bench(seconds: float, as_json: bool) -> int:
     cases.append(measure(_fast.LEVELS["encrypt"], 1514, seconds, filtered=True))
     cases += [measure(_fast.LEVELS["encrypt"], 1518, seconds, segments=n) for n in TRUNK_SEGMENTS]
     bridge = measure_bridge(seconds)
+    trunk = measure_trunk(seconds / 2)
     machine = {
         "cpu": cpu_model(),
         "cores_online": os.cpu_count(),
@@ -147,8 +191,8 @@ def run_bench(seconds: float, as_json: bool) -> int:
         "python": platform.python_version(),
     }
     if as_json:
-        json.dump({"machine": machine, "seconds_per_case": seconds, "cases": cases, "bridge": bridge},
-                  sys.stdout, indent=2)
+        json.dump({"machine": machine, "seconds_per_case": seconds, "cases": cases, "bridge": bridge,
+                   "trunk": trunk}, sys.stdout, indent=2)
         print()
         return 0
     print(f"etun {__version__} bench: {machine['cpu']}, {machine['libcrypto']}, one core, "
@@ -172,4 +216,8 @@ def run_bench(seconds: float, as_json: bool) -> int:
           f"(table {bridge['table_bytes'] // 1024} KiB), median of {bridge['rounds']} paired rounds: " + "; ".join(
               f"{op} {bridge[op]['without_frames_per_s']:,.0f} -> {bridge[op]['with_frames_per_s']:,.0f} frames/s "
               f"({bridge[op]['cost_pct']:+.1f}% cost)" for op in ("seal", "open")))
+    print(f"segments, encrypt {trunk['frame_bytes']}, four VLANs on one trunk against one, median of "
+          f"{trunk['rounds']} paired rounds: " + "; ".join(
+              f"{op} {trunk[op]['without_frames_per_s']:,.0f} -> {trunk[op]['with_frames_per_s']:,.0f} frames/s "
+              f"({trunk[op]['cost_pct']:+.1f}% cost)" for op in ("seal", "open")))
     return 0
