@@ -72,7 +72,12 @@ def cmd_check(args) -> int:
         key_part = "no key file (level none)"
     else:
         key_part = f"key fingerprint {keys.load_secrets(config.security.key_file).fingerprint}"
-    print(f'{path}: ok: site "{config.site.name}", level {level}, peer {config.tunnel.peer}, {key_part}')
+    layout = config.segment.layout
+    segments = "" if len(layout) == 1 and not layout[0].vlan and layout[0].name == "lan" else \
+        f", segments {', '.join(g.name for g in layout)}"
+    role = ", standby at start" if config.ha.standby else ""
+    print(f'{path}: ok: site "{config.site.name}", level {level}, peer {config.tunnel.peer}, {key_part}'
+          f"{segments}{role}")
     return 0
 
 

@@ -160,6 +160,15 @@ def test_check_at_level_none_needs_no_key_file(tmp_path):
     assert result.stdout == 'site.toml: ok: site "lab", level none, peer 203.0.113.7:5555, no key file (level none)\n'
 
 
+def test_check_names_the_segments_and_a_standby_start(tmp_path):
+    (tmp_path / "site.toml").write_text(
+        '[[segment]]\nname = "office"\ninterface = "eth1"\nvlan = 10\n[[segment]]\nname = "voice"\n'
+        'interface = "eth1"\nvlan = 20\n[tunnel]\npeer = "203.0.113.7:5555"\n[security]\nlevel = "none"\n'
+        '[ha]\nstandby = true\n')
+    result = etun("check", "site.toml", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.endswith("no key file (level none), segments office, voice, standby at start\n")
+
+
 def test_check_reports_a_config_error_in_one_line_with_exit_2(site):
     tmp_path, _ = site
     (tmp_path / "site.toml").write_text(VALID_TOML.replace('"203.0.113.7:5555"', '"10.0.0.1"'))
