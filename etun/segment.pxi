@@ -1,5 +1,6 @@
-# Segments (docs/CONFIG.md, "[[segment]]"; docs/PROTOCOL.md §2.2): which segment a captured frame belongs to, by its LAN
-# port and VLAN tags; the selected tags off on the way in, the local segment's tags on the way out.
+# Segments (docs/CONFIG.md "[[segment]]", docs/PROTOCOL.md §2.2): which segment a captured frame
+# belongs to, by its LAN port and VLAN tags; the selected tags off on the way in, the local
+# segment's tags on the way out.
 #
 # A port's segments each select a tag path (one tag, or an outer and an inner 802.1Q tag) or
 # none. A frame belongs to the segment selecting its longest matching path: two tags before
