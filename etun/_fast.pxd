@@ -400,7 +400,7 @@ cdef struct seg_state:            # one segment of this site (segment.pxi); fixe
     uint8_t port                  # the Engine's LAN port it lives on
     uint8_t ntags                 # tags it selects (and strips, and pushes): 0, 1 or 2
     uint16_t vid[VLAN_PATH_MAX]   # their VLAN ids, outer first
-    uint16_t tpid[VLAN_PATH_MAX]  # TPIDs pushed on injection (the outer one follows what is seen)
+    uint16_t tpid[VLAN_PATH_MAX]  # TPIDs pushed on injection: 802.1Q, a two-tag path's outer 802.1ad
     bint carry_all                # alone on its port without vlan: every frame, tags and all
 
 

@@ -771,7 +771,7 @@ cdef class Datapath:
                 d.seg[k].vid[t] = vids[t]
                 d.seg[k].tpid[t] = ETH_P_8021Q
             if len(vids) == 2:
-                d.seg[k].tpid[0] = ETH_P_8021AD   # until the LAN shows its own (segment_strip)
+                d.seg[k].tpid[0] = ETH_P_8021AD
         d.nsegs = len(segments)
         for k in range(d.nsegs):
             for direction in (FILTER_NIC_INGRESS, FILTER_TUNNEL_INGRESS):

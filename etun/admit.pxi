@@ -126,6 +126,8 @@ cdef int admit_packet(engine_state *e, const uint8_t *pkt, uint32_t length, cons
     cdef dp_state *d = e.dp
     cdef uint8_t ptype = wire_type(pkt[0])
     cdef uint64_t now = d.now_ms
+    if e.standby and ptype != TYPE_PROBE_REPLY:
+        return -DROP_STANDBY                 # a standby talks to nobody: not even a cookie reply
     if ptype == TYPE_INIT:
         return admit_init(e, pkt, length, src, srclen, now)
     if ptype == TYPE_RESP:

@@ -236,7 +236,9 @@ class Daemon:
         for reply in out.replies:
             self.send(reply, source)
         if out.macs:
-            self.role.announce_macs(self, out.macs)
+            # A MAC our own LAN shows is ours: no peer may move it to us (switch table poisoning).
+            ours = set(self.local_macs())
+            self.role.announce_macs(self, [m for m in out.macs if m not in ours])
 
     def local_macs(self) -> list[tuple[int, bytes]]:
         """(segment id, MAC) of the hosts seen on our LAN, newest first: what a new active gateway

@@ -23,7 +23,9 @@ cdef int gso_parse(engine_state *e, int i, const uint8_t *f, uint32_t n, const u
         return -1
     pkt_walk_vlans(f, n, &w)
     l3 = w.l3
-    l4 = pkt_le16(vnet + 6) + <uint32_t>vlan_shift      # csum_start: the kernel's own L4 offset
+    if <int>pkt_le16(vnet + 6) + vlan_shift < <int>l3:
+        return -1                                     # csum_start must point past the L3 start
+    l4 = <uint32_t>(<int>pkt_le16(vnet + 6) + vlan_shift)   # csum_start: the kernel's own L4 offset
     if gso_type == VNET_GSO_TCPV4 or (gso_type == VNET_GSO_UDP_L4 and w.ethertype == ETH_P_IP):
         if (w.ethertype != ETH_P_IP or l3 + 20 > n or (f[l3] >> 4) != 4 or (f[l3] & 15) < 5
                 or l4 < l3 + (f[l3] & 15) * 4):
@@ -93,15 +95,17 @@ cdef void gso_fill(uint8_t *s, const uint8_t *f, uint32_t l3, uint32_t l4, uint3
         pkt_put_be16(s + l4 + 6, <uint16_t>(sum if sum else 0xffff))    # 0: "no checksum" (RFC 768)
 
 
-cdef int gso_seal(engine_state *e, int i, uint8_t segment, uint64_t now) noexcept nogil:
-    """Cut captured super-frame i into segments and seal each, for tunnel segment byte
-    `segment`. Caller holds send_lock; this
-    releases it around the flushes it needs. Returns 0, or -DROP_* of the last failure."""
+cdef int gso_seal(engine_state *e, int i, int seg, uint8_t pcp, uint64_t now) noexcept nogil:
+    """Cut captured super-frame i of etun segment `seg` into segments and seal each, the peer's
+    id for `seg` read after every time the lock was let go (a new session brings its own map).
+    Caller holds send_lock; this releases it around the flushes it needs. Returns 0, or -DROP_*
+    of the last failure."""
     cdef dp_state *d = e.dp
     cdef const uint8_t *f = e.cap_data[i]
     cdef uint32_t n = e.cap_len[i], l3 = e.gso_l3[i], l4 = e.gso_l4[i], hdr = e.gso_hdr[i]
     cdef uint32_t mss = e.gso_mss[i], payload = n - hdr, nseg, k, seglen, need
     cdef uint8_t *s
+    cdef uint8_t peer_id
     cdef int r, rc = 0
     if not d.tx.live:
         drop_frame(d, DIR_TX, DROP_NO_SESSION, f, n)   # once per super-frame, as for any frame
@@ -119,15 +123,20 @@ cdef int gso_seal(engine_state *e, int i, uint8_t segment, uint64_t now) noexcep
                 # A flush empties both (need <= FRAME_SLOT < SEG_ARENA_LEN): never overrun them.
                 drop_count(d, DIR_TX, DROP_INTERNAL, nseg - k)
                 return -DROP_INTERNAL
+        peer_id = d.tx.seg_peer[seg]
+        if peer_id == SEGMENT_NONE:
+            d.seg_ctr[seg][DIR_TX][DROP_UNKNOWN_SEGMENT] += nseg - k
+            drop_count(d, DIR_TX, DROP_UNKNOWN_SEGMENT, nseg - k)
+            return -DROP_UNKNOWN_SEGMENT
         s = e.seg_arena + e.seg_used
         e.seg_used += need
         memcpy(s, f, hdr)
         memcpy(s + hdr, f + hdr + k * mss, seglen)
         gso_fill(s, f, l3, l4, hdr, seglen, k, nseg, mss, e.gso_tcp[i])
-        r = seal_frame(d, s, hdr + seglen, TYPE_FRAME, segment, e.pkts + e.npkts)
+        r = seal_frame(d, s, hdr + seglen, TYPE_FRAME, segment_byte(peer_id, pcp), e.pkts + e.npkts)
         if r > 0:
             e.npkts += r
-            segment_count(d, DIR_TX, segment_id(segment), hdr + seglen)
+            segment_count(d, DIR_TX, seg, hdr + seglen)
         else:
             rc = r
     return rc

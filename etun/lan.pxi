@@ -92,6 +92,9 @@ cdef void lan_prepare(engine_state *e, int port, int i, uint8_t *frame, uint32_t
     cdef uint8_t *out
     cdef int s, reason
     e.cap_data[i] = NULL
+    if e.standby:
+        drop_frame(d, DIR_TX, DROP_STANDBY, frame, flen)   # before anything learns from it
+        return
     if flen < MIN_FRAME_LEN:
         drop_frame(d, DIR_TX, DROP_RUNT, frame, flen)
         return
@@ -111,6 +114,13 @@ cdef void lan_prepare(engine_state *e, int port, int i, uint8_t *frame, uint32_t
         segment_drop(d, DIR_TX, s, reason, frame, flen)
         return
     e.cap_seg[i] = <uint8_t>((pcp << SEGMENT_ID_BITS) | s)
+    # The offload header's offsets count from where the kernel had the frame start; the tags
+    # restored and taken off since moved it. An offset that would now point into the MAC
+    # addresses (or before the frame) was never the kernel's: malformed.
+    if ((flags & VNET_F_NEEDS_CSUM and <int>csum_start + vlan_shift < MIN_FRAME_LEN)
+            or (gso_type != VNET_GSO_NONE and hdr_len and <int>hdr_len + vlan_shift < MIN_FRAME_LEN)):
+        segment_drop(d, DIR_TX, s, DROP_MALFORMED, frame, flen)
+        return
     if gso_type != VNET_GSO_NONE and gso_parse(e, i, frame, flen, vnet, vlan_shift) == 0:
         e.cap_data[i] = frame
         e.cap_len[i] = flen

@@ -135,22 +135,23 @@ cdef int pump_tx_round(engine_state *e) noexcept nogil:
             seal_drop(d, DROP_NO_SESSION, e.cap_data[i], e.cap_len[i], e.cap_type[i])
             continue
         s = segment_id(e.cap_seg[i])
+        if e.cap_type[i] == CAP_SUPERFRAME:
+            e.tx_burst = True
+            gso_seal(e, i, s, segment_pcp(e.cap_seg[i]), now)
+            continue
+        if e.npkts + MAX_FRAGS > TX_PKTS:
+            pthread_mutex_unlock(&d.send_lock)
+            udp_flush(e, now)
+            pthread_mutex_lock(&d.send_lock)
+        # Read under the lock the seal holds: a session installed meanwhile brings its own map.
         peer_id = d.tx.seg_peer[s]
         if peer_id == SEGMENT_NONE:
             # The peer has no segment of this name, or has not told us its segments yet.
             d.seg_ctr[s][DIR_TX][DROP_UNKNOWN_SEGMENT] += 1
             seal_drop(d, DROP_UNKNOWN_SEGMENT, e.cap_data[i], e.cap_len[i], e.cap_type[i])
             continue
-        peer_id = segment_byte(peer_id, segment_pcp(e.cap_seg[i]))
-        if e.cap_type[i] == CAP_SUPERFRAME:
-            e.tx_burst = True
-            gso_seal(e, i, peer_id, now)
-            continue
-        if e.npkts + MAX_FRAGS > TX_PKTS:
-            pthread_mutex_unlock(&d.send_lock)
-            udp_flush(e, now)
-            pthread_mutex_lock(&d.send_lock)
-        r = seal_frame(d, e.cap_data[i], e.cap_len[i], e.cap_type[i], peer_id, e.pkts + e.npkts)
+        r = seal_frame(d, e.cap_data[i], e.cap_len[i], e.cap_type[i],
+                       segment_byte(peer_id, segment_pcp(e.cap_seg[i])), e.pkts + e.npkts)
         if r > 0:
             e.npkts += r
             segment_count(d, DIR_TX, s, e.cap_len[i])
@@ -250,6 +251,12 @@ cdef void pump_rx_dropped(dp_state *d, frame_ref *f, int reason, int s) noexcept
     open_release(d, f)
 
 
+cdef inline bint pump_rx_admits(dp_state *d, frame_ref *f, int s) noexcept nogil:
+    """The frame behind any offload header may go into segment s as it is (segment_admits)."""
+    cdef uint32_t skip = VNET_HDR_LEN if f.ftype == TYPE_FRAME_VNET else 0
+    return segment_admits(&d.seg[s], f.data + skip, f.length - skip)
+
+
 cdef inline int pump_rx_bridged(dp_state *d, frame_ref *f, int s, uint64_t now) noexcept nogil:
     """The bridge's word on an opened frame of segment s (bridge.pxi): 0 to deliver, or a
     DROP_* reason."""
@@ -324,6 +331,8 @@ cdef int pump_rx_round(engine_state *e) noexcept nogil:
                     pump_rx_dropped(d, &e.out[e.nout], DROP_UNKNOWN_SEGMENT, -1)
                 elif not pump_rx_offload_ok(d, &e.out[e.nout], name, namelen):
                     pass
+                elif not pump_rx_admits(d, &e.out[e.nout], s):
+                    pump_rx_dropped(d, &e.out[e.nout], DROP_UNSELECTED_VLAN, s)
                 elif not pump_rx_allows(e, &e.out[e.nout]):
                     pump_rx_dropped(d, &e.out[e.nout], DROP_FILTER, s)
                 else:

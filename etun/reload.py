@@ -182,7 +182,7 @@ class Reload:
         is keepalived's to change (etun activate / etun standby)."""
 
     def apply_announce(self, _) -> None:
-        self.d.ha.announce = self.new.ha.announce
+        self.d.role.announce = self.new.ha.announce
 
     def apply_metrics(self, server) -> None:
         d = self.d

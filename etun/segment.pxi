@@ -2,12 +2,14 @@
 # belongs to, by its LAN port and VLAN tags; the selected tags off on the way in, the local
 # segment's tags on the way out.
 #
-# A port's segments each select a tag path (one tag, or an outer and an inner 802.1Q tag) or
-# none. A frame belongs to the segment selecting its longest matching path: two tags before
-# one. An untagged frame belongs to the port's segment without vlan, if any. A segment without
-# vlan alone on its port takes every frame as it is, tags included. Tags deeper than the path
-# stay in the frame. The PCP of the outermost selected tag crosses in the header's segment byte
-# (bits 7..5) and is written into every tag pushed at the far side; DEI is not carried.
+# A port's segments each select a tag path (one 802.1Q tag; or an outer tag, 802.1ad or 802.1Q,
+# and an inner 802.1Q tag) or none. A frame belongs to the segment selecting its longest
+# matching path: two tags before one. An untagged frame belongs to the port's segment without
+# vlan, if any. A segment without vlan alone on its port takes every frame as it is, tags
+# included. Tags deeper than the path stay in the frame. The PCP of the outermost selected tag
+# crosses in the header's segment byte (bits 7..5) and is written into every tag pushed at the
+# far side; DEI is not carried. Pushed tags are 802.1Q, and 802.1ad for a two-tag path's outer
+# one, whatever the LAN sent: a host must not be able to change what etun pushes.
 
 cdef inline uint8_t segment_byte(uint8_t peer_id, uint8_t pcp) noexcept nogil:
     return <uint8_t>((pcp << SEGMENT_ID_BITS) | peer_id)
@@ -30,10 +32,10 @@ cdef int segment_select(dp_state *d, int port, const uint8_t *f, uint32_t n,
     """The segment of a frame captured on `port` (n >= MIN_FRAME_LEN), or -1: a VLAN no segment
     there selects. *pcp: the priority of the tag that selected it (0 when none did)."""
     cdef int s, untagged = -1, one = -1
-    cdef uint16_t vid1 = 0, vid2 = 0
+    cdef uint16_t vid1 = 0, vid2 = 0, tpid = pkt_be16(f + 12)
     cdef bint tagged, two
     cdef seg_state *g
-    tagged = segment_is_tag(pkt_be16(f + 12)) and n >= MIN_FRAME_LEN + VLAN_TAG_LEN
+    tagged = segment_is_tag(tpid) and n >= MIN_FRAME_LEN + VLAN_TAG_LEN
     if tagged:
         vid1 = pkt_be16(f + 14) & 0xfff
     # A priority tag (VLAN id 0) marks an untagged frame with a priority.
@@ -52,7 +54,7 @@ cdef int segment_select(dp_state *d, int port, const uint8_t *f, uint32_t n,
         if g.ntags == 0:
             untagged = s
         elif g.vid[0] == vid1 and tagged:
-            if g.ntags == 1:
+            if g.ntags == 1 and tpid == ETH_P_8021Q:     # one tag: 802.1Q only, as a switch port
                 one = s
             elif two and g.vid[1] == vid2:
                 return s
@@ -66,17 +68,27 @@ cdef int segment_select(dp_state *d, int port, const uint8_t *f, uint32_t n,
 
 cdef inline uint8_t *segment_strip(dp_state *d, int s, uint8_t *frame, uint32_t *flen,
                                    int *shift) noexcept nogil:
-    """Take the tags segment `s` selected out of the frame (the MAC addresses move up), noting
-    the outer TPID seen, so injection pushes what this LAN uses. Returns the new frame start."""
-    cdef seg_state *g = &d.seg[s]
-    cdef uint32_t cut = <uint32_t>g.ntags * VLAN_TAG_LEN
+    """Take the tags segment `s` selected out of the frame (the MAC addresses move up). Returns
+    the new frame start."""
+    cdef uint32_t cut = <uint32_t>d.seg[s].ntags * VLAN_TAG_LEN
     if cut == 0:
         return frame
-    g.tpid[0] = pkt_be16(frame + 12)              # one 16-bit store; the rx pump reads it whole
     memmove(frame + cut, frame, 12)
     flen[0] -= cut
     shift[0] -= <int>cut
     return frame + cut
+
+
+cdef inline bint segment_admits(const seg_state *g, const uint8_t *f, uint32_t n) noexcept nogil:
+    """Whether a frame from the tunnel (n >= MIN_FRAME_LEN) may be written into segment g as it
+    is. A segment that takes a trunk's untagged frames must not receive a tagged one: written as
+    it came, it would land in a VLAN of the trunk no segment selects for it. A priority tag
+    (VLAN 0) with nothing behind it is untagged."""
+    cdef uint16_t et = pkt_be16(f + 12)
+    if g.ntags or g.carry_all or not segment_is_tag(et):
+        return True
+    return (n >= MIN_FRAME_LEN + VLAN_TAG_LEN and (pkt_be16(f + 14) & 0xfff) == 0
+            and not segment_is_tag(pkt_be16(f + 16)))
 
 
 cdef inline uint32_t segment_tags(const seg_state *g, uint8_t pcp, uint8_t *out) noexcept nogil:

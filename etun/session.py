@@ -46,7 +46,10 @@ ITEM_SEGMENT = 2                # one per segment of the sender, in id order: it
 ITEM_MACS = 3                   # the sender's segment id (1 byte), then MACs local to the sender
 MACS_PER_ITEM = 40              # 241-byte items
 ITEMS_PER_MESSAGE = 4           # ... about 1 KB per message: two packets at the default max_packet
-MACS_ANSWERED_MAX = 4096        # MACs a peer sends for one request (the most recently seen first)
+MACS_ANSWERED_MAX = 4096        # MACs a peer sends for one request (the most recently seen first),
+                                # and the most one takeover announces
+MACS_ANSWER_WINDOW_MS = 10_000  # answers to our request are taken this long after a takeover
+MACS_ANSWERS_PER_SECOND = 0.1   # requests for our MACs answered, at most: a dump is a table scan
 
 
 def clock_us() -> int:
@@ -119,6 +122,8 @@ class Session:
         self.segments = tuple(segments)         # our segments' names, in id order
         self.local_macs = local_macs            # () -> [(segment id, MAC)] seen on our LAN, newest first
         self.want_macs = False                  # ask the peer for its MACs (we just became active)
+        self.macs_asked_ms: int | None = None   # when: its answers are taken for a while after
+        self.macs_taken: set[tuple[int, bytes]] = set()   # ... each MAC once, at most MACS_ANSWERED_MAX
         self.paused = False                     # the standby of a pair: no handshakes, no messages
         self.keepalive_ms = keepalive_ms
         self.rekey_ms = rekey_ms
@@ -159,6 +164,7 @@ class Session:
         self.handshakes = 0
         self.ask_answer = False                 # the next keepalive asks for an answer
         self.answers = TokenBucket(ANSWERS_PER_SECOND / 1000, ANSWERS_PER_SECOND, now=now_ms)
+        self.mac_answers = TokenBucket(MACS_ANSWERS_PER_SECOND / 1000, 1, now=now_ms)
 
     # -- reload seam (etun/reload.py): what a reload hands the session layer ------------------
 
@@ -250,6 +256,8 @@ class Session:
         every second for a while), and ask the peer for the MACs on its side, to announce them."""
         self.paused = False
         self.want_macs = True
+        self.macs_asked_ms = now_ms
+        self.macs_taken = set()
         self._hurry(now_ms)
 
     def stand_down(self) -> None:
@@ -257,6 +265,7 @@ class Session:
         keys), send and answer nothing until takeover()."""
         self.paused = True
         self.want_macs = False
+        self.macs_asked_ms = None
         self.pending = None
         self.answered = None
         self._forget_session()
@@ -359,17 +368,28 @@ class Session:
                                        items=tuple(items[k:k + ITEMS_PER_MESSAGE]))
         return out
 
-    def _far_macs(self, values: list[bytes]) -> list[tuple[int, bytes]]:
-        """ITEM_MACS values from the peer as (our segment id, MAC): its segment ids are its own,
-        mapped by name; MACs of a segment we lack are left out."""
+    def _far_macs(self, values: list[bytes], now_ms: int) -> list[tuple[int, bytes]]:
+        """ITEM_MACS values from the peer as (our segment id, MAC), new ones only: its segment ids
+        are its own, mapped by name; MACs of a segment we lack, group and zero MACs, answers
+        nobody asked for (or late ones) and anything beyond MACS_ANSWERED_MAX are left out."""
+        if self.macs_asked_ms is None or now_ms - self.macs_asked_ms > MACS_ANSWER_WINDOW_MS:
+            return []
         ours = {name: k for k, name in enumerate(self.segments)}
         out = []
         for value in values:
             if not value or (len(value) - 1) % 6 or self.peer_segments is None or value[0] >= len(self.peer_segments):
                 continue
             k = ours.get(self.peer_segments[value[0]])
-            if k is not None:
-                out += [(k, value[i:i + 6]) for i in range(1, len(value), 6)]
+            if k is None:
+                continue
+            for i in range(1, len(value), 6):
+                mac = value[i:i + 6]
+                if mac[0] & 1 or mac == bytes(6) or (k, mac) in self.macs_taken:
+                    continue
+                if len(self.macs_taken) >= MACS_ANSWERED_MAX:
+                    return out
+                self.macs_taken.add((k, mac))
+                out.append((k, mac))
         return out
 
     def receive_session(self, payload: bytes, session_id: int, now_ms: int) -> Outcome:
@@ -395,9 +415,9 @@ class Session:
         self._map_segments(tuple(printable(v.decode("utf-8", "replace")) for v in items.get(ITEM_SEGMENT, ())),
                            out)
         if flags & FLAG_MACS_ANSWER:
+            out.macs += self._far_macs(items.get(ITEM_MACS, []), now_ms)
             self.want_macs = False
-            out.macs += self._far_macs(items.get(ITEM_MACS, []))
-        if flags & FLAG_MACS and self.answers.take(now_ms):
+        if flags & FLAG_MACS and self.mac_answers.take(now_ms):
             out.replies += self.mac_messages(now_ms)
         elif flags & FLAG_ANSWER and self.answers.take(now_ms):
             out.replies += self.status_message(now_ms, answer=False)

@@ -82,7 +82,7 @@ def gso_split(packet):
         e.cap_data[0] = <uint8_t *>frame
         e.cap_len[0] = n
         pthread_mutex_lock(&dp.d.send_lock)
-        rc = gso_seal(e, 0, 0, 0)
+        rc = gso_seal(e, 0, 0, 0, 0)
         pthread_mutex_unlock(&dp.d.send_lock)
         if rc < 0:
             raise RuntimeError(f"gso_seal: {COUNTER_NAMES[-rc]}")
@@ -296,7 +296,7 @@ cdef class LanCapture:
             rc = 0
             if e.cap_data[0] != NULL and e.cap_type[0] == CAP_SUPERFRAME:
                 nseg = gso_segments(e.cap_len[0] - e.gso_hdr[0], e.gso_mss[0])
-                rc = gso_seal(e, 0, 0, 0)
+                rc = gso_seal(e, 0, 0, 0, 0)
             pthread_mutex_unlock(&d.send_lock)
             if e.cap_data[0] == NULL:
                 return "dropped", None
@@ -397,6 +397,15 @@ def segment_capture(Datapath dp, int port, frame):
         return s, pcp, PyBytes_FromStringAndSize(<char *>start, n)
     finally:
         free(buf)
+
+
+def segment_admits_frame(Datapath dp, int segment, frame):
+    """Whether the rx pump lets a frame from the tunnel into `segment` (segment_admits)."""
+    cdef const uint8_t[:] f = frame
+    check_segment(dp.d, segment)
+    if f.shape[0] < MIN_FRAME_LEN:
+        raise ValueError("shorter than an Ethernet header")
+    return segment_admits(&dp.d.seg[segment], &f[0], f.shape[0])
 
 
 def segment_inject(Datapath dp, int segment_byte, frame, int ftype=TYPE_FRAME):

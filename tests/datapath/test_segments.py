@@ -5,7 +5,7 @@ byte on the wire, and frames for segments the peer lacks kept off it."""
 import struct
 
 import pytest
-from etun._fast import SEGMENT_NONE, segment_capture, segment_inject
+from etun._fast import SEGMENT_NONE, segment_admits_frame, segment_capture, segment_inject
 
 from etun import _fast
 
@@ -44,11 +44,12 @@ SELECTION = [
     # (what, port, frame, segment, pcp, sealed)
     ("one tag", 0, frame(q(10, pcp=5)), 0, 5, frame()),
     ("another tag", 0, frame(q(20)), 1, 0, frame()),
-    ("an 802.1ad tag selects like 802.1Q", 0, frame(ad(10, pcp=3)), 0, 3, frame()),
+    ("a one-tag path is 802.1Q only: an 802.1ad tag 10 is not VLAN 10", 0, frame(ad(10, pcp=3)), -1, 0, None),
     ("QinQ, 802.1ad outer", 0, frame(ad(100, pcp=6), q(20, pcp=1)), 2, 6, frame()),
     ("QinQ, 802.1Q outer", 0, frame(q(100), q(20)), 2, 0, frame()),
     ("the longest path wins; a deeper tag stays", 0, frame(ad(100), q(20), q(7)), 2, 0, frame(q(7))),
-    ("an outer tag with another inner one", 0, frame(ad(100), q(30)), 3, 0, frame(q(30))),
+    ("an outer tag with another inner one", 0, frame(q(100), q(30)), 3, 0, frame(q(30))),
+    ("... but 802.1ad outside matches only a two-tag path", 0, frame(ad(100), q(30)), -1, 0, None),
     ("an inner 802.1ad tag is not a QinQ path", 0, frame(q(100), ad(20)), 3, 0, frame(ad(20))),
     ("a deeper tag stays in a one-tag segment", 0, frame(q(10), q(5, pcp=2)), 0, 0, frame(q(5, pcp=2))),
     ("untagged goes to the segment without vlan", 0, frame(), 4, 0, frame()),
@@ -86,10 +87,25 @@ def test_injection_pushes_the_local_segments_tags(what, segments, byte, written,
     assert segment_inject(trunk(*segments), byte, frame())[:2] == (port, written)
 
 
-def test_the_outer_tpid_pushed_follows_what_the_lan_uses():
-    dp = trunk((0, (100, 20), False))
-    assert segment_capture(dp, 0, frame(q(100), q(20)))[0] == 0      # this LAN's outer tag is 802.1Q
-    assert segment_inject(dp, 0, frame())[1] == frame(q(100), q(20))
+def test_what_is_pushed_is_fixed_whatever_the_lan_sent():
+    dp = trunk((0, (100, 20), False), (0, (10,), False))
+    assert segment_capture(dp, 0, frame(q(100), q(20)))[0] == 0      # selected with an 802.1Q outer tag
+    assert segment_inject(dp, 0, frame())[1] == frame(ad(100), q(20))  # pushed with 802.1ad all the same
+    assert segment_inject(dp, 1, frame())[1] == frame(q(10))
+
+
+@pytest.mark.parametrize("raw,admitted", [
+    (frame(), True),
+    (frame(q(0, pcp=5)), True),                    # a priority tag alone is untagged
+    (frame(q(99)), False),                         # would land in VLAN 99 of the trunk
+    (frame(ad(99)), False),
+    (frame(q(0), q(99)), False),                   # a priority tag in front of a real one
+])
+def test_a_trunks_untagged_segment_takes_no_tagged_frame_from_the_tunnel(raw, admitted):
+    dp = trunk((0, (10,), False), (0, (), False), (1, (), True))
+    assert segment_admits_frame(dp, 1, raw) is admitted
+    assert segment_admits_frame(dp, 0, raw) is True                # a VLAN segment pushes its own tag in front
+    assert segment_admits_frame(dp, 2, raw) is True                # alone on its NIC: every frame
 
 
 def test_an_offload_header_moves_with_the_tags_pushed():

@@ -323,9 +323,31 @@ def test_a_new_active_gateway_gets_the_far_sides_macs_in_its_segments_within_the
     assert b.far_macs == []                                  # b asked for nothing
 
 
+def test_mac_answers_nobody_asked_for_are_ignored_and_each_mac_is_announced_once():
+    wall, sec = Wall(), secrets()
+    macs = [(0, bytes([2, 0, 0, 0, 1, 1])), (0, bytes([1, 0, 0x5E, 0, 0, 1])), (0, bytes(6))]
+    a = Site("a", sec, wall)
+    b = Site("b", sec, wall, macs=macs)
+    run(a, b, 0)
+    # b answers as if asked, unasked: a takes nothing.
+    for d in b.s.mac_messages(100):
+        a.deliver(d, 100)
+    assert a.far_macs == []
+    a.s.takeover(1000)
+    run(a, b, 1000)
+    assert a.far_macs == [(0, bytes([2, 0, 0, 0, 1, 1]))]       # no group MAC, no zero MAC
+    for d in b.s.mac_messages(1100):                             # the same answer again: nothing new
+        a.deliver(d, 1100)
+    assert a.far_macs == [(0, bytes([2, 0, 0, 0, 1, 1]))]
+    a.s.want_macs = True                                          # asking again right away: b answers
+    run(a, b, 2000)                                               # at most once in 10 s
+    assert b.s.mac_answers.tokens < 1
+
+
 def test_a_peer_with_no_macs_still_answers_so_the_asker_stops_asking():
     wall, sec = Wall(), secrets()
     a, b = Site("a", sec, wall), Site("b", sec, wall)
     a.s.takeover(0)
     run(a, b, 0)
     assert a.s.established and not a.s.want_macs and a.far_macs == []
+    assert a.s.macs_asked_ms == 0

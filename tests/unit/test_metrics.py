@@ -36,6 +36,7 @@ def status(rtt_ms=0.25, send_index=3) -> dict:
                  "last_seen_s": 0.4, "rtt_ms": rtt_ms, "roams": 1, "segments": ["office"],
                  "segments_only_here": ["voice"], "segments_only_there": []},
         "keys": {"send_index": send_index, "recv_index": 0, "settled": True},
+        "ha": {"role": "active", "since_s": 12.5, "switches": 1, "announce": True, "announced": 3},
         "directions": {
             "outbound": direction(("frames", "bytes", "packets", "fragments", "superframes")),
             "inbound": direction(("frames", "bytes", "packets", "fragments", "reassembled", "control", "superframes")),

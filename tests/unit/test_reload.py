@@ -130,3 +130,14 @@ def test_an_unchanged_file_reloads_to_nothing_changed(tmp_path, etun_log):
     assert out.answer() == {"ok": True, "applied": [], "refused": []}
     assert etun_log.records[-1].getMessage() == f"reloaded {pathlib.Path(tmp_path / 'site.toml')}: nothing changed"
     assert dataclasses.is_dataclass(d.config)
+
+
+def test_announce_and_the_start_role_change_on_reload_without_touching_the_running_role(tmp_path, etun_log):
+    from etun.ha import Role
+
+    d = FakeDaemon(config(tmp_path))
+    d.lock = __import__("threading").Lock()
+    d.role = Role(standby=False, announce=True, now_ms=0)
+    out = reload.run(d, FakeReader((config(tmp_path, "[ha]\nstandby = true\nannounce = false\n"), None)))
+    assert out.ok and out.applied == ["[ha] standby false -> true", "[ha] announce true -> false"]
+    assert d.role.announce is False and d.role.active            # keepalived's to change, not the file's
