@@ -93,6 +93,8 @@ class Daemon:
         require_capabilities("tap" if any(g.mode == "tap" for g in segments) else "packet")
         if os.geteuid() == 0 and c.run.user != "root":
             privileges.resolve_user(c.run.user, str(c.path))    # an unknown user stops etun here
+        if os.geteuid() != 0 or c.run.user != "root":
+            privileges.require_droppable()                       # ... and so does an emulator's thread
         secrets = keys.load_secrets(c.security.key_file) if self.level != _fast.LEVEL_NONE else keys.Secrets.none()
         # First of all that is visible: a second etun for this site stops here, touching nothing.
         handlers = {"status": self.handle_status, "verify": self.handle_verify, "reload": self.handle_reload,

@@ -110,8 +110,26 @@ def _set_capabilities(caps: set[int]) -> None:
         raise RuntimeFailure(f"cannot drop privileges: capset failed: {os.strerror(ctypes.get_errno())}")
 
 
+def foreign_threads() -> int:
+    """Threads of this process that Python did not start: an emulator's own (qemu-user runs one
+    beside the program it emulates, and changes ids and capabilities per thread)."""
+    return len(os.listdir("/proc/self/task")) - threading.active_count()
+
+
+def require_droppable() -> None:
+    """Before setup touches anything: a drop that cannot cover every thread of the process
+    would be a pretence, so refuse to start at all. A thread we did not start would keep root."""
+    foreign = foreign_threads()
+    if foreign > 0:
+        raise RuntimeFailure(f"cannot drop privileges: this process has {foreign} thread{'s' * (foreign > 1)} "
+                             "etun did not start, which would keep root's ids and capabilities (an emulator such "
+                             'as qemu-user runs one of its own); run etun natively, or, started as root, keep '
+                             'root with [run] user = "root"')
+
+
 def _only_thread() -> None:
     """Capabilities and ids belong to each thread: every thread must be covered, so be the only one."""
+    require_droppable()
     threads = len(os.listdir("/proc/self/task"))
     if threading.active_count() != 1 or threads != 1:
         raise RuntimeFailure(f"internal error: privileges dropped with {threads} threads running")

@@ -146,6 +146,7 @@ class Session:
         self.greatest_stamp = (0, 0)            # the newest initiation the peer made that we took
         self.greatest_from: bytes | None = None  # ... and the instance that made it
         self.answered: tuple[int, bytes, int] | None = None  # (our id, peer instance, when): unconfirmed
+        self.answered_earlier: dict[int, bytes] = {}  # our id -> peer instance of answers before it
         self.role: str | None = None            # "initiator" or "responder" of the current session
         self.current_id: int | None = None      # its receive session id
         self.born_ms = 0
@@ -268,6 +269,7 @@ class Session:
         self.macs_asked_ms = None
         self.pending = None
         self.answered = None
+        self.answered_earlier = {}
         self._forget_session()
 
     def tick(self, now_ms: int) -> list[bytes]:
@@ -313,12 +315,23 @@ class Session:
         self.confirming_since = None
 
     def _follow_datapath(self, now_ms: int) -> None:
-        """A session we answered becomes ours once the datapath saw the peer confirm it."""
-        current = self.dp.sessions()["current"]
+        """A session we answered becomes ours once the datapath saw the peer confirm it: the
+        latest we answered, or an earlier one the peer confirmed before a newer initiation was
+        answered (the rx pump switches on its own, between two ticks)."""
+        held = self.dp.sessions()
+        current = held["current"]
+        instance = None
         if self.answered and current and current[0] == self.answered[0]:
-            restarted = self.peer_instance is not None and self.peer_instance != self.answered[1]
-            self.current_id, self.peer_instance, _ = self.answered
+            instance = self.answered[1]
             self.answered = None
+        elif current and current[0] != self.current_id and current[0] in self.answered_earlier:
+            instance = self.answered_earlier[current[0]]
+        # Only answers the datapath still holds can be confirmed; their ids may be handed out again.
+        live = {held[role][0] for role in ("previous", "next") if held[role]}
+        self.answered_earlier = {k: v for k, v in self.answered_earlier.items() if k in live}
+        if instance is not None:
+            restarted = self.peer_instance is not None and self.peer_instance != instance
+            self.current_id, self.peer_instance = current[0], instance
             self.ties_won = self.hurry_until_ms = 0
             self.role = "responder"
             self.born_ms = now_ms
@@ -482,6 +495,10 @@ class Session:
         local_id = self._new_id()
         reply = hs.reply(RESP_PAYLOAD.pack(self.instance, local_id, self.send_index))
         self.dp.install_session(hs, local_id, peer_id, self.send_index, peer_index, self._gen_of(instance))
+        if self.answered is not None:
+            # The peer may have confirmed that one already: the next tick finds it current.
+            self.answered_earlier[self.answered[0]] = self.answered[1]
+        self.answered_earlier.pop(local_id, None)
         self.answered = (local_id, instance, now_ms)
         if self.pending is not None:
             self.pending = None                  # the peer's initiation won the tie

@@ -190,20 +190,38 @@ def mac2_ok_for(Datapath dp, init, sockaddr):
     return cookie_mac2_ok(dp.d, &m[0], &sa[0], sa.shape[0], clock_ms())
 
 
-def open_exact(Datapath dp, datagram, now_ms=None):
+def open_exact(Datapath dp, datagram, now_ms=None, source=None):
     """Datapath.open() from a buffer of exactly the datagram's length + TAILROOM (open_packet()'s
     contract) instead of the 64 KiB staging buffer, so that a sanitizer build (fuzz/) sees any
-    read past the datagram. Returns what open() returns."""
+    read past the datagram. Returns what open() returns.
+
+    With `source` (a raw sockaddr, b"" for none) a handshake or probe packet also takes the rx
+    pump's admission gate (admit.pxi) as if it came from there: it comes back only if admitted;
+    else it is dropped and counted as the pump counts it, and last_drop names why. A cookie
+    reply the gate sends under load goes nowhere here (there is no socket)."""
     cdef dp_state *d = dp.d
     cdef const uint8_t[:] view = datagram
+    cdef const uint8_t[:] src
     cdef Py_ssize_t length = view.shape[0]
     cdef uint8_t *buf
+    cdef engine_state *e = NULL
     cdef frame_ref f
     cdef int rc
     if length > UDP_DATAGRAM_MAX:
         raise ValueError(f"a UDP datagram holds at most {UDP_DATAGRAM_MAX} bytes")
+    if source is not None:
+        if len(source) > SOCKADDR_LEN:
+            raise ValueError(f"a sockaddr holds at most {SOCKADDR_LEN} bytes")
+        # The gate reads the address and the cookie secret only; a zeroed copy beyond them.
+        src = bytes(source).ljust(SOCKADDR_LEN, b"\0")
+        e = <engine_state *>calloc(1, sizeof(engine_state))
+        if e == NULL:
+            raise MemoryError("engine state")
+        e.dp = d
+        e.udp_fd = -1
     buf = <uint8_t *>malloc(length + TAILROOM)
     if buf == NULL:
+        free(e)
         raise MemoryError("datagram buffer")
     if length:
         memcpy(buf, &view[0], length)
@@ -217,11 +235,19 @@ def open_exact(Datapath dp, datagram, now_ms=None):
         if rc == OPEN_FRAME:
             result.append((f.ftype, PyBytes_FromStringAndSize(<char *>f.data, f.length)))
             open_release(d, &f)
+        elif rc == OPEN_CONTROL and e != NULL:
+            rc = admit_packet(e, buf, <uint32_t>length, &src[0], len(source))
+            if rc == ADMIT:
+                result.append((wire_type(buf[0]), bytes(datagram)))
+            else:
+                drop_datagram(d, -rc, &src[0], len(source))
+                d.last_drop = -rc
         elif rc == OPEN_CONTROL:
             result.append((wire_type(buf[0]), bytes(datagram)))
     finally:
         pthread_mutex_unlock(&d.recv_lock)
         free(buf)
+        free(e)
     return result
 
 

@@ -3,7 +3,7 @@
 # Needs root. For level none and encrypt: ping (full-size DF and small), a TCP transfer with the
 # hosts' offloads on (TSO super-frames with a virtio_net_hdr reach the capture), IPv6 TCP,
 # 802.1Q / QinQ frames, and verify-peer's probes. The WAN (tcpdump on the WAN router's port)
-# gives tunnel datagrams at each level, HELLOs, probes and replies; the LAN (fuzz/lanrec.py, a
+# gives tunnel datagrams at each level, handshake and SESSION messages, probes and replies; the LAN (fuzz/lanrec.py, a
 # socket like etun's own on gwA's lan0) gives frames, tags and super-frames as etun reads them.
 # Synthetic seeds (reassembly schedules, GRO trains) and the configurations the tests write
 # join them. Output: fuzz/corpus/<target>/, one file per input, named by its content's hash.
@@ -59,17 +59,19 @@ def traffic(t: Topology) -> None:
 
 def capture(level: str, workdir: Path) -> tuple[list[bytes], list[dict], list[Path]]:
     with Topology(name=f"fz{os.getpid() % 10000}{level[0]}", workdir=workdir / level, lan_mtu=1508) as t:
-        t.start_pair(level)
         pcap = t.workdir / "wan.pcap"
-        wan = subprocess.Popen(["ip", "netns", "exec", t.ns("wan"), "tcpdump", "-i", "a0", "-s", "0", "-U", "-w",
-                                str(pcap), "udp port 5555"], stderr=subprocess.DEVNULL)
+        # From before the sites start, so the handshake is in it; --immediate-mode: without it
+        # the last second's packets (verify-peer's) wait in the capture ring when tcpdump stops.
+        wan = subprocess.Popen(["ip", "netns", "exec", t.ns("wan"), "tcpdump", "-i", "a0", "-s", "0", "-U",
+                                "--immediate-mode", "-w", str(pcap), "udp port 5555"], stderr=subprocess.DEVNULL)
         lan = subprocess.Popen(["ip", "netns", "exec", t.ns("ga"), sys.executable, str(HERE / "lanrec.py"), "lan0",
                                 "60", "3000"], stdout=subprocess.PIPE, text=True)
         try:
             assert "ready" in lan.stdout.readline(), "the LAN recorder did not start"
             time.sleep(0.5)
+            t.start_pair(level)
             traffic(t)
-            time.sleep(0.5)
+            time.sleep(2.5)                 # a keepalive more: SESSION messages both ways
         finally:
             wan.terminate()
             wan.wait()
@@ -87,24 +89,34 @@ def capture(level: str, workdir: Path) -> tuple[list[bytes], list[dict], list[Pa
         return datagrams, messages, [t.workdir / "a.toml", t.workdir / "b.toml"]
 
 
+LEVEL_INDEX = {0: 2, 1: 0, 2: 1}    # a level's place in the handshake and probe targets' LEVELS
+
+
 def convert(level: str, datagrams: list[bytes], messages: list[dict], configs: list[Path], kept: dict) -> None:
     code = LEVEL_CODE[level]
     for i, d in enumerate(datagrams):
         ptype = d[0] & 15 if d else 0
         kind = f"{level}-{ptype}-{d[3] if len(d) > 3 else 0}"
-        put("open", bytes([code]) + chunk(d) + b"\x01", kept, kind)
+        # fuzz_open.py: level, a receive session under the id the datagram names, then datagrams.
+        sid = d[8] if len(d) > 8 else 0
+        put("open", bytes([code, sid]) + chunk(d) + b"\x01", kept, kind)
         if i + 1 < len(datagrams):
-            put("open", bytes([code]) + chunk(d) + b"\x01" + chunk(datagrams[i + 1]) + b"\x01", kept, kind + "-pair")
-        if ptype == 4:
-            put("hello", bytes([(code + 2) % 3, 0, 1]) + chunk(d), kept, level)
-        elif ptype in (5, 6):
-            op = 1 if ptype == 5 else 129
-            put("probe", bytes([(code + 2) % 3, op]) + chunk(d) + bytes(4), kept, f"{level}-{ptype}")
-        elif ptype in (1, 2) and len(d) > 32 and code:
-            # The same geometry, sealed again by the harness under its own key.
+            put("open", bytes([code, sid]) + chunk(d) + b"\x01" + chunk(datagrams[i + 1]) + b"\x01", kept,
+                kind + "-pair")
+        if ptype in (3, 4, 5, 6):
+            # fuzz_handshake.py: one step of a stranger's (here: another key file's) raw bytes.
+            put("handshake", bytes([LEVEL_INDEX[code], 0, 0]) + chunk(d), kept, f"{level}-{ptype}")
+        elif ptype in (7, 8):
+            # fuzz_probe.py: one raw datagram (op 9) from the peer's address.
+            put("probe", bytes([LEVEL_INDEX[code], 9, 0]) + chunk(d) + bytes(1), kept, f"{level}-{ptype}")
+        if ptype in (1, 2, 3) and len(d) > 32 and code:
+            # fuzz_sealed.py: the same geometry, session, key index and counter, sealed again by
+            # the harness under its own key: mode (level, the session's key, index given), session
+            # id, key index; then one packet: op 0, type, frag fields, that session, counter as
+            # given, index unchanged, the payload, a clock step.
             payload = d[16:-16]
-            fields = bytes([code - 1, 0, 1 if ptype == 1 else 2, d[1], d[2], d[3], d[2], 0])
-            put("sealed", bytes([code - 1]) + fields + chunk(payload) + b"\x01", kept, kind)
+            packet = bytes([0, ptype - 1, d[1], d[2], d[3], 0, 192]) + d[10:16] + bytes([1]) + chunk(payload) + b"\x01"
+            put("sealed", bytes([(code - 1) | 4, d[8]]) + d[4:8] + packet, kept, kind)
     for m in messages:
         msg = bytes.fromhex(m["msg"])
         aux = 0 if not m["status"] & 0x10 else (2 if m["tpid"] == 0x88A8 else 3 if m["tpid"] else 1)
@@ -126,6 +138,29 @@ def synthetic(kept: dict) -> None:
         put("reasm", frames + b"".join(bytes([k, 0, 0]) for k in range(8)), kept, f"order-{mode}")
         put("reasm", frames + b"".join(bytes([k, 0, 0]) for k in reversed(range(8))), kept, f"reverse-{mode}")
         put("reasm", frames + b"".join(bytes([k, 0, 0, k, 0, 0]) for k in range(8)), kept, f"twice-{mode}")
+    # Handshakes between the two sites of fuzz_handshake.py, for each level and tie-break: ticks
+    # (a: 120, b: 121) and deliveries (40: the next datagram in flight, fate 0; 230: reflected;
+    # 250: bit-flipped), a key holder's INIT (150), RESP (176) and COOKIE (177), b's SESSION
+    # messages (200, 201), the wall clock back (240), a rekey's time (251).
+    deliver, tick_a, tick_b = bytes([40, 2, 0]), bytes([120, 4]), bytes([121, 4])
+    exchange = tick_a + deliver * 3 + tick_b + deliver * 2
+    steps = {
+        "exchange": exchange + tick_a + tick_b + deliver * 4,
+        "crossing": tick_a + tick_b + deliver * 6,
+        "lost-and-retried": tick_a + bytes([40, 2, 205]) + bytes([120, 80]) + deliver * 4,
+        "reflected": tick_a + bytes([40, 2, 230]) + deliver * 3,
+        "flipped": tick_a + bytes([40, 2, 250, 0, 77]) + deliver * 3,
+        "forged-init": bytes([150, 1, 0, 7, 3, 130, 0]) + bytes([150, 1, 1, 8, 250, 0, 0, 0, 9, 129, 0]) + deliver,
+        "forged-resp": tick_a + bytes([176, 1, 0, 5, 2]) + deliver * 2 + tick_a,
+        "cookie": tick_a + bytes([177, 1]) + deliver * 3,
+        "session-items": exchange + bytes([200, 1, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 5]) + b"site!"
+        + chunk(bytes([1, 3]) + b"abc" + bytes([9, 0])) + bytes([201, 1]) + chunk(bytes([1, 0, 0, 0]) + bytes(12)),
+        "clock-back": exchange + bytes([240, 1, 0]) + tick_a + deliver * 2,
+        "rekey": exchange + bytes([251, 0]) + tick_a + tick_b + deliver * 4,
+    }
+    for mode in (0, 1, 2, 4, 5, 6):
+        for name, body in steps.items():
+            put("handshake", bytes([mode]) + body, kept, f"{name}-{mode}")
     # GRO: trains of full segments, IPv4/IPv6, no tag, a tag, QinQ, with and without options.
     for shape in (0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0xE0, 0xE1):
         put("gro", bytes([shape, 15, 0x05, 0xA8, 2]) + bytes(10) + bytes(16), kept, f"train-{shape}")

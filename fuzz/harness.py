@@ -1,5 +1,6 @@
 """What every fuzz target shares: the sanitized-build check, the atheris entry, input readers."""
 
+import functools
 import os
 import sys
 
@@ -7,9 +8,9 @@ import atheris
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SANITIZED = os.path.join(REPO, "build", "fuzz", "etun")
-KEY = bytes(range(32))                 # the session secret both ends of a target know
+KEY = bytes(range(32))                 # a session secret both ends of a target know (set_*_session)
 WRONG_KEY = bytes(range(1, 33))        # ... and one they do not
-CONTROL_KEY = bytes(range(64, 96))     # the control key (HELLO, PROBE) of a target
+PRK = bytes(range(100, 132))           # the key file both sites of a target share (PROTOCOL.md §4.1)
 
 
 def require_sanitized_build() -> None:
@@ -75,9 +76,18 @@ class Reader:
 _DATAPATHS: dict = {}
 
 
+@functools.cache
+def secrets(level: int):
+    """The static secrets of the targets' key file (keys.Secrets); zeros at level none."""
+    from etun import keys
+
+    return keys.Secrets.none() if level == 0 else keys.Secrets.from_prk(PRK)
+
+
 def datapath(level: int, max_packet: int = 800, now_ms: int = 1000, role: str = "receiver"):
-    """A datapath in the state a new one starts in (reset_datapath), built once per process and
-    parameters: building one costs far more than opening a few packets."""
+    """A datapath in the state a new one starts in (reset_datapath) with the targets' key file
+    installed, built once per process and parameters: building one costs far more than opening
+    a few packets."""
     from etun import _fast
 
     key = (level, max_packet, role)
@@ -85,5 +95,6 @@ def datapath(level: int, max_packet: int = 800, now_ms: int = 1000, role: str = 
     if dp is None:
         dp = _DATAPATHS[key] = _fast.Datapath(level, max_packet=max_packet, reassembly_kib=64,
                                                reassembly_timeout_ms=100)
+        secrets(level).install(dp)
     _fast.reset_datapath(dp, now_ms)
     return dp

@@ -351,3 +351,30 @@ def test_a_peer_with_no_macs_still_answers_so_the_asker_stops_asking():
     run(a, b, 0)
     assert a.s.established and not a.s.want_macs and a.far_macs == []
     assert a.s.macs_asked_ms == 0
+
+
+def test_a_session_the_peer_confirmed_is_followed_even_when_a_newer_initiation_was_answered_before_the_tick():
+    # Found by fuzz/fuzz_handshake.py: the rx pump switches to a session we answered as soon as
+    # the peer confirms it, between two ticks of the control plane. A newer initiation answered
+    # before the tick used to make the control plane lose track of that session: it kept the
+    # replaced one as current, and would have dropped the live one when the old one expired.
+    a, b, wall = pair()
+    run(a, b, 0)
+    wall.ns += 10**9
+    (resp,) = a.deliver(b.s.initiate(1000), 1000)     # a answers b: a's next
+    confirmation = b.deliver(resp, 1000)               # b takes it at once and confirms it
+    for d in confirmation:
+        a.deliver(d, 1000)                             # a's datapath: that session is current
+    confirmed = a.dp.sessions()["current"][0]
+    assert confirmed == a.s.answered[0] != a.s.current_id
+    wall.ns += 10**9
+    (later,) = a.deliver(b.s.initiate(1100), 1100)    # b initiates again before a ticks
+    a.s.tick(1100)
+    assert a.s.current_id == confirmed == a.dp.sessions()["current"][0]
+    assert a.s.role == "responder" and a.s.established
+    # The newer answer still waits in next; b's answer to it completes it as usual.
+    for d in b.deliver(later, 1200):
+        a.deliver(d, 1200)
+    a.s.tick(1200)
+    assert a.s.current_id == a.dp.sessions()["current"][0] != confirmed
+    assert frame_crosses(a, b) and frame_crosses(b, a)

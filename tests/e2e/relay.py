@@ -6,10 +6,13 @@ Each gateway's peer is the relay's address on its side; whatever arrives on one 
 the other, impaired as asked. Runs until SIGTERM (the test stops it by PID) or --seconds;
 prints its counts as JSON on exit, and on SIGUSR1 while it runs (the soak's accounting).
 
-Counts are totals and, per direction ("a" = arrived from gwA, bound for gwB), split into data
-and control datagrams by the etun header's type; with --frames the relay also follows data
-frames by (direction, base counter) and counts, once it has seen all of a frame's fragments,
-whether it passed them all on (frames_whole), some (frames_partial) or none (frames_lost).
+Counts are totals and, per direction ("a" = arrived from gwA, bound for gwB), split by the etun
+header's type (docs/PROTOCOL.md §1, version 2) into data (FRAME, FRAME_VNET), session (SESSION
+messages: sealed like data, and counted by etun as tunnel packets), handshake (INIT, RESP),
+cookie (COOKIE), probe (PROBE, PROBE_REPLY) and other datagrams; with --frames the relay also
+follows data frames by (direction, session, base counter) and counts, once it has seen all of a
+frame's fragments, whether it passed them all on (frames_whole), some (frames_partial) or none
+(frames_lost).
 """
 
 import argparse
@@ -26,6 +29,14 @@ HOLD_MAX_S = 0.005
 FRAME_FORGET_S = 10.0          # a frame not seen whole by then is counted unresolved and forgotten
 
 
+KINDS = {1: "data", 2: "data", 3: "session", 4: "handshake", 5: "handshake", 6: "cookie", 7: "probe", 8: "probe"}
+
+
+def kind(data: bytes) -> str:
+    """What an etun datagram is, by its first byte's type (version 2)."""
+    return KINDS.get(data[0] & 15, "other") if data and data[0] >> 6 == 2 else "other"
+
+
 class Frames:
     """Data frames by (direction, base): fragments seen and passed on, resolved once all were seen."""
 
@@ -34,10 +45,11 @@ class Frames:
         self.open = collections.OrderedDict()        # (dir, base) -> [count, seen, passed, first seen]
 
     def saw(self, direction, data, passed):
-        if len(data) < 16 or (data[0] & 15) not in (1, 2) or data[3] == 0:
+        if kind(data) != "data" or len(data) < 16 or data[3] == 0:
             return
-        base = int.from_bytes(data[8:16], "big") - data[2]
-        key = (direction, base)
+        # Header bytes 8 (the receiver's session id) and 10..15 (the 48-bit counter) name a frame.
+        base = int.from_bytes(data[10:16], "big") - data[2]
+        key = (direction, data[8], base)
         f = self.open.get(key)
         if f is None:
             f = self.open[key] = [data[3], 0, 0, time.monotonic()]
@@ -45,8 +57,8 @@ class Frames:
         f[2] += passed
         if f[1] >= f[0]:
             del self.open[key]
-            kind = "frames_whole" if f[2] >= f[0] else "frames_lost" if f[2] == 0 else "frames_partial"
-            self.counts[f"{kind}_{direction}"] += 1
+            outcome = "frames_whole" if f[2] >= f[0] else "frames_lost" if f[2] == 0 else "frames_partial"
+            self.counts[f"{outcome}_{direction}"] += 1
 
     def expire(self):
         now = time.monotonic()
@@ -97,9 +109,6 @@ def main() -> int:
     report = [False]
     signal.signal(signal.SIGUSR1, lambda *_: report.__setitem__(0, True))
     deadline = time.monotonic() + args.seconds
-
-    def kind(data):
-        return "data" if data and (data[0] & 15) in (1, 2) else "control"
 
     def send(direction, data):
         sock, to = target[direction]

@@ -7,15 +7,19 @@
 #
 # Timeline for M minutes: iperf3 TCP both ways at once (--bidir, 20 Mbit/s each way, in 60 s
 # runs), checksummed 4 MiB TCP transfers (tcpxfer.py, sha256 both ends) alternating direction,
-# sequence-numbered UDP both ways (udpseq.py, 100/s), pings every 0.2 s; rekey every 2 s;
+# sequence-numbered UDP both ways (udpseq.py, 100/s), pings every 0.2 s; rekey (a new key
+# index) every 2 s and a new session by handshake every 2 minutes, as the protocol has them;
 # a 20 s WAN blackout every 5 minutes (every minute in a short soak); gwA restarted at M/3,
-# gwB at 2M/3 (a restart is the only session renewal the HELLO protocol has: a new sender
-# nonce and a new session both ways). RSS and open fds of both etuns every 5 s.
+# gwB at 2M/3. RSS and open fds of both etuns every 5 s.
 #
 # Then the accounting window (30 s, no impairment but the relay's loss and reordering): all
-# traffic stops, 3 s to drain, counters read at both sites, at the relay (SIGUSR1) and in
-# nftables; traffic again; stop, drain, read again. Over that window, per direction X -> Y:
-#   (1) X.outbound.packets            == relay in_data_X              every data datagram X sent reached the relay
+# traffic stops, 3 s to drain, counters read at both sites and at the relay (SIGUSR1) while no
+# datagram is on its way (keepalives go on); traffic again; stop, drain, read again. Over that
+# window, per direction X -> Y:
+#   (1) X.outbound.packets            == relay in_data_X + in_session_X   every data datagram and SESSION
+#                                                                     message X sealed reached the relay
+#   (1b) X.outbound.control           == relay in_session_X + in_cookie_X   ... the SESSION messages (and
+#                                                                     cookie replies) on their own
 #   (2) relay in_data_X               == out_data_X + drop_data_X     the relay forwards or counts a drop
 #   (3) Y datagrams read (data)       == relay out_data_X             Y read all it was sent (no socket overflow)
 #   (4) X.outbound.frames             == whole + partial + lost       the relay saw every frame X sealed
@@ -41,6 +45,8 @@ RELAY_PORT = 6000
 UDPSEQ = REPO / "tests" / "e2e" / "udpseq.py"
 TCPXFER = REPO / "tests" / "e2e" / "tcpxfer.py"
 NFT = "inet etun_soak"
+SNAPSHOT_TRIES = 50             # readings of the counters until one had no datagram reach the relay
+SNAPSHOT_SETTLE_S = 0.2         # ... from before the sites' readings until this long after them
 
 
 def proc_figures(pid: int) -> tuple[int, int, int]:
@@ -213,7 +219,17 @@ class Soak:
         return json.loads(self.relay.stdout.readline())
 
     def snapshot(self) -> dict:
-        return {"relay": self.relay_counts(), "a": self.t.status("a"), "b": self.t.status("b")}
+        """Counters of the relay and both sites at one moment. Traffic has stopped, but keepalives
+        go on (a SESSION message every 2 s each way), and one sealed between the relay's reading
+        and a site's would fall in the window on one side only: so the relay is read before and
+        after the sites, and all is read again until no datagram reached the relay in between."""
+        for _ in range(SNAPSHOT_TRIES):
+            relay = self.relay_counts()
+            sites = {site: self.t.status(site) for site in "ab"}
+            time.sleep(SNAPSHOT_SETTLE_S)
+            if self.relay_counts()["in"] == relay["in"]:
+                return {"relay": relay, **sites}
+        raise AssertionError(f"no quiet moment for the accounting's snapshot in {SNAPSHOT_TRIES} tries")
 
     def accounting(self, before: dict, after: dict) -> dict:
         def relay(key):
@@ -228,7 +244,11 @@ class Soak:
             read = (ctr(y, "inbound", "packets") - ctr(y, "inbound", "control")
                     - ctr(y, "inbound", "control_queue", True))
             rows = {
-                "1 X packets sent == relay data in": (ctr(x, "outbound", "packets"), relay(f"in_data_{x}")),
+                # SESSION messages are sealed like data (PROTOCOL.md §2-3) and counted as packets.
+                "1 X packets sent == relay data + SESSION in": (
+                    ctr(x, "outbound", "packets"), relay(f"in_data_{x}") + relay(f"in_session_{x}")),
+                "1b X control sent == relay SESSION + COOKIE in": (
+                    ctr(x, "outbound", "control"), relay(f"in_session_{x}") + relay(f"in_cookie_{x}")),
                 "2 relay data in == out + drop": (relay(f"in_data_{x}"), relay(f"out_data_{x}") + relay(f"drop_data_{x}")),
                 "3 Y data datagrams read == relay data out": (read, relay(f"out_data_{x}")),
                 "4 X frames sealed == relay frames seen": (

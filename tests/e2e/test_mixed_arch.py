@@ -8,8 +8,10 @@ gateway B; full-size DF pings cross a WAN of MTU 820 at level encrypt, both dire
 Tunnel datagrams stay below 800 bytes (at most 819 on the wire), so the 820-byte WAN carries them
 whole; the 1500-byte pings need etun's own fragmentation and reassembly on both architectures.
 Both gateways run in tap mode: qemu-user 7.2 passes no SOL_PACKET socket options (packet mode) and
-no SIOCBRADDIF, so the emulated etun makes its TAP device and the test puts it on the bridge. On
-real aarch64 hardware both modes are the same code as on x86_64.
+no SIOCBRADDIF, so the emulated etun makes its TAP device and the test puts it on the bridge. The
+emulated site keeps root ([run] user = "root"): qemu-user runs a thread of its own and changes ids
+per thread, so etun refuses the drop to nobody there (tests/packaging/test_aarch64.py). On real
+aarch64 hardware both modes and the drop are the same code as on x86_64.
 Topology, narration and teardown: tests/e2e/topology.py and the topo fixture in tests/conftest.py.
 """
 
@@ -42,6 +44,8 @@ def in_root(t, root: Path, site: str) -> str:
     text = text.replace(str(t.workdir / f"{site}.sock"), f"/run/{site}.sock")
     # No [lan] interface: etun leaves its TAP device off the bridge (see above), the test attaches it.
     text = text.replace('interface = "br0"\n', "")
+    # No drop to nobody under qemu-user (see above).
+    text += '\n[run]\nuser = "root"\n'
     (root / f"{site}.toml").write_text(text)
     return f"/{site}.toml"
 

@@ -4,6 +4,7 @@ qemu-user from an otherwise empty root (only /dev and /proc mounted) and bundles
     root/  etun  dev/ (bind)  proc/  tmp/  run/     run as: chroot root /etun ...  (qemu via binfmt_misc)
 """
 
+import re
 import struct
 import time
 
@@ -66,6 +67,22 @@ def test_an_empty_root_runs_version_in_under_3_s_then_keygen_and_check(root):
     assert r.returncode == 0 and r.stdout.startswith("/site.toml: ok"), r.stderr
     r = chrooted(root, "check", "/missing.toml")
     assert (r.returncode, r.stderr) == (2, "etun: /missing.toml: cannot read: No such file or directory\n")
+
+
+def test_under_qemu_user_run_refuses_a_privilege_drop_that_would_leave_qemus_own_thread_root(root):
+    # qemu-user runs a thread of its own beside the emulated program and changes ids and
+    # capabilities per thread: etun says so before it touches anything, and how to run it there
+    # (tests/e2e/test_mixed_arch.py runs the emulated site with [run] user = "root").
+    assert chrooted(root, "keygen", "/site.key").returncode == 0
+    (root / "site.toml").write_text(
+        '[lan]\nmode = "tap"\n[tunnel]\npeer = "198.19.2.1:5555"\n[security]\nkey_file = "/site.key"\n')
+    r = chrooted(root, "run", "/site.toml")
+    assert r.returncode == 1, r.stderr
+    assert re.fullmatch(
+        r"etun: cannot drop privileges: this process has \d+ threads? etun did not start, which would keep root's "
+        r"ids and capabilities \(an emulator such as qemu-user runs one of its own\); run etun natively, or, "
+        r'started as root, keep root with \[run\] user = "root"\n', r.stderr), r.stderr
+    assert not (root / "run" / "etun").exists()                   # no control socket was made
 
 
 def test_an_empty_root_runs_the_benchmark_at_every_level(root):

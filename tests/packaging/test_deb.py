@@ -38,7 +38,9 @@ FILES = {  # path -> mode
 # Left on purpose (README "Packages"): deb-systemd-invoke takes unit names, not the etun@*.service
 # pattern that reaches every site's instance, and has no try-restart.
 KNOWN_WARNINGS = {"maintainer-script-calls-systemctl"}
-CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
+# packaging/etun@.service's CapabilityBoundingSet: CAP_SETGID, CAP_SETUID, CAP_SETPCAP, CAP_NET_ADMIN, CAP_NET_RAW
+UNIT_CAPS = (6, 7, 8, 12, 13)
+NOBODY_ID = 65534
 BOOT_S = 90                 # a booted container reaches "running" within this
 STOP_S = 30                 # ... and powers off within this
 
@@ -131,6 +133,24 @@ def test_a_scratch_root_installs_runs_and_purges_each_package(arch, tmp_path):
 # -- a booted Debian 12: the README's steps as an admin types them ---------------------------------
 
 
+def container_init(nspawn: int) -> int:
+    """The host pid of the container's PID 1 once it runs systemd (0 before): the descendant of
+    systemd-nspawn that is pid 1 in a pid namespace of its own."""
+    todo = [nspawn]
+    while todo:
+        pid = todo.pop()
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            continue                    # gone meanwhile
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if pid != nspawn and fields.get("NSpid", "").split()[-1:] == ["1"] and fields.get("Name") == "systemd":
+            return pid
+        todo += map(int, children)
+    return 0
+
+
 class Container:
     """systemd-nspawn -b over an overlay of SYSTEMD_ROOT; commands enter it with nsenter."""
 
@@ -159,16 +179,30 @@ class Container:
         print("[root]", " ".join(cmd))
         self.nspawn = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + BOOT_S
+        # systemd-nspawn's first child is not the container: it sets up the mounts, starts the
+        # container's PID 1 and exits. Entering it (the first child pgrep finds) raced that exit:
+        # every command then failed at once and the boot looked like systemd saying ''.
         while not self.leader and time.monotonic() < deadline:
-            kids = run(["pgrep", "-P", str(self.nspawn.pid)]).stdout.split()
-            self.leader = int(kids[0]) if kids else 0
-            assert self.nspawn.poll() is None, (self.tmp / "boot.log").read_text()
-            time.sleep(0.2)
-        assert self.leader, "systemd-nspawn started no container"
-        state = ""
-        while time.monotonic() < deadline and state not in ("running", "degraded"):
-            state = self.sh("systemctl is-system-running --wait", timeout=BOOT_S).stdout.strip()
-        assert state in ("running", "degraded"), f"the container's systemd is {state!r}"
+            assert self.nspawn.poll() is None, self.boot_log()
+            self.leader = container_init(self.nspawn.pid)
+            if not self.leader:
+                time.sleep(0.2)
+        assert self.leader, f"systemd-nspawn started no container with systemd in {BOOT_S} s:\n{self.boot_log()}"
+        seen = []
+        while time.monotonic() < deadline:
+            assert self.nspawn.poll() is None, self.boot_log()
+            r = self.sh("systemctl is-system-running --wait", timeout=max(1.0, deadline - time.monotonic()))
+            state = r.stdout.strip()
+            if state in ("running", "degraded"):
+                return
+            # Early in the boot systemctl may find no bus yet: say so, and ask again.
+            seen.append(f"{state!r} (exit {r.returncode}{', ' + r.stderr.strip() if r.stderr.strip() else ''})")
+            time.sleep(1)
+        raise AssertionError(f"the container's systemd is not up after {BOOT_S} s; systemctl said "
+                             f"{'; '.join(seen[-5:]) or 'nothing'}:\n{self.boot_log()}")
+
+    def boot_log(self) -> str:
+        return (self.tmp / "boot.log").read_text(errors="replace")[-4000:]
 
     def sh(self, cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
         print(f"[container] {cmd}")
@@ -216,11 +250,26 @@ def test_dpkg_i_then_systemctl_enable_now_runs_etun_under_its_unit_and_dpkg_purg
         assert ct.sh("systemctl is-active etun@site").stdout.strip() == "active", journal
         status = ct.sh("etun status /etc/etun/site.toml")
         assert status.returncode == 0 and status.stdout.startswith(f"etun {VERSION}, site site"), status.stdout
-        pid = ct.sh("systemctl show -p MainPID --value etun@site").stdout.strip()
-        caps = dict(line.split(":\t") for line in ct.sh(f"cat /proc/{pid}/status").stdout.splitlines()
-                    if line.startswith("Cap"))
-        both = (1 << CAP_NET_RAW) | (1 << CAP_NET_ADMIN)
-        assert int(caps["CapBnd"], 16) == both and int(caps["CapEff"], 16) & ~both == 0, caps
+        # The unit's processes: the boot loaders systemd started (staticx, PyInstaller), etun, its
+        # monitor. None holds more than the unit's five capabilities; etun, once set up, runs as
+        # [run] user (nobody) with none, and its monitor keeps root's uid with none (etun(8),
+        # "Privileges"). The "running as" line comes after the drop ("running:" before it).
+        while "running as nobody" not in journal and time.monotonic() < deadline:
+            time.sleep(0.3)
+            journal = ct.sh("journalctl -u etun@site --no-pager").stdout
+        assert f"running as nobody (uid {NOBODY_ID}) with no capabilities" in journal, journal
+        cgroup = ct.sh("systemctl show -p ControlGroup --value etun@site").stdout.strip()
+        members = ct.sh(f"grep -lx '0::{cgroup}' /proc/[0-9]*/cgroup").stdout.split()
+        procs = {pid: dict(line.split(":\t", 1) for line in ct.sh(f"cat /proc/{pid}/status").stdout.splitlines()
+                           if ":\t" in line)
+                 for pid in (m.split("/")[2] for m in members)}
+        unit_caps = sum(1 << cap for cap in UNIT_CAPS)
+        for pid, st in procs.items():
+            assert int(st["CapBnd"], 16) & ~unit_caps == 0 and int(st["CapEff"], 16) & ~unit_caps == 0, (pid, st)
+        [daemon] = [st for st in procs.values() if st["Uid"].split() == [str(NOBODY_ID)] * 4]
+        [monitor] = [st for st in procs.values() if st["Name"] == "etun-monitor"]
+        assert int(daemon["CapEff"], 16) == int(daemon["CapPrm"], 16) == 0, daemon
+        assert monitor["Uid"].split() == ["0"] * 4 and int(monitor["CapEff"], 16) == 0, monitor
         # Removal stops the instance; purge forgets the admin's enable.
         r = ct.sh("dpkg -r etun")
         assert r.returncode == 0, r.stdout + r.stderr

@@ -6,7 +6,7 @@ import pwd
 import pytest
 
 from etun import privileges
-from etun.errors import ConfigError
+from etun.errors import ConfigError, RuntimeFailure
 
 
 def test_an_unknown_run_user_stops_etun_with_one_line_naming_the_key_and_the_fix():
@@ -39,3 +39,20 @@ def test_proc_status_reads_this_process_ids_and_capabilities():
     st = privileges.proc_status()
     assert st["Uid"].split()[0] == str(__import__("os").getuid())
     assert {"CapEff", "CapPrm", "CapBnd", "NoNewPrivs"} <= set(st)
+
+
+def test_a_native_process_has_no_thread_python_did_not_start():
+    assert privileges.foreign_threads() == 0
+    privileges.require_droppable()
+
+
+def test_a_thread_etun_did_not_start_stops_the_drop_with_one_line_and_the_fix(monkeypatch):
+    # qemu-user runs a thread of its own beside the emulated program and changes ids per thread:
+    # a drop would leave that thread root (tests/packaging/test_aarch64.py runs the real case).
+    monkeypatch.setattr(privileges, "foreign_threads", lambda: 1)
+    with pytest.raises(RuntimeFailure) as e:
+        privileges.drop(None, set())
+    assert e.value.message == (
+        "cannot drop privileges: this process has 1 thread etun did not start, which would keep root's ids and "
+        "capabilities (an emulator such as qemu-user runs one of its own); run etun natively, or, started as "
+        'root, keep root with [run] user = "root"')
