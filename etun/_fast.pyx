@@ -7,30 +7,33 @@ each named after its job, and the declarations they share live in _fast.pxd.
 
 Wire layout of one tunnel packet (docs/PROTOCOL.md is the full description):
 
-     0       1       2       3       4               8                      16
-    +-------+-------+-------+-------+---------------+----------------------+
-    |v|l|typ|  big  | index | count |   key_index   |   counter (64 bit)   |  header, 16 bytes
-    +-------+-------+-------+-------+---------------+----------------------+
-    |  payload: fragment `index` of `count` of a frame (ciphertext at encrypt)|
-    +-----------------------------------------------------------------------+
-    |  tag: HMAC-SHA256(mac_key, header || payload)[0:16]   (not at none)  |
-    +-----------------------------------------------------------------------+
+     0       1       2       3       4               8       9       10                     16
+    +-------+-------+-------+-------+---------------+-------+-------+----------------------+
+    |v|l|typ|  big  | index | count |   key_index   |session|segment|   counter (48 bit)   |
+    +-------+-------+-------+-------+---------------+-------+-------+----------------------+
+    |  payload: fragment `index` of `count` of a frame (ciphertext at encrypt)               |
+    +----------------------------------------------------------------------------------------+
+    |  tag: HMAC-SHA256(mac_key, header || payload)[0:16]   (not at none)                   |
+    +----------------------------------------------------------------------------------------+
 
-    v: version 1 (2 bits)   l: level 0 none, 1 auth, 2 encrypt   typ: packet type
+    v: version 2 (2 bits)   l: level 0 none, 1 auth, 2 encrypt   typ: packet type
     big: how many leading fragments hold one byte more than the others
+    session: the receive session id the receiver chose in the handshake
+    segment: PCP (3 bits) | the receiver's segment id (5 bits)
     The MAC covers every byte before it. Fragments of one frame carry consecutive counters;
     base = counter - index names the frame.
 
 Outbound flow (seal.pxi): check -> plan n fragments -> ChaCha20 the whole frame in place with
-nonce key_index || base -> per fragment: header, slice, tag -> scattered datagrams.
+nonce key_index || session || segment || base -> per fragment: header, slice, tag ->
+scattered datagrams.
 
 Inbound flow (open.pxi): header and fragment fields -> level -> session -> key index -> tag
 (constant time) -> replay window -> deliver, or copy into reassembly and, with the last
 fragment, decrypt the frame in one pass.
 
 Invariants:
-- A (key, nonce) pair never repeats: keys are per (sender nonce, challenge, key index), the
-  sender nonce is fresh per process, and base counters only grow within a process
+- A (key, nonce) pair never repeats: keys are per (session, key index), a session's secret
+  comes from a fresh Noise handshake, and base counters only grow within a session
   (docs/SECURITY.md).
 - The replay window moves only after a packet authenticated; no fragment enters reassembly
   before it authenticated.

@@ -1,10 +1,12 @@
-"""Fuzz target: the LAN capture path: tag restore, own-tunnel check, filter, vnet header, GSO cutting."""
+"""Fuzz target: the LAN capture path: tag restore, own-tunnel check, segment selection, filter,
+vnet header, GSO cutting."""
 
 # Input: byte 0 picks the auxdata the kernel attaches (no tag, an 802.1Q or 802.1ad tag moved
-# into metadata), the level and a filter; bytes 1-2 the UDP port etun listens on; the rest is
-# what the AF_PACKET socket reads: a 10-byte virtio_net_hdr and the frame. Oracles: a
-# super-frame is cut into segments that carry exactly its payload, in order, none longer than
-# its headers + gso_size; a frame kept whole keeps its length.
+# into metadata), the level, a filter and a trunk (VLAN segments: the selected tags come off);
+# bytes 1-2 the UDP port etun listens on; the rest is what the AF_PACKET socket reads: a 10-byte
+# virtio_net_hdr and the frame. Oracles: a super-frame is cut into segments that carry exactly
+# its payload, in order, none longer than its headers + gso_size; a frame kept whole keeps its
+# length, less the tags its segment selected (4 or 8 bytes).
 
 import harness
 from harness import KEY, Reader
@@ -17,16 +19,20 @@ AUX = ((0, 0), (AUX_VLAN_VALID, 0),
 
 
 FILTER = [(False, "ethertype", 0x88B5), (False, "oui", b"\x01\x80\xc2"), (False, "ethertype", 0x8100)]
+# A trunk: VLAN 10, QinQ 10.20 (the longest path wins) and the untagged frames.
+TRUNK = [(0, (10,), False), (0, (10, 20), False), (0, (), False)]
 _captures: dict = {}
 
 
-def capture(level: int, filtered: bool):
+def capture(level: int, filtered: bool, trunk: bool):
     """A LanCapture on a datapath reset to its start (built once: the engine's buffers are large)."""
-    key = (level, filtered)
-    dp = harness.datapath(level, 9000, role=f"lan-{filtered}")
+    key = (level, filtered, trunk)
+    dp = harness.datapath(level, 9000, role=f"lan-{filtered}-{trunk}")
     if key not in _captures:
-        if filtered:
-            dp.set_filter(_fast.FILTER_NIC_INGRESS, True, FILTER)
+        if trunk:
+            dp.set_segments(TRUNK)
+        for segment in range(dp.segments) if filtered else ():
+            dp.set_filter(_fast.FILTER_NIC_INGRESS, True, FILTER, segment)
         _captures[key] = _fast.LanCapture(dp)
     dp.set_send_session(KEY if level else b"")
     return _captures[key]
@@ -37,7 +43,8 @@ def test_one_input(data: bytes) -> None:
     mode = r.byte()
     status, tpid = AUX[mode & 3]
     level = _fast.LEVEL_AUTH if mode & 4 else _fast.LEVEL_NONE
-    lan = capture(level, bool(mode & 8))
+    trunk = bool(mode & 16)
+    lan = capture(level, bool(mode & 8), trunk)
     port = r.int(2)
     message = r.bytes(r.left())
     if len(message) < _fast.VNET_HDR_LEN or len(message) - _fast.VNET_HDR_LEN > _fast.MAX_FRAME_LEN:
@@ -45,13 +52,16 @@ def test_one_input(data: bytes) -> None:
     tci = int.from_bytes(message[:2], "big") ^ 0x5A5A
     kind, out = lan.capture(message, status, tpid, tci, port)
     frame_len = len(message) - _fast.VNET_HDR_LEN + (4 if status and frame_len_ok(message) else 0)
-    if kind == "frame":
+    if trunk and kind in ("frame", "frame_vnet"):
+        cut = frame_len + (_fast.VNET_HDR_LEN if kind == "frame_vnet" else 0) - len(out)
+        assert cut in (0, 4, 8), (len(out), frame_len, kind)
+    elif kind == "frame":
         assert len(out) == frame_len, (len(out), frame_len)
     elif kind == "frame_vnet":
         assert len(out) == frame_len + _fast.VNET_HDR_LEN
     elif kind == "segments_flushed":
         assert out, "a super-frame cut into nothing"
-    elif kind == "segments":
+    elif kind == "segments" and not trunk:      # with a trunk, headers shrank by the tags taken off
         mss = int.from_bytes(message[4:6], "little")
         n = frame_len
         assert out, "a super-frame cut into nothing"
