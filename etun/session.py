@@ -49,7 +49,8 @@ ITEMS_PER_MESSAGE = 4           # ... about 1 KB per message: two packets at the
 MACS_ANSWERED_MAX = 4096        # MACs a peer sends for one request (the most recently seen first),
                                 # and the most one takeover announces
 MACS_ANSWER_WINDOW_MS = 10_000  # answers to our request are taken this long after a takeover
-MACS_ANSWERS_PER_SECOND = 0.1   # requests for our MACs answered, at most: a dump is a table scan
+MACS_ANSWERS_PER_SECOND = 0.5   # requests for our MACs answered, at most (a dump is a table scan of
+MACS_ANSWERS_BURST = 2          # ~80 ms when full): enough for a pair failing over and back at once
 
 
 def clock_us() -> int:
@@ -165,7 +166,7 @@ class Session:
         self.handshakes = 0
         self.ask_answer = False                 # the next keepalive asks for an answer
         self.answers = TokenBucket(ANSWERS_PER_SECOND / 1000, ANSWERS_PER_SECOND, now=now_ms)
-        self.mac_answers = TokenBucket(MACS_ANSWERS_PER_SECOND / 1000, 1, now=now_ms)
+        self.mac_answers = TokenBucket(MACS_ANSWERS_PER_SECOND / 1000, MACS_ANSWERS_BURST, now=now_ms)
 
     # -- reload seam (etun/reload.py): what a reload hands the session layer ------------------
 

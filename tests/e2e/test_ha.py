@@ -201,7 +201,8 @@ def test_the_standby_takes_over_within_3_s_ten_times_and_site_as_switch_follows_
         wait_until(lambda gw=standby: role(t, gw) == "active", timeout=10, interval=0.05,
                    what=f"g{standby} to become active")
         took.append(time.monotonic() - t0)
-        assert t.status(standby)["ha"]["announced"] >= 1, "no MAC of site B was announced"
+        wait_until(lambda gw=standby: t.status(gw)["ha"]["announced"] >= 1, timeout=3, interval=0.1,
+                   what="a MAC of site B to be announced")
         # The dead gateway's etun comes back as standby; its keepalived sees it healthy again and
         # stays backup (nopreempt): the next failover goes the other way.
         t.start_etun(active, paths[active])
