@@ -134,10 +134,13 @@ def start_pair(t, announce: bool = True):
         t.start_etun(gw, paths[gw])
     for gw in ("a", "a2"):
         t.wait_log(gw, "standby: no capture")
+    # ga's keepalived first: with nopreempt, whichever is master first stays master, and two
+    # started at once would race for it.
     keepalived(t, "a", 150, etun, paths["a"])
+    wait_until(lambda: role(t, "a") == "active", timeout=15, what="keepalived to make ga active")
     keepalived(t, "a2", 100, etun, paths["a2"])
-    wait_until(lambda: role(t, "a") == "active" and role(t, "a2") == "standby", timeout=15,
-               what="keepalived to make ga active and leave ga2 standby")
+    wait_until(lambda: state(t, "a2") == "BACKUP" and role(t, "a2") == "standby", timeout=15,
+               what="keepalived at ga2 to be backup, its etun standby")
     t.wait_log("b", "peer up", timeout=10)
     # a1 and hb meet once (ARP both ways), so both switches and both bridge tables know them;
     # then each keeps the other's address for the whole test, and hb sends nothing more.
