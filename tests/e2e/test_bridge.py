@@ -169,16 +169,19 @@ def test_a_broadcast_flood_above_storm_limit_is_cut_to_the_limit_and_counted(top
     switched(t)
     t.start_pair(extra="\n[bridge]\nstorm_limit = 100\n")
     marker = 0x88B6
+    before = t.status("a")
     with t.capture("b1", "eth0", f"ether proto {marker:#06x}", inbound=True, settle=1.0) as got:
         began = time.monotonic()
         send(t, "a1", [eth(MAC["a1"], BCAST, marker)], repeat=1500, per_s=1000)     # 1.5 s at 1,000/s
         took = time.monotonic() - began
     st = t.status("a")
-    storm = drops(st, "outbound")["storm"]
+    storm = drops(st, "outbound")["storm"] - drops(before, "outbound")["storm"]
+    carried = st["directions"]["outbound"]["frames"] - before["directions"]["outbound"]["frames"]
     # Per second at most 100 cross; the 1.5 s flood spans at most 3 of etun's seconds.
-    assert 100 <= len(got) <= 100 * (int(took) + 2), (len(got), took)
+    assert 100 <= carried <= 100 * (int(took) + 2), (carried, took)
+    assert 100 - 10 <= len(got) <= carried, (len(got), carried)   # a busy capture may miss a few
     assert storm >= 1500 - 100 * (int(took) + 2), storm
-    assert len(got) + storm >= 1500 - 5       # every frame crossed or was counted (a few: other drops)
+    assert carried + storm >= 1500 - 5        # every frame crossed or was counted (a few: other drops)
 
 
 GUARD_FRAMES = {
