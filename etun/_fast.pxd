@@ -161,6 +161,7 @@ cdef extern from "atomic.h":
     void atomic_store64(uint64_t *p, uint64_t v) nogil
     bint atomic_cas64(uint64_t *p, uint64_t expected, uint64_t desired) nogil
     void prefetch_line(const void *p) nogil
+    void *table_calloc(size_t n) nogil
 
 
 # -- Ethernet, offloads, checksums (pkt.pxi, lan.pxi, gso.pxi, gro.pxi) ------------------

@@ -274,7 +274,7 @@ cdef class Datapath:
                 raise MemoryError(openssl_error("EVP_CIPHER_CTX_new"))
         if reasm_init(&d.reasm, <uint64_t>reassembly_kib * 1024, reassembly_timeout_ms) != 0:
             raise MemoryError("reassembly table")
-        d.macs = <bridge_entry *>calloc(BRIDGE_BUCKETS * BRIDGE_WAYS, sizeof(bridge_entry))
+        d.macs = <bridge_entry *>table_calloc(BRIDGE_BUCKETS * BRIDGE_WAYS * sizeof(bridge_entry))
         if d.macs == NULL or pthread_mutex_init(&d.bridge_lock, NULL) != 0:
             raise MemoryError("MAC table")
         if crypto_random(<uint8_t *>&d.bridge_seed, sizeof(uint64_t)) != 0:

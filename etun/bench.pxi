@@ -38,6 +38,17 @@ def bench_frame_macs(unsigned int i, unsigned int count):
     return PyBytes_FromStringAndSize(<char *>head, 12)
 
 
+cdef void bench_prefetch(dp_state *d, uint32_t k, uint32_t half) noexcept nogil:
+    """bridge_prefetch() for the next TX_BATCH frames bench_seal() makes, from frame k on."""
+    cdef uint8_t head[12]
+    cdef int j
+    for j in range(TX_BATCH):
+        bench_mac(head, BENCH_REMOTE_OUI, k)
+        bench_mac(head + 6, BENCH_LOCAL_OUI, k)
+        bridge_prefetch(d, head)
+        k = k + 1 if k + 1 < half else 0
+
+
 def bench_seal(Datapath dp, int frame_len, double seconds, bint filtered=False, unsigned int bridge_macs=0):
     """Seal frames of `frame_len` bytes for about `seconds`. `filtered`: pass each frame
     through the nic_ingress filter first, as the pump does. `bridge_macs`: the table holds
@@ -48,7 +59,7 @@ def bench_seal(Datapath dp, int frame_len, double seconds, bint filtered=False, 
     cdef filter_table *filt = d.filt[0][FILTER_NIC_INGRESS]
     cdef pkt_ref pkts[MAX_FRAGS]
     cdef uint64_t frames = 0
-    cdef int i, n = 0
+    cdef int i, b, n = 0
     cdef uint32_t k = 0, half = bridge_macs // 2
     cdef uint64_t now = clock_ms()
     cdef double t0, t1 = 0.0
@@ -65,10 +76,12 @@ def bench_seal(Datapath dp, int frame_len, double seconds, bint filtered=False, 
         pthread_mutex_lock(&d.send_lock)
         t0 = clock_s()
         while True:
-            for _ in range(BENCH_BATCH):
+            for b in range(BENCH_BATCH):
                 # The filter reads a pristine copy: seal_frame encrypts work_tx in place.
                 if filtered and not filter_allows(filt, dp.work_rx, frame_len):
                     continue
+                if half and b % TX_BATCH == 0:
+                    bench_prefetch(d, k, half)             # as lan_capture_packet() does per batch
                 if half:
                     bench_mac(dp.work_rx, BENCH_REMOTE_OUI, k)
                     bench_mac(dp.work_rx + 6, BENCH_LOCAL_OUI, k)
@@ -178,22 +191,40 @@ def bench_crypto_bound(Datapath dp, int frame_len, double seconds):
     return frames, t1 - t0
 
 
+cdef int bench_deliver(dp_state *d, frame_ref *out, int n, uint64_t now, bint bridged, bint counted) noexcept nogil:
+    """What pump_deliver() does with a batch of opened frames, short of writing them: the
+    bridge's word (which counts the frames it keeps) or, without it, the count; then let them
+    go. Returns the frames kept."""
+    cdef int i, kept = n
+    if bridged:
+        kept = pump_rx_bridge(d, out, n, now)
+    elif counted:
+        for i in range(n):
+            segment_count(d, DIR_RX, segment_id(out[i].segment), out[i].length)
+    for i in range(kept):
+        open_release(d, &out[i])
+    return kept
+
+
 def bench_open(Datapath dp, datagrams, double seconds, bint filtered=False, bint bridged=False):
-    """Open the given datagrams over and over for about `seconds`.
+    """Open the given datagrams over and over for about `seconds`, in batches as the rx pump
+    does (OUT_BATCH frames, each opened into its own buffer, delivered together).
 
     The replay windows are reset between rounds, which is the only thing the real datapath
     would not do. `filtered`: pass each frame through its segment's tunnel_ingress filter, count
     it for the segment and make the tags the segment pushes, as the rx pump does; `bridged`:
-    through the bridge too (the clock read once per round of datagrams, as the rx pump does).
+    each batch through the bridge too (the clock read once per round of datagrams, as the rx
+    pump does).
     """
     cdef dp_state *d = dp.d
     cdef Py_ssize_t count = len(datagrams), total = 0, j
     cdef uint8_t *arena
     cdef uint32_t *offs
     cdef uint32_t *lens
-    cdef frame_ref f
+    cdef frame_ref *out
+    cdef uint8_t *scratch
     cdef uint64_t frames = 0
-    cdef int rc = 0, k, i, bad = 0, s
+    cdef int rc = 0, k, i, bad = 0, s, nb = 0
     cdef uint8_t tags[VLAN_PATH_MAX * VLAN_TAG_LEN]
     cdef uint64_t now
     cdef double t0, t1 = 0.0
@@ -202,10 +233,14 @@ def bench_open(Datapath dp, datagrams, double seconds, bint filtered=False, bint
     arena = <uint8_t *>calloc(total + TAILROOM, 1)
     offs = <uint32_t *>malloc(count * sizeof(uint32_t))
     lens = <uint32_t *>malloc(count * sizeof(uint32_t))
-    if arena == NULL or offs == NULL or lens == NULL:
+    out = <frame_ref *>malloc(OUT_BATCH * sizeof(frame_ref))
+    scratch = <uint8_t *>malloc(<size_t>OUT_BATCH * SCRATCH_LEN)
+    if arena == NULL or offs == NULL or lens == NULL or out == NULL or scratch == NULL:
         free(arena)
         free(offs)
         free(lens)
+        free(out)
+        free(scratch)
         raise MemoryError("bench arena")
     total = 0
     for j, dg in enumerate(datagrams):
@@ -223,21 +258,23 @@ def bench_open(Datapath dp, datagrams, double seconds, bint filtered=False, bint
                     replay_reset(&d.rx[k].idx[i].window)
             now = clock_ms()
             for j in range(count):
-                rc = open_packet(d, arena + offs[j], lens[j], &f, dp.scratch, NULL, 0)
+                rc = open_packet(d, arena + offs[j], lens[j], &out[nb], scratch + <size_t>nb * SCRATCH_LEN, NULL, 0)
                 if rc == OPEN_FRAME:
-                    s = segment_id(f.segment)
-                    if s >= d.nsegs:
-                        pass
-                    elif filtered and not filter_allows(d.filt[s][FILTER_TUNNEL_INGRESS], f.data, f.length):
-                        pass
-                    elif not bridged or bridge_rx(d, s, f.data, f.length, now) == 0:
-                        if filtered:
-                            segment_tags(&d.seg[s], segment_pcp(f.segment), tags)
-                            segment_count(d, DIR_RX, s, f.length)
-                        frames += 1
-                    open_release(d, &f)
+                    s = segment_id(out[nb].segment)
+                    if s >= d.nsegs or (filtered and not filter_allows(d.filt[s][FILTER_TUNNEL_INGRESS],
+                                                                       out[nb].data, out[nb].length)):
+                        open_release(d, &out[nb])
+                        continue
+                    if filtered:
+                        segment_tags(&d.seg[s], segment_pcp(out[nb].segment), tags)
+                    nb += 1
+                    if nb == OUT_BATCH:
+                        frames += bench_deliver(d, out, nb, now, bridged, filtered)
+                        nb = 0
                 elif rc < 0:
                     bad = -rc
+            frames += bench_deliver(d, out, nb, now, bridged, filtered)
+            nb = 0
             t1 = clock_s()
             if bad or t1 - t0 >= seconds:
                 break
@@ -245,6 +282,8 @@ def bench_open(Datapath dp, datagrams, double seconds, bint filtered=False, bint
     free(arena)
     free(offs)
     free(lens)
+    free(out)
+    free(scratch)
     if bad:
         raise RuntimeError(f"open failed: {COUNTER_NAMES[bad]}")
     return frames, t1 - t0

@@ -9,8 +9,10 @@
 #      second per segment and direction are dropped (storm)
 #
 # The MAC table is shared by every segment (the key holds the segment) and by both pumps. A MAC
-# lives in one of two buckets its hash picks, each bucket one cache line of BRIDGE_WAYS entries:
-# the first while it is at most half full, else the emptier. So nearly every lookup reads one
+# lives in one of two buckets, each one cache line of BRIDGE_WAYS entries: the first (picked by
+# the MAC alone) while it is at most half full, else the emptier (picked by MAC and segment).
+# The pumps ask for the first buckets of a whole batch before its first frame meets the bridge
+# (bridge_prefetch), so a batch's misses overlap. So nearly every lookup reads one
 # line, and two choices keep the buckets even: 16,384 random MACs fit (a test learns them; in
 # simulation 24,576 did, out of 65,536 slots). An entry is two 64-bit words, each loaded and
 # stored whole (atomic.h). Looking up needs no lock: read the key, the info, the key again (a slot taken
@@ -65,9 +67,14 @@ cdef inline uint64_t bridge_age(uint64_t info, uint64_t now) noexcept nogil:
 
 
 cdef inline bridge_entry *bridge_bucket(dp_state *d, uint64_t key, int which) noexcept nogil:
-    cdef uint64_t h = filter_mix(key ^ d.bridge_seed)
-    if which:
-        h >>= 32
+    """Bucket `which` of a key. The first is picked by the MAC alone, so a batch of frames can
+    ask for it before their segments are known (bridge_prefetch); the second by the MAC and the
+    segment, so one MAC on many segments (a router on a trunk) is not held to one bucket."""
+    cdef uint64_t h
+    if which == 0:
+        h = filter_mix((key & BRIDGE_MAC_MASK) ^ d.bridge_seed)
+    else:
+        h = filter_mix(key ^ d.bridge_seed) >> 32
     return d.macs + (h & (BRIDGE_BUCKETS - 1)) * BRIDGE_WAYS
 
 
@@ -209,11 +216,12 @@ cdef void bridge_learn(dp_state *d, uint32_t seg, int direction, const uint8_t *
         return
 
 
-cdef inline void bridge_prefetch(dp_state *d, uint32_t seg, const uint8_t *f) noexcept nogil:
-    """Start loading the first buckets of the frame's destination and source: their misses
-    overlap instead of following each other."""
-    prefetch_line(bridge_bucket(d, bridge_key(seg, f), 0))
-    prefetch_line(bridge_bucket(d, bridge_key(seg, f + 6), 0))
+cdef inline void bridge_prefetch(dp_state *d, const uint8_t *f) noexcept nogil:
+    """Start loading the first buckets of the frame's destination and source (the frame has at
+    least 12 bytes): their misses overlap instead of following each other. The pumps do this
+    for a whole batch before its first frame meets the bridge."""
+    prefetch_line(bridge_bucket(d, pkt_mac48(f), 0))
+    prefetch_line(bridge_bucket(d, pkt_mac48(f + 6), 0))
 
 
 cdef inline int bridge_where(dp_state *d, uint32_t seg, const uint8_t *mac, uint64_t now) noexcept nogil:
@@ -245,7 +253,7 @@ cdef int bridge_tx(dp_state *d, uint32_t seg, const uint8_t *f, uint32_t n, uint
     cdef int where = -1
     if d.macs == NULL or seg >= SEGMENTS_MAX:
         return 0
-    bridge_prefetch(d, seg, f)
+    bridge_prefetch(d, f)
     b = &d.brseg[seg].dir[DIR_TX]
     held = d.bridge.loop_mode == LOOP_BLOCK and now < b.hold_until_ms
     bridge_learn(d, seg, DIR_TX, f + 6, now, held)
@@ -267,7 +275,7 @@ cdef int bridge_rx(dp_state *d, uint32_t seg, const uint8_t *f, uint32_t n, uint
     cdef bint held
     if d.macs == NULL or seg >= SEGMENTS_MAX or n < MIN_FRAME_LEN:
         return 0
-    bridge_prefetch(d, seg, f)
+    bridge_prefetch(d, f)
     b = &d.brseg[seg].dir[DIR_RX]
     held = d.bridge.loop_mode == LOOP_BLOCK and now < b.hold_until_ms
     bridge_learn(d, seg, DIR_RX, f + 6, now, held)

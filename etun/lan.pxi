@@ -183,6 +183,9 @@ cdef int lan_capture_packet(engine_state *e, int port, int first) noexcept nogil
     n = recvmmsg(e.port_fd[port], &e.lan_in[first], TX_BATCH - first, MSG_DONTWAIT, NULL)
     if n < 0:
         return -errno
+    for k in range(n):              # the bridge's table lines for the whole batch, misses overlapping
+        if e.lan_in[first + k].msg_len >= VNET_HDR_LEN + MIN_FRAME_LEN:
+            bridge_prefetch(e.dp, e.frames + <size_t>(first + k) * FRAME_SLOT + FRAME_AT)
     for k in range(n):
         i = first + k
         m = &e.lan_in[i].msg_hdr

@@ -264,8 +264,35 @@ cdef inline int pump_rx_bridged(dp_state *d, frame_ref *f, int s, uint64_t now) 
     return bridge_rx(d, s, f.data + skip, f.length - skip, now)
 
 
+cdef int pump_rx_bridge(dp_state *d, frame_ref *out, int n, uint64_t now) noexcept nogil:
+    """The bridge's word on a batch of opened frames: first ask for every frame's table lines,
+    so their misses overlap, then keep the frames it lets through (in order, at the front of
+    `out`) and count them; drop and count the others. Returns how many it kept."""
+    cdef int i, kept = 0, s, rc
+    cdef uint32_t skip
+    for i in range(n):
+        skip = VNET_HDR_LEN if out[i].ftype == TYPE_FRAME_VNET else 0
+        if out[i].length >= skip + MIN_FRAME_LEN:
+            bridge_prefetch(d, out[i].data + skip)
+    for i in range(n):
+        s = segment_id(out[i].segment)
+        rc = pump_rx_bridged(d, &out[i], s, now)
+        if rc:
+            pump_rx_dropped(d, &out[i], rc, s)
+            continue
+        segment_count(d, DIR_RX, s, out[i].length)
+        out[kept] = out[i]
+        kept += 1
+    return kept
+
+
 cdef void pump_deliver(engine_state *e) noexcept nogil:
+    """Write the frames opened so far to the LAN (those the bridge lets through) and let them go;
+    wake or stand in for the tx pump, which may have answers to send."""
     cdef int i
+    if e.nout == 0:
+        return
+    e.nout = pump_rx_bridge(e.dp, e.out, e.nout, e.dp.now_ms)
     if e.nout == 0:
         return
     lan_emit(e)
@@ -336,12 +363,7 @@ cdef int pump_rx_round(engine_state *e) noexcept nogil:
                 elif not pump_rx_allows(e, &e.out[e.nout]):
                     pump_rx_dropped(d, &e.out[e.nout], DROP_FILTER, s)
                 else:
-                    rc = pump_rx_bridged(d, &e.out[e.nout], s, now)
-                    if rc:
-                        pump_rx_dropped(d, &e.out[e.nout], rc, s)
-                    else:
-                        segment_count(d, DIR_RX, s, e.out[e.nout].length)
-                        e.nout += 1
+                    e.nout += 1                # the bridge has its word in pump_deliver()
             elif rc == OPEN_HELD:
                 accepted = True
             elif rc == OPEN_CONTROL:
