@@ -161,7 +161,8 @@ cdef extern from "atomic.h":
     void atomic_store64(uint64_t *p, uint64_t v) nogil
     bint atomic_cas64(uint64_t *p, uint64_t expected, uint64_t desired) nogil
     void prefetch_line(const void *p) nogil
-    void *table_calloc(size_t n) nogil
+    void *table_alloc(size_t n) nogil
+    void table_free(void *p, size_t n) nogil
 
 
 # -- Ethernet, offloads, checksums (pkt.pxi, lan.pxi, gso.pxi, gro.pxi) ------------------
@@ -432,6 +433,7 @@ cdef struct bridge_dir:           # one direction of one segment: written only b
 
 cdef struct bridge_seg:           # the bridge's state of one segment
     bridge_dir dir[2]             # DIR_TX, DIR_RX
+    uint32_t entries              # table slots holding its MACs, aged ones until swept (under bridge_lock)
 
 
 cdef struct bridge_conf:          # [bridge], swapped word by word on a reload (set_bridge)

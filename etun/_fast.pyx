@@ -274,7 +274,7 @@ cdef class Datapath:
                 raise MemoryError(openssl_error("EVP_CIPHER_CTX_new"))
         if reasm_init(&d.reasm, <uint64_t>reassembly_kib * 1024, reassembly_timeout_ms) != 0:
             raise MemoryError("reassembly table")
-        d.macs = <bridge_entry *>table_calloc(BRIDGE_BUCKETS * BRIDGE_WAYS * sizeof(bridge_entry))
+        d.macs = <bridge_entry *>table_alloc(BRIDGE_BUCKETS * BRIDGE_WAYS * sizeof(bridge_entry))
         if d.macs == NULL or pthread_mutex_init(&d.bridge_lock, NULL) != 0:
             raise MemoryError("MAC table")
         if crypto_random(<uint8_t *>&d.bridge_seed, sizeof(uint64_t)) != 0:
@@ -309,7 +309,7 @@ cdef class Datapath:
                 filter_free(d.filt[k][FILTER_TUNNEL_INGRESS])
             free(d.hs_sources)
             free(d.probe_sources)
-            free(d.macs)
+            table_free(d.macs, BRIDGE_BUCKETS * BRIDGE_WAYS * sizeof(bridge_entry))
             pthread_mutex_destroy(&d.bridge_lock)
             pthread_mutex_destroy(&d.send_lock)
             pthread_mutex_destroy(&d.recv_lock)
@@ -639,8 +639,9 @@ cdef class Datapath:
         d.bridge.storm_limit = storm_limit
 
     def bridge_stats(self, unsigned int segment=0, now_ms=None):
-        """One segment's bridge: live MACs by side, and per direction ("tx", "rx") what was
-        learnt, moved, flipped, not learnt (full), the loops and storm state. Lock-free reads."""
+        """One segment's bridge: live MACs by side, the table slots it holds (`entries`, aged ones
+        until swept) against its `share`, and per direction ("tx", "rx") what was learnt, moved,
+        flipped, not learnt (full), the loops and storm state. Lock-free reads."""
         cdef dp_state *d = self.d
         cdef uint64_t now = clock_ms() if now_ms is None else <uint64_t>now_ms
         cdef uint64_t local = 0, remote = 0
@@ -649,7 +650,9 @@ cdef class Datapath:
             raise ValueError(f"segment must be below {SEGMENTS_MAX}")
         with nogil:
             bridge_count(d, segment, now, &local, &remote)
-        out = {"macs": {"local": local, "remote": remote}, "now_ms": now}
+        out = {"macs": {"local": local, "remote": remote}, "now_ms": now,
+               "entries": d.brseg[segment].entries,
+               "share": BRIDGE_SHARE if d.nsegs > 1 else BRIDGE_BUCKETS * BRIDGE_WAYS}
         for name, direction in (("tx", DIR_TX), ("rx", DIR_RX)):
             b = &d.brseg[segment].dir[direction]
             out[name] = {
@@ -661,6 +664,15 @@ cdef class Datapath:
                               for i in range(BRIDGE_LOOP_MACS) if b.loop_macs[i]],
             }
         return out
+
+    def bridge_sweep(self, now_ms=None):
+        """Empty the MAC table's aged slots (bridge_sweep): the control loop's chore every few
+        seconds. Returns how many."""
+        cdef uint64_t now = clock_ms() if now_ms is None else <uint64_t>now_ms
+        cdef uint32_t freed
+        with nogil:
+            freed = bridge_sweep(self.d, now)
+        return freed
 
     def bridge_macs(self, now_ms=None):
         """The live MAC table: [(MAC "aa:bb:..", segment, "local" or "remote", age in ms)]."""

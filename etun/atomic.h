@@ -1,12 +1,10 @@
-/* 64-bit words the two pump threads share without a lock (the MAC table, bridge.pxi): loads and
- * stores that are never torn and keep their order (acquire / release), a compare-and-swap, and
- * a prefetch. */
+/* The MAC table's memory (bridge.pxi) and the 64-bit words in it that the two pump threads share
+ * without a lock: loads and stores that are never torn and keep their order (acquire /
+ * release), a compare-and-swap, and a prefetch. */
 #ifndef ETUN_ATOMIC_H
 #define ETUN_ATOMIC_H
 
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
 
 static inline uint64_t atomic_load64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
@@ -21,17 +19,18 @@ static inline int atomic_cas64(uint64_t *p, uint64_t expected, uint64_t desired)
 /* Ask for the cache line at p ahead of reading it, so two lookups' misses overlap. */
 static inline void prefetch_line(const void *p) { __builtin_prefetch(p, 0, 3); }
 
-/* n zeroed bytes for the MAC table: on a cache line (a bucket is one line), and in 2 MiB pieces
- * on 2 MiB boundaries, so transparent huge pages can back it (one TLB entry, not 256: the table
- * is read at random). NULL when out of memory; free() releases it. */
-static inline void *table_calloc(size_t n)
+/* The MAC table's memory: n zeroed bytes on a page (so each bucket is one cache line), mapped
+ * lazily -- pages no MAC touched take no RAM. NULL when out of memory. */
+static inline void *table_alloc(size_t n)
 {
-    size_t huge = (size_t)2 << 20, whole = (n + huge - 1) / huge * huge;
-    void *p = NULL;
-    if (posix_memalign(&p, huge, whole) != 0)
-        return NULL;
-    madvise(p, whole, MADV_HUGEPAGE);          /* a hint: without THP the table works as well */
-    return memset(p, 0, whole);
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static inline void table_free(void *p, size_t n)
+{
+    if (p != NULL)
+        munmap(p, n);
 }
 
 #endif

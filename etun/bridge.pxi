@@ -20,7 +20,10 @@
 # its info, at most every BRIDGE_TOUCH_MS, so the two pumps do not fight over cache lines.
 # Adding a MAC takes bridge_lock, looks again, then fills an empty or aged slot: key 0, info,
 # key -- so a MAC is never in the table twice, and a reader never pairs one MAC's key with
-# another's info. Aged entries are not removed; they read as absent and their slots are reused.
+# another's info. Aged entries read as absent; their slots are reused, and the control loop
+# empties them every few seconds (bridge_sweep). With several segments, one holds at most a
+# quarter of the table (BRIDGE_SHARE): a host spraying source MACs fills its own segment's share,
+# never the others'.
 #
 # Loop and storm state (bridge_dir) belongs to one direction: only that direction's pump (the
 # holder of tx_lock, or of recv_lock) writes it; the control loop only reads it.
@@ -40,6 +43,7 @@ cdef enum:
     BRIDGE_HOLD_MS = 2000              # a loop's first hold; it doubles while the loop persists
     BRIDGE_HOLD_MAX_MS = 64000
     STORM_SECOND_MS = 1000
+    BRIDGE_SHARE = BRIDGE_BUCKETS * BRIDGE_WAYS // 4   # a segment's share when several segments are set
 
 
 cdef inline uint64_t bridge_key(uint32_t seg, const uint8_t *mac) noexcept nogil:
@@ -93,44 +97,79 @@ cdef bridge_entry *bridge_find(dp_state *d, uint64_t key, uint64_t *info) noexce
     return NULL
 
 
-cdef bridge_entry *bridge_free_slot(bridge_entry *b, uint64_t now, uint64_t age_ms, int *live) noexcept nogil:
-    """The first empty or aged slot of bucket b (NULL: none), and how many live MACs it holds."""
+cdef inline uint32_t bridge_key_segment(uint64_t key) noexcept nogil:
+    return <uint32_t>((key >> 48) & 0x7FFF)
+
+
+cdef bridge_entry *bridge_free_slot(bridge_entry *b, uint64_t now, uint64_t age_ms, int own_segment,
+                                    int *live) noexcept nogil:
+    """The first empty or aged slot of bucket b (NULL: none), and how many live MACs it holds.
+    own_segment >= 0: only an aged slot of that segment will do (it holds its whole share)."""
     cdef bridge_entry *slot = NULL
     cdef int i
     live[0] = 0
     for i in range(BRIDGE_WAYS):
         if b[i].key != 0 and bridge_age(atomic_load64(&b[i].info), now) < age_ms:
             live[0] += 1
-        elif slot == NULL:
+        elif slot == NULL and (own_segment < 0 or (b[i].key != 0
+                                                   and bridge_key_segment(b[i].key) == <uint32_t>own_segment)):
             slot = &b[i]
     return slot
 
 
 cdef int bridge_insert(dp_state *d, uint64_t key, uint64_t info, uint64_t now) noexcept nogil:
-    """Add a MAC under bridge_lock: 1 added, 0 already there (the other pump was first), -1 both
-    of its buckets are full of live MACs (not learnt)."""
+    """Add a MAC under bridge_lock: 1 added, 0 already there (the other pump was first), -1 not
+    learnt: both of its buckets are full of live MACs, or its segment holds its share of the table
+    (BRIDGE_SHARE, when several segments are set) and has no aged slot there to reuse -- so one
+    segment's hosts cannot crowd out the others'."""
     cdef bridge_entry *b1 = bridge_bucket(d, key, 0)
     cdef bridge_entry *b2 = bridge_bucket(d, key, 1)
     cdef bridge_entry *s1
     cdef bridge_entry *s2
     cdef bridge_entry *slot
-    cdef int i, live1, live2
+    cdef uint32_t seg = bridge_key_segment(key)
+    cdef int i, live1, live2, own = -1
     pthread_mutex_lock(&d.bridge_lock)
     for i in range(BRIDGE_WAYS):
         if b1[i].key == key or b2[i].key == key:     # keys change only under this lock
             pthread_mutex_unlock(&d.bridge_lock)
             return 0
-    s1 = bridge_free_slot(b1, now, d.bridge.mac_age_ms, &live1)
-    s2 = bridge_free_slot(b2, now, d.bridge.mac_age_ms, &live2)
+    if d.nsegs > 1 and d.brseg[seg].entries >= BRIDGE_SHARE:
+        own = <int>seg
+    s1 = bridge_free_slot(b1, now, d.bridge.mac_age_ms, own, &live1)
+    s2 = bridge_free_slot(b2, now, d.bridge.mac_age_ms, own, &live2)
     # The first bucket while it is at most half full: lookups look there first.
     slot = s1 if s1 != NULL and (live1 < BRIDGE_WAYS // 2 or s2 == NULL or live1 <= live2) else s2
     if slot != NULL:
+        if slot.key != 0:
+            d.brseg[bridge_key_segment(slot.key)].entries -= 1
+        d.brseg[seg].entries += 1
         # Key 0 first: a reader between these stores sees no MAC, never this info under the old key.
         atomic_store64(&slot.key, 0)
         atomic_store64(&slot.info, info)
         atomic_store64(&slot.key, key)
     pthread_mutex_unlock(&d.bridge_lock)
     return 1 if slot != NULL else -1
+
+
+cdef uint32_t bridge_sweep(dp_state *d, uint64_t now) noexcept nogil:
+    """Empty the slots of aged MACs, so that they count against their segment's share no more
+    (the control loop, every few seconds). Returns how many. The scan reads without the lock and
+    takes it per slot to empty; a MAC a pump refreshes just then may be emptied with it, and is
+    learnt again from its next frame."""
+    cdef uint64_t key, age_ms = d.bridge.mac_age_ms
+    cdef uint32_t i, freed = 0
+    for i in range(BRIDGE_BUCKETS * BRIDGE_WAYS):
+        key = atomic_load64(&d.macs[i].key)
+        if key == 0 or bridge_age(atomic_load64(&d.macs[i].info), now) < age_ms:
+            continue
+        pthread_mutex_lock(&d.bridge_lock)
+        if d.macs[i].key == key and bridge_age(atomic_load64(&d.macs[i].info), now) >= age_ms:
+            atomic_store64(&d.macs[i].key, 0)
+            d.brseg[bridge_key_segment(key)].entries -= 1
+            freed += 1
+        pthread_mutex_unlock(&d.bridge_lock)
+    return freed
 
 
 cdef void bridge_loop(dp_state *d, bridge_dir *b, const uint8_t *mac, uint64_t now) noexcept nogil:

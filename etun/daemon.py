@@ -27,6 +27,7 @@ TICK_S = 0.2                    # the control loop wakes at least this often
 PROBE_TICK_S = 0.02             # ... and more often while verify-peer probes are out
 PUMP_JOIN_S = 5.0
 DROP_LOG_INTERVAL_MS = 30_000   # at most one log line about new drops this often
+MAC_SWEEP_MS = 10_000           # the MAC table's aged slots are emptied this often
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
 
 
@@ -112,6 +113,7 @@ class Daemon:
                                     for g, port in zip(segments, self.port_of, strict=True)])
         bridge.install(self.datapath, c)              # [bridge], and the filters with its guards
         self.loops = bridge.LoopWatch(self.datapath, {k: g.name for k, g in enumerate(segments)})
+        self.next_sweep_ms = 0
         secrets.install(self.datapath)
         first = self.ports[0]
         self.engine = _fast.Engine(self.datapath, first.fd, first.kind, self.udp.fd,
@@ -368,6 +370,9 @@ class Daemon:
         self.log_drop_trace()
         self.explain_refused(now)
         self.loops.poll(self.config.bridge.loop_protection)
+        if now >= self.next_sweep_ms:
+            self.datapath.bridge_sweep(now)            # aged MACs give their segment's share back
+            self.next_sweep_ms = now + MAC_SWEEP_MS
         if not self.role.active:
             return
         for datagram in s.tick(now):

@@ -71,7 +71,7 @@ def _bridge(config, datapath, segments: dict) -> dict:
            "table_bytes": _fast.BRIDGE_TABLE_BYTES, "segments": []}
     for seg, name in segments.items():
         st = datapath.bridge_stats(seg)
-        one = {"segment": seg, "name": name, "macs": st["macs"]}
+        one = {"segment": seg, "name": name, "macs": st["macs"], "macs_share": st["share"]}
         for key, direction in (("tx", "outbound"), ("rx", "inbound")):
             d = st[key]
             one[direction] = {k: d[k] for k in ("learnt", "moves", "flips", "full", "loops", "held", "loop_macs")}
@@ -200,8 +200,10 @@ def _bridge_lines(b: dict) -> list[str]:
              f"guard {', '.join(b['guard']) or 'none'}"]
     for seg in b["segments"]:
         m = seg["macs"]
-        lines.append(f"  segment {seg['name']}: {m['local']:,} MACs local, {m['remote']:,} remote "
-                     f"(at most {b['macs_max']:,} in all)")
+        share = seg.get("macs_share", b["macs_max"])
+        bound = (f"at most {b['macs_max']:,} in all" if share == b["macs_max"]
+                 else f"at most {share:,} on this segment, {b['macs_max']:,} in all")
+        lines.append(f"  segment {seg['name']}: {m['local']:,} MACs local, {m['remote']:,} remote ({bound})")
         for direction, label in DIRECTIONS:
             d = seg[direction]
             state = f"HELD OFF {d['hold_s']:g} s more (loop: {', '.join(d['loop_macs'])})" if d["held"] else "carrying"

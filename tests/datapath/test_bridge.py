@@ -92,6 +92,36 @@ def test_the_table_holds_16384_macs_and_beyond_its_bound_counts_what_it_could_no
     assert dp.bridge_stats(0, later)["macs"] == {"local": 1, "remote": 0}
 
 
+def test_with_several_segments_one_holds_a_quarter_of_the_table_and_the_others_still_learn():
+    dp = bridge(mac_age_s=10)
+    dp.set_segments([(0, (10,), False), (0, (20,), False)])
+    share = _fast.BRIDGE_ENTRIES // 4
+    rng = random.Random(11)
+    for _ in range(share + 5_000):                  # a host on VLAN 10 spraying source MACs
+        bridge_frame(dp, DIR_TX, frame(unicast_mac(rng), BCAST), T0, segment=0)
+    spray = dp.bridge_stats(0, T0)
+    assert spray["share"] == share and spray["entries"] == share == spray["macs"]["local"]
+    assert spray["tx"]["learnt"] == share and spray["tx"]["full"] == 5_000
+    macs = {unicast_mac(rng) for _ in range(3_000)}
+    for src in macs:                                # VLAN 20's hosts are learnt all the same
+        bridge_frame(dp, DIR_TX, frame(src, BCAST), T0 + 1, segment=1)
+    other = dp.bridge_stats(1, T0 + 1)
+    assert other["macs"]["local"] == other["entries"] == len(macs) and other["tx"]["full"] == 0
+    # Within its share a segment reuses its own aged slots; the sweep empties the rest, and
+    # gives the share back.
+    assert dp.bridge_sweep(T0 + 5_000) == 0
+    assert dp.bridge_sweep(T0 + 10_001) == share + len(macs)
+    after = dp.bridge_stats(0, T0 + 10_001)
+    assert after["entries"] == 0 and dp.bridge_stats(1, T0 + 10_001)["entries"] == 0
+    bridge_frame(dp, DIR_TX, frame(A1, BCAST), T0 + 10_002, segment=0)
+    assert dp.bridge_stats(0, T0 + 10_002)["entries"] == 1
+
+
+def test_one_segment_alone_may_fill_the_whole_table():
+    dp = bridge()
+    assert dp.bridge_stats(0, T0)["share"] == _fast.BRIDGE_ENTRIES
+
+
 def test_a_host_that_moved_to_the_other_site_is_not_a_loop():
     dp = bridge()
     bridge_frame(dp, DIR_TX, frame(A1, BCAST), T0)                   # A1 at our site
