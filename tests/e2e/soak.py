@@ -406,6 +406,8 @@ def main() -> int:
     p.add_argument("--minutes", type=float, default=30)
     p.add_argument("--out", default=str(REPO / "build" / "soak" / "summary.json"))
     a = p.parse_args()
+    # A soak stopped by SIGTERM (or ^C) still stops its processes and removes its namespaces.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = Soak(a.minutes, Path(f"/tmp/etun-soak-{os.getpid()}")).run()

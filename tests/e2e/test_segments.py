@@ -9,11 +9,14 @@ lacks stay off the WAN and are named.
         (VLAN 40)                        guest   <->  (none at B)
 
 The hosts' VLAN interfaces are TAP devices of tests/e2e/vlanhost.py: this kernel has no 8021q
-module, and etun needs none.
+module, and etun needs none. One more test makes the hosts' own NICs VLAN access ports at kernel
+speed (tc programs, tests/e2e/vlantag.py), so TCP with their TSO on crosses a VLAN segment.
 """
 
 import sys
 
+from tests.e2e import vlantag
+from tests.e2e.topology import HOST_IP
 from tests.poll import wait_until
 
 
@@ -148,3 +151,30 @@ def test_an_unselected_vlan_and_a_segment_the_peer_lacks_stay_off_the_wan_counte
     assert "SEGMENT MISMATCH: guest only here" in text and "segment guest: lan0 VLAN 40" in text, text
     assert "segments differ from the peer's: guest only here" in t.etuns["a"].text()
     assert "segments differ from the peer's: guest only at the peer" in t.etuns["b"].text()
+
+
+def test_tcp_with_the_hosts_tso_on_crosses_a_vlan_segment_re_tagged(topo):
+    """The hosts' eth0 as access ports of VLAN 10 (site A) and 30 (site B), tagged by the kernel:
+    etun captures tagged TCP super-frames, selects the segment, cuts them and pushes VLAN 30."""
+    t = topo(wan_mtu=WAN_MTU)
+    for site, vid in (("a", 10), ("b", 30)):
+        vlantag.access_port(t, f"h{site}", "eth0", vid)
+        path = t.write_config(site)
+        path.write_text(path.read_text().replace('[lan]\ninterface = "lan0"\n',
+                                                 segment_tables(("office", "lan0", str(vid)))))
+        t.start_etun(site, path)
+    t.wait_log("a", "peer up")
+    t.wait_log("b", "peer up")
+    with t.capture("hb", "eth0", "vlan 30 and icmp", settle=0.5) as tagged:
+        r = t.run(f"ping -n -q -c 3 -i 0.2 -W 2 -M do -s 1472 {HOST_IP['b']}", "ha", check=False, capture=True)
+    assert r.returncode == 0, r.stdout
+    assert len(tagged) >= 3, "the echo requests did not arrive at site B tagged VLAN 30"
+    before = t.status("a")
+    r = t.transfer(20_000_000)
+    assert r[0] == r[1], r
+    after = t.status("a")
+    office = after["segments"][0]
+    assert office["name"] == "office" and office["directions"]["outbound"]["frames"] > 10_000
+    sf = after["directions"]["outbound"]["superframes"] - before["directions"]["outbound"]["superframes"]
+    assert sf > 0, "no super-frame: the hosts' TSO was off, the test proves less than it says"
+    assert after["directions"]["outbound"]["drops"]["unselected_vlan"] == 0
