@@ -760,6 +760,16 @@ cdef class Datapath:
 
     # -- segments ------------------------------------------------------------------------
 
+    def segment_tags(self, unsigned int segment, unsigned int pcp=0):
+        """The tags the datapath pushes on a frame it writes into `segment` with priority `pcp`,
+        outer first, as bytes (empty for an untagged segment): announcements use them too."""
+        cdef uint8_t tags[VLAN_PATH_MAX * VLAN_TAG_LEN]
+        cdef uint32_t n
+        if segment >= <unsigned int>self.d.nsegs or pcp > 7:
+            raise ValueError(f"segment {segment}, pcp {pcp}: no such segment or priority")
+        n = segment_tags(&self.d.seg[segment], <uint8_t>pcp, tags)
+        return PyBytes_FromStringAndSize(<char *>tags, n)
+
     def set_segments(self, segments):
         """This site's segments, before any Engine exists: (port, vlan ids outer first, carry_all)
         each, in id order; port is the Engine's LAN port index (0 for the first). Each segment

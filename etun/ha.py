@@ -31,13 +31,6 @@ def rarp(mac: bytes, tags: bytes = b"") -> bytes:
     return frame.ljust(MIN_FRAME + len(tags), b"\0")
 
 
-def segment_tags(segment) -> bytes:
-    """The tags a frame of this segment carries on its LAN (config.Segment), as etun pushes them:
-    a two-tag path's outer tag as 802.1ad."""
-    tpids = (0x88A8, 0x8100) if len(segment.vlan) == 2 else (0x8100,)
-    return b"".join(struct.pack("!HH", tpid, vid) for tpid, vid in zip(tpids, segment.vlan, strict=False))
-
-
 class Role:
     """Active or standby, and what the last switches did."""
 
@@ -89,7 +82,7 @@ class Role:
                 continue
             port = daemon.ports[daemon.port_of[segment]]
             try:
-                os.write(port.fd, ZERO_VNET + rarp(mac, segment_tags(layout[segment])))
+                os.write(port.fd, ZERO_VNET + rarp(mac, daemon.datapath.segment_tags(segment)))
                 sent += 1
             except OSError as e:
                 log.debug("announcement for %s not sent on %s: %s", mac.hex(":"), port.name, e.strerror)

@@ -4,8 +4,8 @@ from the far side's MAC to everyone, in its segment's tags; and the role's bookk
 import pytest
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
-from etun.config import Segment
-from etun.ha import Role, rarp, segment_tags
+from etun import _fast
+from etun.ha import Role, rarp
 
 MAC = bytes.fromhex("02000000000b")
 
@@ -22,8 +22,9 @@ def test_an_announcement_is_a_rarp_request_from_the_mac_to_everyone():
 
 @pytest.mark.parametrize("vlan,layers", [((10,), [(Dot1Q, 10)]), ((100, 20), [(Dot1AD, 100), (Dot1Q, 20)])])
 def test_an_announcement_carries_its_segments_tags(vlan, layers):
-    segment = Segment("office", "eth1", "packet", "etun0", vlan)
-    frame = rarp(MAC, segment_tags(segment))
+    dp = _fast.Datapath(_fast.LEVEL_NONE)
+    dp.set_segments([(0, vlan, False)])                  # the tags are the datapath's own
+    frame = rarp(MAC, dp.segment_tags(0))
     assert len(frame) == 60 + 4 * len(vlan)
     layer = Ether(frame).payload
     for kind, vid in layers:
