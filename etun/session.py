@@ -158,6 +158,7 @@ class Session:
         self.gen_instance: bytes | None = None  # ... the latest of them
         self.peer_segments: tuple[str, ...] | None = None   # its segments, once it named them
         self.mapped_gen = 0                     # the instance whose segments the datapath maps
+        self.gen_of_id: dict[int, int] = {}     # our receive session id -> the peer instance's gen
         self.peer_site = ""
         self.peer_time: tuple[int, int] | None = None  # (peer's time_us, our clock_us on receipt)
         self.rtt_ms: float | None = None
@@ -426,8 +427,11 @@ class Session:
         self.peer_time = (time_us, now_us)
         if ITEM_SITE in items:
             self.peer_site = printable(items[ITEM_SITE][0].decode("utf-8", "replace"))
-        self._map_segments(tuple(printable(v.decode("utf-8", "replace")) for v in items.get(ITEM_SEGMENT, ())),
-                           out)
+        if self.gen_of_id.get(session_id) == self.peer_gen:
+            # Only the newest peer instance names the segments the datapath maps to: a late
+            # message of a restarted peer's old session names its old layout.
+            self._map_segments(tuple(printable(v.decode("utf-8", "replace")) for v in items.get(ITEM_SEGMENT, ())),
+                               out)
         if flags & FLAG_MACS_ANSWER:
             out.macs += self._far_macs(items.get(ITEM_MACS, []), now_ms)
             self.want_macs = False
@@ -495,7 +499,8 @@ class Session:
             return out
         local_id = self._new_id()
         reply = hs.reply(RESP_PAYLOAD.pack(self.instance, local_id, self.send_index))
-        self.dp.install_session(hs, local_id, peer_id, self.send_index, peer_index, self._gen_of(instance))
+        self.gen_of_id[local_id] = self._gen_of(instance)
+        self.dp.install_session(hs, local_id, peer_id, self.send_index, peer_index, self.gen_of_id[local_id])
         if self.answered is not None:
             # The peer may have confirmed that one already: the next tick finds it current.
             self.answered_earlier[self.answered[0]] = self.answered[1]
@@ -552,8 +557,9 @@ class Session:
             out.drop = "replay"                  # our own answer, reflected back to us
             self.pending = None
             return out
+        self.gen_of_id[self.pending_id] = self._gen_of(instance)
         self.dp.install_session(self.pending, self.pending_id, peer_id, self.send_index, peer_index,
-                                self._gen_of(instance))
+                                self.gen_of_id[self.pending_id])
         restarted = self.peer_instance is not None and self.peer_instance != instance
         self.pending = None
         self.answered = None
