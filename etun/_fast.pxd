@@ -165,6 +165,12 @@ cdef extern from "atomic.h":
     void table_free(void *p, size_t n) nogil
 
 
+# -- a daemon's memory kept flat (resident.h; engine.pxi, trim_heap()) -------------------------
+cdef extern from "resident.h":
+    void touch_pages(void *p, size_t n) nogil
+    void heap_trim "trim_heap"() nogil
+
+
 # -- Ethernet, offloads, checksums (pkt.pxi, lan.pxi, gso.pxi, gro.pxi) ------------------
 cdef enum:
     ETH_P_8021Q = 0x8100
@@ -376,6 +382,7 @@ cdef struct reasm_table:
     uint32_t index_shift
     uint64_t timeout_ms
     uint8_t *arena
+    size_t arena_len
 
 
 # -- filters (filter.pxi) ---------------------------------------------------------------------

@@ -191,6 +191,14 @@ def openssl_version():
     return OpenSSL_version(OPENSSL_VERSION).decode()
 
 
+def trim_heap():
+    """Give the C heap's free pages back to the kernel (resident.h). The daemon's control loop
+    calls this every minute, so that its RSS does not keep the high-water mark of every burst
+    of control-plane work."""
+    with nogil:
+        heap_trim()
+
+
 def now_ms():
     """The datapath's clock (clock_ms(): CLOCK_MONOTONIC_COARSE) in milliseconds, for comparing
     with the timestamps it reports."""

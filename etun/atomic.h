@@ -19,8 +19,8 @@ static inline int atomic_cas64(uint64_t *p, uint64_t expected, uint64_t desired)
 /* Ask for the cache line at p ahead of reading it, so two lookups' misses overlap. */
 static inline void prefetch_line(const void *p) { __builtin_prefetch(p, 0, 3); }
 
-/* The MAC table's memory: n zeroed bytes on a page (so each bucket is one cache line), mapped
- * lazily -- pages no MAC touched take no RAM. NULL when out of memory. */
+/* The MAC table's memory: n zeroed bytes on a page (so each bucket is one cache line). NULL when
+ * out of memory. A daemon's engine makes it resident at start (resident.h). */
 static inline void *table_alloc(size_t n)
 {
     void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -28,6 +28,7 @@ PROBE_TICK_S = 0.02             # ... and more often while verify-peer probes ar
 PUMP_JOIN_S = 5.0
 DROP_LOG_INTERVAL_MS = 30_000   # at most one log line about new drops this often
 MAC_SWEEP_MS = 10_000           # the MAC table's aged slots are emptied this often
+HEAP_TRIM_MS = 60_000           # the C heap's free pages are given back this often
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
 
 
@@ -114,6 +115,7 @@ class Daemon:
         bridge.install(self.datapath, c)              # [bridge], and the filters with its guards
         self.loops = bridge.LoopWatch(self.datapath, {k: g.name for k, g in enumerate(segments)})
         self.next_sweep_ms = 0
+        self.next_trim_ms = 0
         secrets.install(self.datapath)
         first = self.ports[0]
         self.engine = _fast.Engine(self.datapath, first.fd, first.kind, self.udp.fd,
@@ -164,6 +166,7 @@ class Daemon:
     def start_pumps(self) -> None:
         # Privileges go while this is the only thread: capabilities belong to each thread.
         self.files = monitor.settle(self.config, self.ports, self.control.path)
+        self.engine.make_resident()          # all the memory the pumps will use, now (not the monitor's)
         for name, fn in (("tx", self.engine.run_tx), ("rx", self.engine.run_rx)):
             t = threading.Thread(target=self._pump, args=(name, fn), name=f"etun-{name}", daemon=True)
             t.start()
@@ -373,6 +376,9 @@ class Daemon:
         if now >= self.next_sweep_ms:
             self.datapath.bridge_sweep(now)            # aged MACs give their segment's share back
             self.next_sweep_ms = now + MAC_SWEEP_MS
+        if now >= self.next_trim_ms:
+            _fast.trim_heap()                          # RSS stays flat across bursts of work
+            self.next_trim_ms = now + HEAP_TRIM_MS
         if not self.role.active:
             return
         for datagram in s.tick(now):

@@ -28,8 +28,9 @@ cdef int reasm_init(reasm_table *t, uint64_t budget_bytes, uint64_t timeout_ms) 
     t.index_mask = size - 1
     t.index_shift = 64 - bits
     t.slots = <reasm_slot *>calloc(t.nslots, sizeof(reasm_slot))
-    # calloc'd pages stay untouched, so unused reassembly memory is never resident.
-    t.arena = <uint8_t *>calloc(<size_t>nsmall * SMALL_BUF_LEN + <size_t>nlarge * LARGE_BUF_LEN, 1)
+    # calloc'd pages stay untouched until a daemon's engine makes them resident (engine.pxi).
+    t.arena_len = <size_t>nsmall * SMALL_BUF_LEN + <size_t>nlarge * LARGE_BUF_LEN
+    t.arena = <uint8_t *>calloc(t.arena_len, 1)
     t.index = <int32_t *>malloc(size * sizeof(int32_t))
     t.cls[0].free_stack = <int32_t *>malloc(nsmall * sizeof(int32_t))
     t.cls[1].free_stack = <int32_t *>malloc(nlarge * sizeof(int32_t))
