@@ -428,6 +428,7 @@ cdef struct bridge_dir:           # one direction of one segment: written only b
     uint64_t moves                # MACs that came over from the other side (not fast: a move)
     uint64_t flips                # ... within BRIDGE_FLIP_MS of being seen there (a loop's mark)
     uint64_t full                 # sources not learnt: both of their buckets were full
+    uint64_t over_share           # ... the segment held its share of the table (bridge_share)
     uint64_t loops                # loops detected (a hold begun)
     uint64_t episodes             # loops after a quiet spell: the control loop logs each once
     uint64_t hold_until_ms        # frames this way are not carried until then (at "block")

@@ -649,7 +649,8 @@ cdef class Datapath:
     def bridge_stats(self, unsigned int segment=0, now_ms=None):
         """One segment's bridge: live MACs by side, the table slots it holds (`entries`, aged ones
         until swept) against its `share`, and per direction ("tx", "rx") what was learnt, moved,
-        flipped, not learnt (full), the loops and storm state. Lock-free reads."""
+        flipped, not learnt (full: no room; over_share: the segment held its share), the loops
+        and storm state. Lock-free reads."""
         cdef dp_state *d = self.d
         cdef uint64_t now = clock_ms() if now_ms is None else <uint64_t>now_ms
         cdef uint64_t local = 0, remote = 0
@@ -660,11 +661,12 @@ cdef class Datapath:
             bridge_count(d, segment, now, &local, &remote)
         out = {"macs": {"local": local, "remote": remote}, "now_ms": now,
                "entries": d.brseg[segment].entries,
-               "share": BRIDGE_SHARE if d.nsegs > 1 else BRIDGE_BUCKETS * BRIDGE_WAYS}
+               "share": bridge_share(d)}
         for name, direction in (("tx", DIR_TX), ("rx", DIR_RX)):
             b = &d.brseg[segment].dir[direction]
             out[name] = {
                 "learnt": b.learnt, "moves": b.moves, "flips": b.flips, "full": b.full,
+                "over_share": b.over_share,
                 "loops": b.loops, "episodes": b.episodes, "hold_until_ms": b.hold_until_ms,
                 "hold_ms": b.hold_ms,
                 "held": d.bridge.loop_mode == LOOP_BLOCK and now < b.hold_until_ms,

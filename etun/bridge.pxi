@@ -21,9 +21,9 @@
 # Adding a MAC takes bridge_lock, looks again, then fills an empty or aged slot: key 0, info,
 # key -- so a MAC is never in the table twice, and a reader never pairs one MAC's key with
 # another's info. Aged entries read as absent; their slots are reused, and the control loop
-# empties them every few seconds (bridge_sweep). With several segments, one holds at most a
-# quarter of the table (BRIDGE_SHARE): a host spraying source MACs fills its own segment's share,
-# never the others'.
+# empties them every few seconds (bridge_sweep). With several segments, each holds at most its
+# share (bridge_share): a host spraying source MACs fills its own segment's share, never the
+# others'.
 #
 # Loop and storm state (bridge_dir) belongs to one direction: only that direction's pump (the
 # holder of tx_lock, or of recv_lock) writes it; the control loop only reads it.
@@ -43,7 +43,8 @@ cdef enum:
     BRIDGE_HOLD_MS = 2000              # a loop's first hold; it doubles while the loop persists
     BRIDGE_HOLD_MAX_MS = 64000
     STORM_SECOND_MS = 1000
-    BRIDGE_SHARE = BRIDGE_BUCKETS * BRIDGE_WAYS // 4   # a segment's share when several segments are set
+    BRIDGE_FIT = BRIDGE_BUCKETS * BRIDGE_WAYS * 3 // 8   # MACs shown to fit with room to spare
+    BRIDGE_SHARE_MIN = 2048            # a segment's share is never smaller
 
 
 cdef inline uint64_t bridge_key(uint32_t seg, const uint8_t *mac) noexcept nogil:
@@ -70,15 +71,29 @@ cdef inline uint64_t bridge_age(uint64_t info, uint64_t now) noexcept nogil:
     return now - seen if now > seen else 0
 
 
+cdef inline uint64_t bridge_mix(uint64_t x) noexcept nogil:
+    """MurmurHash3's 64-bit finaliser: every bit of x moves every bit of the result (a single
+    multiply, as filter_mix, moves only the bits above it, so MACs that differ in their first
+    octet would share buckets whatever the seed)."""
+    x ^= x >> 33
+    x *= <uint64_t>0xFF51AFD7ED558CCD
+    x ^= x >> 33
+    x *= <uint64_t>0xC4CEB9FE1A85EC53
+    x ^= x >> 33
+    return x
+
+
 cdef inline bridge_entry *bridge_bucket(dp_state *d, uint64_t key, int which) noexcept nogil:
-    """Bucket `which` of a key. The first is picked by the MAC alone, so a batch of frames can
-    ask for it before their segments are known (bridge_prefetch); the second by the MAC and the
-    segment, so one MAC on many segments (a router on a trunk) is not held to one bucket."""
+    """Bucket `which` of a key, keyed by the datapath's random seed as the Linux bridge keys its
+    table: nobody outside can aim at a bucket. The first is picked by the MAC alone, so a batch
+    of frames can ask for it before their segments are known (bridge_prefetch); the second by
+    the MAC and the segment, so one MAC on many segments (a router on a trunk) has a second
+    bucket on each."""
     cdef uint64_t h
     if which == 0:
-        h = filter_mix((key & BRIDGE_MAC_MASK) ^ d.bridge_seed)
+        h = bridge_mix((key & BRIDGE_MAC_MASK) ^ d.bridge_seed)
     else:
-        h = filter_mix(key ^ d.bridge_seed) >> 32
+        h = bridge_mix(key ^ d.bridge_seed) >> 32
     return d.macs + (h & (BRIDGE_BUCKETS - 1)) * BRIDGE_WAYS
 
 
@@ -95,6 +110,17 @@ cdef bridge_entry *bridge_find(dp_state *d, uint64_t key, uint64_t *info) noexce
                     return &b[i]
                 return NULL            # just taken over by another MAC: this one had aged
     return NULL
+
+
+cdef inline uint32_t bridge_share(dp_state *d) noexcept nogil:
+    """MACs one segment may hold: all of the table when it is alone; else its part of BRIDGE_FIT
+    (at least BRIDGE_SHARE_MIN), so that hosts on some segments, however many MACs they spray,
+    leave the others' parts free (up to 12 segments the parts add up to no more than fits)."""
+    cdef uint32_t share
+    if d.nsegs <= 1:
+        return BRIDGE_BUCKETS * BRIDGE_WAYS
+    share = BRIDGE_FIT // <uint32_t>d.nsegs
+    return share if share > BRIDGE_SHARE_MIN else BRIDGE_SHARE_MIN
 
 
 cdef inline uint32_t bridge_key_segment(uint64_t key) noexcept nogil:
@@ -119,8 +145,8 @@ cdef bridge_entry *bridge_free_slot(bridge_entry *b, uint64_t now, uint64_t age_
 
 cdef int bridge_insert(dp_state *d, uint64_t key, uint64_t info, uint64_t now) noexcept nogil:
     """Add a MAC under bridge_lock: 1 added, 0 already there (the other pump was first), -1 not
-    learnt: both of its buckets are full of live MACs, or its segment holds its share of the table
-    (BRIDGE_SHARE, when several segments are set) and has no aged slot there to reuse -- so one
+    learnt: both of its buckets are full of live MACs; -2 not learnt: its segment holds its share
+    of the table (bridge_share) and has no aged slot of its own there to reuse -- so one
     segment's hosts cannot crowd out the others'."""
     cdef bridge_entry *b1 = bridge_bucket(d, key, 0)
     cdef bridge_entry *b2 = bridge_bucket(d, key, 1)
@@ -134,7 +160,7 @@ cdef int bridge_insert(dp_state *d, uint64_t key, uint64_t info, uint64_t now) n
         if b1[i].key == key or b2[i].key == key:     # keys change only under this lock
             pthread_mutex_unlock(&d.bridge_lock)
             return 0
-    if d.nsegs > 1 and d.brseg[seg].entries >= BRIDGE_SHARE:
+    if d.brseg[seg].entries >= bridge_share(d):
         own = <int>seg
     s1 = bridge_free_slot(b1, now, d.bridge.mac_age_ms, own, &live1)
     s2 = bridge_free_slot(b2, now, d.bridge.mac_age_ms, own, &live2)
@@ -149,7 +175,9 @@ cdef int bridge_insert(dp_state *d, uint64_t key, uint64_t info, uint64_t now) n
         atomic_store64(&slot.info, info)
         atomic_store64(&slot.key, key)
     pthread_mutex_unlock(&d.bridge_lock)
-    return 1 if slot != NULL else -1
+    if slot != NULL:
+        return 1
+    return -2 if own >= 0 else -1
 
 
 cdef uint32_t bridge_sweep(dp_state *d, uint64_t now) noexcept nogil:
@@ -217,6 +245,9 @@ cdef void bridge_learn(dp_state *d, uint32_t seg, int direction, const uint8_t *
             rc = bridge_insert(d, key, bridge_info(now, side, 0, now_s), now)
             if rc > 0:
                 b.learnt += 1
+                return
+            if rc == -2:
+                b.over_share += 1
                 return
             if rc < 0:
                 b.full += 1

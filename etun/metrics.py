@@ -121,6 +121,8 @@ def bridge_families(b: dict) -> list:
                              labels=["segment", "direction"])
     full = CounterMetricFamily("etun_bridge_not_learnt", "Source MACs not learnt: the table was full",
                                labels=["segment", "direction"])
+    over = CounterMetricFamily("etun_bridge_over_share", "Source MACs not learnt: the segment held its share "
+                               "of the table", labels=["segment", "direction"])
     for seg in b["segments"]:
         name = seg["name"]
         for side, n in seg["macs"].items():
@@ -130,7 +132,8 @@ def bridge_families(b: dict) -> list:
             loops.add_metric([name, direction], d["loops"])
             held.add_metric([name, direction], int(d["held"]))
             full.add_metric([name, direction], d["full"])
-    return [macs, cap, loops, held, full]
+            over.add_metric([name, direction], d.get("over_share", 0))
+    return [macs, cap, loops, held, full, over]
 
 
 class StatusCollector:

@@ -157,7 +157,7 @@ class Session:
         self.peer_gen = 0                       # numbers the peer instances we made sessions with
         self.gen_instance: bytes | None = None  # ... the latest of them
         self.peer_segments: tuple[str, ...] | None = None   # its segments, once it named them
-        self.mapped_gen = 0                     # the instance whose segments the datapath maps
+        self.mapped: tuple = ((), -1)           # the names and instance the datapath maps last
         self.gen_of_id: dict[int, int] = {}     # our receive session id -> the peer instance's gen
         self.peer_site = ""
         self.peer_time: tuple[int, int] | None = None  # (peer's time_us, our clock_us on receipt)
@@ -427,11 +427,13 @@ class Session:
         self.peer_time = (time_us, now_us)
         if ITEM_SITE in items:
             self.peer_site = printable(items[ITEM_SITE][0].decode("utf-8", "replace"))
-        if self.gen_of_id.get(session_id) == self.peer_gen:
-            # Only the newest peer instance names the segments the datapath maps to: a late
-            # message of a restarted peer's old session names its old layout.
+        gen = self.gen_of_id.get(session_id)
+        if gen is not None:
+            # The segments a message names are its sender instance's: they map our send sessions
+            # with that instance only (a late message of a restarted peer's old session names its
+            # old layout), and they are the peer's for status while that instance is current.
             self._map_segments(tuple(printable(v.decode("utf-8", "replace")) for v in items.get(ITEM_SEGMENT, ())),
-                               out)
+                               gen, gen == self.gen_of_id.get(self.current_id), out)
         if flags & FLAG_MACS_ANSWER:
             out.macs += self._far_macs(items.get(ITEM_MACS, []), now_ms)
             self.want_macs = False
@@ -441,15 +443,15 @@ class Session:
             out.replies += self.status_message(now_ms, answer=False)
         return out
 
-    def _map_segments(self, theirs: tuple[str, ...], out: Outcome) -> None:
-        """The peer named its segments: send each of ours to its segment of the same name, and
-        say once which exist on one side only (their frames are dropped, unknown_segment)."""
-        if theirs == self.peer_segments and self.mapped_gen == self.peer_gen:
-            return
-        ids = {name: k for k, name in enumerate(theirs) if k < _fast.SEGMENTS_MAX}
-        self.dp.set_segment_map(bytes(ids.get(name, _fast.SEGMENT_NONE) for name in self.segments), self.peer_gen)
-        self.mapped_gen = self.peer_gen
-        if theirs != self.peer_segments:
+    def _map_segments(self, theirs: tuple[str, ...], gen: int, current: bool, out: Outcome) -> None:
+        """Peer instance `gen` named its segments: its send sessions send each of ours to its
+        segment of the same name; if it is the current one, say once which exist on one side
+        only (their frames are dropped, unknown_segment)."""
+        if (theirs, gen) != self.mapped:
+            ids = {name: k for k, name in enumerate(theirs) if k < _fast.SEGMENTS_MAX}
+            self.dp.set_segment_map(bytes(ids.get(name, _fast.SEGMENT_NONE) for name in self.segments), gen)
+            self.mapped = (theirs, gen)
+        if current and theirs != self.peer_segments:
             self.peer_segments = theirs
             here, there = self.segments_only_here(), self.segments_only_there()
             if here or there:

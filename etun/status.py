@@ -74,7 +74,8 @@ def _bridge(config, datapath, segments: dict) -> dict:
         one = {"segment": seg, "name": name, "macs": st["macs"], "macs_share": st["share"]}
         for key, direction in (("tx", "outbound"), ("rx", "inbound")):
             d = st[key]
-            one[direction] = {k: d[k] for k in ("learnt", "moves", "flips", "full", "loops", "held", "loop_macs")}
+            one[direction] = {k: d[k] for k in ("learnt", "moves", "flips", "full", "over_share", "loops", "held",
+                                                "loop_macs")}
             one[direction]["hold_s"] = round(max(0, d["hold_until_ms"] - st["now_ms"]) / 1000, 1) if d["held"] else 0
         out["segments"].append(one)
     return out
@@ -208,7 +209,8 @@ def _bridge_lines(b: dict) -> list[str]:
             d = seg[direction]
             state = f"HELD OFF {d['hold_s']:g} s more (loop: {', '.join(d['loop_macs'])})" if d["held"] else "carrying"
             lines.append(f"    {label}: {state}; loops {d['loops']:,}, moves {d['moves']:,}, "
-                         f"fast flips {d['flips']:,}, not learnt (table full) {d['full']:,}")
+                         f"fast flips {d['flips']:,}, not learnt (table full) {d['full']:,}"
+                         + (f", (segment's share held) {d['over_share']:,}" if d.get("over_share") else ""))
     return lines
 
 

@@ -384,3 +384,4 @@ def test_a_session_the_peer_confirmed_is_followed_even_when_a_newer_initiation_w
     a.s.tick(1200)
     assert a.s.current_id == a.dp.sessions()["current"][0] != confirmed
     assert frame_crosses(a, b) and frame_crosses(b, a)
+

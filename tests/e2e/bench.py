@@ -180,7 +180,9 @@ def vlan_config(t: Topology, site: str, level: str) -> Path:
     """The site's configuration with its LAN as one VLAN segment of lan0 instead of [lan]."""
     path = t.write_config(site, level=level)
     segment = f'[[segment]]\nname = "office"\ninterface = "lan0"\nvlan = {VLAN_IDS[site]}\n'
-    path.write_text(path.read_text().replace('[lan]\ninterface = "lan0"\n', segment))
+    text = path.read_text()
+    assert '[lan]\ninterface = "lan0"\n' in text, text
+    path.write_text(text.replace('[lan]\ninterface = "lan0"\n', segment))
     return path
 
 
