@@ -11,10 +11,10 @@
 # The MAC table is shared by every segment (the key holds the segment) and by both pumps. A MAC
 # lives in one of two buckets, each one cache line of BRIDGE_WAYS entries: the first (picked by
 # the MAC alone) while it is at most half full, else the emptier (picked by MAC and segment).
-# The pumps ask for the first buckets of a whole batch before its first frame meets the bridge
-# (bridge_prefetch), so a batch's misses overlap. So nearly every lookup reads one
-# line, and two choices keep the buckets even: 16,384 random MACs fit (a test learns them; in
-# simulation 24,576 did, out of 65,536 slots). An entry is two 64-bit words, each loaded and
+# Nearly every lookup reads one line, and two choices keep the buckets even: 16,384 random MACs
+# fit (a test learns them; in simulation 24,576 did, out of 65,536 slots). The pumps ask for the
+# first buckets of a whole batch before its first frame meets the bridge (bridge_prefetch), so
+# a batch's misses overlap. An entry is two 64-bit words, each loaded and
 # stored whole (atomic.h). Looking up needs no lock: read the key, the info, the key again (a slot taken
 # over by another MAC meanwhile reads as a miss). Refreshing an entry is a compare-and-swap of
 # its info, at most every BRIDGE_TOUCH_MS, so the two pumps do not fight over cache lines.

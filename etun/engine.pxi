@@ -1,7 +1,7 @@
 # The Engine: both pumps of one site over its LAN fd and UDP fd. Its buffers, eventfds and locks
 # are allocated once (and made resident, by the daemon) before the pumps start and freed after
-# they stopped; nothing in the pumps allocates. The Python class is what the daemon drives: run_tx()/run_rx()
-# in two threads, the peer's address, control packets, a snapshot for status.
+# they stopped; nothing in the pumps allocates. The Python class is what the daemon drives:
+# run_tx()/run_rx() in two threads, the peer's address, control packets, a snapshot for status.
 
 cdef size_t engine_make_resident(engine_state *e) noexcept nogil:
     """Touch every buffer the pumps may use -- the engine's and its datapath's reassembly arena

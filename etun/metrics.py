@@ -132,7 +132,7 @@ def bridge_families(b: dict) -> list:
             loops.add_metric([name, direction], d["loops"])
             held.add_metric([name, direction], int(d["held"]))
             full.add_metric([name, direction], d["full"])
-            over.add_metric([name, direction], d.get("over_share", 0))
+            over.add_metric([name, direction], d["over_share"])
     return [macs, cap, loops, held, full, over]
 
 

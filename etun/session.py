@@ -383,18 +383,19 @@ class Session:
                                        items=tuple(items[k:k + ITEMS_PER_MESSAGE]))
         return out
 
-    def _far_macs(self, values: list[bytes], now_ms: int) -> list[tuple[int, bytes]]:
+    def _far_macs(self, values: list[bytes], theirs: tuple[str, ...], now_ms: int) -> list[tuple[int, bytes]]:
         """ITEM_MACS values from the peer as (our segment id, MAC), new ones only: its segment ids
-        are its own, mapped by name; MACs of a segment we lack, group and zero MACs, answers
-        nobody asked for (or late ones) and anything beyond MACS_ANSWERED_MAX are left out."""
+        are its own (named in the same message, `theirs`), mapped by name; MACs of a segment we
+        lack, group and zero MACs, answers nobody asked for (or late ones) and anything beyond
+        MACS_ANSWERED_MAX are left out."""
         if self.macs_asked_ms is None or now_ms - self.macs_asked_ms > MACS_ANSWER_WINDOW_MS:
             return []
         ours = {name: k for k, name in enumerate(self.segments)}
         out = []
         for value in values:
-            if not value or (len(value) - 1) % 6 or self.peer_segments is None or value[0] >= len(self.peer_segments):
+            if not value or (len(value) - 1) % 6 or value[0] >= len(theirs):
                 continue
-            k = ours.get(self.peer_segments[value[0]])
+            k = ours.get(theirs[value[0]])
             if k is None:
                 continue
             for i in range(1, len(value), 6):
@@ -427,15 +428,17 @@ class Session:
         self.peer_time = (time_us, now_us)
         if ITEM_SITE in items:
             self.peer_site = printable(items[ITEM_SITE][0].decode("utf-8", "replace"))
+        theirs = tuple(printable(v.decode("utf-8", "replace")) for v in items.get(ITEM_SEGMENT, ()))
         gen = self.gen_of_id.get(session_id)
         if gen is not None:
             # The segments a message names are its sender instance's: they map our send sessions
             # with that instance only (a late message of a restarted peer's old session names its
-            # old layout), and they are the peer's for status while that instance is current.
-            self._map_segments(tuple(printable(v.decode("utf-8", "replace")) for v in items.get(ITEM_SEGMENT, ())),
-                               gen, gen == self.gen_of_id.get(self.current_id), out)
+            # old layout), and they are the peer's for status unless the current session is with
+            # a newer instance.
+            current = self.gen_of_id.get(self.current_id)
+            self._map_segments(theirs, gen, current is None or gen >= current, out)
         if flags & FLAG_MACS_ANSWER:
-            out.macs += self._far_macs(items.get(ITEM_MACS, []), now_ms)
+            out.macs += self._far_macs(items.get(ITEM_MACS, []), theirs, now_ms)
             self.want_macs = False
         if flags & FLAG_MACS and self.mac_answers.take(now_ms):
             out.replies += self.mac_messages(now_ms)
@@ -443,15 +446,15 @@ class Session:
             out.replies += self.status_message(now_ms, answer=False)
         return out
 
-    def _map_segments(self, theirs: tuple[str, ...], gen: int, current: bool, out: Outcome) -> None:
-        """Peer instance `gen` named its segments: its send sessions send each of ours to its
-        segment of the same name; if it is the current one, say once which exist on one side
-        only (their frames are dropped, unknown_segment)."""
+    def _map_segments(self, theirs: tuple[str, ...], gen: int, shown: bool, out: Outcome) -> None:
+        """Peer instance `gen` named its segments: our send sessions with it send each of ours to
+        its segment of the same name; if `shown`, they are the peer's segments for status, and
+        we say once which exist on one side only (their frames are dropped, unknown_segment)."""
         if (theirs, gen) != self.mapped:
             ids = {name: k for k, name in enumerate(theirs) if k < _fast.SEGMENTS_MAX}
             self.dp.set_segment_map(bytes(ids.get(name, _fast.SEGMENT_NONE) for name in self.segments), gen)
             self.mapped = (theirs, gen)
-        if current and theirs != self.peer_segments:
+        if shown and theirs != self.peer_segments:
             self.peer_segments = theirs
             here, there = self.segments_only_here(), self.segments_only_there()
             if here or there:

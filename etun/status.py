@@ -201,7 +201,7 @@ def _bridge_lines(b: dict) -> list[str]:
              f"guard {', '.join(b['guard']) or 'none'}"]
     for seg in b["segments"]:
         m = seg["macs"]
-        share = seg.get("macs_share", b["macs_max"])
+        share = seg["macs_share"]
         bound = (f"at most {b['macs_max']:,} in all" if share == b["macs_max"]
                  else f"at most {share:,} on this segment, {b['macs_max']:,} in all")
         lines.append(f"  segment {seg['name']}: {m['local']:,} MACs local, {m['remote']:,} remote ({bound})")
@@ -210,7 +210,7 @@ def _bridge_lines(b: dict) -> list[str]:
             state = f"HELD OFF {d['hold_s']:g} s more (loop: {', '.join(d['loop_macs'])})" if d["held"] else "carrying"
             lines.append(f"    {label}: {state}; loops {d['loops']:,}, moves {d['moves']:,}, "
                          f"fast flips {d['flips']:,}, not learnt (table full) {d['full']:,}"
-                         + (f", (segment's share held) {d['over_share']:,}" if d.get("over_share") else ""))
+                         + (f", (segment's share held) {d['over_share']:,}" if d["over_share"] else ""))
     return lines
 
 

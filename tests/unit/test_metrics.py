@@ -49,11 +49,11 @@ def status(rtt_ms=0.25, send_index=3) -> dict:
         ],
         "bridge": {"learning": True, "mac_age": 300, "loop_protection": "block", "storm_limit": 5000, "guard": [],
                    "macs_max": 65536, "table_bytes": 1 << 20, "segments": [
-                       {"segment": 0, "name": "eth1", "macs": {"local": 7, "remote": 5},
-                        "outbound": {"learnt": 7, "moves": 0, "flips": 0, "full": 0, "loops": 1, "held": False,
-                                     "loop_macs": [], "hold_s": 0},
-                        "inbound": {"learnt": 5, "moves": 0, "flips": 3, "full": 0, "loops": 2, "held": True,
-                                    "loop_macs": ["02:00:00:00:00:01"], "hold_s": 1.5}}]},
+                       {"segment": 0, "name": "eth1", "macs": {"local": 7, "remote": 5}, "macs_share": 65536,
+                        "outbound": {"learnt": 7, "moves": 0, "flips": 0, "full": 0, "over_share": 4, "loops": 1,
+                                     "held": False, "loop_macs": [], "hold_s": 0},
+                        "inbound": {"learnt": 5, "moves": 0, "flips": 3, "full": 0, "over_share": 0, "loops": 2,
+                                    "held": True, "loop_macs": ["02:00:00:00:00:01"], "hold_s": 1.5}}]},
     }
 
 
@@ -87,6 +87,7 @@ def test_both_formats_parse_with_the_client_librarys_own_parser_and_carry_every_
     assert got[("etun_bridge_macs", (("segment", "eth1"), ("side", "local")))] == 7
     assert got[("etun_bridge_held", (("direction", "inbound"), ("segment", "eth1")))] == 1
     assert got[("etun_bridge_loops_total", (("direction", "inbound"), ("segment", "eth1")))] == 2
+    assert got[("etun_bridge_over_share_total", (("direction", "outbound"), ("segment", "eth1")))] == 4
     names = {f.name for f in families}
     documented = {n.removesuffix("_total") for n in
                   __import__("re").findall(r"`(etun_[a-z_]+)`", (DOCS / "STATUS.md").read_text())}
