@@ -25,9 +25,9 @@ def bench_learn(Datapath dp, unsigned int count):
     cdef uint64_t now = clock_ms()
     for i in range(count // 2):
         bench_mac(mac, BENCH_LOCAL_OUI, i)
-        bridge_learn(dp.d, 0, DIR_TX, mac, now, False)
+        bridge_learn(dp.d, 0, DIR_TX, mac, now, False, NULL)
         bench_mac(mac, BENCH_REMOTE_OUI, i)
-        bridge_learn(dp.d, 0, DIR_RX, mac, now, False)
+        bridge_learn(dp.d, 0, DIR_RX, mac, now, False, NULL)
 
 
 def bench_frame_macs(unsigned int i, unsigned int count):

@@ -97,12 +97,13 @@ cdef inline bridge_entry *bridge_bucket(dp_state *d, uint64_t key, int which) no
     return d.macs + (h & (BRIDGE_BUCKETS - 1)) * BRIDGE_WAYS
 
 
-cdef bridge_entry *bridge_find(dp_state *d, uint64_t key, uint64_t *info) noexcept nogil:
-    """The entry of key and its info, or NULL; lock-free (see the top of this file)."""
+cdef bridge_entry *bridge_find(dp_state *d, uint64_t key, bridge_entry *first, uint64_t *info) noexcept nogil:
+    """The entry of key and its info, or NULL; lock-free (see the top of this file). `first`:
+    the key's first bucket, as the caller already found it."""
     cdef bridge_entry *b
     cdef int which, i
     for which in range(2):
-        b = bridge_bucket(d, key, which)
+        b = first if which == 0 else bridge_bucket(d, key, 1)
         for i in range(BRIDGE_WAYS):
             if atomic_load64(&b[i].key) == key:
                 info[0] = atomic_load64(&b[i].info)
@@ -228,9 +229,10 @@ cdef void bridge_loop(dp_state *d, bridge_dir *b, const uint8_t *mac, uint64_t n
 
 
 cdef void bridge_learn(dp_state *d, uint32_t seg, int direction, const uint8_t *mac, uint64_t now,
-                       bint held) noexcept nogil:
+                       bint held, bridge_entry *first) noexcept nogil:
     """Record that `mac` was seen as a source on this direction's side of segment `seg`; count
-    a move or a fast flip; a flip in a direction still carried may mark a loop."""
+    a move or a fast flip; a flip in a direction still carried may mark a loop. `first`: the
+    MAC's first bucket, or NULL to find it here."""
     cdef bridge_dir *b = &d.brseg[seg].dir[direction]
     cdef int side = SIDE_LOCAL if direction == DIR_TX else SIDE_REMOTE
     cdef uint64_t key = bridge_key(seg, mac), old = 0, new, flips, flip_s, now_s = now // 1000
@@ -239,8 +241,10 @@ cdef void bridge_learn(dp_state *d, uint32_t seg, int direction, const uint8_t *
     cdef bint fast
     if mac[0] & 1:
         return                                 # a group address is never a station's source
+    if first == NULL:
+        first = bridge_bucket(d, key, 0)
     for attempt in range(3):
-        e = bridge_find(d, key, &old)
+        e = bridge_find(d, key, first, &old)
         if e == NULL:
             rc = bridge_insert(d, key, bridge_info(now, side, 0, now_s), now)
             if rc > 0:
@@ -294,10 +298,11 @@ cdef inline void bridge_prefetch(dp_state *d, const uint8_t *f) noexcept nogil:
     prefetch_line(bridge_bucket(d, pkt_mac48(f + 6), 0))
 
 
-cdef inline int bridge_where(dp_state *d, uint32_t seg, const uint8_t *mac, uint64_t now) noexcept nogil:
-    """The side a unicast MAC was last seen on, or -1: unknown or aged."""
+cdef inline int bridge_where(dp_state *d, uint32_t seg, const uint8_t *mac, uint64_t now,
+                             bridge_entry *first) noexcept nogil:
+    """The side a unicast MAC was last seen on, or -1: unknown or aged. `first`: its first bucket."""
     cdef uint64_t info = 0
-    if bridge_find(d, bridge_key(seg, mac), &info) == NULL or bridge_age(info, now) >= d.bridge.mac_age_ms:
+    if bridge_find(d, bridge_key(seg, mac), first, &info) == NULL or bridge_age(info, now) >= d.bridge.mac_age_ms:
         return -1
     return bridge_side(info)
 
@@ -319,16 +324,21 @@ cdef int bridge_tx(dp_state *d, uint32_t seg, const uint8_t *f, uint32_t n, uint
     """A frame captured on the LAN of segment `seg`: 0 to tunnel it, or the DROP_* reason not to.
     The caller guarantees n >= MIN_FRAME_LEN."""
     cdef bridge_dir *b
+    cdef bridge_entry *dst
+    cdef bridge_entry *src
     cdef bint held
     cdef int where = -1
     if d.macs == NULL or seg >= SEGMENTS_MAX:
         return 0
-    bridge_prefetch(d, f)
+    dst = bridge_bucket(d, pkt_mac48(f), 0)    # each found once, both asked for at once
+    src = bridge_bucket(d, pkt_mac48(f + 6), 0)
+    prefetch_line(dst)
+    prefetch_line(src)
     b = &d.brseg[seg].dir[DIR_TX]
     held = d.bridge.loop_mode == LOOP_BLOCK and now < b.hold_until_ms
-    bridge_learn(d, seg, DIR_TX, f + 6, now, held)
+    bridge_learn(d, seg, DIR_TX, f + 6, now, held, src)
     if not (f[0] & 1):
-        where = bridge_where(d, seg, f, now)
+        where = bridge_where(d, seg, f, now, dst)
         if where == SIDE_LOCAL and d.bridge.learning:
             return DROP_LOCAL_DESTINATION
     if held:
@@ -342,16 +352,22 @@ cdef int bridge_rx(dp_state *d, uint32_t seg, const uint8_t *f, uint32_t n, uint
     """A frame from the tunnel for the LAN of segment `seg`: 0 to deliver it, or the DROP_*
     reason not to."""
     cdef bridge_dir *b
+    cdef bridge_entry *dst
+    cdef bridge_entry *src
     cdef bint held
     if d.macs == NULL or seg >= SEGMENTS_MAX or n < MIN_FRAME_LEN:
         return 0
-    bridge_prefetch(d, f)
+    dst = bridge_bucket(d, pkt_mac48(f), 0)    # each found once, both asked for at once
+    src = bridge_bucket(d, pkt_mac48(f + 6), 0)
+    prefetch_line(dst)
+    prefetch_line(src)
     b = &d.brseg[seg].dir[DIR_RX]
     held = d.bridge.loop_mode == LOOP_BLOCK and now < b.hold_until_ms
-    bridge_learn(d, seg, DIR_RX, f + 6, now, held)
+    bridge_learn(d, seg, DIR_RX, f + 6, now, held, src)
     if held:
         return DROP_LOOP
-    if ((f[0] & 1) or bridge_where(d, seg, f, now) != SIDE_LOCAL) and bridge_storm(b, d.bridge.storm_limit, now):
+    if (((f[0] & 1) or bridge_where(d, seg, f, now, dst) != SIDE_LOCAL)
+            and bridge_storm(b, d.bridge.storm_limit, now)):
         return DROP_STORM
     return 0
 
