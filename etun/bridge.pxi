@@ -71,30 +71,25 @@ cdef inline uint64_t bridge_age(uint64_t info, uint64_t now) noexcept nogil:
     return now - seen if now > seen else 0
 
 
-cdef inline uint64_t bridge_mix(uint64_t x) noexcept nogil:
-    """MurmurHash3's 64-bit finaliser: every bit of x moves every bit of the result (a single
-    multiply, as filter_mix, moves only the bits above it, so MACs that differ in their first
-    octet would share buckets whatever the seed)."""
-    x ^= x >> 33
-    x *= <uint64_t>0xFF51AFD7ED558CCD
-    x ^= x >> 33
-    x *= <uint64_t>0xC4CEB9FE1A85EC53
-    x ^= x >> 33
-    return x
+cdef enum:
+    BRIDGE_INDEX_SHIFT = 64 - 14       # a bucket index is the top 14 bits of a product (16,384 buckets)
 
 
 cdef inline bridge_entry *bridge_bucket(dp_state *d, uint64_t key, int which) noexcept nogil:
     """Bucket `which` of a key, keyed by the datapath's random seed as the Linux bridge keys its
-    table: nobody outside can aim at a bucket. The first is picked by the MAC alone, so a batch
-    of frames can ask for it before their segments are known (bridge_prefetch); the second by
-    the MAC and the segment, so one MAC on many segments (a router on a trunk) has a second
-    bucket on each."""
+    table: nobody outside can aim at a bucket. The index is the top bits of (key ^ seed) times
+    an odd constant: every bit of the key moves them (a product's low bits, which filter_mix
+    uses, see only the key's low bits: MACs differing in their first octet shared buckets
+    whatever the seed). The first bucket is picked by the MAC alone, so a batch of frames can
+    ask for it before their segments are known (bridge_prefetch); the second by the MAC and the
+    segment, with another seed and constant, so one MAC on many segments (a router on a trunk)
+    has a second bucket on each."""
     cdef uint64_t h
     if which == 0:
-        h = bridge_mix((key & BRIDGE_MAC_MASK) ^ d.bridge_seed)
+        h = ((key & BRIDGE_MAC_MASK) ^ d.bridge_seed) * <uint64_t>0x9E3779B97F4A7C15
     else:
-        h = bridge_mix(key ^ d.bridge_seed) >> 32
-    return d.macs + (h & (BRIDGE_BUCKETS - 1)) * BRIDGE_WAYS
+        h = (key ^ ((d.bridge_seed << 32) | (d.bridge_seed >> 32))) * <uint64_t>0xC4CEB9FE1A85EC53
+    return d.macs + ((h >> BRIDGE_INDEX_SHIFT) & (BRIDGE_BUCKETS - 1)) * BRIDGE_WAYS
 
 
 cdef bridge_entry *bridge_find(dp_state *d, uint64_t key, bridge_entry *first, uint64_t *info) noexcept nogil:
