@@ -268,7 +268,11 @@ def bench_open(Datapath dp, datagrams, double seconds, bint filtered=False, bint
                     if filtered:
                         segment_tags(&d.seg[s], segment_pcp(out[nb].segment), tags)
                     nb += 1
-                    if nb == OUT_BATCH:
+                    # A batch ends at OUT_BATCH frames, or sooner when the frames it holds took
+                    # every reassembly slot of their class (9000-byte frames: 32 at the default
+                    # budget), so the next frame finds one free.
+                    if nb == OUT_BATCH or (out[nb - 1].slot >= 0
+                                           and d.reasm.cls[d.reasm.slots[out[nb - 1].slot].cls].nfree == 0):
                         frames += bench_deliver(d, out, nb, now, bridged, filtered)
                         nb = 0
                 elif rc < 0:
