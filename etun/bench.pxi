@@ -268,11 +268,9 @@ def bench_open(Datapath dp, datagrams, double seconds, bint filtered=False, bint
                     if filtered:
                         segment_tags(&d.seg[s], segment_pcp(out[nb].segment), tags)
                     nb += 1
-                    # A batch ends at OUT_BATCH frames, or sooner when the frames it holds took
-                    # every reassembly slot of their class (9000-byte frames: 32 at the default
-                    # budget), so the next frame finds one free.
-                    if nb == OUT_BATCH or (out[nb - 1].slot >= 0
-                                           and d.reasm.cls[d.reasm.slots[out[nb - 1].slot].cls].nfree == 0):
+                    # A batch ends at OUT_BATCH frames, or sooner when its frames took every
+                    # reassembly slot of their class, as in pump_rx_round().
+                    if nb == OUT_BATCH or reasm_class_spent(&d.reasm, out[nb - 1].slot):
                         frames += bench_deliver(d, out, nb, now, bridged, filtered)
                         nb = 0
                 elif rc < 0:

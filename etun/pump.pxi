@@ -364,6 +364,11 @@ cdef int pump_rx_round(engine_state *e) noexcept nogil:
                     pump_rx_dropped(d, &e.out[e.nout], DROP_FILTER, s)
                 else:
                     e.nout += 1                # the bridge has its word in pump_deliver()
+                    # Frames over 2 KiB (super-frames, jumbo frames) have 32 reassembly slots at
+                    # the default budget, fewer than a batch: when this frame took the last of
+                    # its class, deliver now, so the next one finds a slot free.
+                    if reasm_class_spent(&d.reasm, e.out[e.nout - 1].slot):
+                        pump_deliver(e)
             elif rc == OPEN_HELD:
                 accepted = True
             elif rc == OPEN_CONTROL:

@@ -147,6 +147,12 @@ cdef inline void reasm_discard(reasm_table *t, int32_t sid) noexcept nogil:
     reasm_release(t, sid)
 
 
+cdef inline bint reasm_class_spent(const reasm_table *t, int32_t sid) noexcept nogil:
+    """True when the class of slot sid (a frame just completed) has no free slot left: a batch
+    holding its frames must be delivered before the next frame of the class can be opened."""
+    return sid >= 0 and t.cls[t.slots[sid].cls].nfree == 0
+
+
 cdef int32_t reasm_alloc(reasm_table *t, uint32_t gen, uint64_t base, uint32_t length,
                          uint64_t now_ms, bint *evicted) noexcept nogil:
     """A filling slot for a new frame, evicting the oldest incomplete one of its class if full
