@@ -235,7 +235,7 @@ cdef enum:
     PROBE_PER_SEC = 20            # authentic verify-peer probes queued a second, in all ...
     PROBE_SOURCE_PER_SEC = 10     # ... and per source address (a verify-peer run sends 2 to 5)
     PROBE_REPLIES_PER_SEC = 20    # authentic replies to verify-peer queued a second
-    PROBE_SEEN_SLOTS = 64         # tags of authentic probes and replies admitted lately
+    PROBE_SEEN_SLOTS = 1024       # tags of authentic probes and replies admitted lately
     PROBE_AGE_MAX_MS = 300000     # a probe's wall-clock time may be this far from ours
     PROBE_TIME_AT = HEADER_LEN + 36   # where a PROBE carries its sender's wall clock (PROTOCOL.md §7)
     FOREIGN_PER_SEC = 10          # verify-peer packets that do not authenticate (another key)
@@ -496,6 +496,7 @@ cdef struct dp_state:             # everything one site's datapath holds, shared
     # the admission gate for handshake and probe packets (admit.pxi), under recv_lock
     uint32_t hs_expect            # the id of our initiation awaiting an answer (RESP, COOKIE)
     bint hs_expecting
+    uint8_t hs_expect_mac1[MAC16_LEN]   # its mac1: a COOKIE answering it opens under it
     token_bucket answers_in       # RESPs to it a second: at most a few reach the control plane
     token_bucket cookies_in       # COOKIEs likewise, so forged ones cannot crowd out the RESP
     token_bucket hs_load          # handshake initiations a second, before etun is under load

@@ -7,9 +7,10 @@
 #       HS_PER_SEC a second, and for UNDER_LOAD_MS after): a valid mac2 (a cookie for this very
 #       address and port) and that address's own budget, else a cookie reply goes back and the
 #       message is dropped (under_load)
-#   answers (RESP, COOKIE): exact length, our level, mac1 (RESP), and the id of the initiation
-#       we are waiting on -- a recorded answer to an earlier one costs nothing -- then
-#       ANSWERS_PER_SEC, a budget for RESPs and one for COOKIEs
+#   answers (RESP, COOKIE): exact length, our level, mac1 (RESP), the id of the initiation we
+#       are waiting on -- a recorded answer to an earlier one costs nothing -- and a COOKIE that
+#       opens under that initiation's mac1, then ANSWERS_PER_SEC, a budget for RESPs and one for
+#       COOKIEs
 #   probes and their replies: authentic ones (a tag under the probe key), not admitted before
 #       (a ring of their tags), a probe's time within PROBE_AGE_MAX_MS of our wall clock, within
 #       their address's budget and PROBE_PER_SEC (replies: PROBE_REPLIES_PER_SEC, a budget of
@@ -65,6 +66,15 @@ cdef int admit_init(engine_state *e, const uint8_t *pkt, uint32_t length, const 
     return -DROP_UNDER_LOAD
 
 
+cdef bint admit_cookie_opens(dp_state *d, const uint8_t *pkt) noexcept nogil:
+    """Whether a COOKIE opens under the mac1 of our initiation in flight: only the responder
+    we sent it to could seal it (an AEAD check, no Diffie-Hellman work)."""
+    cdef uint8_t cookie[MAC16_LEN]
+    cdef bint ok = cookie_open(d, pkt, d.hs_expect_mac1, cookie) == 0
+    OPENSSL_cleanse(cookie, MAC16_LEN)
+    return ok
+
+
 cdef int admit_answer(dp_state *d, const uint8_t *pkt, uint32_t length, uint32_t want,
                       const uint8_t *src, uint32_t srclen, uint64_t now) noexcept nogil:
     """A RESP or COOKIE: only for the initiation we wait on."""
@@ -78,6 +88,9 @@ cdef int admit_answer(dp_state *d, const uint8_t *pkt, uint32_t length, uint32_t
         return -DROP_AUTH
     if not d.hs_expecting or pkt_be32(pkt + 4) != d.hs_expect:
         return -DROP_REPLAY                   # late, or recorded: not for our initiation
+    if wire_type(pkt[0]) == TYPE_COOKIE and not admit_cookie_opens(d, pkt):
+        open_refused(d, DROP_AUTH, pkt[0], src, srclen)
+        return -DROP_AUTH                     # forged by one who saw our INIT: costs no budget
     if bucket_take(&d.answers_in if wire_type(pkt[0]) == TYPE_RESP else &d.cookies_in, now, ANSWERS_PER_SEC,
                    ANSWERS_PER_SEC):
         return ADMIT
@@ -95,7 +108,9 @@ cdef bint admit_probe_authentic(dp_state *d, const uint8_t *pkt, uint32_t length
 
 cdef bint admit_probe_seen(const dp_state *d, const uint8_t *tag) noexcept nogil:
     """Whether an authentic probe or reply with this tag was admitted lately: a recording
-    replayed, from any address, costs nobody's budget."""
+    replayed, from any address, costs nobody's budget. A probe is refused once 5 minutes old
+    (admit_probe_timely), so a replay gets past this ring only if more than PROBE_SEEN_SLOTS
+    (1,024) authentic probes were admitted in those 5 minutes: verify-peer sends a handful."""
     cdef uint32_t k
     for k in range(PROBE_SEEN_SLOTS):
         if memcmp(&d.probe_seen[k * TAG_LEN], tag, TAG_LEN) == 0:

@@ -36,6 +36,7 @@ cdef class Handshake:
         noise_wipe(&self.s)
         OPENSSL_cleanse(self.k1, SECRET_LEN)
         OPENSSL_cleanse(self.k2, SECRET_LEN)
+        OPENSSL_cleanse(self.hash, SHA256_LEN)
 
     @property
     def id(self):
@@ -104,6 +105,7 @@ cdef class Handshake:
         # The rx pump lets answers to this initiation, and only them, through (admit.pxi).
         pthread_mutex_lock(&d.recv_lock)
         d.hs_expect = self.hs_id
+        memcpy(d.hs_expect_mac1, self.mac1, MAC16_LEN)
         d.hs_expecting = True
         pthread_mutex_unlock(&d.recv_lock)
         return out

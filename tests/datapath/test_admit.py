@@ -169,6 +169,30 @@ def test_only_an_answer_to_the_initiation_in_flight_reaches_the_control_plane(se
         assert dp.counters()["rx"]["replay"] == 30
 
 
+def test_forged_cookie_replies_to_our_initiation_cost_no_budget_and_the_genuine_one_gets_through(secrets):
+    """One who saw our INIT knows its id; COOKIEs it forges with that id must not use up the
+    budget the responder's real cookie reply needs."""
+    with engine(secrets) as (dp, e, address), engine(secrets) as (peer_dp, peer_e, peer_address):
+        s = sender()
+        for _ in range(60):                                          # the responder is under load
+            s.sendto(an_init(secrets), peer_address)
+        wait_until(lambda: peer_dp.counters()["rx"]["under_load"] >= 30, timeout=5, interval=0.01,
+                   what="the responder under load")
+        drained(s)
+        ours = _fast.Handshake(dp)
+        s.sendto(ours.initiate(bytes(36)), peer_address)
+        genuine = s.recv(2048)                                       # its cookie reply, to us
+        assert len(genuine) == _fast.COOKIE_LEN and genuine[4:8] == ours.id.to_bytes(4, "big")
+        forger = sender()
+        for _ in range(50):
+            forger.sendto(genuine[:8] + os.urandom(_fast.COOKIE_LEN - 8), address)
+        forger.sendto(genuine, address)
+        wait_until(lambda: dp.counters()["rx"]["packets"] >= 51, timeout=5, interval=0.01, what="51 read")
+        (item,) = queued(e, _fast.TYPE_COOKIE)
+        assert item[1] == genuine
+        assert dp.counters()["rx"]["auth"] == 50 and dp.counters()["rx"]["rate_limit"] == 0
+
+
 def test_garbage_probes_cannot_crowd_out_a_genuine_verify_peer(secrets):
     other = _fast.Datapath(ENCRYPT)
     keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN))).install(other)
