@@ -26,6 +26,7 @@ ACTIONS = ("allow", "deny")
 
 DEFAULT_TUNNEL_PORT = 5555
 DEFAULT_METRICS_PORT = 9477
+DEFAULT_METRICS_HOST = "127.0.0.1"   # [metrics] listen given as a port alone binds here
 DEFAULT_LISTEN = f"0.0.0.0:{DEFAULT_TUNNEL_PORT}"
 DEFAULT_LISTEN_V6 = f"[::]:{DEFAULT_TUNNEL_PORT}"   # the default when the peer is an IPv6 address
 DEFAULT_TAP = "etun0"
@@ -657,6 +658,16 @@ def _read_control(origin: str, data: dict[str, Any], base_dir: pathlib.Path, sit
 
 def _read_metrics(origin: str, data: dict[str, Any]) -> Metrics:
     table = _Table(origin, "[metrics]", data, TABLE_KEYS["metrics"], "metrics")
+    value = table.value("listen", None)
+    # A port alone binds the loopback address: the endpoint has no authentication, so reaching it
+    # from elsewhere takes an address written out (etun(8), "Metrics").
+    if isinstance(value, str) and _PORT.fullmatch(value):
+        if not 1 <= int(value) <= 65535:
+            table.fail("listen", f"expected a port between 1 and 65535, got {_quote(value)}")
+        return Metrics(listen=Address(DEFAULT_METRICS_HOST, int(value)))
+    if type(value) is int:
+        table.fail("listen", f"expected a string {_METRICS_LIKE}, got {value} "
+                             f'(a port alone is written "{value}" and binds {DEFAULT_METRICS_HOST})')
     listen = table.address("listen", None, allow_name=False, like=_METRICS_LIKE, example_port=DEFAULT_METRICS_PORT)
     return Metrics(listen=listen)
 

@@ -48,3 +48,11 @@ def test_the_unit_is_type_notify_with_a_reload_that_waits_and_a_watchdog():
     assert lines["NotifyAccess"] == "all"               # the one-file binary notifies from below its boot loaders
     assert lines["ExecReload"] == "/usr/local/bin/etun reload /etc/etun/%i.toml"
     assert lines["WatchdogSec"] == "10s"
+
+
+def test_a_stray_sighup_that_kills_the_boot_loader_restarts_etun_instead_of_stopping_it_for_good():
+    lines = unit_lines()
+    # Death by SIGHUP is a clean exit to Restart=on-failure (systemd.service(5), SuccessExitStatus=):
+    # only RestartForceExitStatus= brings etun back after a `kill -HUP` of the one-file binary's main PID.
+    assert lines["Restart"] == "on-failure" and lines["RestartForceExitStatus"].split() == ["SIGHUP"]
+    assert "kill" not in lines["ExecReload"]            # a reload never signals the main PID

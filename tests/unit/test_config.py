@@ -260,6 +260,13 @@ def test_metrics_listen_accepts_ipv6(in_tmp):
     assert config.metrics.listen == Address("::1", 9477)
 
 
+@pytest.mark.parametrize("port", ["9477", "1", "65535"])
+def test_metrics_listen_given_as_a_port_alone_binds_the_loopback_address(in_tmp, port):
+    config = load(site_toml(extra=f'[metrics]\nlisten = "{port}"\n'))
+
+    assert config.metrics.listen == Address("127.0.0.1", int(port))
+
+
 def test_filter_values_accept_either_case_and_integer_ethertypes(in_tmp):
     config = load(
         site_toml(
@@ -451,6 +458,9 @@ ERROR_CASES = [
     (site_toml(extra='[metrics]\nlisten = "127.0.0.1"\n'), 'site.toml: [metrics] listen: expected "host:port", got "127.0.0.1"'),
     (site_toml(extra="[metrics]\nlisten = true\n"), 'site.toml: [metrics] listen: expected a string like "127.0.0.1:9477" or "[::1]:9477", got true'),
     (site_toml(extra="[metrics]\nport = 9477\n"), 'site.toml: [metrics] unknown key "port"'),
+    (site_toml(extra='[metrics]\nlisten = "0"\n'), 'site.toml: [metrics] listen: expected a port between 1 and 65535, got "0"'),
+    (site_toml(extra='[metrics]\nlisten = "65536"\n'), 'site.toml: [metrics] listen: expected a port between 1 and 65535, got "65536"'),
+    (site_toml(extra="[metrics]\nlisten = 9477\n"), 'site.toml: [metrics] listen: expected a string like "127.0.0.1:9477" or "[::1]:9477", got 9477 (a port alone is written "9477" and binds 127.0.0.1)'),
     # [[segment]]
     (segments('name = "office"\ninterface = "eth1"') + "[lan]\ninterface = \"eth2\"\n",
      "site.toml: [lan] and [[segment]] together: describe every segment, the one [lan] described too, as a [[segment]] table"),

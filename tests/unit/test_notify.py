@@ -78,6 +78,17 @@ def test_ready_status_reloading_and_stopping_arrive_in_order_and_an_unchanged_st
     assert got[3:] == [b"READY=1\nSTATUS=peer paris up at 198.19.2.1:5555", b"STOPPING=1\nSTATUS=stopping"]
 
 
+def queued(sock) -> list[bytes]:
+    """What was sent so far: a datagram sent on a local socket is queued by the time send() returns."""
+    out = []
+    sock.setblocking(False)
+    try:
+        while True:
+            out.append(sock.recv(4096))
+    except BlockingIOError:
+        return out
+
+
 def test_without_notify_socket_every_call_does_nothing():
     sd = notify.Systemd({})
     assert not sd.active
@@ -130,3 +141,29 @@ def test_without_a_watchdog_no_thread_starts(listener):
     sd = notify.Systemd({"NOTIFY_SOCKET": listener[0]})
     sd.start_watchdog(lambda: (1, 1), NAMES)
     assert sd.feeding is None
+
+
+PUMP_IDLE_TURN_S = 0.1      # an idle pump turns at least this often (docs/MANUAL.md, "systemd")
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.1])
+@pytest.mark.parametrize("wedged_at", [0.31, 0.49, 0.51, 0.69])
+@pytest.mark.parametrize("last_turn_after", [0.0, PUMP_IDLE_TURN_S])
+def test_a_thread_wedged_while_it_slept_earns_no_keep_alive_later_than_an_interval_and_a_tick_after_its_last_turn(
+        listener, phase, wedged_at, last_turn_after):
+    """The bound the end-to-end watchdog test allows (tests/e2e/test_production.py): a stall flag
+    set while the rx thread sleeps stops it at its next turn, up to PUMP_IDLE_TURN_S later; the
+    watchdog may answer turns made before the flag and that last turn, each with a keep-alive, and
+    nothing after."""
+    name, sock = listener
+    sd = notify.Systemd({"NOTIFY_SOCKET": name, "WATCHDOG_USEC": str(SECOND_US)})
+    interval = 0.5
+    last_turn = wedged_at + last_turn_after
+    after = []
+    for k in range(20):                                 # 4 s of watchdog ticks, 0.2 s apart
+        at = phase + k * notify.WATCHDOG_TICK_S
+        rx = int(min(at, wedged_at) * 100) + (at >= last_turn)      # a hundred turns a second, then one
+        sd.watchdog((int(at * 100), rx), NAMES, 10 * SECOND_US + int(at * SECOND_US))
+        if queued(sock) == [b"WATCHDOG=1"] and at > wedged_at:
+            after.append(at)
+    assert len(after) <= 2 and all(at - last_turn <= interval + notify.WATCHDOG_TICK_S for at in after), after

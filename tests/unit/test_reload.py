@@ -61,7 +61,9 @@ CASES = [
     ('[metrics]\nlisten = "127.0.0.1:9477"\n', ("", ""), [("metrics", '[metrics] listen none -> "127.0.0.1:9477"')]),
     # 9. [run] user: a restart (privileges are gone by then)
     ('[run]\nuser = "etun"\n', ("", ""), [(reload.RESTART, '[run] user "nobody" -> "etun"')]),
-    # 10. [bridge]: live, each key named
+    # 10. metrics as a port alone: on the loopback address
+    ('[metrics]\nlisten = "9477"\n', ("", ""), [("metrics", '[metrics] listen none -> "127.0.0.1:9477"')]),
+    # 11. [bridge]: live, each key named
     ('[bridge]\nlearning = false\nstorm_limit = 100\nguard = ["stp", "lldp"]\n', ("", ""),
      [("bridge", "[bridge] learning true -> false"), ("bridge", "[bridge] storm_limit 5000 -> 100"),
       ("bridge", '[bridge] guard [] -> ["stp", "lldp"]')]),
@@ -141,3 +143,33 @@ def test_announce_and_the_start_role_change_on_reload_without_touching_the_runni
     out = reload.run(d, FakeReader((config(tmp_path, "[ha]\nstandby = true\nannounce = false\n"), None)))
     assert out.ok and out.applied == ["[ha] standby false -> true", "[ha] announce true -> false"]
     assert d.role.announce is False and d.role.active            # keepalived's to change, not the file's
+
+
+def test_moving_metrics_to_a_wildcard_address_on_the_same_port_is_refused_and_the_old_endpoint_serves_on(
+        tmp_path, etun_log):
+    """The new socket is bound before the old one closes (a refused reload must leave the endpoint
+    as it was), and a wildcard address overlaps the loopback one on the same port."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from etun.config import Address
+    from etun.metrics import MetricsServer
+
+    status = {"peer": {}}
+    d = FakeDaemon(None)
+    d.lock = threading.Lock()
+    d.status = lambda: status
+    d.metrics = MetricsServer(Address("127.0.0.1", 0), d.status)        # any free port
+    port = d.metrics.server.server_address[1]
+    d.config = config(tmp_path, f'[metrics]\nlisten = "{port}"\n')
+    d.metrics.start()
+    try:
+        out = reload.run(d, FakeReader((config(tmp_path, f'[metrics]\nlisten = "0.0.0.0:{port}"\n'), None)))
+        assert out.refused == [f"cannot listen for metrics on 0.0.0.0:{port}: Address already in use"]
+        assert d.config.metrics.listen == Address("127.0.0.1", port)
+        with pytest.raises(urllib.error.HTTPError) as answer:        # still served: other paths are 404
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/nothing-here", timeout=5)
+        assert answer.value.code == 404
+    finally:
+        d.metrics.close()
