@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from etun import _fast, keys
-from etun.session import REJECT_AFTER_MS, Session
+from etun.session import REJECT_AFTER_MS, RETRY_LIVE_MS, Session
 from etun.transport import pack_sockaddr
 
 ENCRYPT = _fast.LEVEL_ENCRYPT
@@ -73,9 +73,9 @@ def pair():
 
 
 def run(a: Site, b: Site, now: int, first: list[tuple[Site, bytes]] | None = None, steps: int = 40,
-        tap=None) -> None:
+        tap=None, lose=None) -> None:
     """Tick both sites at `now` and deliver everything, as their daemons' loops would, until
-    a tick sends nothing more."""
+    a tick sends nothing more; a datagram for which lose(to, datagram) holds is lost."""
     flight = list(first or [])
     for _ in range(steps):
         if not flight:
@@ -86,6 +86,8 @@ def run(a: Site, b: Site, now: int, first: list[tuple[Site, bytes]] | None = Non
         to, datagram = flight.pop(0)
         if tap is not None:
             tap(to, datagram)
+        if lose is not None and lose(to, datagram):
+            continue
         other = b if to is a else a
         flight += [(other, d) for d in to.deliver(datagram, now)]
     raise AssertionError("the sites keep talking")
@@ -227,18 +229,71 @@ def test_a_different_key_file_never_sets_up_a_session():
     assert set(a.drops + b.drops) == {"auth"}
 
 
-def test_sessions_are_renewed_by_their_initiator_and_traffic_never_stops():
-    a, b, wall = pair()
+# The forward-secrecy promise (docs/SECURITY.md, PROTOCOL.md §5.4), written out rather than
+# imported: a test that read REKEY_AFTER_MS would follow the constant if it were ever raised.
+RENEW_MS = 120_000              # the initiator of a session starts the next one after this
+TICK_MS = 1_000                 # how often the sites tick in these tests
+
+
+def handshake_gaps(a: Site, b: Site, until_ms: int, lose=None) -> list[int]:
+    """Tick both sites every TICK_MS from a first handshake at 0 until `until_ms`, a frame
+    crossing each way at every tick; the times between handshakes, and from the last one to
+    `until_ms` (a renewal that never came counts too)."""
     run(a, b, 0)
-    initiator = a if a.s.role == "initiator" else b
-    ids = [initiator.s.current_id]
-    for now in range(1000, 400_000, 5000):
-        wall.ns += 5 * 10**9
-        run(a, b, now)
+    assert a.s.handshakes == b.s.handshakes == 1
+    done = [0]
+    for now in range(TICK_MS, until_ms + 1, TICK_MS):
+        a.s.wall_ns.ns += TICK_MS * 10**6
+        before = a.s.handshakes
+        run(a, b, now, lose=lose)
+        assert a.s.handshakes == b.s.handshakes, now
+        if a.s.handshakes > before:
+            done.append(now)
         assert frame_crosses(a, b) and frame_crosses(b, a), now
-        ids.append(initiator.s.current_id)
-    assert len(set(ids)) >= 3                       # a new session at least every 2 minutes
-    assert a.s.handshakes >= 3
+    return [later - earlier for earlier, later in zip(done, done[1:] + [until_ms], strict=True)]
+
+
+def test_sessions_are_renewed_by_their_initiator_and_traffic_never_stops():
+    a, b, _ = pair()
+    gaps = handshake_gaps(a, b, 600_000)
+    # Nothing lost: the initiator renews on the first tick 2 minutes after the handshake.
+    assert max(gaps) <= RENEW_MS, gaps
+    assert a.s.handshakes >= 600_000 // RENEW_MS
+
+
+def test_a_renewal_whose_first_initiation_is_lost_comes_after_one_retry():
+    a, b, _ = pair()
+    lost = set()
+
+    def lose_first_renewal(to: Site, datagram: bytes) -> bool:
+        # The first INIT of each renewal (one per handshake done so far) never arrives.
+        if _fast.packet_type(datagram)[2] == _fast.TYPE_INIT and a.s.handshakes not in lost:
+            lost.add(a.s.handshakes)
+            return True
+        return False
+
+    gaps = handshake_gaps(a, b, 600_000, lose=lose_first_renewal)
+    assert len(lost) >= 4
+    # An initiation goes again RETRY_LIVE_MS later while the session carries traffic.
+    assert max(gaps) <= RENEW_MS + RETRY_LIVE_MS, gaps
+    assert all(gap > RENEW_MS for gap in gaps[:-1]), gaps     # the loss did delay each renewal
+
+
+def test_when_no_renewal_of_the_initiator_arrives_the_responder_renews_before_the_keys_expire():
+    a, b, _ = pair()
+    first = {}
+
+    def lose_initiations_to_the_first_responder(to: Site, datagram: bytes) -> bool:
+        first.setdefault("responder", a if a.s.role == "responder" else b)
+        return _fast.packet_type(datagram)[2] == _fast.TYPE_INIT and to is first["responder"]
+
+    gaps = handshake_gaps(a, b, 600_000, lose=lose_initiations_to_the_first_responder)
+    # The responder initiates at 135 s; the initiator, still trying, crosses it and wins the
+    # tie (its instance is the smaller: it won the first handshake so), its copy is lost too,
+    # and it yields at the next crossing, one retry later. From then on the former responder
+    # initiates, and its initiations arrive.
+    assert gaps[0] <= 135_000 + RETRY_LIVE_MS < REJECT_AFTER_MS, gaps
+    assert max(gaps[1:]) <= RENEW_MS, gaps
 
 
 def test_the_send_side_moves_one_key_index_every_rekey_and_the_peer_follows():

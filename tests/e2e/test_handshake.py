@@ -6,6 +6,7 @@ namespace and sends from random addresses of 198.18.128.0/17.
     hostA - gwA - [wan: flood.py, tcpdump] - gwB - hostB
 """
 
+import os
 import subprocess
 import sys
 import time
@@ -46,17 +47,32 @@ def recorded_initiations(t, runs: int = 20) -> list[bytes]:
     return inits
 
 
-def flood(t, datagrams: list[bytes], rate: int, seconds: float, to: str = "b") -> subprocess.Popen:
+def flood(t, datagrams: list[bytes], rate: int, seconds: float, to: str = "b", senders: int = 1) -> subprocess.Popen:
     path = t.workdir / f"flood-{time.monotonic_ns()}.hex"
     path.write_text("\n".join(d.hex() for d in datagrams))
-    cmd = [sys.executable, str(FLOOD), GW_IP[to], str(ETUN_PORT), str(rate), str(seconds), SPOOFED, str(path)]
+    cmd = [sys.executable, str(FLOOD), GW_IP[to], str(ETUN_PORT), str(rate), str(seconds), SPOOFED, str(path),
+           str(senders)]
     print(f"[wan] {' '.join(cmd)}", file=sys.stderr)
     return subprocess.Popen(["ip", "netns", "exec", t.ns("wan"), *cmd], stdout=subprocess.PIPE, text=True)
 
 
-def flood_sent(proc: subprocess.Popen) -> int:
+def flood_start(proc: subprocess.Popen) -> float:
+    """When the flood's first datagram leaves (CLOCK_MONOTONIC, as time.monotonic() reads it):
+    the flooder builds every packet first, which takes a while."""
+    line = proc.stdout.readline()
+    assert line.startswith("start "), line
+    return float(line.split()[1])
+
+
+def flood_result(proc: subprocess.Popen) -> tuple[int, float]:
+    """(datagrams sent, seconds from the first to the last)."""
     out, _ = proc.communicate(timeout=120)
-    return int(out)
+    _, sent, _, seconds = out.strip().splitlines()[-1].split()
+    return int(sent), float(seconds)
+
+
+def flood_sent(proc: subprocess.Popen) -> int:
+    return flood_result(proc)[0]
 
 
 def first_answer_s(t, limit_s: float = 10) -> float:
@@ -75,8 +91,9 @@ def session_of(t, site: str) -> tuple:
 
 
 def cpu_seconds(pid: int) -> float:
+    """utime + stime of process `pid`, all its threads (proc(5): fields 14 and 15)."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100            # utime + stime, all threads
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_replayed_handshakes_of_20_earlier_runs_do_not_keep_a_restarting_site_from_its_tunnel(topo):
@@ -135,23 +152,32 @@ def fresh_initiations(t, n: int) -> list[bytes]:
     return [_fast.Handshake(dp).initiate(bytes(_fast.INIT_PAYLOAD_LEN)) for _ in range(n)]
 
 
-def test_a_flood_of_initiations_gets_cookies_and_costs_little_cpu_while_traffic_flows(topo):
+FLOOD_RATE = 10_000              # initiations a second: the issue's flood (docs/SECURITY.md)
+FLOOD_RATE_MIN = 9_000          # ... of which the flooder must really send this many
+FLOOD_SENDERS = 2               # flooder processes: one sent 40,000/s here (load 7); two for headroom
+CPU_SHARE_MAX = 0.20            # of one core, for etun at site B, at that rate
+
+
+def test_a_flood_of_10000_initiations_a_second_gets_cookies_costs_under_20_percent_of_a_core_and_traffic_flows(
+        topo):
     t = topo()
     t.start_pair()
     inits = fresh_initiations(t, 20_000)          # then sent again: replays, dropped sooner still
-    pid = t.etuns["b"].proc.pid
-    cpu0, wall0 = cpu_seconds(pid), time.monotonic()
-    f = flood(t, inits, rate=10_000, seconds=5)
+    pid = t.etuns["b"].proc.pid                   # the daemon itself: `ip netns exec` execs it
+    f = flood(t, inits, rate=FLOOD_RATE, seconds=5, senders=FLOOD_SENDERS)
     try:
+        time.sleep(max(0.0, flood_start(f) - time.monotonic()))
+        cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+        # 200 pings over 4 s, all within the flood's 5 s.
         r = t.run(f"ping -n -q -c 200 -i 0.02 -W 1 {HOST_IP['b']}", "ha", check=False, capture=True, timeout=30)
     finally:
-        sent = flood_sent(f)
+        sent, seconds = flood_result(f)
     cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - wall0
-    rate = sent / wall
-    print(f"{sent} initiations in {wall:.1f} s ({rate:,.0f}/s): etun at B used {cpu:.2f} s of CPU "
-          f"({100 * cpu / wall:.1f}% of a core; {100 * cpu / wall * 10_000 / rate:.1f}% at 10,000/s)")
-    assert rate > 3000
-    assert cpu / wall * 10_000 / rate < 0.20               # < 20% of one core at 10,000/s
+    rate, share = sent / seconds, cpu / wall
+    print(f"{sent} initiations in {seconds:.2f} s ({rate:,.0f}/s, {FLOOD_SENDERS} senders): etun at B used "
+          f"{cpu:.2f} s of CPU in {wall:.2f} s ({100 * share:.1f}% of one core)")
+    assert rate >= FLOOD_RATE_MIN, f"the flooder sent only {rate:,.0f}/s: the measurement proves nothing"
+    assert share <= CPU_SHARE_MAX, f"etun used {100 * share:.1f}% of a core at {rate:,.0f} initiations/s"
     assert " 0% packet loss" in r.stdout, r.stdout
     st = t.status("b")
     drops = st["directions"]["inbound"]["drops"]
