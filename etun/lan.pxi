@@ -56,7 +56,9 @@ cdef bint lan_is_own_tunnel(const uint8_t *f, uint32_t n, uint16_t port) noexcep
 cdef bint lan_vnet_ok(const uint8_t *f, uint32_t length) noexcept nogil:
     """Whether a FRAME_VNET from the peer may reach our kernel: its virtio_net_hdr asks only for
     what fits the frame behind it -- known flags and GSO kinds, a checksum field inside the frame
-    at a TCP or UDP offset, headers and segments no longer than the frame. Anything else is the
+    at a TCP or UDP offset (for segmentation, the one of its kind), headers and segments no
+    longer than the frame (hdr_len is the kernel's linear part, which may hold payload too: it
+    bounds nothing tighter). Anything else is the
     peer's bug or an attack on our kernel, and is dropped (bad_offload)."""
     cdef uint8_t flags = f[0], gso = f[1] & ~VNET_GSO_ECN
     cdef uint32_t n = length - VNET_HDR_LEN
@@ -76,6 +78,9 @@ cdef bint lan_vnet_ok(const uint8_t *f, uint32_t length) noexcept nogil:
             return False
     if gso != VNET_GSO_NONE:
         if not (flags & VNET_F_NEEDS_CSUM) or gso_size == 0 or gso_size > n:
+            return False
+        # Each segment's checksum goes where its kind keeps it: TCP's at 16, UDP's at 6.
+        if offset != (16 if gso == VNET_GSO_TCPV4 or gso == VNET_GSO_TCPV6 else 6):
             return False
     return True
 

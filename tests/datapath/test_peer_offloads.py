@@ -84,6 +84,9 @@ INVALID = {
     "segments one byte longer than the frame": tcp4(gso_size=N + 1),
     "GSO without a partial checksum": tcp4(flags=0),
     "GSO with only DATA_VALID": tcp4(flags=DATA_VALID),
+    "TCP GSO with UDP's checksum offset": tcp4(offset=6),
+    "UDP L4 GSO with TCP's checksum offset": header(NEEDS_CSUM, UDP_L4, 42, 1472, 34, 16) + UDP4,
+    "UDP fragmentation offload with TCP's checksum offset": header(NEEDS_CSUM, UDP_UFO, 42, 1472, 34, 16) + UDP4,
 }
 
 
