@@ -68,6 +68,11 @@ def families(st: dict) -> list:
     if "ha" in st:
         gauge("etun_ha_active", "1 while this gateway is the active one of its pair, 0 as standby",
               int(st["ha"]["role"] == "active"))
+        gauge("etun_ha_role_seconds", "Seconds since this gateway last changed role (or started)", st["ha"]["since_s"])
+        switches = CounterMetricFamily("etun_ha_switches",
+                                       "Role changes since start (etun activate / etun standby that changed it)")
+        switches.add_metric([], st["ha"]["switches"])
+        out.append(switches)
         announced = CounterMetricFamily("etun_ha_announced", "RARP frames sent for the far side's MACs on takeover")
         announced.add_metric([], st["ha"]["announced"])
         out.append(announced)

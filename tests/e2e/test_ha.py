@@ -1,8 +1,10 @@
 """Two gateways at site A under real keepalived (packaging/keepalived/keepalived.conf, as shipped but for
 names and paths): the standby takes over within 3 s of the active etun dying, ten times in a row, and
-of the active gateway dying (its links down), and traffic moves back on failback; each time etun
-announces site B's MACs so site A's switch sends to the new gateway at once. Without announcements
-the switch keeps sending to the dead gateway.
+of the active gateway dying (its links down), and of its datapath stalling (keepalived's
+track_script, `etun status --check`), and traffic moves back on failback; each time etun announces
+site B's MACs so site A's switch sends to the new gateway at once. Without announcements the switch
+keeps sending to the dead gateway. Also: `etun activate` / `etun standby` are idempotent and the
+daemon switches in under 100 ms, and the shipped recipe passes `keepalived -t` as written.
 
          a1 (198.18.0.11)                                                   hb (198.18.0.2)
           |                                                                  |
@@ -18,7 +20,9 @@ in the control case it is one way, a1 -> hb, sequence-numbered (tests/e2e/udpseq
 answers and only an announcement could tell site A's switch that hb's MAC now lives behind ga2.
 """
 
+import bisect
 import json
+import os
 import re
 import signal
 import subprocess
@@ -27,6 +31,7 @@ import time
 
 import pytest
 
+from etun.control import ask
 from tests.e2e.topology import REPO
 from tests.poll import wait_until
 
@@ -41,6 +46,8 @@ NO_BRIDGE_NF = ("sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.brid
 QUIET = "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"
 FAILOVERS = 10
 FAILOVER_MAX_S = 3.0
+OUTAGE_S = 0.2                    # a pause between two echo replies longer than this is an outage (s)
+CAUSE_S = 0.5                     # an outage that begins this long after an event is not the event's (s)
 RATE = 100                        # datagrams a second, a1 -> hb
 KEEPALIVED: dict = {}             # gateway -> its keepalived, this test's
 
@@ -127,11 +134,13 @@ def state(t, gw: str) -> str:
     return path.read_text().strip() if path.exists() else ""
 
 
-def start_pair(t, announce: bool = True):
+def start_pair(t, announce: bool = True, hooks: bool = False):
+    """Both site A etuns (with `hooks`, their control sockets take the test's stall request) and
+    keepalived there, ga active; site B's etun; a1 and hb know each other."""
     etun = etun_wrapper(t)
     paths = configs(t, announce)
     for gw in ("a", "a2", "b"):
-        t.start_etun(gw, paths[gw])
+        t.start_etun(gw, paths[gw], prefix="env ETUN_TEST_HOOKS=1 " if hooks and gw != "b" else "")
     for gw in ("a", "a2"):
         t.wait_log(gw, "standby: no capture")
     # ga's keepalived first: with nopreempt, whichever is master first stays master, and two
@@ -170,8 +179,9 @@ def pinging(t, seconds: float):
 
 
 def stop_ping(ping) -> dict:
-    """SIGINT (ping prints its summary), then: requests, replies, duplicates, and every pause
-    between two replies longer than 0.2 s (an outage), in seconds."""
+    """SIGINT (ping prints its summary), then: requests, replies, duplicates, every pause
+    between two replies longer than OUTAGE_S (an outage), in seconds, and each reply's time (ping -D:
+    the wall clock, as time.time())."""
     proc, out = ping
     proc.send_signal(signal.SIGINT)
     proc.wait(10)
@@ -179,9 +189,37 @@ def stop_ping(ping) -> dict:
     stamps = [float(line[1:line.index("]")]) for line in text.splitlines() if "bytes from" in line]
     summary = re.search(r"(\d+) packets transmitted, (\d+) received(?:, \+(\d+) duplicates)?", text)
     assert summary, text[-500:]
-    gaps = [round(b - a, 3) for a, b in zip(stamps, stamps[1:], strict=False) if b - a > 0.2]
+    gaps = [round(b - a, 3) for a, b in zip(stamps, stamps[1:], strict=False) if b - a > OUTAGE_S]
     return {"sent": int(summary[1]), "received": int(summary[2]), "duplicates": int(summary[3] or 0),
-            "dup_lines": text.count("DUP!"), "gaps": gaps}
+            "dup_lines": text.count("DUP!"), "gaps": gaps, "stamps": stamps}
+
+
+def resumed(got: dict, events: list[float]) -> list[float]:
+    """For each event (a time.time()), the seconds from it to the first reply after the outage it
+    caused: the end of the first pause of more than OUTAGE_S between two replies that began within
+    CAUSE_S of the event. Not simply the first reply after the event: the clock is read just before
+    the command that causes it, which takes some milliseconds to act (a process in a namespace, a
+    control request), and a reply to a request already in flight can arrive in between. An event
+    that caused no such pause gets the time to its first reply; an outage that never ended, infinity."""
+    stamps = got["stamps"]
+    waits = []
+    for e in events:
+        i = bisect.bisect_right(stamps, e)                  # the first reply after the event
+        if i == len(stamps):
+            waits.append(float("inf"))
+            continue
+        wait = stamps[i] - e
+        for j in range(max(i - 1, 0), len(stamps) - 1):
+            if stamps[j] > e + CAUSE_S:
+                break
+            if stamps[j + 1] - stamps[j] > OUTAGE_S:
+                wait = stamps[j + 1] - e
+                break
+        else:
+            if stamps[-1] <= e + CAUSE_S:                   # the replies stopped for good
+                wait = float("inf")
+        waits.append(round(wait, 3))
+    return waits
 
 
 def kill_etun(t, gw: str) -> None:
@@ -196,10 +234,11 @@ def test_the_standby_takes_over_within_3_s_ten_times_and_site_as_switch_follows_
     active, standby = "a", "a2"
     ping = pinging(t, seconds=180)
     time.sleep(2)
-    took = []
+    took, events = [], []
     for n in range(FAILOVERS):
         print(f"[test] failover {n + 1}: killing the etun at g{active}", file=sys.stderr)
         t0 = time.monotonic()
+        events.append(time.time())
         kill_etun(t, active)
         wait_until(lambda gw=standby: role(t, gw) == "active", timeout=10, interval=0.05,
                    what=f"g{standby} to become active")
@@ -216,10 +255,14 @@ def test_the_standby_takes_over_within_3_s_ten_times_and_site_as_switch_follows_
         active, standby = standby, active
     time.sleep(1)
     got = stop_ping(ping)
-    print(f"[test] takeovers (kill -> active): {[round(s, 2) for s in took]}; pings: {got}", file=sys.stderr)
-    assert got["duplicates"] == 0 and got["dup_lines"] == 0, got
-    assert len(got["gaps"]) >= FAILOVERS - 1, got                # each failover shows, briefly
-    assert max(got["gaps"]) <= FAILOVER_MAX_S, got
+    waits = resumed(got, events)
+    print(f"[test] takeovers (kill -> active): {[round(s, 2) for s in took]}; kill -> first reply: {waits}; "
+          f"pings: { {k: v for k, v in got.items() if k != 'stamps'} }", file=sys.stderr)
+    assert got["duplicates"] == 0 and got["dup_lines"] == 0, got["sent"]
+    assert max(waits) <= FAILOVER_MAX_S, waits
+    assert max(got["gaps"], default=0) <= FAILOVER_MAX_S, got["gaps"]           # and no outage elsewhere
+    # Requests lost: those of the ten outages (under 3 s each at 100 a second), and no more.
+    assert got["sent"] - got["received"] <= 100 * sum(waits) + 20, (got["sent"], got["received"], waits)
     st = t.status("b")
     assert st["directions"]["inbound"]["drops"]["loop"] == st["directions"]["inbound"]["drops"]["storm"] == 0
 
@@ -232,6 +275,7 @@ def test_a_dead_gateway_is_replaced_within_3_s_and_failback_moves_traffic_back_w
     # ga dies as a whole: its links go down (keepalived and etun there reach nothing any more).
     print("[test] ga's links go down", file=sys.stderr)
     t0 = time.monotonic()
+    death = time.time()
     t.run("ip link set wan0 down && ip link set lan0 down", "ga")
     wait_until(lambda: role(t, "a2") == "active", timeout=10, interval=0.05, what="ga2 to become active")
     took = time.monotonic() - t0
@@ -250,6 +294,7 @@ def test_a_dead_gateway_is_replaced_within_3_s_and_failback_moves_traffic_back_w
     # Failback as the manual says: restart keepalived on the active gateway.
     print("[test] failback: keepalived at ga2 restarts", file=sys.stderr)
     t1 = time.monotonic()
+    failback = time.time()
     KEEPALIVED["a2"].terminate()
     KEEPALIVED["a2"].wait(10)
     wait_until(lambda: role(t, "a") == "active" and role(t, "a2") == "standby", timeout=10, interval=0.05,
@@ -258,27 +303,125 @@ def test_a_dead_gateway_is_replaced_within_3_s_and_failback_moves_traffic_back_w
     keepalived(t, "a2", 100, str(t.workdir / "etun"), paths["a2"])
     time.sleep(3)
     got = stop_ping(ping)
-    print(f"[test] gateway death -> active {took:.2f} s, failback -> active {back:.2f} s; pings: {got}",
+    waits = resumed(got, [death, failback])
+    print(f"[test] gateway death -> active {took:.2f} s, failback -> active {back:.2f} s; "
+          f"death, failback -> first reply: {waits}; pings: { {k: v for k, v in got.items() if k != 'stamps'} }",
           file=sys.stderr)
-    assert got["duplicates"] == 0 and got["dup_lines"] == 0, got
-    assert got["gaps"] and max(got["gaps"]) <= FAILOVER_MAX_S, got
+    assert got["duplicates"] == 0 and got["dup_lines"] == 0, got["sent"]
+    assert max(waits) <= FAILOVER_MAX_S, waits
+    assert got["gaps"] and max(got["gaps"], default=0) <= FAILOVER_MAX_S, got["gaps"]
     for site in ("a", "b"):
         drops = t.status(site)["directions"]["inbound"]["drops"]
         assert drops["loop"] == drops["storm"] == 0, drops
 
 
-def test_without_announcements_site_as_switch_keeps_sending_to_the_dead_gateway(topo):
+@pytest.mark.parametrize("announce", [True, False], ids=["announce", "no-announce"])
+def test_one_way_traffic_to_a_silent_host_resumes_within_3_s_with_announcements_and_never_without(topo, announce):
     t = build(topo)
-    start_pair(t, announce=False)
+    start_pair(t, announce=announce)
     rx = one_way(t, seconds=60)
     time.sleep(2)
+    print(f"[test] one way a1 -> hb, announce = {announce}: killing the etun at ga", file=sys.stderr)
     kill_etun(t, "a")
     wait_until(lambda: role(t, "a2") == "active", timeout=10, interval=0.05, what="ga2 to become active")
     time.sleep(8)
     rx.send_signal(signal.SIGTERM)
     out, _ = rx.communicate(timeout=30)
     got = json.loads(out.strip().splitlines()[-1])
-    # The switch learnt hb's MAC behind ga; hb says nothing, so nothing moves it: nothing arrived
-    # since the failover, where the announcing pair lost under 3 s.
-    assert t.status("a2")["ha"]["announced"] == 0
-    assert got["silent_at_end"] > 8, got
+    announced = t.status("a2")["ha"]["announced"]
+    print(f"[test] announce = {announce}: announced {announced}, received {got['received']}, gaps {got['gaps']}, "
+          f"silent at end {got['silent_at_end']} s", file=sys.stderr)
+    assert got["duplicates"] == got["corrupt"] == 0, got
+    if announce:
+        # hb's MAC, announced by ga2, moved on site A's switch: the datagrams found ga2 again.
+        assert announced >= 1
+        assert got["silent_at_end"] < FAILOVER_MAX_S, got
+        assert got["gaps"] and max(got["gaps"], default=0) <= FAILOVER_MAX_S, got
+    else:
+        # The switch learnt hb's MAC behind ga; hb says nothing, so nothing moves it: nothing
+        # arrived since the failover.
+        assert announced == 0
+        assert got["silent_at_end"] > 8, got
+
+
+def test_a_stalled_datapath_on_the_active_gateway_fails_over_within_3_s(topo):
+    """The active etun lives and answers, but its tunnel -> LAN thread is wedged (the test hook a
+    datapath bug would look like): `etun status --check` fails, keepalived there goes to FAULT and
+    makes it standby, and ga2 takes over."""
+    t = build(topo)
+    start_pair(t, hooks=True)
+    ping = pinging(t, seconds=60)
+    time.sleep(2)
+    print("[test] the tunnel -> LAN thread of the etun at ga is wedged", file=sys.stderr)
+    stalled = time.time()
+    assert ask(t.workdir / "a.sock", {"request": "stall", "pump": "rx"}, 5) == {"ok": True}
+    wait_until(lambda: role(t, "a2") == "active", timeout=10, interval=0.05, what="ga2 to become active")
+    took = time.time() - stalled
+    wait_until(lambda: state(t, "a") == "FAULT" and role(t, "a") == "standby", timeout=5, interval=0.1,
+               what="keepalived at ga in FAULT, its etun standby")
+    time.sleep(3)
+    got = stop_ping(ping)
+    (wait,) = resumed(got, [stalled])
+    # When keepalived said so: each notify script writes its state file as it starts.
+    fault, master = ((t.workdir / f"state-{gw}").stat().st_mtime - stalled for gw in ("a", "a2"))
+    print(f"[test] stall -> ga FAULT {fault:.2f} s, ga2 MASTER {master:.2f} s, ga2 active {took:.2f} s, "
+          f"first reply {wait} s; "
+          f"pings: { {k: v for k, v in got.items() if k != 'stamps'} }", file=sys.stderr)
+    assert wait <= FAILOVER_MAX_S, wait
+    assert got["duplicates"] == 0 and got["dup_lines"] == 0, got["sent"]
+    assert state(t, "a") == "FAULT"                  # still wedged: never eligible again
+
+
+def test_activate_and_standby_are_idempotent_and_the_daemon_switches_in_under_100_ms(topo):
+    """Through the control socket as the CLI asks, timed around the request and its answer (the
+    daemon's switch; the CLI's own start is not part of it), then through the CLI: exit 0, and a
+    second call says the gateway already was in that role."""
+    t = topo()
+    config = t.write_config("a", extra="\n[ha]\nstandby = true\n")
+    t.start_etun("a", config)
+    t.start_etun("b")
+    t.wait_log("a", "standby: no capture")
+    sock = t.workdir / "a.sock"
+    took = {}
+    for request, now in (("activate", "active"), ("standby", "standby")):
+        for n, changed in enumerate((True, False)):
+            t0 = time.perf_counter()
+            answer = ask(sock, {"request": request}, 5)
+            took[f"{request} {n + 1}"] = round((time.perf_counter() - t0) * 1000, 2)
+            assert answer == {"ok": True, "role": now, "changed": changed}, answer
+        assert role(t, "a") == now
+        r = t.cli("a", request, str(config))
+        assert (r.returncode, r.stdout.strip()) == (0, f"{now} (already)"), r.stdout
+    print(f"[test] the daemon's switch, request to answer (ms): {took}", file=sys.stderr)
+    assert max(took.values()) < 100, took
+    for request, now in (("activate", "active"), ("standby", "standby")):
+        for said in (now, f"{now} (already)"):
+            r = t.cli("a", request, str(config))
+            assert (r.returncode, r.stdout.strip()) == (0, said), r.stdout
+    assert t.status("a")["ha"]["switches"] == 4
+
+
+def test_the_shipped_keepalived_recipe_passes_keepalived_config_test_without_a_word(topo, tmp_path):
+    """keepalived -t (config-test mode) on packaging/keepalived/keepalived.conf, in a namespace
+    that has its eth0 and eth1. keepalived disables a track_script whose program is missing, and
+    then exits 5 with one line: that is the only complaint the file as shipped may draw on a host
+    without /usr/sbin/etun. A copy whose only change is that path, pointing at a real
+    executable (owned by root, in a directory only root writes: enable_script_security stays on),
+    must draw none at all: any line keepalived prints there, warning or error, fails the test."""
+    t = topo()
+    t.add_node("kt")
+    t.run("ip link add eth0 type veth peer name eth1", "kt")
+    shipped = RECIPE.read_text()
+    assert "    enable_script_security\n" in shipped and "/usr/sbin/etun status --check" in shipped
+    r = t.run(f"keepalived -t -f {RECIPE}", "kt", check=False, capture=True)
+    if not os.path.exists("/usr/sbin/etun"):
+        assert (r.returncode, r.stdout.strip()) == (5, "Disabling track script etun_alive since not found/accessible"), \
+            r.stdout
+    etun = tmp_path / "bin" / "etun"
+    etun.parent.mkdir(mode=0o755)
+    etun.write_text(f"#!/bin/sh\nexec {sys.executable} -m etun.cli \"$@\"\n")
+    etun.chmod(0o755)
+    copy = tmp_path / "keepalived.conf"
+    copy.write_text(shipped.replace("/usr/sbin/etun", str(etun)))
+    r = t.run(f"keepalived -t -f {copy}", "kt", check=False, capture=True)
+    assert (r.returncode, r.stdout) == (0, ""), r.stdout

@@ -36,7 +36,7 @@ def status(rtt_ms=0.25, send_index=3) -> dict:
                  "last_seen_s": 0.4, "rtt_ms": rtt_ms, "roams": 1, "segments": ["office"],
                  "segments_only_here": ["voice"], "segments_only_there": []},
         "keys": {"send_index": send_index, "recv_index": 0, "settled": True},
-        "ha": {"role": "active", "since_s": 12.5, "switches": 1, "announce": True, "announced": 3},
+        "ha": {"role": "active", "since_s": 2.5, "switches": 4, "announce": True, "announced": 3},
         "directions": {
             "outbound": direction(("frames", "bytes", "packets", "fragments", "superframes")),
             "inbound": direction(("frames", "bytes", "packets", "fragments", "reassembled", "control", "superframes")),
@@ -88,6 +88,10 @@ def test_both_formats_parse_with_the_client_librarys_own_parser_and_carry_every_
     assert got[("etun_bridge_held", (("direction", "inbound"), ("segment", "eth1")))] == 1
     assert got[("etun_bridge_loops_total", (("direction", "inbound"), ("segment", "eth1")))] == 2
     assert got[("etun_bridge_over_share_total", (("direction", "outbound"), ("segment", "eth1")))] == 4
+    assert got[("etun_ha_active", ())] == 1
+    assert got[("etun_ha_switches_total", ())] == 4
+    assert got[("etun_ha_role_seconds", ())] == 2.5
+    assert got[("etun_ha_announced_total", ())] == 3
     names = {f.name for f in families}
     documented = {n.removesuffix("_total") for n in
                   __import__("re").findall(r"`(etun_[a-z_]+)`", (DOCS / "STATUS.md").read_text())}
