@@ -27,10 +27,24 @@ build: .stamp-venv
 	$(PIP) install --no-build-isolation --no-deps -e . -q
 	@$(PY) -c "from etun import _fast; print('built etun._fast against', _fast.openssl_version())"
 
+# dist/etun bundles the host's libcrypto: as root, libssl3 and libssl-dev (and the openssl tool, if
+# installed) are brought to Debian 12's newest when last checked more than a week ago, as
+# build-aarch64.sh does in the arm64 root, so both binaries carry the same OpenSSL fixes. Offline or
+# with apt busy: one warning, and the build goes on. Not inside that root (it has /.etun-root):
+# build-aarch64.sh has just done it there, and apt under qemu is slow.
+LIBSSL_CHECKED := /var/cache/etun/host-libssl-checked
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	@if [ "$$(id -u)" = 0 ] && [ ! -e /.etun-root ] && [ -z "$$(find $(LIBSSL_CHECKED) -mtime -7 2>/dev/null)" ]; then \
+	  have=$$(dpkg-query -W -f='$${Version}' libssl3); \
+	  if apt-get update -qq && new=$$(apt-cache policy libssl3 | sed -n 's/^ *Candidate: //p') && \
+	     { [ "$$new" = "$$have" ] || { echo "upgrading libssl3 libssl-dev: $$have -> $$new (dist/etun bundles libcrypto)"; \
+	       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --only-upgrade libssl3 libssl-dev openssl >/dev/null; }; }; \
+	  then mkdir -p $(dir $(LIBSSL_CHECKED)) && touch $(LIBSSL_CHECKED); \
+	  else echo "make deps: cannot bring libssl3 to Debian's newest (offline? apt busy?); dist/etun bundles $$have" >&2; fi; \
+	fi
 
 .stamp-venv: pyproject.toml requirements-dev.txt | deps
 	$(PYTHON) -m venv $(VENV)
@@ -83,8 +97,16 @@ man: | deps
 	/usr/bin/python3 packaging/manpage.py docs/CONFIG.md build/man/etun.toml.5
 
 # dist/etun_$(VERSION)_amd64.deb and _arm64.deb from the two binaries; dpkg-deb, no network.
-deb: man
-	@test -x dist/etun && test -x dist/etun-aarch64 || { echo "make deb: needs dist/etun and dist/etun-aarch64 (make binary binary-aarch64)" >&2; exit 2; }
+# A binary missing or older than a source it is built from is rebuilt first, and only then: an
+# up-to-date dist/etun-aarch64 is packaged as it is (`make test` builds both before this). The
+# tool pins in `binary` are not among the sources: after changing one, run make binary binary-aarch64.
+BINARY_SOURCES := pyproject.toml packaging/etun.spec packaging/etun_main.py \
+                  $(wildcard etun/*.py etun/*.pyx etun/*.pxd etun/*.pxi etun/*.h)
+dist/etun: $(BINARY_SOURCES)
+	$(MAKE) binary ARCH=$(MACHINE)
+dist/etun-aarch64: $(BINARY_SOURCES) packaging/build-aarch64.sh
+	$(MAKE) binary-aarch64
+deb: man dist/etun dist/etun-aarch64
 	/usr/bin/python3 packaging/deb.py amd64 dist/etun build/man dist
 	/usr/bin/python3 packaging/deb.py arm64 dist/etun-aarch64 build/man dist
 

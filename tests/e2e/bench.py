@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from tests.e2e import vlantag
-from tests.e2e.topology import GW_IP, HOST_IP, Topology
+from tests.e2e.topology import GW_IP, HOST_IP, Topology, segment_tables
 
 TCP_TARGET = 0.70            # etun TCP >= 70% of VXLAN's, wire frames
 RTT_TARGET_US = 150          # etun ping RTT <= VXLAN's + 150 us
@@ -178,12 +178,7 @@ def run_case(offloads: bool, seconds: float, level: str, etun: str | None = None
 
 def vlan_config(t: Topology, site: str, level: str) -> Path:
     """The site's configuration with its LAN as one VLAN segment of lan0 instead of [lan]."""
-    path = t.write_config(site, level=level)
-    segment = f'[[segment]]\nname = "office"\ninterface = "lan0"\nvlan = {VLAN_IDS[site]}\n'
-    text = path.read_text()
-    assert '[lan]\ninterface = "lan0"\n' in text, text
-    path.write_text(text.replace('[lan]\ninterface = "lan0"\n', segment))
-    return path
+    return t.write_config(site, level=level, segments=segment_tables(("office", "lan0", str(VLAN_IDS[site]))))
 
 
 def run_vlan_case(seconds: float, level: str, etun: str | None = None) -> dict:

@@ -16,15 +16,8 @@ speed (tc programs, tests/e2e/vlantag.py), so TCP with their TSO on crosses a VL
 import sys
 
 from tests.e2e import vlantag
-from tests.e2e.topology import HOST_IP
+from tests.e2e.topology import HOST_IP, segment_tables
 from tests.poll import wait_until
-
-
-def segment_tables(*segments: tuple[str, str, str | None]) -> str:
-    """[[segment]] tables of (name, interface, vlan)."""
-    return "".join(f'[[segment]]\nname = "{name}"\ninterface = "{nic}"\n' + (f'vlan = "{vlan}"\n' if vlan else "")
-                   + "\n" for name, nic, vlan in segments)
-
 
 SEGMENTS_A = segment_tables(("office", "lan0", "10"), ("voice", "lan0", "20"), ("qinq", "lan0", "100.20"),
                             ("guest", "lan0", "40"))
@@ -51,9 +44,7 @@ def build(topo):
     vlan_hosts(t, "ha", HOSTS_A)
     vlan_hosts(t, "hb", HOSTS_B)
     for site, segments in (("a", SEGMENTS_A), ("b", SEGMENTS_B)):
-        path = t.write_config(site)
-        path.write_text(path.read_text().replace('[lan]\ninterface = "lan0"\n', segments))
-        t.start_etun(site, path)
+        t.start_etun(site, t.write_config(site, segments=segments))
     t.wait_log("a", "peer up")
     t.wait_log("b", "peer up")
     # The first SESSION messages tell each site the other's segments.
@@ -159,10 +150,7 @@ def test_tcp_with_the_hosts_tso_on_crosses_a_vlan_segment_re_tagged(topo):
     t = topo(wan_mtu=WAN_MTU)
     for site, vid in (("a", 10), ("b", 30)):
         vlantag.access_port(t, f"h{site}", "eth0", vid)
-        path = t.write_config(site)
-        path.write_text(path.read_text().replace('[lan]\ninterface = "lan0"\n',
-                                                 segment_tables(("office", "lan0", str(vid)))))
-        t.start_etun(site, path)
+        t.start_etun(site, t.write_config(site, segments=segment_tables(("office", "lan0", str(vid)))))
     t.wait_log("a", "peer up")
     t.wait_log("b", "peer up")
     with t.capture("hb", "eth0", "vlan 30 and icmp", settle=0.5) as tagged:

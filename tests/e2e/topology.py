@@ -44,6 +44,12 @@ class EtunProcess:
         return self.log.read_text(errors="replace")
 
 
+def segment_tables(*segments: tuple[str, str, str | None]) -> str:
+    """[[segment]] tables of (name, interface, vlan), for Topology.write_config(segments=...)."""
+    return "".join(f'[[segment]]\nname = "{name}"\ninterface = "{nic}"\n' + (f'vlan = "{vlan}"\n' if vlan else "")
+                   + "\n" for name, nic, vlan in segments)
+
+
 @dataclass
 class Topology:
     name: str = field(default_factory=lambda: f"et{os.getpid() % 100000}")
@@ -175,14 +181,17 @@ class Topology:
 
     def write_config(self, site: str, level: str = "encrypt", peer: str | None = None,
                      listen: str | None = None, key: Path | None = None, extra: str = "",
-                     rekey: int = 120) -> Path:
+                     rekey: int = 120, segments: str | None = None) -> Path:
+        """The site's etun configuration; `segments` ([[segment]] tables, segment_tables())
+        takes the place of its [lan] table."""
         other = "b" if site == "a" else "a"
         peer = peer or f"{GW_IP[other]}:{ETUN_PORT}"
         listen = listen or f"0.0.0.0:{ETUN_PORT}"
         key = key or self.keygen()
         lan = ('mode = "tap"\ninterface = "br0"\ntap = "etun0"' if self.lan_mode == "tap"
                else 'interface = "lan0"')
-        text = (f'[site]\nname = "site-{site}"\n\n[lan]\n{lan}\n\n'
+        lan = segments if segments is not None else f"[lan]\n{lan}\n\n"
+        text = (f'[site]\nname = "site-{site}"\n\n{lan}'
                 f'[tunnel]\nlisten = "{listen}"\npeer = "{peer}"\nkeepalive = 2\n\n'
                 f'[security]\nlevel = "{level}"\nkey_file = "{key}"\nrekey = {rekey}\n\n'
                 f'[control]\nsocket = "{self.workdir}/{site}.sock"\n{extra}')

@@ -34,9 +34,10 @@ FILES = {  # path -> mode
     "usr/share/doc/etun/changelog.gz": 0o644,
     "usr/share/doc/etun/STATUS.md": 0o644,
     "usr/share/lintian/overrides/etun": 0o644,
+    "usr/share/etun/keepalived/keepalived.conf": 0o644,     # packaging/keepalived/, the HA recipe
 }
-# Left on purpose (README "Packages"): deb-systemd-invoke takes unit names, not the etun@*.service
-# pattern that reaches every site's instance, and has no try-restart.
+# Left on purpose (README, "With the package", lintian): deb-systemd-invoke takes unit names, not
+# the etun@*.service pattern that reaches every site's instance, and has no try-restart.
 KNOWN_WARNINGS = {"maintainer-script-calls-systemctl"}
 # packaging/etun@.service's CapabilityBoundingSet: CAP_SETGID, CAP_SETUID, CAP_SETPCAP, CAP_NET_ADMIN, CAP_NET_RAW
 UNIT_CAPS = (6, 7, 8, 12, 13)
