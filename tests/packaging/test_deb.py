@@ -271,6 +271,21 @@ def test_dpkg_i_then_systemctl_enable_now_runs_etun_under_its_unit_and_dpkg_purg
         [monitor] = [st for st in procs.values() if st["Name"] == "etun-monitor"]
         assert int(daemon["CapEff"], 16) == int(daemon["CapPrm"], 16) == 0, daemon
         assert monitor["Uid"].split() == ["0"] * 4 and int(monitor["CapEff"], 16) == 0, monitor
+        # README step 5: a live change reloads through the unit's ExecReload=, the process stays; a
+        # change that needs a restart fails the reload job, is named in the journal, and etun goes on.
+        main_pid = ct.sh("systemctl show -p MainPID --value etun@site").stdout.strip()
+        ct.sh("sed -i 's/^\\[tunnel\\]$/[tunnel]\\nkeepalive = 7/' /etc/etun/site.toml")
+        r = ct.sh("etun check /etc/etun/site.toml && systemctl reload etun@site")
+        assert r.returncode == 0, r.stdout + r.stderr
+        journal = ct.sh("journalctl -u etun@site --no-pager").stdout
+        assert any("reloaded /etc/etun/site.toml:" in line and "keepalive" in line for line in journal.splitlines()), journal
+        ct.sh("sed -i 's/^keepalive = 7$/keepalive = 7\\nlisten = \"0.0.0.0:5556\"/' /etc/etun/site.toml")
+        r = ct.sh("systemctl reload etun@site")
+        journal = ct.sh("journalctl -u etun@site --no-pager").stdout
+        assert r.returncode != 0, r.stdout + r.stderr
+        assert any("reload refused" in line and "listen" in line for line in journal.splitlines()), journal
+        assert ct.sh("systemctl is-active etun@site").stdout.strip() == "active", journal
+        assert ct.sh("systemctl show -p MainPID --value etun@site").stdout.strip() == main_pid
         # Removal stops the instance; purge forgets the admin's enable.
         r = ct.sh("dpkg -r etun")
         assert r.returncode == 0, r.stdout + r.stderr
