@@ -58,8 +58,8 @@ cdef bint lan_vnet_ok(const uint8_t *f, uint32_t length) noexcept nogil:
     what fits the frame behind it -- known flags and GSO kinds, a checksum field inside the frame
     at a TCP or UDP offset (for segmentation, the one of its kind), headers and segments no
     longer than the frame (hdr_len is the kernel's linear part, which may hold payload too: it
-    bounds nothing tighter). Anything else is the
-    peer's bug or an attack on our kernel, and is dropped (bad_offload)."""
+    bounds nothing tighter). Anything else is the peer's bug or an attack on our kernel, and is
+    dropped (bad_offload)."""
     cdef uint8_t flags = f[0], gso = f[1] & ~VNET_GSO_ECN
     cdef uint32_t n = length - VNET_HDR_LEN
     cdef uint32_t hdr_len = pkt_le16(f + 2), gso_size = pkt_le16(f + 4)
