@@ -286,6 +286,27 @@ def test_dpkg_i_then_systemctl_enable_now_runs_etun_under_its_unit_and_dpkg_purg
         assert any("reload refused" in line and "listen" in line for line in journal.splitlines()), journal
         assert ct.sh("systemctl is-active etun@site").stdout.strip() == "active", journal
         assert ct.sh("systemctl show -p MainPID --value etun@site").stdout.strip() == main_pid
+        # The watchdog under real systemd: with the test hooks on (a drop-in), one datapath thread
+        # wedged on purpose stops WATCHDOG=1; systemd kills etun and starts it again.
+        ct.sh("mkdir -p /etc/systemd/system/etun@site.service.d && printf '[Service]\\nEnvironment=ETUN_TEST_HOOKS=1\\n"
+              "WatchdogSec=3s\\n' > /etc/systemd/system/etun@site.service.d/hooks.conf && sed -i '/^listen = /d' "
+              "/etc/etun/site.toml && systemctl daemon-reload && systemctl restart etun@site")
+        assert ct.sh("systemctl is-active etun@site").stdout.strip() == "active"
+        restarts = int(ct.sh("systemctl show -p NRestarts --value etun@site").stdout)
+        stall = ("perl -MIO::Socket::UNIX -e '$s = IO::Socket::UNIX->new(Peer => \"/run/etun/site.sock\") or die $!;"
+                 " print $s qq({\"request\": \"stall\", \"pump\": \"rx\"}\\n); print scalar <$s>'")
+        r = ct.sh(stall)
+        assert '"ok": true' in r.stdout, r.stdout + r.stderr
+        deadline = time.monotonic() + 30
+        while int(ct.sh("systemctl show -p NRestarts --value etun@site").stdout) == restarts:
+            assert time.monotonic() < deadline, ct.sh("journalctl -u etun@site --no-pager").stdout[-3000:]
+            time.sleep(0.5)
+        journal = ct.sh("journalctl -u etun@site --no-pager").stdout
+        assert "Watchdog timeout" in journal, journal[-3000:]
+        while ct.sh("systemctl is-active etun@site").stdout.strip() != "active":
+            assert time.monotonic() < deadline, ct.sh("journalctl -u etun@site --no-pager").stdout[-3000:]
+            time.sleep(0.5)
+        ct.sh("rm -r /etc/systemd/system/etun@site.service.d && systemctl daemon-reload")
         # Removal stops the instance; purge forgets the admin's enable.
         r = ct.sh("dpkg -r etun")
         assert r.returncode == 0, r.stdout + r.stderr
