@@ -13,6 +13,7 @@ from etun import _fast
 A1, A2, B1 = "02:00:00:00:0a:01", "02:00:00:00:0a:02", "02:00:00:00:0b:01"
 BCAST = "ff:ff:ff:ff:ff:ff"
 T0 = 1_000_000            # a test clock, ms
+BRIDGE_TOUCH = 100        # ms: a MAC seen again this much later is refreshed (bridge.pxi)
 
 
 def frame(src: str, dst: str) -> bytes:
@@ -72,20 +73,28 @@ def unicast_mac(rng) -> str:
     return (rng.getrandbits(48) & ~(1 << 40)).to_bytes(6, "big").hex(":")    # group bit clear
 
 
-def test_the_table_holds_16384_macs_and_beyond_its_bound_counts_what_it_could_not_learn():
+FILLED = _fast.BRIDGE_ENTRIES * 5 // 8    # 40,960: the first MAC without room comes near 47,616+
+
+
+def test_the_table_holds_five_eighths_of_its_slots_and_beyond_its_bound_counts_what_it_could_not_learn():
     dp = bridge()
     rng = random.Random(7)
-    macs = sorted({unicast_mac(rng) for _ in range(16384 + 200)})[:16384]
+    macs = sorted({unicast_mac(rng) for _ in range(FILLED + 200)})[:FILLED]
     for src in macs:
         bridge_frame(dp, DIR_TX, frame(src, BCAST), T0)
     st = dp.bridge_stats(0, T0)
-    assert st["macs"]["local"] == 16384 and st["tx"]["full"] == 0 and st["tx"]["learnt"] == 16384
+    assert st["macs"]["local"] == FILLED and st["tx"]["full"] == 0 and st["tx"]["learnt"] == FILLED
+    assert len(dp.bridge_macs(T0)) == FILLED                       # each MAC moved on is there once
+    for src in macs[:1000]:                                        # ... and found: known, not learnt again
+        bridge_frame(dp, DIR_TX, frame(src, BCAST), T0 + BRIDGE_TOUCH)
+    st = dp.bridge_stats(0, T0 + BRIDGE_TOUCH)
+    assert st["tx"]["learnt"] == FILLED and st["macs"]["local"] == FILLED
     for _ in range(100_000):
         bridge_frame(dp, DIR_RX, frame(unicast_mac(rng), BCAST), T0 + 1)
     st = dp.bridge_stats(0, T0 + 1)
     total = st["macs"]["local"] + st["macs"]["remote"]
     assert total <= _fast.BRIDGE_ENTRIES and st["rx"]["full"] > 0
-    assert total + st["rx"]["full"] == 16384 + 100_000
+    assert total + st["rx"]["full"] == FILLED + 100_000
     # Once they aged, the slots serve new MACs again.
     later = T0 + 301_000
     bridge_frame(dp, DIR_TX, frame(A1, BCAST), later)
