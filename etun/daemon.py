@@ -18,7 +18,7 @@ from etun.peer import PeerWatch, is_name
 from etun.probe import Prober, Responder
 from etun.selftest import run_selftest
 from etun.session import Session
-from etun.status import build_status
+from etun.status import build_macs, build_status, peer_status, session_status
 from etun.transport import format_sockaddr, open_transport, resolve_peer, sockaddr_tuple
 
 log = logging.getLogger("etun")
@@ -411,11 +411,7 @@ class Daemon:
 
     def handle_macs(self, request, client) -> dict:
         """`etun status --macs`: the MAC table (docs/STATUS.md)."""
-        names = [g.name for g in self.config.segment.layout]
-        return {"macs": [{"mac": mac, "segment": names[seg] if seg < len(names) else str(seg), "side": side,
-                          "age_s": round(age / 1000, 1)}
-                         for mac, seg, side, age in sorted(self.datapath.bridge_macs(),
-                                                           key=lambda m: (m[1], m[2], m[0]))]}
+        return build_macs(self.config, self.datapath.bridge_macs())
 
     # -- reload, systemd -------------------------------------------------------------------
 
@@ -453,30 +449,12 @@ class Daemon:
             return self._status()
 
     def _status(self) -> dict:
-        s, now = self.session, _fast.now_ms()
+        now = _fast.now_ms()
         address, _, roams = self.engine.peer()
-        last = self.last_heard_ms()
-        peer = {
-            "configured": str(self.config.tunnel.peer),
-            "address": format_sockaddr(address) if address else None,
-            "site": s.peer_site or None,
-            "up": self.watch.up,
-            "last_seen_s": round((now - last) / 1000, 3) if last else None,
-            "rtt_ms": s.rtt_ms,
-            "roams": roams,
-            "segments": None if s.peer_segments is None else list(s.peer_segments),
-            "segments_only_here": s.segments_only_here(),
-            "segments_only_there": s.segments_only_there(),
-        }
-        ha = self.role.status(now)
-        session = {
-            "established": s.established,
-            "role": s.role,
-            "age_s": round((now - s.born_ms) / 1000, 1) if s.current_id is not None else None,
-            "handshakes": s.handshakes,
-        }
+        peer = peer_status(self.config, self.session, self.watch.up, address, roams, self.last_heard_ms(), now)
         return build_status(self.config, self.ports, self.port_of, self.datapath, self.engine.snapshot(),
-                            uptime_s=time.monotonic() - self.started, peer=peer, session=session, ha=ha)
+                            uptime_s=time.monotonic() - self.started, peer=peer,
+                            session=session_status(self.session, now), ha=self.role.status(now))
 
     # -- teardown, in reverse ---------------------------------------------------------------
 
