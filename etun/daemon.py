@@ -97,7 +97,7 @@ class Daemon:
             privileges.resolve_user(c.run.user, str(c.path))    # an unknown user stops etun here
         if os.geteuid() != 0 or c.run.user != "root":
             privileges.require_droppable()                       # ... and so does an emulator's thread
-        secrets = keys.load_secrets(c.security.key_file) if self.level != _fast.LEVEL_NONE else keys.Secrets.none()
+        secrets = keys.load_site_secrets(c.security) or keys.Secrets.none()
         # First of all that is visible: a second etun for this site stops here, touching nothing.
         handlers = {"status": self.handle_status, "verify": self.handle_verify, "reload": self.handle_reload,
                     "activate": self.handle_role, "standby": self.handle_role, "macs": self.handle_macs}
