@@ -14,9 +14,10 @@ import os
 import pytest
 from noise.connection import Keypair, NoiseConnection
 
-from etun import _fast, keys
+from etun import _fast
 from tests import reference as ref
 from tests.e2e.topology import HOST_IP
+from tests.material import random_secrets
 
 pytestmark = pytest.mark.usefixtures("e2e_ready")
 MARKER = "e7a1f0c5e7a1f0c5e7a1f0c5e7a1f0c5"           # ping's -p pattern: 16 bytes, repeated
@@ -95,7 +96,7 @@ def test_the_same_attack_reads_everything_with_one_ephemeral_private_key():
     """The control: a handshake whose initiator ephemeral the attacker knows is opened by the
     same code: it computes message 2's `ee` with the independent Noise library, and the
     recorded frames decrypt to what was sent."""
-    secrets = keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
+    secrets = random_secrets()
     a, b = _fast.Datapath(_fast.LEVEL_ENCRYPT), _fast.Datapath(_fast.LEVEL_ENCRYPT)
     secrets.install(a)
     secrets.install(b)
