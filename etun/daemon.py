@@ -57,12 +57,17 @@ def setup_logging(site: str) -> None:
     log.propagate = False
 
 
-def describe_trace_address(kind: int, raw: bytes) -> str:
+def trace_line(direction: str, reason: str, kind: int, raw: bytes, more: int) -> str:
+    """One sample of the drop trace (Datapath.pop_trace) as the debug line docs/MANUAL.md shows:
+    the reason and who caused it, a UDP source, a frame's source MAC, or "-" for nobody."""
     if kind == _fast.TRACE_SOCKADDR:
-        return format_sockaddr(raw)
-    if kind == _fast.TRACE_MAC:
-        return raw.hex(":")
-    return "-"
+        who = format_sockaddr(raw)
+    elif kind == _fast.TRACE_MAC:
+        who = raw.hex(":")
+    else:
+        who = "-"
+    also = f" (and {more} more since the last line)" if more else ""
+    return f"drop trace: {direction} {reason} from {who}{also}"
 
 
 class Daemon:
@@ -350,10 +355,8 @@ class Daemon:
     def log_drop_trace(self) -> None:
         """With the drop trace on: one debug line per sampled drop (at most one per reason,
         direction and second), naming who caused it."""
-        for direction, reason, kind, address, more in self.datapath.pop_trace():
-            also = f" (and {more} more since the last line)" if more else ""
-            log.debug("drop trace: %s %s from %s%s", direction, reason,
-                      describe_trace_address(kind, address), also)
+        for sample in self.datapath.pop_trace():
+            log.debug("%s", trace_line(*sample))
 
     def toggle_debug(self, signum, frame) -> None:
         """SIGUSR1: debug log lines and the drop trace on, or off again."""
