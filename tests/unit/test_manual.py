@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from etun import cli, config, reload
+from etun import cli, config, probe, reload
 from tests import REPO
 
 MANUAL = (REPO / "docs" / "MANUAL.md").read_text()
@@ -71,3 +71,8 @@ def test_the_reload_table_says_what_a_change_to_each_field_does(path):
     else:
         named = (f"`[{table}]`", f"`[{table}] {key}`", f"`{key}`")     # the whole table, the key, or the key alone
         assert any(name in row for row in rows for name in named), path
+
+
+def test_the_verify_peer_table_lists_every_check_in_the_order_of_the_report():
+    rows = re.findall(r"^\| `([a-z]+)` \|", section(MANUAL, "### etun verify-peer"), re.M)
+    assert rows == [*probe.CHECKS, "segments"]
