@@ -1,14 +1,15 @@
-"""The manual covers what the code offers: every command and option of the usage, every site.toml key, every reload case."""
+"""The manual covers what the code offers: every command, option, site.toml key, reload case, verify-peer check, drop reason."""
 
 import re
 
 import pytest
 
-from etun import cli, config, probe, reload
+from etun import _fast, cli, config, probe, reload
 from tests import REPO
 
 MANUAL = (REPO / "docs" / "MANUAL.md").read_text()
 CONFIG = (REPO / "docs" / "CONFIG.md").read_text()
+STATUS = (REPO / "docs" / "STATUS.md").read_text()
 
 
 def section(page: str, heading: str) -> str:
@@ -76,3 +77,8 @@ def test_the_reload_table_says_what_a_change_to_each_field_does(path):
 def test_the_verify_peer_table_lists_every_check_in_the_order_of_the_report():
     rows = re.findall(r"^\| `([a-z]+)` \|", section(MANUAL, "### etun verify-peer"), re.M)
     assert rows == [*probe.CHECKS, "segments"]
+
+
+@pytest.mark.parametrize("reason", _fast.DROP_REASONS)
+def test_every_drop_reason_etun_status_shows_is_explained(reason):
+    assert f"`{reason}`" in STATUS, f"drop reason {reason} missing from docs/STATUS.md"
