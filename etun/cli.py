@@ -68,10 +68,8 @@ def cmd_check(args) -> int:
     path = args["<config>"]
     config = load_config(path)
     level = config.security.level
-    if level == "none":
-        key_part = "no key file (level none)"
-    else:
-        key_part = f"key fingerprint {keys.load_secrets(config.security.key_file).fingerprint}"
+    secrets = keys.load_site_secrets(config.security)
+    key_part = "no key file (level none)" if secrets is None else f"key fingerprint {secrets.fingerprint}"
     layout = config.segment.layout
     segments = "" if len(layout) == 1 and not layout[0].vlan and layout[0].name == "lan" else \
         f", segments {', '.join(g.name for g in layout)}"

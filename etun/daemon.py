@@ -18,7 +18,7 @@ from etun.peer import PeerWatch, is_name
 from etun.probe import Prober, Responder
 from etun.selftest import run_selftest
 from etun.session import Session
-from etun.status import build_status
+from etun.status import build_macs, build_status, peer_status, session_status
 from etun.transport import format_sockaddr, open_transport, resolve_peer, sockaddr_tuple
 
 log = logging.getLogger("etun")
@@ -57,12 +57,17 @@ def setup_logging(site: str) -> None:
     log.propagate = False
 
 
-def describe_trace_address(kind: int, raw: bytes) -> str:
+def trace_line(direction: str, reason: str, kind: int, raw: bytes, more: int) -> str:
+    """One sample of the drop trace (Datapath.pop_trace) as the debug line docs/MANUAL.md shows:
+    the reason and who caused it, a UDP source, a frame's source MAC, or "-" for nobody."""
     if kind == _fast.TRACE_SOCKADDR:
-        return format_sockaddr(raw)
-    if kind == _fast.TRACE_MAC:
-        return raw.hex(":")
-    return "-"
+        who = format_sockaddr(raw)
+    elif kind == _fast.TRACE_MAC:
+        who = raw.hex(":")
+    else:
+        who = "-"
+    also = f" (and {more} more since the last line)" if more else ""
+    return f"drop trace: {direction} {reason} from {who}{also}"
 
 
 class Daemon:
@@ -97,7 +102,7 @@ class Daemon:
             privileges.resolve_user(c.run.user, str(c.path))    # an unknown user stops etun here
         if os.geteuid() != 0 or c.run.user != "root":
             privileges.require_droppable()                       # ... and so does an emulator's thread
-        secrets = keys.load_secrets(c.security.key_file) if self.level != _fast.LEVEL_NONE else keys.Secrets.none()
+        secrets = keys.load_site_secrets(c.security) or keys.Secrets.none()
         # First of all that is visible: a second etun for this site stops here, touching nothing.
         handlers = {"status": self.handle_status, "verify": self.handle_verify, "reload": self.handle_reload,
                     "activate": self.handle_role, "standby": self.handle_role, "macs": self.handle_macs}
@@ -350,10 +355,8 @@ class Daemon:
     def log_drop_trace(self) -> None:
         """With the drop trace on: one debug line per sampled drop (at most one per reason,
         direction and second), naming who caused it."""
-        for direction, reason, kind, address, more in self.datapath.pop_trace():
-            also = f" (and {more} more since the last line)" if more else ""
-            log.debug("drop trace: %s %s from %s%s", direction, reason,
-                      describe_trace_address(kind, address), also)
+        for sample in self.datapath.pop_trace():
+            log.debug("%s", trace_line(*sample))
 
     def toggle_debug(self, signum, frame) -> None:
         """SIGUSR1: debug log lines and the drop trace on, or off again."""
@@ -411,11 +414,7 @@ class Daemon:
 
     def handle_macs(self, request, client) -> dict:
         """`etun status --macs`: the MAC table (docs/STATUS.md)."""
-        names = [g.name for g in self.config.segment.layout]
-        return {"macs": [{"mac": mac, "segment": names[seg] if seg < len(names) else str(seg), "side": side,
-                          "age_s": round(age / 1000, 1)}
-                         for mac, seg, side, age in sorted(self.datapath.bridge_macs(),
-                                                           key=lambda m: (m[1], m[2], m[0]))]}
+        return build_macs(self.config, self.datapath.bridge_macs())
 
     # -- reload, systemd -------------------------------------------------------------------
 
@@ -453,30 +452,12 @@ class Daemon:
             return self._status()
 
     def _status(self) -> dict:
-        s, now = self.session, _fast.now_ms()
+        now = _fast.now_ms()
         address, _, roams = self.engine.peer()
-        last = self.last_heard_ms()
-        peer = {
-            "configured": str(self.config.tunnel.peer),
-            "address": format_sockaddr(address) if address else None,
-            "site": s.peer_site or None,
-            "up": self.watch.up,
-            "last_seen_s": round((now - last) / 1000, 3) if last else None,
-            "rtt_ms": s.rtt_ms,
-            "roams": roams,
-            "segments": None if s.peer_segments is None else list(s.peer_segments),
-            "segments_only_here": s.segments_only_here(),
-            "segments_only_there": s.segments_only_there(),
-        }
-        ha = self.role.status(now)
-        session = {
-            "established": s.established,
-            "role": s.role,
-            "age_s": round((now - s.born_ms) / 1000, 1) if s.current_id is not None else None,
-            "handshakes": s.handshakes,
-        }
+        peer = peer_status(self.config, self.session, self.watch.up, address, roams, self.last_heard_ms(), now)
         return build_status(self.config, self.ports, self.port_of, self.datapath, self.engine.snapshot(),
-                            uptime_s=time.monotonic() - self.started, peer=peer, session=session, ha=ha)
+                            uptime_s=time.monotonic() - self.started, peer=peer,
+                            session=session_status(self.session, now), ha=self.role.status(now))
 
     # -- teardown, in reverse ---------------------------------------------------------------
 

@@ -107,6 +107,12 @@ def load_secrets(path) -> Secrets:
     return Secrets.from_prk(prk)
 
 
+def load_site_secrets(security) -> Secrets | None:
+    """The secrets of a site's [security] table (etun.config.Security): load_secrets() of its key
+    file, or None at level none, which has no key file."""
+    return None if security.level == "none" else load_secrets(security.key_file)
+
+
 def wipe(buf: bytearray) -> None:
     """Overwrite a bytearray with zeros in place."""
     if not isinstance(buf, bytearray):

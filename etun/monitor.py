@@ -37,8 +37,7 @@ def read_site(path, data: bytes | None = None):
     """The configuration at `path` (its bytes `data` if read already) and the secrets of the key
     file it names (None at level none): what a reload needs."""
     config = load_config(path, data)
-    secrets = keys.load_secrets(config.security.key_file) if config.security.level != "none" else None
-    return config, secrets
+    return config, keys.load_site_secrets(config.security)
 
 
 class LocalFiles:

@@ -29,6 +29,7 @@ REPLY_HEAD = struct.Struct("!BBBx16s16s20s20s32s")   # kind, level, flags, echo,
 LEVEL_NAMES = _fast.LEVEL_NAMES
 SOURCES_REMEMBERED = 64         # per-source answer budgets kept (the least recent goes first)
 PROBE_AGE_MAX_S = 300           # a probe's time may be this far from ours (clocks of two sites)
+CHECKS = ("reachable", "key", "level", "size", "address")   # a report's checks, in its order; then "segments"
 NONCES_REMEMBERED = 256         # nonces of authentic probes answered: a replay gets nothing
 
 
@@ -163,7 +164,7 @@ class Prober:
         self.size_acked = self.size_big = False
         self.phase = "plain"
         self.ip_overhead = 40 if format_sockaddr(self.peer).startswith("[") else 20
-        for name in ("reachable", "key", "level", "size", "address"):
+        for name in CHECKS:
             self.checks[name] = Check(name)
 
     # -- sending ----------------------------------------------------------------------------

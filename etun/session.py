@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from etun import _fast
+from etun.config import KEEPALIVE_DEFAULT_S, REKEY_DEFAULT_S
 from etun.ratelimit import TokenBucket
 from etun.text import printable
 
@@ -114,8 +115,8 @@ class Session:
     can confirm, which never carries traffic.
     """
 
-    def __init__(self, level: int, datapath, site: str, now_ms: int, keepalive_ms: int = 10_000,
-                 rekey_ms: int = 120_000, random=os.urandom, wall_ns=time.time_ns,
+    def __init__(self, level: int, datapath, site: str, now_ms: int, keepalive_ms: int = KEEPALIVE_DEFAULT_S * 1000,
+                 rekey_ms: int = REKEY_DEFAULT_S * 1000, random=os.urandom, wall_ns=time.time_ns,
                  segments: tuple[str, ...] = ("lan",), local_macs=lambda: []):
         self.level = level
         self.dp = datapath

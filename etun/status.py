@@ -1,5 +1,5 @@
-"""`etun status`: the status document the daemon builds (docs/STATUS.md), and the command that
-asks the running daemon for it and shows it, for people or (--json) machines."""
+"""`etun status`: the status document (docs/STATUS.md) built from what the daemon holds, and the
+command that asks the running daemon for it and shows it, for people or (--json) machines."""
 
 import json
 import signal
@@ -10,6 +10,7 @@ from etun import __version__, _fast, filters
 from etun.config import load_config
 from etun.control import ask
 from etun.errors import RuntimeFailure
+from etun.transport import format_sockaddr
 
 SCHEMA = 2                      # 2: per-segment filters, EtherTypes and counters under "segments"
 STATUS_TIMEOUT_S = 3.0
@@ -21,7 +22,7 @@ INBOUND_TRAFFIC = ("frames", "bytes", "packets", "fragments", "reassembled", "co
 TOP_ETHERTYPES = 8              # EtherTypes listed per direction
 
 
-# -- the document, built in the daemon -------------------------------------------------------
+# -- the document ------------------------------------------------------------------------------
 
 def _direction(raw: dict, traffic: tuple) -> dict:
     d = {name: raw[name] for name in traffic}
@@ -81,11 +82,50 @@ def _bridge(config, datapath, segments: dict) -> dict:
     return out
 
 
+def peer_status(config, session, up: bool, address: bytes | None, roams: int, last_heard_ms: int,
+                now_ms: int) -> dict:
+    """The `peer` table: what the control plane (session.Session, peer.PeerWatch's `up`) and the
+    engine (where we send, how often it moved) know of the other site."""
+    s = session
+    return {
+        "configured": str(config.tunnel.peer),
+        "address": format_sockaddr(address) if address else None,
+        "site": s.peer_site or None,
+        "up": up,
+        "last_seen_s": round((now_ms - last_heard_ms) / 1000, 3) if last_heard_ms else None,
+        "rtt_ms": s.rtt_ms,
+        "roams": roams,
+        "segments": None if s.peer_segments is None else list(s.peer_segments),
+        "segments_only_here": s.segments_only_here(),
+        "segments_only_there": s.segments_only_there(),
+    }
+
+
+def session_status(session, now_ms: int) -> dict:
+    """The `session` table: the running session of a session.Session."""
+    s = session
+    return {
+        "established": s.established,
+        "role": s.role,
+        "age_s": round((now_ms - s.born_ms) / 1000, 1) if s.current_id is not None else None,
+        "handshakes": s.handshakes,
+    }
+
+
+def build_macs(config, macs) -> dict:
+    """`etun status --macs`: the datapath's (MAC, segment id, side, age in ms) entries, by segment,
+    side and MAC, each segment named."""
+    names = [g.name for g in config.segment.layout]
+    return {"macs": [{"mac": mac, "segment": names[seg] if seg < len(names) else str(seg), "side": side,
+                      "age_s": round(age / 1000, 1)}
+                     for mac, seg, side, age in sorted(macs, key=lambda m: (m[1], m[2], m[0]))]}
+
+
 def build_status(config, ports, port_of, datapath, snapshot: dict, *, uptime_s: float, peer: dict,
                  session: dict, ha: dict) -> dict:
     """The status document (docs/STATUS.md) of a running daemon: its configuration, its LAN
     ports (lan.LanPort; port_of: each segment's), the datapath's counters and filter hits, the
-    engine's snapshot, and what the control plane knows of the peer (the `peer` table, filled in)."""
+    engine's snapshot, and the peer_status() and session_status() tables."""
     counters = datapath.counters()
     return {
         "schema": SCHEMA,

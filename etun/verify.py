@@ -65,8 +65,7 @@ def run_verify(config_path, timeout_s: float, as_json: bool) -> int:
     try:
         report = ask(config.control.socket, {"request": "verify", "timeout": timeout_s}, timeout_s + 5)
     except NoDaemon:
-        secrets = keys.load_secrets(config.security.key_file) if config.security.level != "none" else \
-            keys.Secrets.none()
+        secrets = keys.load_site_secrets(config.security) or keys.Secrets.none()
         report = run_standalone(config, secrets, timeout_s)
     print(json.dumps(report, indent=2) if as_json else render(config.site.name, report))
     return 0 if report["ok"] else 3

@@ -11,17 +11,13 @@ import time
 
 import pytest
 
-from etun import _fast, keys
-from tests.datapath.test_probe import probe as a_probe
+from etun import _fast
+from tests.material import random_secrets
 from tests.poll import wait_until
+from tests.probes import seal_probe
 from tests.pumps import start_pumps, stop_pumps
 
 ENCRYPT = _fast.LEVEL_ENCRYPT
-
-
-@pytest.fixture
-def secrets():
-    return keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
 
 
 @contextlib.contextmanager
@@ -129,7 +125,7 @@ def test_under_load_an_initiation_with_the_senders_cookie_gets_through_within_it
 
 
 def test_handshakes_under_another_key_file_are_dropped_silently_for_auth(secrets):
-    other = keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
+    other = random_secrets()
     with engine(secrets) as (dp, e, address):
         s = sender()
         for _ in range(50):
@@ -195,7 +191,7 @@ def test_forged_cookie_replies_to_our_initiation_cost_no_budget_and_the_genuine_
 
 def test_garbage_probes_cannot_crowd_out_a_genuine_verify_peer(secrets):
     other = _fast.Datapath(ENCRYPT)
-    keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN))).install(other)
+    random_secrets().install(other)
     with engine(secrets) as (dp, e, address):
         flood = sender()
         garbage = _fast.seal_probe(other, _fast.TYPE_PROBE, bytes(200))   # another key
@@ -205,7 +201,7 @@ def test_garbage_probes_cannot_crowd_out_a_genuine_verify_peer(secrets):
         mine = _fast.Datapath(ENCRYPT)
         secrets.install(mine)
         for _ in range(3):
-            genuine.sendto(a_probe(mine), address)
+            genuine.sendto(seal_probe(mine), address)
         wait_until(lambda: dp.counters()["rx"]["packets"] >= 303, timeout=5, interval=0.01, what="303 read")
         items = queued(e, _fast.TYPE_PROBE)
         authentic = [i for i in items if _fast.read_probe(dp, i[1])[3]]
@@ -216,8 +212,8 @@ def test_garbage_probes_cannot_crowd_out_a_genuine_verify_peer(secrets):
 def test_a_recorded_probe_replayed_from_many_addresses_is_admitted_once_and_spends_no_budget(secrets):
     mine = _fast.Datapath(ENCRYPT)
     secrets.install(mine)
-    recorded = a_probe(mine)
-    old = a_probe(mine, time_ms=int(time.time() * 1000) - 301_000)          # older than 5 minutes
+    recorded = seal_probe(mine)
+    old = seal_probe(mine, time_ms=int(time.time() * 1000) - 301_000)          # older than 5 minutes
     with engine(secrets) as (dp, e, address):
         spoofers = [sender() for _ in range(8)]
         for k in range(80):
@@ -228,6 +224,6 @@ def test_a_recorded_probe_replayed_from_many_addresses_is_admitted_once_and_spen
         assert dp.counters()["rx"]["replay"] == 80 and dp.counters()["rx"]["rate_limit"] == 0
         genuine = sender()
         for _ in range(3):
-            genuine.sendto(a_probe(mine), address)
+            genuine.sendto(seal_probe(mine), address)
         wait_until(lambda: dp.counters()["rx"]["packets"] >= 84, timeout=5, interval=0.01, what="84 read")
         assert len(queued(e, _fast.TYPE_PROBE)) == 3

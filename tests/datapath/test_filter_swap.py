@@ -17,7 +17,7 @@ import threading
 import time
 
 from etun import _fast
-from tests.e2e.topology import REPO
+from tests import REPO
 from tests.poll import wait_until
 from tests.pumps import paired_lan
 

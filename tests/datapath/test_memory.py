@@ -7,17 +7,12 @@ import sys
 from pathlib import Path
 
 from etun import _fast
-
-
-def anon_kib() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
-
+from tests.proc import anon_kib
 
 RESIDENT = """
 import json
 from etun import _fast
-from tests.datapath.test_memory import anon_kib
+from tests.proc import anon_kib
 dp = _fast.Datapath(_fast.LEVEL_NONE)
 macs = {"02:%02x:%02x:00:0a:01" % (k >> 8, k & 255) for k in range(3000)}     # on most pages of the table
 for mac in macs:

@@ -10,6 +10,7 @@ import pytest
 from noise.connection import Keypair, NoiseConnection
 
 from etun import _fast, keys, selftest
+from tests.material import random_secrets
 
 NAME = b"Noise_NNpsk0_25519_ChaChaPoly_SHA256"
 PROLOGUE = b"etun/v2"
@@ -40,11 +41,6 @@ def frame_init(secrets: keys.Secrets, message: bytes, hs_id: bytes = b"\x01\x02\
     """A library message 1 framed as an etun INIT (PROTOCOL.md §5.1), mac2 zero."""
     head = bytes([(2 << 6) | (2 << 4) | _fast.TYPE_INIT, 0, 0, 0]) + hs_id + message
     return head + mac16(secrets.mac1_key, head) + bytes(16)
-
-
-@pytest.fixture
-def secrets():
-    return keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
 
 
 def test_etun_as_initiator_and_the_library_as_responder_agree_on_every_byte(secrets):
@@ -86,7 +82,7 @@ def test_the_self_tests_pinned_handshake_hash_is_the_librarys():
 
 
 def test_an_initiation_under_another_key_file_fails_mac1_before_any_noise_work(secrets):
-    other = keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
+    other = random_secrets()
     init = _fast.Handshake(datapath(other)).initiate(bytes(36))
     with pytest.raises(_fast.Dropped, match="auth"):
         _fast.Handshake(datapath(secrets)).respond(init)

@@ -7,10 +7,10 @@ with _fast.handshake_keys() before install_session() takes them, so that each da
 nonce can be named (PROTOCOL.md §3.1, §4.2) and checked against its tag.
 """
 
-import os
 
 from etun import _fast, keys
 from tests import reference as ref
+from tests.material import random_secrets
 
 ENCRYPT = _fast.LEVEL_ENCRYPT
 
@@ -55,12 +55,14 @@ class Site:
         assert len(opened) == 1 and peer.dp.last_drop is None
 
 
-def handshake(initiator: Site, responder: Site) -> None:
+def handshake(initiator: Site, responder: Site, ephemerals=(None, None)) -> None:
     """A real handshake; both sites install the session. Each starts sending at the key index it
-    has reached (§4.2), and the responder's session waits for confirmation (§5.2)."""
+    has reached (§4.2), and the responder's session waits for confirmation (§5.2). The payloads
+    are zeros, so every difference between two sessions' keys is etun's own draw; `ephemerals`
+    (initiator's, responder's) pins those draws, to show what the checks see when they repeat."""
     ours, theirs = _fast.Handshake(initiator.dp), _fast.Handshake(responder.dp)
-    theirs.respond(ours.initiate(os.urandom(36)))
-    ours.finish(theirs.reply(os.urandom(24)))
+    theirs.respond(ours.initiate(bytes(_fast.INIT_PAYLOAD_LEN), ephemeral=ephemerals[0]))
+    ours.finish(theirs.reply(bytes(_fast.RESP_PAYLOAD_LEN), ephemeral=ephemerals[1]))
     k1, k2 = _fast.handshake_keys(ours)
     assert _fast.handshake_keys(theirs) == (k1, k2)
     i_id, r_id = next(initiator.ids), next(responder.ids)
@@ -84,7 +86,7 @@ def rotate(*sites: Site) -> None:
 
 
 def test_no_key_nonce_pair_repeats_across_directions_restarts_sessions_and_rotations():
-    secrets = keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
+    secrets = random_secrets()
     used: list[tuple[bytes, bytes]] = []
 
     a, b = Site(secrets), Site(secrets)
@@ -115,8 +117,21 @@ def test_no_key_nonce_pair_repeats_across_directions_restarts_sessions_and_rotat
     assert len(set(used)) == len(used)
 
 
+def test_the_check_sees_a_repeat_when_restarted_sites_draw_the_same_ephemeral_keys():
+    """The uniqueness above comes from etun's ephemeral keys: pinned to the same values across a
+    restart of both sites, the same (key, nonce) pairs come back, and the check counts them."""
+    secrets, pinned = random_secrets(), (bytes(range(32)), bytes(range(32, 64)))
+    used: list[tuple[bytes, bytes]] = []
+    for _ in range(2):                      # both sites start, talk, and restart
+        a, b = Site(secrets), Site(secrets)
+        handshake(a, b, pinned)
+        confirm(a, b, used)
+        a.traffic(b, used)
+    assert len(set(used)) == len(used) // 2
+
+
 def test_fragments_of_one_frame_share_one_nonce_and_frames_never_do():
-    secrets = keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
+    secrets = random_secrets()
     a, b = Site(secrets), Site(secrets)
     handshake(a, b)
     datagrams = a.dp.seal(bytes(9000))
@@ -126,7 +141,7 @@ def test_fragments_of_one_frame_share_one_nonce_and_frames_never_do():
 
 
 def test_every_handshake_draws_new_keys_for_both_directions():
-    secrets = keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
+    secrets = random_secrets()
     a, b = Site(secrets), Site(secrets)
     seen = set()
     for _ in range(5):

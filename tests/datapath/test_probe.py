@@ -1,13 +1,14 @@
 """verify-peer's two ends in isolation (etun/probe.py): no amplification, nothing told to
 strangers, budgets per source, and no answer to a probe reflected back or replayed."""
 
-import os
 import socket
 import time
 
 from etun import _fast, keys
 from etun.probe import KIND_PLAIN, KIND_SIZE, KIND_UNAUTHENTICATED, PROBE_HEAD, REPLY_HEAD, Prober, Responder
 from etun.transport import pack_sockaddr
+from tests.material import random_secrets
+from tests.probes import seal_probe
 
 ENCRYPT = _fast.LEVEL_ENCRYPT
 SOURCE = pack_sockaddr(socket.AF_INET, "198.51.100.9", 40000)
@@ -19,17 +20,9 @@ def datapath(level=ENCRYPT, secrets=None):
     dp = _fast.Datapath(level)
     if secrets is None:
         secrets = keys.Secrets.none() if level == 0 else \
-            keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
+            random_secrets()
     secrets.install(dp)
     return dp
-
-
-def probe(dp, kind=KIND_PLAIN, size=200, instance=b"\x22" * 16, time_ms=None, nonce=None):
-    import time
-    stamp = int(time.time() * 1000) if time_ms is None else time_ms
-    body = PROBE_HEAD.pack(kind, dp.level, 0, nonce or os.urandom(16), instance, stamp)
-    tag = 16 if dp.level else 0
-    return _fast.seal_probe(dp, _fast.TYPE_PROBE, body.ljust(size - 16 - tag, b"\0"))
 
 
 def reply_fields(datagram):
@@ -53,7 +46,7 @@ def answers_to(r: Responder, packet: bytes, times: int = 100, source: bytes = SO
 
 def test_a_probe_under_another_key_gets_one_small_answer_that_tells_nothing():
     r = responder(datapath())
-    p = probe(datapath())
+    p = seal_probe(datapath())
     (answer,) = r.answer(p, SOURCE, TARGET, True)
     kind, level, flags, _, instance, seen, target, site = reply_fields(answer)
     assert len(answer) <= len(p)
@@ -63,9 +56,9 @@ def test_a_probe_under_another_key_gets_one_small_answer_that_tells_nothing():
 
 def test_unauthenticated_answers_are_never_larger_than_the_probe_and_rate_limited():
     r = responder(datapath())
-    tiny = probe(datapath(), size=90)
+    tiny = seal_probe(datapath(), size=90)
     assert answers_to(r, tiny) == 0                        # an answer would outweigh the probe
-    big = probe(datapath(), size=300)
+    big = seal_probe(datapath(), size=300)
     assert answers_to(r, big) <= 10
 
 
@@ -73,7 +66,7 @@ def test_at_level_none_no_answer_outweighs_its_probe():
     dp = datapath(0)
     r = responder(dp)
     for size in (80, 100, 200, 799):
-        p = probe(dp, kind=KIND_SIZE if size > 200 else KIND_PLAIN, size=size)
+        p = seal_probe(dp, kind=KIND_SIZE if size > 200 else KIND_PLAIN, size=size)
         for answer in r.answer(p, pack_sockaddr(socket.AF_INET, "198.51.100.1", size), TARGET, True):
             assert len(answer) <= len(p)
 
@@ -81,7 +74,7 @@ def test_at_level_none_no_answer_outweighs_its_probe():
 def test_a_probe_is_answered_once_and_its_replay_gets_nothing():
     dp = datapath()
     r = responder(dp)
-    p = probe(dp)
+    p = seal_probe(dp)
     assert answers_to(r, p, times=1) == 1
     assert answers_to(r, p, times=20) == 0
 
@@ -89,29 +82,29 @@ def test_a_probe_is_answered_once_and_its_replay_gets_nothing():
 def test_a_probe_reflected_back_to_its_own_sender_gets_no_answer():
     dp = datapath()
     r = responder(dp)
-    assert answers_to(r, probe(dp, instance=OURS)) == 0
+    assert answers_to(r, seal_probe(dp, instance=OURS)) == 0
 
 
 def test_a_probe_recorded_long_ago_gets_no_answer():
     import time
     dp = datapath()
     r = responder(dp)
-    assert answers_to(r, probe(dp, time_ms=int(time.time() * 1000) - 400_000), times=1) == 0
+    assert answers_to(r, seal_probe(dp, time_ms=int(time.time() * 1000) - 400_000), times=1) == 0
 
 
 def test_authentic_probes_from_one_address_cannot_use_up_everyones_answers():
     dp = datapath()
     r = responder(dp)
-    flood = sum(answers_to(r, probe(dp), times=1) for _ in range(100))
+    flood = sum(answers_to(r, seal_probe(dp), times=1) for _ in range(100))
     assert flood <= 10
     other = pack_sockaddr(socket.AF_INET, "198.51.100.77", 5555)
-    assert answers_to(r, probe(dp), times=1, source=other) == 1
+    assert answers_to(r, seal_probe(dp), times=1, source=other) == 1
 
 
 def test_an_authenticated_size_probe_gets_an_answer_and_a_big_answer_of_its_size():
     dp = datapath()
     r = responder(dp)
-    p = probe(dp, kind=KIND_SIZE, size=791)
+    p = seal_probe(dp, kind=KIND_SIZE, size=791)
     small, big = r.answer(p, SOURCE, TARGET, True)
     assert len(big) == len(p)
     _, _, flags, _, instance, seen, target, site = reply_fields(small)
@@ -124,7 +117,7 @@ def prober(dp, instance=b"\x33" * 16):
 
 
 def test_a_prober_takes_the_answer_to_its_own_probe_and_reports_the_peer_reachable():
-    a = keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
+    a = random_secrets()
     mine, theirs = datapath(secrets=a), datapath(secrets=a)
     pr = prober(mine)
     (out,) = pr.outgoing()
@@ -134,7 +127,7 @@ def test_a_prober_takes_the_answer_to_its_own_probe_and_reports_the_peer_reachab
 
 
 def test_when_the_first_answer_is_lost_the_probers_retry_is_a_new_probe_and_is_answered(monkeypatch):
-    a = keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
+    a = random_secrets()
     mine, theirs = datapath(secrets=a), datapath(secrets=a)
     pr, r = prober(mine), responder(theirs)
     (first,) = pr.outgoing()
@@ -151,7 +144,7 @@ def test_when_the_first_answer_is_lost_the_probers_retry_is_a_new_probe_and_is_a
 def test_a_probe_refused_for_a_budget_is_answered_when_it_comes_again():
     dp = datapath()
     r = responder(dp)
-    p = probe(dp)
+    p = seal_probe(dp)
     r.answers.tokens = 0                                       # everyone's answers spent
     r.answers.rate = 0
     assert answers_to(r, p, times=1) == 0
@@ -175,7 +168,7 @@ def test_a_probe_bounced_back_to_its_own_etun_gets_no_answer_and_no_ok():
 
 
 def test_a_site_name_from_the_wire_is_shown_without_control_characters():
-    a = keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
+    a = random_secrets()
     mine, theirs = datapath(secrets=a), datapath(secrets=a)
     pr = prober(mine)
     (out,) = pr.outgoing()

@@ -12,7 +12,9 @@ import socket
 import time
 
 from etun import _fast
+from etun.daemon import trace_line
 from etun.transport import UDP_GRO, UDP_SEGMENT, pack_sockaddr, unpack_sockaddr
+from tests import REPO
 from tests.poll import wait_until
 from tests.pumps import paired_lan, start_pumps, stop_pumps
 
@@ -150,6 +152,16 @@ def test_a_frame_the_lan_sends_that_is_dropped_is_traced_with_its_source_mac():
         wait_until(lambda: dp.counters()["tx"]["no_session"] == 1, timeout=5, interval=0.01,
                    what="the frame refused")
         assert dp.pop_trace() == [("outbound", "no_session", _fast.TRACE_MAC, bytes.fromhex("02bbbbbbbbbb"), 0)]
+
+
+def test_each_sample_is_logged_as_the_line_the_manual_shows():
+    manual = (REPO / "docs" / "MANUAL.md").read_text()
+    samples = [("inbound", "malformed", _fast.TRACE_SOCKADDR, pack_sockaddr(socket.AF_INET, "198.51.100.9", 4444), 49),
+               ("outbound", "filter", _fast.TRACE_MAC, bytes.fromhex("021b210a0b0c"), 0),
+               ("inbound", "frag_timeout", _fast.TRACE_NONE, b"", 0)]
+    for sample in samples:
+        assert f"etun[berlin]: {trace_line(*sample)}\n" in manual, trace_line(*sample)
+    assert trace_line(*samples[0]) == "drop trace: inbound malformed from 198.51.100.9:4444 (and 49 more since the last line)"
 
 
 def test_with_the_trace_off_drops_are_only_counted():

@@ -13,6 +13,7 @@ import pytest
 from etun import _fast, keys
 from etun.session import REJECT_AFTER_MS, RETRY_LIVE_MS, Session
 from etun.transport import pack_sockaddr
+from tests.material import random_secrets
 
 ENCRYPT = _fast.LEVEL_ENCRYPT
 
@@ -63,12 +64,8 @@ class Site:
         return replies
 
 
-def secrets() -> keys.Secrets:
-    return keys.Secrets.from_prk(keys.derive_prk(os.urandom(keys.MATERIAL_LEN)))
-
-
 def pair():
-    wall, sec = Wall(), secrets()
+    wall, sec = Wall(), random_secrets()
     return Site("a", sec, wall), Site("b", sec, wall), wall
 
 
@@ -222,7 +219,7 @@ def test_replayed_stale_initiations_of_past_instances_change_no_session():
 
 def test_a_different_key_file_never_sets_up_a_session():
     wall = Wall()
-    a, b = Site("a", secrets(), wall), Site("b", secrets(), wall)
+    a, b = Site("a", random_secrets(), wall), Site("b", random_secrets(), wall)
     for now in range(0, 5000, 1000):
         run(a, b, now)
     assert not a.s.established and not b.s.established
@@ -328,7 +325,7 @@ def cookie_for(responder: Site, init: bytes) -> bytes:
 
 
 def test_each_site_learns_the_peers_segments_in_the_first_round_trip_and_maps_them_by_name():
-    wall, sec = Wall(), secrets()
+    wall, sec = Wall(), random_secrets()
     a = Site("a", sec, wall, segments=("office", "voice", "guest"))
     b = Site("b", sec, wall, segments=("voice", "office", "lab"))
     assert a.dp.segment_map() is None
@@ -341,7 +338,7 @@ def test_each_site_learns_the_peers_segments_in_the_first_round_trip_and_maps_th
 
 
 def test_a_restarted_peer_gets_no_frames_until_it_names_its_segments_again_a_rekey_loses_none():
-    wall, sec = Wall(), secrets()
+    wall, sec = Wall(), random_secrets()
     a = Site("a", sec, wall, segments=("office", "voice"))
     b = Site("b", sec, wall, segments=("office", "voice"))
     run(a, b, 0)
@@ -369,7 +366,7 @@ def test_a_restarted_peer_gets_no_frames_until_it_names_its_segments_again_a_rek
 
 
 def test_a_new_active_gateway_gets_the_far_sides_macs_in_its_segments_within_the_handshake():
-    wall, sec = Wall(), secrets()
+    wall, sec = Wall(), random_secrets()
     far = [(1, bytes([2, 0, 0, 0, 1, k % 256])) for k in range(100)] + [(0, bytes([2, 0, 0, 0, 2, 1]))]
     a = Site("a", sec, wall, segments=("office", "voice"))
     b = Site("b", sec, wall, segments=("voice", "office", "lab"), macs=far + [(2, bytes([2, 0, 0, 0, 3, 1]))])
@@ -385,7 +382,7 @@ def test_a_new_active_gateway_gets_the_far_sides_macs_in_its_segments_within_the
 
 
 def test_mac_answers_nobody_asked_for_are_ignored_and_each_mac_is_announced_once():
-    wall, sec = Wall(), secrets()
+    wall, sec = Wall(), random_secrets()
     macs = [(0, bytes([2, 0, 0, 0, 1, 1])), (0, bytes([1, 0, 0x5E, 0, 0, 1])), (0, bytes(6))]
     a = Site("a", sec, wall)
     b = Site("b", sec, wall, macs=macs)
@@ -406,7 +403,7 @@ def test_mac_answers_nobody_asked_for_are_ignored_and_each_mac_is_announced_once
 
 
 def test_a_peer_with_no_macs_still_answers_so_the_asker_stops_asking():
-    wall, sec = Wall(), secrets()
+    wall, sec = Wall(), random_secrets()
     a, b = Site("a", sec, wall), Site("b", sec, wall)
     a.s.takeover(0)
     run(a, b, 0)

@@ -32,7 +32,7 @@ import time
 import pytest
 
 from etun.control import ask
-from tests.e2e.topology import REPO
+from tests import REPO
 from tests.poll import wait_until
 
 pytestmark = pytest.mark.usefixtures("e2e_ready")

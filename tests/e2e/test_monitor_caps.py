@@ -16,7 +16,7 @@ import textwrap
 import pytest
 
 from etun.privileges import CAP_NET_ADMIN
-from tests.e2e.topology import REPO
+from tests import REPO
 
 pytestmark = pytest.mark.usefixtures("e2e_ready")
 

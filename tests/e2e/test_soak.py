@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import REPO
 from tests.e2e.soak import Soak, verdict
-from tests.e2e.topology import REPO
 
 pytestmark = pytest.mark.usefixtures("e2e_ready")
 

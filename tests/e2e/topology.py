@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests import REPO
 from tests.poll import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
 HOST_IP = {"a": "198.18.0.1", "b": "198.18.0.2"}
 HOST_IP6 = {"a": "2001:db8::1", "b": "2001:db8::2"}
 GW_IP = {"a": "198.19.1.1", "b": "198.19.2.1"}

@@ -3,11 +3,11 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests import REPO
+
 BUILD = REPO / "build" / "fuzz" / "etun"
 TARGETS = sorted(p.stem[5:] for p in (REPO / "fuzz").glob("fuzz_*.py"))
 SECONDS = int(os.environ.get("ETUN_FUZZ_SECONDS", "30"))

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.e2e.topology import REPO
+from tests import REPO
 
 BINARY_AARCH64 = REPO / "dist" / "etun-aarch64"
 BINFMT = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import etun
-from tests.e2e.topology import REPO
+from tests import REPO
 from tests.packaging.foreign import BINARY_AARCH64, chrooted, empty_root, qemu_missing
 
 BUILD_INFO = REPO / "dist" / "etun-aarch64.build-info"

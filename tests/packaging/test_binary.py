@@ -17,7 +17,8 @@ import pytest
 
 import etun
 from etun import notify, privileges
-from tests.e2e.topology import HOST_IP, REPO
+from tests import REPO
+from tests.e2e.topology import HOST_IP
 from tests.systemd import NotifyListener
 
 BINARY = REPO / "dist" / "etun"

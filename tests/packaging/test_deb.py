@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import etun
-from tests.e2e.topology import REPO
+from tests import REPO
 from tests.packaging.foreign import mounted, qemu_missing, run
 
 VERSION = etun.__version__

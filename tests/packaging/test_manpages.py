@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.topology import REPO
+from tests import REPO
 
 sys.path.insert(0, str(REPO / "packaging"))
 import manpage  # noqa: E402

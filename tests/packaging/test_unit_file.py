@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.topology import REPO
+from tests import REPO
 
 UNIT = REPO / "packaging" / "etun@.service"
 

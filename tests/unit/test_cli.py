@@ -1,7 +1,6 @@
 """Tests for the etun command line: runs the real CLI and pins exit codes and the exact stderr line."""
 
 import os
-import pathlib
 import re
 import stat
 import subprocess
@@ -11,8 +10,7 @@ import pytest
 
 import etun as etun_package
 from etun import cli, keys
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from tests import REPO
 
 VALID_TOML = """\
 [site]

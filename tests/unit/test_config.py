@@ -28,8 +28,7 @@ from etun.config import (
     load_config,
 )
 from etun.errors import ConfigError
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from tests import REPO
 
 
 def manual_examples(name: str) -> list[str]:

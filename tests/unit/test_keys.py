@@ -9,6 +9,7 @@ import stat
 import pytest
 
 from etun import keys
+from etun.config import Security
 from etun.errors import KeyFileError
 
 # RFC 5869 Appendix A, test cases 1-3 (HKDF-SHA256).
@@ -152,6 +153,14 @@ def test_load_secrets_derives_from_the_key_file(key_path):
     secrets = keys.load_secrets(key_path)
     assert secrets == keys.Secrets.from_prk(keys.derive_prk(key_path.read_bytes()))
     assert secrets.fingerprint == fp
+
+
+def test_a_site_has_the_secrets_of_its_key_file_and_none_at_level_none(key_path):
+    keys.generate_key_file(key_path)
+    security = Security(level="auth", key_file=key_path, rekey=120)
+    assert keys.load_site_secrets(security) == keys.load_secrets(key_path)
+    assert keys.load_site_secrets(Security(level="none", key_file=key_path, rekey=120)) is None
+    assert keys.load_site_secrets(Security(level="none", key_file=None, rekey=120)) is None
 
 
 @pytest.mark.parametrize(

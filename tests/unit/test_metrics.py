@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from etun import metrics
 from etun.config import Address
-from tests.e2e.topology import REPO
+from tests import REPO
 
 DOCS = REPO / "docs"
 DROPS = ("malformed", "auth", "filter")
