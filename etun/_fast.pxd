@@ -79,6 +79,7 @@ cpdef enum:
     # buckets of one cache line; 16,384 MACs fit, 65,536 at most (what does not fit: counted).
     BRIDGE_WAYS = 4               # entries per bucket (16 bytes each: a 64-byte line)
     BRIDGE_BUCKETS = 16384        # 65,536 entries, 1 MiB
+    BRIDGE_ENTRIES = BRIDGE_BUCKETS * BRIDGE_WAYS
     BRIDGE_LOOP_MACS = 4          # MACs remembered per loop, for the log line
     LOOP_OFF = 0                  # [bridge] loop_protection
     LOOP_LOG = 1

@@ -237,3 +237,15 @@ cdef inline void open_release(dp_state *d, frame_ref *f) noexcept nogil:
     if f.slot >= 0:
         reasm_release(&d.reasm, f.slot)
         f.slot = -1
+
+
+cdef object open_refused_pop(dp_state *d):
+    """The latest refusal open_refused() recorded, as Datapath.refused() returns it; read once."""
+    pthread_mutex_lock(&d.recv_lock)
+    out = None
+    if d.refused_reason:
+        out = (COUNTER_NAMES[d.refused_reason], d.refused_byte0,
+               PyBytes_FromStringAndSize(<char *>d.refused_addr, d.refused_len))
+        d.refused_reason = 0
+    pthread_mutex_unlock(&d.recv_lock)
+    return out

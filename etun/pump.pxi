@@ -418,3 +418,7 @@ cdef int pump_rx(engine_state *e) noexcept nogil:
         open_expire(d)
         pthread_mutex_unlock(&d.recv_lock)
     return 0
+
+
+PUMP_STAT_NAMES = tuple(etun_pump_stat_names[i].decode() for i in range(N_PUMP_STATS))
+PUMPS = {"tx": PUMP_TX, "rx": PUMP_RX}                 # the pumps by name, for Engine.stall

@@ -110,3 +110,61 @@ cdef inline void segment_drop(dp_state *d, int direction, int s, int reason, con
     """A frame of segment s dropped: counted for the tunnel and for the segment."""
     d.seg_ctr[s][direction][reason] += 1
     drop_frame(d, direction, reason, frame, length)
+
+
+# -- for the control plane: the segments in, the map to the peer's, the counts out ----------
+
+# What Datapath.segment_counters() shows: the counts the pumps keep per segment too.
+SEGMENT_COUNTERS = (C_FRAMES, C_BYTES, DROP_FILTER, DROP_MALFORMED, DROP_UNKNOWN_SEGMENT, DROP_LOCAL_DESTINATION,
+                    DROP_LOOP, DROP_STORM)
+
+
+cdef segment_install(Datapath dp, list segments):
+    """The checked (port, vlan ids, carry_all) of each segment into d.seg, each with allow-all
+    filters both ways; a double tag's outer one is 802.1ad."""
+    cdef dp_state *d = dp.d
+    cdef int k, t
+    for k in range(SEGMENTS_MAX):
+        memset(&d.seg[k], 0, sizeof(seg_state))
+    for k, (port, vids, carry_all) in enumerate(segments):
+        d.seg[k].port = port
+        d.seg[k].ntags = len(vids)
+        d.seg[k].carry_all = carry_all
+        for t in range(len(vids)):
+            d.seg[k].vid[t] = vids[t]
+            d.seg[k].tpid[t] = ETH_P_8021Q
+        if len(vids) == 2:
+            d.seg[k].tpid[0] = ETH_P_8021AD
+    d.nsegs = len(segments)
+    for k in range(d.nsegs):
+        for direction in (FILTER_NIC_INGRESS, FILTER_TUNNEL_INGRESS):
+            filter_install(dp, direction, True, [], k, 0)
+
+
+cdef void segment_set_map(dp_state *d, const uint8_t *peer_ids, uint32_t peer_gen) noexcept:
+    """peer_ids (one per segment) into the send sessions made with peer instance peer_gen."""
+    cdef uint8_t ids[SEGMENTS_MAX]
+    cdef int k
+    memset(ids, SEGMENT_NONE, SEGMENTS_MAX)
+    for k in range(d.nsegs):
+        ids[k] = peer_ids[k]
+    pthread_mutex_lock(&d.send_lock)
+    if d.tx.peer_gen == peer_gen:
+        memcpy(d.tx.seg_peer, ids, SEGMENTS_MAX)
+    if d.tx_next.peer_gen == peer_gen:
+        memcpy(d.tx_next.seg_peer, ids, SEGMENTS_MAX)
+    pthread_mutex_unlock(&d.send_lock)
+
+
+cdef object segment_map_of(dp_state *d):
+    """The send session's segment map as bytes, or None without a send session."""
+    pthread_mutex_lock(&d.send_lock)
+    out = PyBytes_FromStringAndSize(<char *>d.tx.seg_peer, d.nsegs) if d.tx.live else None
+    pthread_mutex_unlock(&d.send_lock)
+    return out
+
+
+cdef dict segment_report(const dp_state *d, int seg):
+    """Datapath.segment_counters(): SEGMENT_COUNTERS of one segment, per direction."""
+    return {name: {COUNTER_NAMES[i]: d.seg_ctr[seg][direction][i] for i in SEGMENT_COUNTERS}
+            for name, direction in (("tx", DIR_TX), ("rx", DIR_RX))}

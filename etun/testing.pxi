@@ -135,7 +135,7 @@ def reassembly_expire(Datapath dp, now_ms=None):
     """Discard incomplete frames older than the reassembly timeout, as the rx pump does."""
     cdef dp_state *d = dp.d
     pthread_mutex_lock(&d.recv_lock)
-    advance_clock(d, now_ms)
+    clock_advance(d, now_ms)
     open_expire(d)
     pthread_mutex_unlock(&d.recv_lock)
 
@@ -229,7 +229,7 @@ def open_exact(Datapath dp, datagram, now_ms=None, source=None):
     result = []
     pthread_mutex_lock(&d.recv_lock)
     try:
-        advance_clock(d, now_ms)
+        clock_advance(d, now_ms)
         open_expire(d)
         rc = open_packet(d, buf, <uint32_t>length, &f, dp.scratch, NULL, 0)
         if rc == OPEN_FRAME:
