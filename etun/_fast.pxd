@@ -659,7 +659,6 @@ cdef class Datapath:
     cdef uint8_t *work_rx         # staging for datagrams opened through the Python API / bench
     cdef uint8_t *scratch         # decrypt target for single-packet frames (SCRATCH_LEN)
     cdef int engines              # Engines built on this datapath
-    cdef list keysets(self)
     cdef engine_state *engine_list[ENGINES_MAX]   # their states: a filter swap takes each tx_lock
     cdef readonly object filter_rules   # {(segment, direction): (default_allow, rules)} as installed
     cdef readonly int last_segment      # header byte 9 of the latest frame open() returned

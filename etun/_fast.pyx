@@ -64,6 +64,7 @@ Fragments, in the order they are included (each uses only what comes before it):
   filter    MAC / OUI / EtherType filter tables
   segment   which segment a LAN frame belongs to; its VLAN tags off and on
   bridge    the MAC table, loop holds and storm limits: etun as a switch port
+  datapath  a Datapath's state: allocated and set up once, torn down with its keys wiped
   gso       cutting super-frames from the LAN
   gro       merging TCP segments towards the LAN
   lan       the LAN side: capture and injection
@@ -128,6 +129,7 @@ include "guard.pxi"
 include "filter.pxi"
 include "segment.pxi"
 include "bridge.pxi"
+include "datapath.pxi"
 include "gso.pxi"
 include "gro.pxi"
 include "lan.pxi"
@@ -187,7 +189,6 @@ cdef class Datapath:
 
     def __cinit__(self, int level, int max_packet=MAX_PACKET_DEFAULT, int reassembly_kib=4096,
                   int reassembly_timeout_ms=1000):
-        cdef dp_state *d
         if level not in (LEVEL_NONE, LEVEL_AUTH, LEVEL_ENCRYPT):
             raise ValueError(f"level must be 0, 1 or 2, got {level}")
         if not MAX_PACKET_MIN <= max_packet <= MAX_PACKET_MAX:
@@ -196,87 +197,10 @@ cdef class Datapath:
             raise ValueError(f"reassembly_kib must be 64..1048576, got {reassembly_kib}")
         if not 10 <= reassembly_timeout_ms <= 60000:
             raise ValueError(f"reassembly_timeout_ms must be 10..60000, got {reassembly_timeout_ms}")
-        self.d = d = <dp_state *>calloc(1, sizeof(dp_state))
-        self.work_tx = <uint8_t *>calloc(1, MAX_PAYLOAD_LEN + TAILROOM)
-        self.work_rx = <uint8_t *>calloc(1, UDP_DATAGRAM_MAX + TAILROOM)
-        self.scratch = <uint8_t *>calloc(1, SCRATCH_LEN)
-        if d == NULL or self.work_tx == NULL or self.work_rx == NULL or self.scratch == NULL:
-            raise MemoryError("datapath state")
-        d.level = level
-        d.max_packet = max_packet
-        d.tag_len = TAG_LEN if level != LEVEL_NONE else 0
-        d.payload_max = frag_payload_max(level, max_packet)
-        d.rx_cur = d.rx_prev = d.rx_next = -1
-        d.last_rx_session = -1
-        d.now_ms = clock_ms()
-        bucket_fill(&d.answers_in, ANSWERS_PER_SEC, ANSWERS_PER_SEC, d.now_ms)
-        bucket_fill(&d.cookies_in, ANSWERS_PER_SEC, ANSWERS_PER_SEC, d.now_ms)
-        bucket_fill(&d.hs_load, HS_PER_SEC, HS_BURST, d.now_ms)
-        bucket_fill(&d.probe_in, PROBE_PER_SEC, PROBE_PER_SEC, d.now_ms)
-        bucket_fill(&d.replies_in, PROBE_REPLIES_PER_SEC, PROBE_REPLIES_PER_SEC, d.now_ms)
-        bucket_fill(&d.foreign_in, FOREIGN_PER_SEC, FOREIGN_PER_SEC, d.now_ms)
-        if (pthread_mutex_init(&d.send_lock, NULL) != 0 or pthread_mutex_init(&d.recv_lock, NULL) != 0
-                or pthread_mutex_init(&d.trace_lock, NULL) != 0 or pthread_mutex_init(&d.filter_lock, NULL) != 0):
-            raise OSError("pthread_mutex_init failed")
-        d.hs_sources = <srclimit_entry *>calloc(SRCLIMIT_SLOTS, sizeof(srclimit_entry))
-        d.probe_sources = <srclimit_entry *>calloc(SRCLIMIT_SLOTS, sizeof(srclimit_entry))
-        if d.hs_sources == NULL or d.probe_sources == NULL:
-            raise MemoryError("source budgets")
-        if crypto_random(<uint8_t *>&d.srclimit_seed, sizeof(uint64_t)) != 0:
-            raise RuntimeError(crypto_error("a hash seed"))
-        for c in self.keysets():
-            (<keyset *><size_t>c).cipher = EVP_CIPHER_CTX_new()
-            if (<keyset *><size_t>c).cipher == NULL:
-                raise MemoryError(crypto_openssl_error("EVP_CIPHER_CTX_new"))
-        if reasm_init(&d.reasm, <uint64_t>reassembly_kib * 1024, reassembly_timeout_ms) != 0:
-            raise MemoryError("reassembly table")
-        d.macs = <bridge_entry *>table_alloc(BRIDGE_ENTRIES * sizeof(bridge_entry))
-        if d.macs == NULL or pthread_mutex_init(&d.bridge_lock, NULL) != 0:
-            raise MemoryError("MAC table")
-        if crypto_random(<uint8_t *>&d.bridge_seed, sizeof(uint64_t)) != 0:
-            raise RuntimeError(crypto_error("a hash seed"))
-        self.filter_rules = {}
-        d.nsegs = 1
-        d.seg[0].carry_all = True
-        self.set_bridge(False, 300, "off", 0)      # passive (learns only) until [bridge] is installed
-        self.set_filter(FILTER_NIC_INGRESS, True, ())
-        self.set_filter(FILTER_TUNNEL_INGRESS, True, ())
-
-    cdef list keysets(self):
-        """Every keyset of the datapath, as addresses: each owns one cipher context."""
-        cdef dp_state *d = self.d
-        cdef int k, j
-        out = [<size_t>&d.tx.ctl, <size_t>&d.tx.data, <size_t>&d.tx_next.ctl, <size_t>&d.tx_next.data]
-        for k in range(RX_SESSIONS):
-            out.append(<size_t>&d.rx[k].ctl)
-            for j in range(RX_INDICES):
-                out.append(<size_t>&d.rx[k].idx[j].keys)
-        return out
+        datapath_init(self, level, max_packet, <uint64_t>reassembly_kib * 1024, reassembly_timeout_ms)
 
     def __dealloc__(self):
-        cdef dp_state *d = self.d
-        if d != NULL:
-            for c in self.keysets():
-                crypto_keys_wipe(<keyset *><size_t>c)
-                EVP_CIPHER_CTX_free((<keyset *><size_t>c).cipher)
-            reasm_free(&d.reasm)
-            for k in range(SEGMENTS_MAX):
-                filter_free(d.filt[k][FILTER_NIC_INGRESS])
-                filter_free(d.filt[k][FILTER_TUNNEL_INGRESS])
-            free(d.hs_sources)
-            free(d.probe_sources)
-            table_free(d.macs, BRIDGE_ENTRIES * sizeof(bridge_entry))
-            pthread_mutex_destroy(&d.bridge_lock)
-            pthread_mutex_destroy(&d.send_lock)
-            pthread_mutex_destroy(&d.recv_lock)
-            pthread_mutex_destroy(&d.trace_lock)
-            pthread_mutex_destroy(&d.filter_lock)
-            OPENSSL_cleanse(d, sizeof(dp_state))
-            free(d)
-            self.d = NULL
-        free(self.work_tx)
-        free(self.work_rx)
-        free(self.scratch)
+        datapath_free(self)
 
     # -- properties ----------------------------------------------------------------------
 
@@ -460,29 +384,11 @@ cdef class Datapath:
     def seal(self, frame, int frame_type=TYPE_FRAME, unsigned int segment=0):
         """Seal one frame (or, with TYPE_SESSION, a SESSION message) of `segment`; returns its
         datagrams (UDP payloads) in order."""
-        cdef dp_state *d = self.d
-        cdef const uint8_t[:] view = frame
-        cdef Py_ssize_t length = view.shape[0]
-        cdef pkt_ref pkts[MAX_FRAGS]
-        cdef int n, i
         if frame_type not in (TYPE_FRAME, TYPE_FRAME_VNET, TYPE_SESSION):
             raise ValueError(f"frame_type must be TYPE_FRAME, TYPE_FRAME_VNET or TYPE_SESSION, got {frame_type}")
         if segment >= SEGMENT_IDS:
             raise ValueError("segment ids are one byte")
-        if length > MAX_PAYLOAD_LEN:
-            drop_frame(d, DIR_TX, DROP_OVERSIZED, NULL, 0)
-            return []
-        if length:
-            memcpy(self.work_tx, &view[0], length)
-        pthread_mutex_lock(&d.send_lock)
-        n = seal_frame(d, self.work_tx, <uint32_t>length, <uint8_t>frame_type, <uint8_t>segment, pkts)
-        pthread_mutex_unlock(&d.send_lock)
-        out = []
-        for i in range(n):
-            out.append(PyBytes_FromStringAndSize(<char *>pkts[i].meta, HEADER_LEN)
-                       + PyBytes_FromStringAndSize(<char *>pkts[i].body, pkts[i].body_len)
-                       + PyBytes_FromStringAndSize(<char *>pkts[i].meta + HEADER_LEN, d.tag_len))
-        return out
+        return seal_datagrams(self, frame, <uint8_t>frame_type, <uint8_t>segment)
 
     def open(self, datagram, now_ms=None):
         """Open one datagram; returns the frames it completed as [(frame_type, frame)].
@@ -491,28 +397,7 @@ cdef class Datapath:
         packet as [(its type, the whole datagram)], unchecked (the rx pump's admission gate is
         not on this path). A drop returns [] and sets last_drop.
         """
-        cdef dp_state *d = self.d
-        cdef const uint8_t[:] view = datagram
-        cdef Py_ssize_t length = view.shape[0]
-        cdef frame_ref f
-        cdef int rc
-        if length > UDP_DATAGRAM_MAX:
-            raise ValueError(f"a UDP datagram holds at most {UDP_DATAGRAM_MAX} bytes")
-        if length:
-            memcpy(self.work_rx, &view[0], length)
-        pthread_mutex_lock(&d.recv_lock)
-        clock_advance(d, now_ms)
-        open_expire(d)
-        rc = open_packet(d, self.work_rx, <uint32_t>length, &f, self.scratch, NULL, 0)
-        result = []
-        if rc == OPEN_FRAME:
-            result.append((f.ftype, PyBytes_FromStringAndSize(<char *>f.data, f.length)))
-            self.last_segment = f.segment
-            open_release(d, &f)
-        elif rc == OPEN_CONTROL:
-            result.append((wire_type(self.work_rx[0]), bytes(datagram)))
-        pthread_mutex_unlock(&d.recv_lock)
-        return result
+        return open_datagram(self, datagram, now_ms)
 
     # -- segments ------------------------------------------------------------------------
 

@@ -249,3 +249,30 @@ cdef object open_refused_pop(dp_state *d):
         d.refused_reason = 0
     pthread_mutex_unlock(&d.recv_lock)
     return out
+
+
+cdef list open_datagram(Datapath dp, datagram, object now_ms):
+    """Datapath.open(): one datagram from Python through dp's staging buffer; what it completed
+    as [(frame_type, bytes)]."""
+    cdef dp_state *d = dp.d
+    cdef const uint8_t[:] view = datagram
+    cdef Py_ssize_t length = view.shape[0]
+    cdef frame_ref f
+    cdef int rc
+    if length > UDP_DATAGRAM_MAX:
+        raise ValueError(f"a UDP datagram holds at most {UDP_DATAGRAM_MAX} bytes")
+    if length:
+        memcpy(dp.work_rx, &view[0], length)   # length <= UDP_DATAGRAM_MAX, work_rx's size
+    pthread_mutex_lock(&d.recv_lock)
+    clock_advance(d, now_ms)
+    open_expire(d)
+    rc = open_packet(d, dp.work_rx, <uint32_t>length, &f, dp.scratch, NULL, 0)
+    result = []
+    if rc == OPEN_FRAME:
+        result.append((f.ftype, PyBytes_FromStringAndSize(<char *>f.data, f.length)))
+        dp.last_segment = f.segment
+        open_release(d, &f)
+    elif rc == OPEN_CONTROL:
+        result.append((wire_type(dp.work_rx[0]), bytes(datagram)))
+    pthread_mutex_unlock(&d.recv_lock)
+    return result
