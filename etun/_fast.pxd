@@ -27,6 +27,7 @@ cpdef enum:
     LEVEL_NONE = 0
     LEVEL_AUTH = 1
     LEVEL_ENCRYPT = 2
+    LEVEL_RESERVED = 3            # the level field's fourth value: no etun sends it
 
     TYPE_FRAME = 1                # data: a fragment of an Ethernet frame
     TYPE_FRAME_VNET = 2           # data: ... with its virtio_net_hdr
@@ -91,6 +92,19 @@ cpdef enum:
     GUARD_DHCP_SERVER = 2
     GUARD_IPV6_RA = 3
     GUARDS = 4
+
+
+# Offsets of the tunnel header's fields (wire.pxi draws the map; PROTOCOL.md §2).
+cdef enum:
+    WIRE_BIG = 1                  # frag_big
+    WIRE_INDEX = 2                # frag_index
+    WIRE_COUNT = 3                # frag_count
+    WIRE_KEY_INDEX = 4            # 4 bytes
+    WIRE_SESSION = 8
+    WIRE_SEGMENT = 9
+    WIRE_COUNTER = 10             # 6 bytes, to the end of the header
+    NONCE_HEAD_LEN = WIRE_COUNTER - WIRE_KEY_INDEX   # header bytes a nonce starts with (§3.1)
+    HS_ID_AT = 4                  # a handshake message's initiation id: 4 bytes (HS_HEAD_LEN)
 
 
 # -- counters: one X-macro table makes both the enums and the names (counters.h) ----------
@@ -180,6 +194,8 @@ cdef enum:
     ETH_P_IPV6 = 0x86dd
     ETHERTYPE_MIN = 0x0600        # values below are 802.3 length fields
     VLAN_TAG_LEN = 4
+    VLAN_VID_MASK = 0xfff         # a tag's TCI: PCP (3 bits), DEI (1), VLAN id (12)
+    VLAN_PCP_SHIFT = 13
     VLAN_MAX_TAGS = 8             # tags followed into a frame: deeper is not a frame anyone sends
     PROTO_TCP = 6                 # IP protocol numbers in IPv4 and IPv6 headers
     PROTO_UDP = 17
@@ -349,19 +365,24 @@ cdef struct vlan_walk:            # what pkt_walk_vlans() found in front of the 
 
 
 # -- reassembly (reasm.pxi) -----------------------------------------------------------------
+cdef enum:
+    REASM_SMALL = 0               # slot classes, by buffer: SMALL_BUF_LEN
+    REASM_LARGE = 1               # ... or LARGE_BUF_LEN
+    REASM_CLASSES = 2
+
 cdef struct reasm_slot:
     uint64_t base                 # counter of fragment 0: identifies the frame with gen
     uint64_t t_first_ms           # arrival of the first fragment held
     uint64_t have[4]              # bitmap of fragment indices held
     uint8_t *buf
     uint32_t gen
-    uint8_t nonce_head[6]         # header bytes 4..9 (key_index, session, segment): the nonce's
+    uint8_t nonce_head[NONCE_HEAD_LEN]   # header bytes 4..9 (key_index, session, segment): the nonce's
     uint32_t q                    # fragment size; the first r fragments hold q + 1
     uint16_t n
     uint16_t r
     uint16_t got
     uint8_t ftype
-    uint8_t cls                   # 0: small buffers, 1: large
+    uint8_t cls                   # REASM_SMALL or REASM_LARGE: the size of its buffer
     int32_t older                 # allocation-order list within the class (oldest at head)
     int32_t newer
     int32_t hpos                  # position in the hash index while filling
@@ -377,7 +398,7 @@ cdef struct reasm_class:
 cdef struct reasm_table:
     reasm_slot *slots
     int32_t nslots
-    reasm_class cls[2]
+    reasm_class cls[REASM_CLASSES]
     int32_t *index                # open-addressing hash of filling slots by (gen, base)
     uint32_t index_mask
     uint32_t index_shift

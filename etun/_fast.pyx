@@ -141,17 +141,6 @@ include "bench.pxi"
 include "testing.pxi"
 
 
-LEVELS = {"none": LEVEL_NONE, "auth": LEVEL_AUTH, "encrypt": LEVEL_ENCRYPT}
-LEVEL_NAMES = {v: k for k, v in LEVELS.items()}
-HANDSHAKE_TYPES = (TYPE_INIT, TYPE_RESP, TYPE_COOKIE)
-TYPE_NAMES = {TYPE_FRAME: "FRAME", TYPE_FRAME_VNET: "FRAME_VNET", TYPE_SESSION: "SESSION", TYPE_INIT: "INIT",
-              TYPE_RESP: "RESP", TYPE_COOKIE: "COOKIE", TYPE_PROBE: "PROBE", TYPE_PROBE_REPLY: "PROBE_REPLY"}
-
-SESSION_COUNTER_MAX = COUNTER_MAX
-BRIDGE_HOLD_FIRST_MS = BRIDGE_HOLD_MS
-BRIDGE_FLIP_WITHIN_MS = BRIDGE_FLIP_MS
-
-
 def openssl_version():
     """The libcrypto this module runs against, e.g. "OpenSSL 3.0.19 27 Jan 2026"."""
     return OpenSSL_version(OPENSSL_VERSION).decode()

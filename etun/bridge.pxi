@@ -426,6 +426,9 @@ cdef void bridge_count(dp_state *d, uint32_t seg, uint64_t now, uint64_t *local,
 LOOP_MODES = {"off": LOOP_OFF, "log": LOOP_LOG, "block": LOOP_BLOCK}
 SIDE_NAMES = {SIDE_LOCAL: "local", SIDE_REMOTE: "remote"}
 BRIDGE_TABLE_BYTES = BRIDGE_ENTRIES * sizeof(bridge_entry)
+# The timings at the top of this file are a cdef enum, not exported by itself; Python (bridge.py's
+# log line, tests) reads these two under the same names.
+globals().update({"BRIDGE_HOLD_MS": BRIDGE_HOLD_MS, "BRIDGE_FLIP_MS": BRIDGE_FLIP_MS})
 
 
 cdef void bridge_configure(dp_state *d, bint learning, uint64_t mac_age_ms, int loop_mode,

@@ -12,10 +12,7 @@ def chacha20(key, nonce, data, unsigned int counter=0):
     key = crypto_secret(key, "key")
     if len(nonce) != 12:
         raise ValueError("nonce must be 12 bytes")
-    iv[0] = counter & 0xff                     # the block counter is little-endian
-    iv[1] = (counter >> 8) & 0xff
-    iv[2] = (counter >> 16) & 0xff
-    iv[3] = (counter >> 24) & 0xff
+    pkt_put_le32(iv, counter)                  # the block counter is little-endian (RFC 8439 §2.4)
     nonce_bytes = bytes(nonce)
     memcpy(iv + 4, <const char *>nonce_bytes, 12)
     out = PyBytes_FromStringAndSize(NULL, n)

@@ -28,7 +28,7 @@ cdef tuple probe_read(const dp_state *d, datagram):
     cdef const uint8_t[:] dg = datagram
     cdef Py_ssize_t length = dg.shape[0]
     cdef int lvl, ptype, tag_len, k
-    if length < HEADER_LEN or wire_version(dg[0]) != WIRE_VERSION or wire_level(dg[0]) == 3:
+    if length < HEADER_LEN or wire_version(dg[0]) != WIRE_VERSION or wire_level(dg[0]) == LEVEL_RESERVED:
         raise Dropped("malformed")
     lvl = wire_level(dg[0])
     ptype = wire_type(dg[0])

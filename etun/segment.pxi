@@ -23,10 +23,6 @@ cdef inline uint8_t segment_pcp(uint8_t b) noexcept nogil:
     return b >> SEGMENT_ID_BITS
 
 
-cdef inline bint segment_is_tag(uint16_t tpid) noexcept nogil:
-    return tpid == ETH_P_8021Q or tpid == ETH_P_8021AD
-
-
 cdef int segment_select(dp_state *d, int port, const uint8_t *f, uint32_t n,
                         uint8_t *pcp) noexcept nogil:
     """The segment of a frame captured on `port` (n >= MIN_FRAME_LEN), or -1: a VLAN no segment
@@ -35,15 +31,15 @@ cdef int segment_select(dp_state *d, int port, const uint8_t *f, uint32_t n,
     cdef uint16_t vid1 = 0, vid2 = 0, tpid = pkt_be16(f + 12)
     cdef bint tagged, two
     cdef seg_state *g
-    tagged = segment_is_tag(tpid) and n >= MIN_FRAME_LEN + VLAN_TAG_LEN
+    tagged = pkt_is_vlan_tag(tpid) and n >= MIN_FRAME_LEN + VLAN_TAG_LEN
     if tagged:
-        vid1 = pkt_be16(f + 14) & 0xfff
+        vid1 = pkt_be16(f + 14) & VLAN_VID_MASK
     # A priority tag (VLAN id 0) marks an untagged frame with a priority.
     tagged = tagged and vid1 != 0
     two = tagged and pkt_be16(f + 16) == ETH_P_8021Q and n >= MIN_FRAME_LEN + 2 * VLAN_TAG_LEN
     if two:
-        vid2 = pkt_be16(f + 18) & 0xfff
-    pcp[0] = f[14] >> 5 if tagged else 0
+        vid2 = pkt_be16(f + 18) & VLAN_VID_MASK
+    pcp[0] = pkt_be16(f + 14) >> VLAN_PCP_SHIFT if tagged else 0
     for s in range(d.nsegs):
         g = &d.seg[s]
         if g.port != port:
@@ -85,10 +81,10 @@ cdef inline bint segment_admits(const seg_state *g, const uint8_t *f, uint32_t n
     it came, it would land in a VLAN of the trunk no segment selects for it. A priority tag
     (VLAN 0) with nothing behind it is untagged."""
     cdef uint16_t et = pkt_be16(f + 12)
-    if g.ntags or g.carry_all or not segment_is_tag(et):
+    if g.ntags or g.carry_all or not pkt_is_vlan_tag(et):
         return True
-    return (n >= MIN_FRAME_LEN + VLAN_TAG_LEN and (pkt_be16(f + 14) & 0xfff) == 0
-            and not segment_is_tag(pkt_be16(f + 16)))
+    return (n >= MIN_FRAME_LEN + VLAN_TAG_LEN and (pkt_be16(f + 14) & VLAN_VID_MASK) == 0
+            and not pkt_is_vlan_tag(pkt_be16(f + 16)))
 
 
 cdef inline uint32_t segment_tags(const seg_state *g, uint8_t pcp, uint8_t *out) noexcept nogil:
@@ -96,7 +92,7 @@ cdef inline uint32_t segment_tags(const seg_state *g, uint8_t pcp, uint8_t *out)
     cdef uint32_t t
     for t in range(g.ntags):
         pkt_put_be16(out + t * VLAN_TAG_LEN, g.tpid[t])
-        pkt_put_be16(out + t * VLAN_TAG_LEN + 2, <uint16_t>((pcp << 13) | g.vid[t]))
+        pkt_put_be16(out + t * VLAN_TAG_LEN + 2, <uint16_t>((pcp << VLAN_PCP_SHIFT) | g.vid[t]))
     return <uint32_t>g.ntags * VLAN_TAG_LEN
 
 

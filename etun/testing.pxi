@@ -148,8 +148,7 @@ def reassembly_in_use(Datapath dp):
 def reassembly_capacity(Datapath dp):
     """(small slots, large slots, bytes of buffers) fixed at construction."""
     t = &dp.d.reasm
-    return (t.cls[0].count, t.cls[1].count,
-            t.cls[0].count * SMALL_BUF_LEN + t.cls[1].count * LARGE_BUF_LEN)
+    return t.cls[REASM_SMALL].count, t.cls[REASM_LARGE].count, t.arena_len
 
 
 def handshake_keys(Handshake hs):
@@ -350,7 +349,6 @@ def reset_datapath(Datapath dp, unsigned long long now_ms):
     datapath, each from the same start. Filters and the key file's keys are kept."""
     cdef dp_state *d = dp.d
     cdef reasm_table *t = &d.reasm
-    cdef int c
     cdef int32_t i
     if dp.engines:
         raise RuntimeError("not under running pumps")
@@ -364,16 +362,12 @@ def reset_datapath(Datapath dp, unsigned long long now_ms):
     pthread_mutex_unlock(&d.send_lock)
     d.rx_gen = 0
     # The reassembly table as reasm_init() leaves it: every slot free, in the same order.
-    for c in range(2):
-        t.cls[c].head = t.cls[c].tail = -1
-        t.cls[c].nfree = t.cls[c].count
-        for i in range(t.cls[c].count):
-            t.cls[c].free_stack[i] = t.cls[c].first + t.cls[c].count - 1 - i
+    reasm_free_all(t)
     for i in range(<int32_t>(t.index_mask + 1)):
         t.index[i] = -1
     for i in range(t.nslots):
         t.slots[i].older = t.slots[i].newer = t.slots[i].hpos = -1
-        etun_poison(t.slots[i].buf, SMALL_BUF_LEN if t.slots[i].cls == 0 else LARGE_BUF_LEN)
+        etun_poison(t.slots[i].buf, reasm_buf_len(t.slots[i].cls))
     # The admission gate: nothing awaited, nothing seen, every budget full.
     d.hs_expecting = False
     d.under_load_until_ms = 0

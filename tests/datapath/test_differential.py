@@ -124,7 +124,7 @@ def test_the_extension_and_the_reference_agree_on_every_protocol_constant():
     assert (_fast.MAX_PACKET_MIN, _fast.MAX_PACKET_MAX) == (ref.MAX_PACKET_MIN, ref.MAX_PACKET_MAX)
     assert (_fast.REPLAY_WINDOW, _fast.SESSION_IDS, _fast.SEGMENT_IDS) == (ref.REPLAY_WINDOW, ref.SESSION_IDS,
                                                                            ref.SEGMENT_IDS)
-    assert _fast.SESSION_COUNTER_MAX == ref.COUNTER_LIMIT - 1
+    assert _fast.COUNTER_MAX == ref.COUNTER_LIMIT - 1
     assert (_fast.TYPE_FRAME, _fast.TYPE_FRAME_VNET, _fast.TYPE_SESSION) == ref.SEALED_TYPES
     assert _fast.HANDSHAKE_TYPES + _fast.PROBE_TYPES == ref.HANDED_UP_TYPES
     assert set(ref.DROP_REASONS + ref.REASSEMBLY_LOSSES) <= set(_fast.DROP_REASONS)
