@@ -104,6 +104,7 @@ cdef enum:
     WIRE_SEGMENT = 9
     WIRE_COUNTER = 10             # 6 bytes, to the end of the header
     NONCE_HEAD_LEN = WIRE_COUNTER - WIRE_KEY_INDEX   # header bytes a nonce starts with (§3.1)
+    CHACHA_NONCE_LEN = NONCE_HEAD_LEN + 6            # ... then the frame's base counter, 48 bits
     HS_ID_AT = 4                  # a handshake message's initiation id: 4 bytes (HS_HEAD_LEN)
 
 
@@ -473,8 +474,7 @@ cdef struct bridge_conf:          # [bridge], swapped word by word on a reload (
     uint32_t storm_limit          # flooded frames a second per segment and direction; 0: none
 
 
-cdef struct trace_sample:         # one sampled drop for the control loop to log (trace.pxi)
-    uint64_t at_ms
+cdef struct trace_sample:         # one sampled drop for the control loop to log (drop.pxi)
     uint32_t more                 # drops of this reason and direction not sampled before it
     uint8_t direction             # DIR_TX or DIR_RX
     uint8_t reason                # DROP_*
@@ -563,7 +563,7 @@ cdef struct dp_state:             # everything one site's datapath holds, shared
     pthread_mutex_t bridge_lock
     bridge_seg brseg[SEGMENTS_MAX]
 
-    # drop trace: sampled drops for the debug log (trace.pxi)
+    # drop trace: sampled drops for the debug log (drop.pxi)
     bint trace_on
     uint64_t trace_last_ms[2][N_COUNTERS]
     uint32_t trace_more[2][N_COUNTERS]

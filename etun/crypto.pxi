@@ -148,7 +148,7 @@ cdef inline int crypto_xor(keyset *k, const uint8_t *nonce, const uint8_t *inp, 
     cdef uint8_t iv[16]
     cdef int outl
     memset(iv, 0, 4)                  # block counter 0, little-endian
-    memcpy(iv + 4, nonce, 12)
+    memcpy(iv + 4, nonce, CHACHA_NONCE_LEN)
     if EVP_EncryptInit_ex(k.cipher, NULL, NULL, NULL, iv) != 1:
         return crypto_fail(b"EVP_EncryptInit_ex")
     if EVP_EncryptUpdate(k.cipher, out, &outl, inp,
@@ -158,7 +158,6 @@ cdef inline int crypto_xor(keyset *k, const uint8_t *nonce, const uint8_t *inp, 
 
 
 cdef enum:
-    AEAD_KEY_LEN = 32
     AEAD_NONCE_LEN = 12
     AEAD_TAG_LEN = 16
     AEAD_MAX = 256                # the longest plaintext crypto_aead_*() takes (handshake payloads)

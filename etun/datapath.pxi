@@ -76,6 +76,8 @@ cdef void datapath_free(Datapath dp):
     cdef int k
     if d != NULL:
         for c in datapath_keysets(d):
+            # Nothing to report a failed wipe to here; EVP_CIPHER_CTX_free cleanses the key
+            # schedule as it frees the context, and OPENSSL_cleanse below takes the MAC pads.
             crypto_keys_wipe(<keyset *><size_t>c)
             EVP_CIPHER_CTX_free((<keyset *><size_t>c).cipher)
         reasm_free(&d.reasm)

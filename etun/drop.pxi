@@ -18,7 +18,6 @@ cdef void drop_sample(dp_state *d, int direction, int reason, int addr_kind, con
     if d.trace_count < TRACE_SLOTS:
         s = &d.trace_ring[(d.trace_head + d.trace_count) % TRACE_SLOTS]
         d.trace_count += 1
-        s.at_ms = now
         s.more = d.trace_more[direction][reason]
         s.direction = <uint8_t>direction
         s.reason = <uint8_t>reason

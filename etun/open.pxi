@@ -105,7 +105,7 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
     cdef reasm_slot *slot
     cdef keyset *keys
     cdef replay_window *window
-    cdef uint8_t nonce[12]
+    cdef uint8_t nonce[CHACHA_NONCE_LEN]
     cdef const uint8_t *body = pkt + HEADER_LEN
     d.ctr[DIR_RX][C_PACKETS] += 1
     d.last_drop = 0
@@ -217,7 +217,7 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
         rc = -DROP_KEY_INDEX if keys == NULL else 0
         if rc == 0:
             memcpy(nonce, slot.nonce_head, NONCE_HEAD_LEN)
-            wire_put_be48(nonce + 6, slot.base)
+            wire_put_be48(nonce + NONCE_HEAD_LEN, slot.base)
             if crypto_xor(keys, nonce, slot.buf, slot.buf, flen) != 0:
                 rc = -DROP_CRYPTO_ERROR
         if rc != 0:

@@ -25,11 +25,6 @@ cdef inline void pkt_put_be32(uint8_t *p, uint32_t v) noexcept nogil:
     p[3] = <uint8_t>v
 
 
-cdef inline void pkt_put_be64(uint8_t *p, uint64_t v) noexcept nogil:
-    pkt_put_be32(p, <uint32_t>(v >> 32))
-    pkt_put_be32(p + 4, <uint32_t>v)
-
-
 cdef inline uint16_t pkt_le16(const uint8_t *p) noexcept nogil:
     """virtio_net_hdr fields are little-endian (as on x86 and arm64 Linux)."""
     return <uint16_t>(p[0] | (p[1] << 8))

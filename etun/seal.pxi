@@ -27,7 +27,7 @@ cdef int seal_frame(dp_state *d, uint8_t *frame, uint32_t length, uint8_t ftype,
     cdef uint32_t n, q, r, i, off = 0, size
     cdef uint64_t base
     cdef uint8_t tag[SHA256_LEN]
-    cdef uint8_t nonce[12]
+    cdef uint8_t nonce[CHACHA_NONCE_LEN]
     cdef pkt_ref *p
     cdef tx_session *t = &d.tx
     cdef keyset *keys = &t.ctl if ftype == TYPE_SESSION else &t.data
@@ -48,10 +48,10 @@ cdef int seal_frame(dp_state *d, uint8_t *frame, uint32_t length, uint8_t ftype,
     base = t.counter
     t.counter += n
     if d.level == LEVEL_ENCRYPT:
-        pkt_put_be32(nonce, t.index)
-        nonce[4] = t.peer_id
-        nonce[5] = segment
-        wire_put_be48(nonce + 6, base)
+        pkt_put_be32(nonce, t.index)         # the header's bytes 4..9, as wire_nonce() reads them
+        nonce[WIRE_SESSION - WIRE_KEY_INDEX] = t.peer_id
+        nonce[WIRE_SEGMENT - WIRE_KEY_INDEX] = segment
+        wire_put_be48(nonce + NONCE_HEAD_LEN, base)
         if crypto_xor(keys, nonce, frame, frame, length) != 0:
             drop_count(d, DIR_TX, DROP_CRYPTO_ERROR, 1)
             return -DROP_CRYPTO_ERROR
