@@ -23,13 +23,7 @@ Wire layout of one tunnel packet (docs/PROTOCOL.md is the full description):
     The MAC covers every byte before it. Fragments of one frame carry consecutive counters;
     base = counter - index names the frame.
 
-Outbound flow (seal.pxi): check -> plan n fragments -> ChaCha20 the whole frame in place with
-nonce key_index || session || segment || base -> per fragment: header, slice, tag ->
-scattered datagrams.
-
-Inbound flow (open.pxi): header and fragment fields -> level -> session -> key index -> tag
-(constant time) -> replay window -> deliver, or copy into reassembly and, with the last
-fragment, decrypt the frame in one pass.
+The outbound flow opens seal.pxi and the inbound one open.pxi, each in numbered steps.
 
 Invariants:
 - A (key, nonce) pair never repeats: keys are per (session, key index), a session's secret

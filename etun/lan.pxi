@@ -7,8 +7,6 @@
 # selected moves it up; a FRAME_VNET payload is the (adjusted) vnet header written right
 # before wherever the frame starts (the 10 bytes in front of it are always in the slot).
 
-cdef uint8_t LAN_ZERO_VNET[VNET_HDR_LEN]      # prepended to plain frames we inject
-
 
 cdef int lan_complete_csum(uint8_t *frame, uint32_t length, uint16_t start,
                            uint16_t offset) noexcept nogil:
