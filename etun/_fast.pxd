@@ -152,12 +152,12 @@ cdef extern from "counters.h":
         PUMP_TX_WAKEUPS
         PUMP_TX_SLEEPS
         PUMP_UDP_SENDS
-        PUMP_UDP_MSGS
+        PUMP_UDP_MESSAGES
         PUMP_RX_WAKEUPS
         PUMP_RX_SLEEPS
-        PUMP_RX_DGRAMS
+        PUMP_RX_DATAGRAMS
         PUMP_LAN_SENDS
-        PUMP_TX_SERVED
+        PUMP_TX_SERVED_BY_RX
         PUMP_TX_LOOPS
         PUMP_RX_LOOPS
         N_PUMP_STATS
