@@ -206,11 +206,6 @@ cdef class Datapath:
         return self.d.tx.index if self.d.tx.live else None
 
     @property
-    def send_counter(self):
-        """Counter of the next packet sealed in the current send session."""
-        return self.d.tx.counter
-
-    @property
     def recv_index(self):
         """Current key index of the current receive session, or None without one."""
         cdef dp_state *d = self.d
@@ -422,10 +417,6 @@ cdef class Datapath:
         if len(peer_ids) != d.nsegs or any(v != SEGMENT_NONE and v >= SEGMENTS_MAX for v in peer_ids):
             raise ValueError(f"one peer id per segment ({d.nsegs}), each below {SEGMENTS_MAX} or SEGMENT_NONE")
         segment_set_map(d, <const uint8_t *>PyBytes_AS_STRING(peer_ids), peer_gen)
-
-    def segment_map(self):
-        """The send session's map (bytes, one per segment), or None without a send session."""
-        return segment_map_of(self.d)
 
     def segment_counters(self, int segment):
         """{"tx": {name: count}, "rx": {name: count}}: the counters kept per segment (frames,

@@ -1,7 +1,7 @@
 # Test-only entry points into the datapath's internals, for tests/ and fuzz/ and nothing else: the
-# replay window alone, software GRO and GSO on plain frames, one filter decision, reassembly
-# state, one datagram opened from an exactly sized buffer, one frame through the capture path.
-# etun's own modules never call these.
+# replay window alone, the send counter and segment map, software GRO and GSO on plain frames,
+# one filter decision, reassembly state, one datagram opened from an exactly sized buffer, one
+# frame through the capture path. etun's own modules never call these.
 
 cdef class ReplayWindow:
     """The datapath's RFC 6479 window on its own, for the replay table test."""
@@ -18,6 +18,16 @@ cdef class ReplayWindow:
     def reset(self):
         """Forget every counter, as new keys do."""
         replay_reset(&self.w)
+
+
+def send_counter(Datapath dp):
+    """Counter of the next packet sealed in the current send session."""
+    return dp.d.tx.counter
+
+
+def segment_map(Datapath dp):
+    """The send session's segment map (bytes, one per segment), or None without a send session."""
+    return segment_map_of(dp.d)
 
 
 def payload_max(int level, int max_packet):

@@ -175,7 +175,7 @@ def test_the_extension_seals_byte_identical_datagrams_across_rotations_and_sessi
             _, new_secret, peer, index = step
             dp.set_send_session(new_secret, peer, index)
             sender.set_session(new_secret, peer, index)  # the counter starts at 0 with the session
-        assert (dp.send_counter, dp.send_index) == (sender.counter, sender.key_index)
+        assert (_fast.send_counter(dp), dp.send_index) == (sender.counter, sender.key_index)
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -190,7 +190,7 @@ def test_both_sides_refuse_to_seal_frames_outside_their_types_limits_without_spe
         assert dp.seal(bytes(length), frame_type) == []
         with pytest.raises(ValueError):
             sender.seal(bytes(length), frame_type)
-    assert dp.send_counter == sender.counter == 0
+    assert _fast.send_counter(dp) == sender.counter == 0
     assert dp.seal(bytes(high), frame_type) == sender.seal(bytes(high), frame_type)
     assert dp.seal(bytes(low), frame_type, 255) == sender.seal(bytes(low), frame_type, 255)
 
