@@ -45,6 +45,8 @@ cpdef enum:
     SEGMENT_NONE = 0xFF           # a segment the peer does not have (or has not named yet)
     PORTS_MAX = 8                 # LAN sides (NICs, TAP devices) one Engine reads and writes
     VLAN_PATH_MAX = 2             # tags a segment selects: "10", or "100.20"
+    VLAN_ID_MAX = 4094            # VLAN ids a segment selects are 1..4094 (0 and 4095 are reserved)
+    VLAN_PCP_MAX = 7              # a tag's priority is 3 bits
 
     # Handshake messages (handshake.pxi, PROTOCOL.md §5): ver|lvl|type, 3 zero bytes, the
     # initiation's id (an INIT's own; a RESP or COOKIE echoes the INIT's), then:
@@ -85,6 +87,8 @@ cpdef enum:
     LOOP_OFF = 0                  # [bridge] loop_protection
     LOOP_LOG = 1
     LOOP_BLOCK = 2
+    MAC_AGE_DEFAULT_S = 300       # [bridge] mac_age
+    MAC_AGE_MAX_S = 1000000       # ... at most the Linux bridge's own ageing_time limit
     SIDE_LOCAL = 0                # a MAC learnt from the LAN
     SIDE_REMOTE = 1               # ... or from the tunnel
     GUARD_STP = 0                 # [bridge] guard presets, compiled into nic_ingress (filter.pxi)
@@ -370,6 +374,10 @@ cdef enum:
     REASM_SMALL = 0               # slot classes, by buffer: SMALL_BUF_LEN
     REASM_LARGE = 1               # ... or LARGE_BUF_LEN
     REASM_CLASSES = 2
+    REASM_KIB_MIN = 64            # Datapath(reassembly_kib=...): buffers, half small, half large
+    REASM_KIB_MAX = 1048576
+    REASM_TIMEOUT_MIN_MS = 10     # Datapath(reassembly_timeout_ms=...)
+    REASM_TIMEOUT_MAX_MS = 60000
 
 cdef struct reasm_slot:
     uint64_t base                 # counter of fragment 0: identifies the frame with gen

@@ -176,10 +176,11 @@ cdef class Datapath:
             raise ValueError(f"level must be 0, 1 or 2, got {level}")
         if not MAX_PACKET_MIN <= max_packet <= MAX_PACKET_MAX:
             raise ValueError(f"max_packet must be {MAX_PACKET_MIN}..{MAX_PACKET_MAX}, got {max_packet}")
-        if not 64 <= reassembly_kib <= 1048576:
-            raise ValueError(f"reassembly_kib must be 64..1048576, got {reassembly_kib}")
-        if not 10 <= reassembly_timeout_ms <= 60000:
-            raise ValueError(f"reassembly_timeout_ms must be 10..60000, got {reassembly_timeout_ms}")
+        if not REASM_KIB_MIN <= reassembly_kib <= REASM_KIB_MAX:
+            raise ValueError(f"reassembly_kib must be {REASM_KIB_MIN}..{REASM_KIB_MAX}, got {reassembly_kib}")
+        if not REASM_TIMEOUT_MIN_MS <= reassembly_timeout_ms <= REASM_TIMEOUT_MAX_MS:
+            raise ValueError(f"reassembly_timeout_ms must be {REASM_TIMEOUT_MIN_MS}..{REASM_TIMEOUT_MAX_MS}, "
+                             f"got {reassembly_timeout_ms}")
         datapath_init(self, level, max_packet, <uint64_t>reassembly_kib * 1024, reassembly_timeout_ms)
 
     def __dealloc__(self):
@@ -326,13 +327,13 @@ cdef class Datapath:
 
     # -- the bridge (bridge.pxi) ---------------------------------------------------------
 
-    def set_bridge(self, bint learning=True, unsigned int mac_age_s=300, str loop_protection="block",
+    def set_bridge(self, bint learning=True, unsigned int mac_age_s=MAC_AGE_DEFAULT_S, str loop_protection="block",
                    unsigned int storm_limit=5000):
         """[bridge]: safe while pumps run (each setting is one word the pumps read per frame)."""
         if loop_protection not in LOOP_MODES:
             raise ValueError(f"loop_protection must be one of {', '.join(LOOP_MODES)}")
-        if not 1 <= mac_age_s <= 1000000:
-            raise ValueError("mac_age_s must be 1..1000000")
+        if not 1 <= mac_age_s <= MAC_AGE_MAX_S:
+            raise ValueError(f"mac_age_s must be 1..{MAC_AGE_MAX_S}")
         bridge_configure(self.d, learning, <uint64_t>mac_age_s * 1000, LOOP_MODES[loop_protection], storm_limit)
 
     def bridge_stats(self, unsigned int segment=0, now_ms=None):
@@ -384,7 +385,7 @@ cdef class Datapath:
         outer first, as bytes (empty for an untagged segment): announcements use them too."""
         cdef uint8_t tags[VLAN_PATH_MAX * VLAN_TAG_LEN]
         cdef uint32_t n
-        if segment >= <unsigned int>self.d.nsegs or pcp > 7:
+        if segment >= <unsigned int>self.d.nsegs or pcp > VLAN_PCP_MAX:
             raise ValueError(f"segment {segment}, pcp {pcp}: no such segment or priority")
         n = segment_tags(&self.d.seg[segment], <uint8_t>pcp, tags)
         return PyBytes_FromStringAndSize(<char *>tags, n)
@@ -399,7 +400,7 @@ cdef class Datapath:
         if not 1 <= len(segments) <= SEGMENTS_MAX:
             raise ValueError(f"1 to {SEGMENTS_MAX} segments")
         for port, vids, carry_all in segments:
-            if not 0 <= port < PORTS_MAX or len(vids) > VLAN_PATH_MAX or any(not 1 <= v <= 4094 for v in vids):
+            if not 0 <= port < PORTS_MAX or len(vids) > VLAN_PATH_MAX or any(not 1 <= v <= VLAN_ID_MAX for v in vids):
                 raise ValueError(f"bad segment {(port, vids, carry_all)!r}")
             if carry_all and vids:
                 raise ValueError("a segment carrying all frames selects no VLAN")

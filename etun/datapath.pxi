@@ -65,7 +65,7 @@ cdef datapath_init(Datapath dp, int level, int max_packet, uint64_t reassembly_b
     dp.filter_rules = {}
     d.nsegs = 1
     d.seg[0].carry_all = True
-    bridge_configure(d, False, 300 * 1000, LOOP_OFF, 0)
+    bridge_configure(d, False, MAC_AGE_DEFAULT_S * 1000, LOOP_OFF, 0)
     filter_install(dp, FILTER_NIC_INGRESS, True, [], 0, 0)
     filter_install(dp, FILTER_TUNNEL_INGRESS, True, [], 0, 0)
 

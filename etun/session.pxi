@@ -19,6 +19,7 @@
 cdef const char *SESSION_INFO_INDEX = b"etun/v2 index"
 cdef const char *SESSION_INFO_DATA = b"etun/v2 data"
 cdef const char *SESSION_INFO_CTL = b"etun/v2 session"
+cdef uint32_t SESSION_INDEX_MAX = 0xFFFFFFFF   # key_index is 4 bytes, and indices never wrap
 
 cdef enum:
     PREVIOUS_GRACE_MS = 10000     # the previous session still opens packets this long
@@ -177,7 +178,7 @@ cdef int session_rx_advance(dp_state *d, rx_session *s, uint32_t index) noexcept
         n += 1
     want[n] = index
     n += 1
-    if index < 0xFFFFFFFFu:
+    if index < SESSION_INDEX_MAX:
         want[n] = index + 1
         n += 1
     for j in range(RX_INDICES):
@@ -358,7 +359,7 @@ cdef session_rotate(dp_state *d):
     if not d.tx.live:
         pthread_mutex_unlock(&d.send_lock)
         raise RuntimeError("no send session to rotate")
-    if d.tx.index == 0xFFFFFFFF:
+    if d.tx.index == SESSION_INDEX_MAX:
         # 2**32 rotations (16,000 years at the default rekey): the index space is spent.
         pthread_mutex_unlock(&d.send_lock)
         raise OverflowError("key index space exhausted")
