@@ -27,6 +27,7 @@ cpdef enum:
     LEVEL_NONE = 0
     LEVEL_AUTH = 1
     LEVEL_ENCRYPT = 2
+    LEVEL_RESERVED = 3            # the level field's fourth value: no etun sends it
 
     TYPE_FRAME = 1                # data: a fragment of an Ethernet frame
     TYPE_FRAME_VNET = 2           # data: ... with its virtio_net_hdr
@@ -44,6 +45,8 @@ cpdef enum:
     SEGMENT_NONE = 0xFF           # a segment the peer does not have (or has not named yet)
     PORTS_MAX = 8                 # LAN sides (NICs, TAP devices) one Engine reads and writes
     VLAN_PATH_MAX = 2             # tags a segment selects: "10", or "100.20"
+    VLAN_ID_MAX = 4094            # VLAN ids a segment selects are 1..4094 (0 and 4095 are reserved)
+    VLAN_PCP_MAX = 7              # a tag's priority is 3 bits
 
     # Handshake messages (handshake.pxi, PROTOCOL.md §5): ver|lvl|type, 3 zero bytes, the
     # initiation's id (an INIT's own; a RESP or COOKIE echoes the INIT's), then:
@@ -79,10 +82,13 @@ cpdef enum:
     # buckets of one cache line; 16,384 MACs fit, 65,536 at most (what does not fit: counted).
     BRIDGE_WAYS = 4               # entries per bucket (16 bytes each: a 64-byte line)
     BRIDGE_BUCKETS = 16384        # 65,536 entries, 1 MiB
+    BRIDGE_ENTRIES = BRIDGE_BUCKETS * BRIDGE_WAYS
     BRIDGE_LOOP_MACS = 4          # MACs remembered per loop, for the log line
     LOOP_OFF = 0                  # [bridge] loop_protection
     LOOP_LOG = 1
     LOOP_BLOCK = 2
+    MAC_AGE_DEFAULT_S = 300       # [bridge] mac_age
+    MAC_AGE_MAX_S = 1000000       # ... at most the Linux bridge's own ageing_time limit
     SIDE_LOCAL = 0                # a MAC learnt from the LAN
     SIDE_REMOTE = 1               # ... or from the tunnel
     GUARD_STP = 0                 # [bridge] guard presets, compiled into nic_ingress (filter.pxi)
@@ -90,6 +96,20 @@ cpdef enum:
     GUARD_DHCP_SERVER = 2
     GUARD_IPV6_RA = 3
     GUARDS = 4
+
+
+# Offsets of the tunnel header's fields (wire.pxi draws the map; PROTOCOL.md §2).
+cdef enum:
+    WIRE_BIG = 1                  # frag_big
+    WIRE_INDEX = 2                # frag_index
+    WIRE_COUNT = 3                # frag_count
+    WIRE_KEY_INDEX = 4            # 4 bytes
+    WIRE_SESSION = 8
+    WIRE_SEGMENT = 9
+    WIRE_COUNTER = 10             # 6 bytes, to the end of the header
+    NONCE_HEAD_LEN = WIRE_COUNTER - WIRE_KEY_INDEX   # header bytes a nonce starts with (§3.1)
+    CHACHA_NONCE_LEN = NONCE_HEAD_LEN + 6            # ... then the frame's base counter, 48 bits
+    HS_ID_AT = 4                  # a handshake message's initiation id: 4 bytes (HS_HEAD_LEN)
 
 
 # -- counters: one X-macro table makes both the enums and the names (counters.h) ----------
@@ -136,12 +156,12 @@ cdef extern from "counters.h":
         PUMP_TX_WAKEUPS
         PUMP_TX_SLEEPS
         PUMP_UDP_SENDS
-        PUMP_UDP_MSGS
+        PUMP_UDP_MESSAGES
         PUMP_RX_WAKEUPS
         PUMP_RX_SLEEPS
-        PUMP_RX_DGRAMS
+        PUMP_RX_DATAGRAMS
         PUMP_LAN_SENDS
-        PUMP_TX_SERVED
+        PUMP_TX_SERVED_BY_RX
         PUMP_TX_LOOPS
         PUMP_RX_LOOPS
         N_PUMP_STATS
@@ -179,6 +199,8 @@ cdef enum:
     ETH_P_IPV6 = 0x86dd
     ETHERTYPE_MIN = 0x0600        # values below are 802.3 length fields
     VLAN_TAG_LEN = 4
+    VLAN_VID_MASK = 0xfff         # a tag's TCI: PCP (3 bits), DEI (1), VLAN id (12)
+    VLAN_PCP_SHIFT = 13
     VLAN_MAX_TAGS = 8             # tags followed into a frame: deeper is not a frame anyone sends
     PROTO_TCP = 6                 # IP protocol numbers in IPv4 and IPv6 headers
     PROTO_UDP = 17
@@ -348,19 +370,28 @@ cdef struct vlan_walk:            # what pkt_walk_vlans() found in front of the 
 
 
 # -- reassembly (reasm.pxi) -----------------------------------------------------------------
+cdef enum:
+    REASM_SMALL = 0               # slot classes, by buffer: SMALL_BUF_LEN
+    REASM_LARGE = 1               # ... or LARGE_BUF_LEN
+    REASM_CLASSES = 2
+    REASM_KIB_MIN = 64            # Datapath(reassembly_kib=...): buffers, half small, half large
+    REASM_KIB_MAX = 1048576
+    REASM_TIMEOUT_MIN_MS = 10     # Datapath(reassembly_timeout_ms=...)
+    REASM_TIMEOUT_MAX_MS = 60000
+
 cdef struct reasm_slot:
     uint64_t base                 # counter of fragment 0: identifies the frame with gen
     uint64_t t_first_ms           # arrival of the first fragment held
     uint64_t have[4]              # bitmap of fragment indices held
     uint8_t *buf
     uint32_t gen
-    uint8_t nonce_head[6]         # header bytes 4..9 (key_index, session, segment): the nonce's
+    uint8_t nonce_head[NONCE_HEAD_LEN]   # header bytes 4..9 (key_index, session, segment): the nonce's
     uint32_t q                    # fragment size; the first r fragments hold q + 1
     uint16_t n
     uint16_t r
     uint16_t got
     uint8_t ftype
-    uint8_t cls                   # 0: small buffers, 1: large
+    uint8_t cls                   # REASM_SMALL or REASM_LARGE: the size of its buffer
     int32_t older                 # allocation-order list within the class (oldest at head)
     int32_t newer
     int32_t hpos                  # position in the hash index while filling
@@ -376,7 +407,7 @@ cdef struct reasm_class:
 cdef struct reasm_table:
     reasm_slot *slots
     int32_t nslots
-    reasm_class cls[2]
+    reasm_class cls[REASM_CLASSES]
     int32_t *index                # open-addressing hash of filling slots by (gen, base)
     uint32_t index_mask
     uint32_t index_shift
@@ -451,8 +482,7 @@ cdef struct bridge_conf:          # [bridge], swapped word by word on a reload (
     uint32_t storm_limit          # flooded frames a second per segment and direction; 0: none
 
 
-cdef struct trace_sample:         # one sampled drop for the control loop to log (trace.pxi)
-    uint64_t at_ms
+cdef struct trace_sample:         # one sampled drop for the control loop to log (drop.pxi)
     uint32_t more                 # drops of this reason and direction not sampled before it
     uint8_t direction             # DIR_TX or DIR_RX
     uint8_t reason                # DROP_*
@@ -541,7 +571,7 @@ cdef struct dp_state:             # everything one site's datapath holds, shared
     pthread_mutex_t bridge_lock
     bridge_seg brseg[SEGMENTS_MAX]
 
-    # drop trace: sampled drops for the debug log (trace.pxi)
+    # drop trace: sampled drops for the debug log (drop.pxi)
     bint trace_on
     uint64_t trace_last_ms[2][N_COUNTERS]
     uint32_t trace_more[2][N_COUNTERS]
@@ -658,7 +688,6 @@ cdef class Datapath:
     cdef uint8_t *work_rx         # staging for datagrams opened through the Python API / bench
     cdef uint8_t *scratch         # decrypt target for single-packet frames (SCRATCH_LEN)
     cdef int engines              # Engines built on this datapath
-    cdef list keysets(self)
     cdef engine_state *engine_list[ENGINES_MAX]   # their states: a filter swap takes each tx_lock
     cdef readonly object filter_rules   # {(segment, direction): (default_allow, rules)} as installed
     cdef readonly int last_segment      # header byte 9 of the latest frame open() returned

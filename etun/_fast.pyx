@@ -23,13 +23,7 @@ Wire layout of one tunnel packet (docs/PROTOCOL.md is the full description):
     The MAC covers every byte before it. Fragments of one frame carry consecutive counters;
     base = counter - index names the frame.
 
-Outbound flow (seal.pxi): check -> plan n fragments -> ChaCha20 the whole frame in place with
-nonce key_index || session || segment || base -> per fragment: header, slice, tag ->
-scattered datagrams.
-
-Inbound flow (open.pxi): header and fragment fields -> level -> session -> key index -> tag
-(constant time) -> replay window -> deliver, or copy into reassembly and, with the last
-fragment, decrypt the frame in one pass.
+The outbound flow opens seal.pxi and the inbound one open.pxi, each in numbered steps.
 
 Invariants:
 - A (key, nonce) pair never repeats: keys are per (session, key index), a session's secret
@@ -59,10 +53,12 @@ Fragments, in the order they are included (each uses only what comes before it):
   cookie    mac1, mac2 and cookie replies
   admit     which handshake and probe packets reach the control plane
   handshake handshake messages on the wire, and the Handshake object
+  probe     verify-peer PROBE and PROBE_REPLY packets, sealed and read for the control plane
   guard     the [bridge] guard presets the nic_ingress filter checks first
   filter    MAC / OUI / EtherType filter tables
   segment   which segment a LAN frame belongs to; its VLAN tags off and on
   bridge    the MAC table, loop holds and storm limits: etun as a switch port
+  datapath  a Datapath's state: allocated and set up once, torn down with its keys wiped
   gso       cutting super-frames from the LAN
   gro       merging TCP segments towards the LAN
   lan       the LAN side: capture and injection
@@ -122,10 +118,12 @@ include "srclimit.pxi"
 include "cookie.pxi"
 include "admit.pxi"
 include "handshake.pxi"
+include "probe.pxi"
 include "guard.pxi"
 include "filter.pxi"
 include "segment.pxi"
 include "bridge.pxi"
+include "datapath.pxi"
 include "gso.pxi"
 include "gro.pxi"
 include "lan.pxi"
@@ -135,55 +133,6 @@ include "engine.pxi"
 include "kat.pxi"
 include "bench.pxi"
 include "testing.pxi"
-
-
-LEVELS = {"none": LEVEL_NONE, "auth": LEVEL_AUTH, "encrypt": LEVEL_ENCRYPT}
-LEVEL_NAMES = {v: k for k, v in LEVELS.items()}
-HANDSHAKE_TYPES = (TYPE_INIT, TYPE_RESP, TYPE_COOKIE)
-TYPE_NAMES = {TYPE_FRAME: "FRAME", TYPE_FRAME_VNET: "FRAME_VNET", TYPE_SESSION: "SESSION", TYPE_INIT: "INIT",
-              TYPE_RESP: "RESP", TYPE_COOKIE: "COOKIE", TYPE_PROBE: "PROBE", TYPE_PROBE_REPLY: "PROBE_REPLY"}
-PROBE_TYPES = (TYPE_PROBE, TYPE_PROBE_REPLY)
-
-# `etun status` shows these names: counters.h generates them with the C_* / DROP_* enums.
-COUNTER_NAMES = tuple(etun_counter_names[i].decode() for i in range(N_COUNTERS))
-DROP_REASONS = COUNTER_NAMES[FIRST_DROP_REASON:]
-PUMP_STAT_NAMES = tuple(etun_pump_stat_names[i].decode() for i in range(N_PUMP_STATS))
-DIRECTION_NAMES = {DIR_TX: "outbound", DIR_RX: "inbound"}
-SESSION_COUNTER_MAX = COUNTER_MAX
-PUMPS = {"tx": PUMP_TX, "rx": PUMP_RX}                 # for Engine.stall
-# What Datapath.segment_counters() shows: the counts the pumps keep per segment too.
-SEGMENT_COUNTERS = (C_FRAMES, C_BYTES, DROP_FILTER, DROP_MALFORMED, DROP_UNKNOWN_SEGMENT, DROP_LOCAL_DESTINATION,
-                    DROP_LOOP, DROP_STORM)
-GUARD_NAMES = ("stp", "lldp", "dhcp-server", "ipv6-ra")  # [bridge] guard, by GUARD_* index
-LOOP_MODES = {"off": LOOP_OFF, "log": LOOP_LOG, "block": LOOP_BLOCK}
-SIDE_NAMES = {SIDE_LOCAL: "local", SIDE_REMOTE: "remote"}
-BRIDGE_ENTRIES = BRIDGE_BUCKETS * BRIDGE_WAYS
-BRIDGE_TABLE_BYTES = BRIDGE_ENTRIES * sizeof(bridge_entry)
-BRIDGE_HOLD_FIRST_MS = BRIDGE_HOLD_MS
-BRIDGE_FLIP_WITHIN_MS = BRIDGE_FLIP_MS
-
-
-class Dropped(Exception):
-    """A control packet failed its checks; `reason` is a COUNTER_NAMES drop reason."""
-
-    def __init__(self, reason):
-        super().__init__(reason)
-        self.reason = reason
-
-
-def openssl_error(call):
-    """The pending libcrypto error as one line naming the call that failed."""
-    cdef char buf[256]
-    cdef unsigned long e = ERR_get_error()
-    if e == 0:
-        return f"{call} failed"
-    ERR_error_string_n(e, buf, sizeof(buf))
-    return f"{call} failed: {buf.decode(errors='replace')}"
-
-
-cdef str crypto_error(str what):
-    """An error line for a crypto.pxi function that failed: `what`, and the libcrypto call."""
-    return f"{what}: " + openssl_error(crypto_failed.decode())
 
 
 def openssl_version():
@@ -205,19 +154,6 @@ def now_ms():
     return clock_ms()
 
 
-cdef void advance_clock(dp_state *d, object now_ms):
-    """Move the datapath clock to now (or to a test's now_ms); it never goes back."""
-    cdef uint64_t t = clock_ms() if now_ms is None else <uint64_t>now_ms
-    if t > d.now_ms:
-        d.now_ms = t
-
-
-cdef bytes check_secret(object secret, str what):
-    if not isinstance(secret, (bytes, bytearray)) or len(secret) != SECRET_LEN:
-        raise ValueError(f"{what} must be {SECRET_LEN} bytes")
-    return bytes(secret)
-
-
 cdef check_direction(int direction):
     if direction not in (FILTER_NIC_INGRESS, FILTER_TUNNEL_INGRESS):
         raise ValueError("direction must be FILTER_NIC_INGRESS or FILTER_TUNNEL_INGRESS")
@@ -228,9 +164,6 @@ cdef check_segment(dp_state *d, int segment):
         raise ValueError(f"no segment {segment} (this datapath has {d.nsegs})")
 
 
-FILTER_KINDS = {"mac": FILTER_KIND_MAC, "oui": FILTER_KIND_OUI, "ethertype": FILTER_KIND_ETHERTYPE}
-
-
 cdef class Datapath:
     """One site's datapath: the send side (seal) and the receive side (open) with their keys.
 
@@ -239,96 +172,19 @@ cdef class Datapath:
 
     def __cinit__(self, int level, int max_packet=MAX_PACKET_DEFAULT, int reassembly_kib=4096,
                   int reassembly_timeout_ms=1000):
-        cdef dp_state *d
         if level not in (LEVEL_NONE, LEVEL_AUTH, LEVEL_ENCRYPT):
             raise ValueError(f"level must be 0, 1 or 2, got {level}")
         if not MAX_PACKET_MIN <= max_packet <= MAX_PACKET_MAX:
             raise ValueError(f"max_packet must be {MAX_PACKET_MIN}..{MAX_PACKET_MAX}, got {max_packet}")
-        if not 64 <= reassembly_kib <= 1048576:
-            raise ValueError(f"reassembly_kib must be 64..1048576, got {reassembly_kib}")
-        if not 10 <= reassembly_timeout_ms <= 60000:
-            raise ValueError(f"reassembly_timeout_ms must be 10..60000, got {reassembly_timeout_ms}")
-        self.d = d = <dp_state *>calloc(1, sizeof(dp_state))
-        self.work_tx = <uint8_t *>calloc(1, MAX_PAYLOAD_LEN + TAILROOM)
-        self.work_rx = <uint8_t *>calloc(1, UDP_DATAGRAM_MAX + TAILROOM)
-        self.scratch = <uint8_t *>calloc(1, SCRATCH_LEN)
-        if d == NULL or self.work_tx == NULL or self.work_rx == NULL or self.scratch == NULL:
-            raise MemoryError("datapath state")
-        d.level = level
-        d.max_packet = max_packet
-        d.tag_len = TAG_LEN if level != LEVEL_NONE else 0
-        d.payload_max = frag_payload_max(level, max_packet)
-        d.rx_cur = d.rx_prev = d.rx_next = -1
-        d.last_rx_session = -1
-        d.now_ms = clock_ms()
-        bucket_fill(&d.answers_in, ANSWERS_PER_SEC, ANSWERS_PER_SEC, d.now_ms)
-        bucket_fill(&d.cookies_in, ANSWERS_PER_SEC, ANSWERS_PER_SEC, d.now_ms)
-        bucket_fill(&d.hs_load, HS_PER_SEC, HS_BURST, d.now_ms)
-        bucket_fill(&d.probe_in, PROBE_PER_SEC, PROBE_PER_SEC, d.now_ms)
-        bucket_fill(&d.replies_in, PROBE_REPLIES_PER_SEC, PROBE_REPLIES_PER_SEC, d.now_ms)
-        bucket_fill(&d.foreign_in, FOREIGN_PER_SEC, FOREIGN_PER_SEC, d.now_ms)
-        if (pthread_mutex_init(&d.send_lock, NULL) != 0 or pthread_mutex_init(&d.recv_lock, NULL) != 0
-                or pthread_mutex_init(&d.trace_lock, NULL) != 0 or pthread_mutex_init(&d.filter_lock, NULL) != 0):
-            raise OSError("pthread_mutex_init failed")
-        d.hs_sources = <srclimit_entry *>calloc(SRCLIMIT_SLOTS, sizeof(srclimit_entry))
-        d.probe_sources = <srclimit_entry *>calloc(SRCLIMIT_SLOTS, sizeof(srclimit_entry))
-        if d.hs_sources == NULL or d.probe_sources == NULL:
-            raise MemoryError("source budgets")
-        if crypto_random(<uint8_t *>&d.srclimit_seed, sizeof(uint64_t)) != 0:
-            raise RuntimeError(crypto_error("a hash seed"))
-        for c in self.keysets():
-            (<keyset *><size_t>c).cipher = EVP_CIPHER_CTX_new()
-            if (<keyset *><size_t>c).cipher == NULL:
-                raise MemoryError(openssl_error("EVP_CIPHER_CTX_new"))
-        if reasm_init(&d.reasm, <uint64_t>reassembly_kib * 1024, reassembly_timeout_ms) != 0:
-            raise MemoryError("reassembly table")
-        d.macs = <bridge_entry *>table_alloc(BRIDGE_BUCKETS * BRIDGE_WAYS * sizeof(bridge_entry))
-        if d.macs == NULL or pthread_mutex_init(&d.bridge_lock, NULL) != 0:
-            raise MemoryError("MAC table")
-        if crypto_random(<uint8_t *>&d.bridge_seed, sizeof(uint64_t)) != 0:
-            raise RuntimeError(crypto_error("a hash seed"))
-        self.filter_rules = {}
-        d.nsegs = 1
-        d.seg[0].carry_all = True
-        self.set_bridge(False, 300, "off", 0)      # passive (learns only) until [bridge] is installed
-        self.set_filter(FILTER_NIC_INGRESS, True, ())
-        self.set_filter(FILTER_TUNNEL_INGRESS, True, ())
-
-    cdef list keysets(self):
-        """Every keyset of the datapath, as addresses: each owns one cipher context."""
-        cdef dp_state *d = self.d
-        cdef int k, j
-        out = [<size_t>&d.tx.ctl, <size_t>&d.tx.data, <size_t>&d.tx_next.ctl, <size_t>&d.tx_next.data]
-        for k in range(RX_SESSIONS):
-            out.append(<size_t>&d.rx[k].ctl)
-            for j in range(RX_INDICES):
-                out.append(<size_t>&d.rx[k].idx[j].keys)
-        return out
+        if not REASM_KIB_MIN <= reassembly_kib <= REASM_KIB_MAX:
+            raise ValueError(f"reassembly_kib must be {REASM_KIB_MIN}..{REASM_KIB_MAX}, got {reassembly_kib}")
+        if not REASM_TIMEOUT_MIN_MS <= reassembly_timeout_ms <= REASM_TIMEOUT_MAX_MS:
+            raise ValueError(f"reassembly_timeout_ms must be {REASM_TIMEOUT_MIN_MS}..{REASM_TIMEOUT_MAX_MS}, "
+                             f"got {reassembly_timeout_ms}")
+        datapath_init(self, level, max_packet, <uint64_t>reassembly_kib * 1024, reassembly_timeout_ms)
 
     def __dealloc__(self):
-        cdef dp_state *d = self.d
-        if d != NULL:
-            for c in self.keysets():
-                crypto_keys_wipe(<keyset *><size_t>c)
-                EVP_CIPHER_CTX_free((<keyset *><size_t>c).cipher)
-            reasm_free(&d.reasm)
-            for k in range(SEGMENTS_MAX):
-                filter_free(d.filt[k][FILTER_NIC_INGRESS])
-                filter_free(d.filt[k][FILTER_TUNNEL_INGRESS])
-            free(d.hs_sources)
-            free(d.probe_sources)
-            table_free(d.macs, BRIDGE_BUCKETS * BRIDGE_WAYS * sizeof(bridge_entry))
-            pthread_mutex_destroy(&d.bridge_lock)
-            pthread_mutex_destroy(&d.send_lock)
-            pthread_mutex_destroy(&d.recv_lock)
-            pthread_mutex_destroy(&d.trace_lock)
-            pthread_mutex_destroy(&d.filter_lock)
-            OPENSSL_cleanse(d, sizeof(dp_state))
-            free(d)
-            self.d = NULL
-        free(self.work_tx)
-        free(self.work_rx)
-        free(self.scratch)
+        datapath_free(self)
 
     # -- properties ----------------------------------------------------------------------
 
@@ -349,11 +205,6 @@ cdef class Datapath:
     def send_index(self):
         """Key index the next frame is sealed under, or None without a send session."""
         return self.d.tx.index if self.d.tx.live else None
-
-    @property
-    def send_counter(self):
-        """Counter of the next packet sealed in the current send session."""
-        return self.d.tx.counter
 
     @property
     def recv_index(self):
@@ -378,22 +229,9 @@ cdef class Datapath:
     def set_static_keys(self, psk, mac1_key, cookie_key, probe_key, index_root):
         """The long-term secrets derived from the key file (keys.Secrets); at level none, zeros.
         Set before the Engine runs; again on a reload, for the handshakes that follow."""
-        cdef dp_state *d = self.d
-        cdef int rc
-        values = [check_secret(v, name) for v, name in ((psk, "psk"), (mac1_key, "mac1 key"),
-                  (cookie_key, "cookie key"), (probe_key, "probe key"), (index_root, "index root"))]
-        pthread_mutex_lock(&d.recv_lock)
-        pthread_mutex_lock(&d.send_lock)
-        memcpy(d.psk, PyBytes_AS_STRING(values[0]), SECRET_LEN)
-        memcpy(d.cookie_key, PyBytes_AS_STRING(values[2]), SECRET_LEN)
-        memcpy(d.index_root, PyBytes_AS_STRING(values[4]), SECRET_LEN)
-        rc = crypto_mac_init(&d.mac1, <const uint8_t *>PyBytes_AS_STRING(values[1]), SECRET_LEN)
-        if rc == 0:
-            rc = crypto_mac_init(&d.probe_mac, <const uint8_t *>PyBytes_AS_STRING(values[3]), SECRET_LEN)
-        pthread_mutex_unlock(&d.send_lock)
-        pthread_mutex_unlock(&d.recv_lock)
-        if rc != 0:
-            raise RuntimeError(crypto_error("HMAC key setup"))
+        session_set_static(self.d, crypto_secret(psk, "psk"), crypto_secret(mac1_key, "mac1 key"),
+                           crypto_secret(cookie_key, "cookie key"), crypto_secret(probe_key, "probe key"),
+                           crypto_secret(index_root, "index root"))
 
     def install_session(self, Handshake hs, unsigned int local_id, unsigned int peer_id,
                         unsigned int send_index, unsigned int recv_index, unsigned int peer_gen=0):
@@ -407,7 +245,6 @@ cdef class Datapath:
         numbers the peer's instance (a restart is a new one): a session with the instance we
         already send to keeps its segment map; another starts without one (set_segment_map).
         """
-        cdef dp_state *d = self.d
         cdef const uint8_t *send_secret
         cdef const uint8_t *recv_secret
         cdef int rc
@@ -419,19 +256,8 @@ cdef class Datapath:
             send_secret, recv_secret = hs.k1, hs.k2
         else:
             send_secret, recv_secret = hs.k2, hs.k1
-        pthread_mutex_lock(&d.recv_lock)
-        advance_clock(d, None)
-        rc = session_rx_install(d, recv_secret, <uint8_t>local_id, recv_index, hs.initiator, d.now_ms)
-        if rc == 0:
-            pthread_mutex_lock(&d.send_lock)
-            if hs.initiator:
-                session_tx_wipe(d, &d.tx_next)
-                rc = session_tx_set(d, &d.tx, send_secret, <uint8_t>peer_id, send_index, peer_gen, d.now_ms)
-            else:
-                rc = session_tx_set(d, &d.tx_next, send_secret, <uint8_t>peer_id, send_index, peer_gen,
-                                    d.now_ms)
-            pthread_mutex_unlock(&d.send_lock)
-        pthread_mutex_unlock(&d.recv_lock)
+        rc = session_install(self.d, send_secret, recv_secret, hs.initiator, <uint8_t>local_id, <uint8_t>peer_id,
+                             send_index, recv_index, peer_gen)
         hs.forget()
         hs.stage = HS_NEW
         if rc != 0:
@@ -441,102 +267,38 @@ cdef class Datapath:
         """Seal under a raw session secret (32 bytes; ignored at none) from key index `index`,
         to the peer's receive session `peer_id`: for `etun bench` and tests, which have no
         peer to shake hands with. The daemon installs sessions with install_session()."""
-        cdef dp_state *d = self.d
-        cdef bytes key = check_secret(secret, "send secret") if d.level != LEVEL_NONE else bytes(SECRET_LEN)
-        cdef int rc
-        pthread_mutex_lock(&d.send_lock)
-        rc = session_tx_set(d, &d.tx, <const uint8_t *>PyBytes_AS_STRING(key), <uint8_t>peer_id, index, 0,
-                            clock_ms())
-        pthread_mutex_unlock(&d.send_lock)
-        if rc != 0:
-            raise RuntimeError(crypto_error("deriving send keys"))
+        cdef bytes key = crypto_secret(secret, "send secret") if self.d.level != LEVEL_NONE else bytes(SECRET_LEN)
+        session_set_send(self.d, key, <uint8_t>peer_id, index)
 
     def set_recv_session(self, secret=b"", unsigned int session_id=0, unsigned int index=0,
                          bint confirmed=True):
         """Receive under a raw session secret as session `session_id` from key index `index`
         (bench and tests; the daemon uses install_session()). `confirmed=False` puts it in
         `next`, as a responder's session waits for key confirmation."""
-        cdef dp_state *d = self.d
-        cdef bytes key = check_secret(secret, "receive secret") if d.level != LEVEL_NONE else bytes(SECRET_LEN)
-        cdef int rc
-        pthread_mutex_lock(&d.recv_lock)
-        advance_clock(d, None)
-        rc = session_rx_install(d, <const uint8_t *>PyBytes_AS_STRING(key), <uint8_t>session_id, index,
-                                confirmed, d.now_ms)
-        pthread_mutex_unlock(&d.recv_lock)
-        if rc != 0:
-            raise RuntimeError(crypto_error("deriving receive keys"))
+        cdef bytes key = crypto_secret(secret, "receive secret") if self.d.level != LEVEL_NONE else bytes(SECRET_LEN)
+        session_set_recv(self.d, key, <uint8_t>session_id, index, confirmed)
 
     def rotate_send(self):
         """Move the send side to the next key index of its session (hitless: the receiver
         holds c + 1); nothing to do at level none, which has no keys."""
-        cdef dp_state *d = self.d
-        cdef int rc = 0
-        pthread_mutex_lock(&d.send_lock)
-        if not d.tx.live:
-            pthread_mutex_unlock(&d.send_lock)
-            raise RuntimeError("no send session to rotate")
-        if d.tx.index == 0xFFFFFFFF:
-            # 2**32 rotations (16,000 years at the default rekey): the index space is spent.
-            pthread_mutex_unlock(&d.send_lock)
-            raise OverflowError("key index space exhausted")
-        if d.level != LEVEL_NONE:
-            rc = session_data_keys(d.tx.index_root, &d.tx.data, d.tx.secret, d.tx.index + 1)
-        if rc == 0:
-            d.tx.index += 1
-        else:
-            session_tx_wipe(d, &d.tx)
-        pthread_mutex_unlock(&d.send_lock)
-        if rc != 0:
-            raise RuntimeError(crypto_error("deriving send keys"))
+        session_rotate(self.d)
 
     def drop_sessions(self, bint keep_next=False):
         """Forget every session, both ways (their keys are wiped): the peer is gone for good, or
         the sessions outlived their time. `keep_next` spares what is under way: a session we
         answered that waits for the peer's confirmation, and the initiation we wait on."""
-        cdef dp_state *d = self.d
-        pthread_mutex_lock(&d.recv_lock)
-        session_rx_wipe(d, &d.rx_prev)
-        session_rx_wipe(d, &d.rx_cur)
-        if not keep_next:
-            session_rx_wipe(d, &d.rx_next)
-        pthread_mutex_lock(&d.send_lock)
-        session_tx_wipe(d, &d.tx)
-        if not keep_next:
-            session_tx_wipe(d, &d.tx_next)
-        pthread_mutex_unlock(&d.send_lock)
-        if not keep_next:
-            d.hs_expecting = False
-        pthread_mutex_unlock(&d.recv_lock)
+        session_drop_all(self.d, keep_next)
 
     def sessions(self):
         """What the datapath holds, for the control plane: {"current": (id, born_ms, confirmed)
         or None, "previous": ..., "next": ..., "sending": (peer id, index, born_ms) or None,
         "confirmed_ms": when a session was last confirmed}."""
-        cdef dp_state *d = self.d
-        pthread_mutex_lock(&d.recv_lock)
-        roles = {}
-        for name, k in (("current", d.rx_cur), ("previous", d.rx_prev), ("next", d.rx_next)):
-            roles[name] = (d.rx[k].id, d.rx[k].born_ms, bool(d.rx[k].confirmed)) if k >= 0 else None
-        pthread_mutex_lock(&d.send_lock)
-        roles["sending"] = (d.tx.peer_id, d.tx.index, d.tx.born_ms) if d.tx.live else None
-        pthread_mutex_unlock(&d.send_lock)
-        roles["confirmed_ms"] = d.confirmed_ms
-        pthread_mutex_unlock(&d.recv_lock)
-        return roles
+        return session_roles(self.d)
 
     def refused(self):
         """The latest packet refused because it is of another protocol version, level or key
         material: (reason, its first byte, the raw source sockaddr), or None; read once."""
-        cdef dp_state *d = self.d
-        pthread_mutex_lock(&d.recv_lock)
-        out = None
-        if d.refused_reason:
-            out = (COUNTER_NAMES[d.refused_reason], d.refused_byte0,
-                   PyBytes_FromStringAndSize(<char *>d.refused_addr, d.refused_len))
-            d.refused_reason = 0
-        pthread_mutex_unlock(&d.recv_lock)
-        return out
+        return open_refused_pop(self.d)
 
     # -- filters -------------------------------------------------------------------------
 
@@ -547,133 +309,41 @@ cdef class Datapath:
         run: the swap takes the locks their rounds hold (filter.pxi). Rules also in the table
         replaced, the default if its action stayed, the guards and the EtherType counts keep
         counting on."""
-        cdef dp_state *d = self.d
-        cdef filter_table *t
-        cdef filter_table *old = NULL
-        cdef uint64_t *values
-        cdef int32_t *keep
-        cdef uint32_t i
-        cdef bint keep_default
-        cdef uint32_t guard_bits = 0
+        cdef uint32_t guard_set
         check_direction(direction)
-        check_segment(d, segment)
-        for name in guards:
-            if name not in GUARD_NAMES:
-                raise ValueError(f"unknown guard {name!r}")
-            guard_bits |= 1 << GUARD_NAMES.index(name)
+        check_segment(self.d, segment)
+        guard_set = guard_bits(guards)
         rules = [(bool(allowed), kind, value) for allowed, kind, value in rules]
         if len(rules) > FILTER_MAX_RULES:
             raise ValueError(f"at most {FILTER_MAX_RULES} rules")
-        allow = bytearray(len(rules) + 1)
-        kinds = bytearray(len(rules) + 1)
-        values = <uint64_t *>calloc(len(rules) + 1, sizeof(uint64_t))
-        if values == NULL:
-            raise MemoryError("filter table")
-        try:
-            for i, (allowed, kind, value) in enumerate(rules):
-                if kind == "mac" and isinstance(value, bytes) and len(value) == 6:
-                    values[i] = int.from_bytes(value, "big")
-                elif kind == "oui" and isinstance(value, bytes) and len(value) == 3:
-                    values[i] = int.from_bytes(value, "big")
-                elif kind == "ethertype" and isinstance(value, int) and ETHERTYPE_MIN <= value <= 0xFFFF:
-                    values[i] = value
-                else:
-                    raise ValueError(f"rule {i + 1}: bad {kind} {value!r}")
-                allow[i] = 1 if allowed else 0
-                kinds[i] = FILTER_KINDS[kind]
-            t = filter_build(default_allow, len(rules), <uint8_t *>allow, <uint8_t *>kinds, values, guard_bits)
-        finally:
-            free(values)
-        if t == NULL:
-            raise MemoryError("filter table")
-        keep = <int32_t *>malloc((len(rules) + 1) * sizeof(int32_t))
-        if keep == NULL:
-            filter_free(t)
-            raise MemoryError("filter table")
-        previous = self.filter_rules.get((segment, direction))
-        first = {}
-        if previous is not None:
-            for i, rule in enumerate(previous[1]):
-                first.setdefault(rule, i)
-        for i, rule in enumerate(rules):
-            keep[i] = first.get(rule, -1)
-        keep_default = previous is not None and previous[0] == default_allow
-        with nogil:
-            # Never wait for a lock holding the GIL: a thread in filter_stats may need it.
-            pthread_mutex_lock(&d.filter_lock)
-            filter_readers(d, self.engine_list, direction, True)
-            old = d.filt[segment][direction]
-            if old != NULL:
-                filter_carry(t, old, keep, keep_default)
-            d.filt[segment][direction] = t
-            filter_readers(d, self.engine_list, direction, False)
-            pthread_mutex_unlock(&d.filter_lock)
-        free(keep)
-        filter_free(old)
-        self.filter_rules[segment, direction] = (default_allow, tuple(rules))
+        filter_install(self, direction, default_allow, rules, segment, guard_set)
 
     def filter_stats(self, int direction, int segment=0):
         """{"rules": [hits per rule], "default": hits, "ethertypes": {EtherType: frames},
         "guards": {guard name: hits} for the guard presets installed}."""
-        cdef dp_state *d = self.d
-        cdef filter_table *t
-        cdef uint32_t i
         check_direction(direction)
-        check_segment(d, segment)
-        with nogil:
-            pthread_mutex_lock(&d.filter_lock)
-        try:
-            t = d.filt[segment][direction]
-            seen = {i: t.seen[i] for i in range(FILTER_ETHERTYPES) if t.seen[i]}
-            guards = {name: t.guard_hits[i] for i, name in enumerate(GUARD_NAMES) if t.guards & (1 << i)}
-            return {"rules": [t.hits[i] for i in range(t.nrules)], "default": t.default_hits,
-                    "ethertypes": seen, "guards": guards}
-        finally:
-            pthread_mutex_unlock(&d.filter_lock)
+        check_segment(self.d, segment)
+        return filter_report(self.d, direction, segment)
 
     # -- the bridge (bridge.pxi) ---------------------------------------------------------
 
-    def set_bridge(self, bint learning=True, unsigned int mac_age_s=300, str loop_protection="block",
+    def set_bridge(self, bint learning=True, unsigned int mac_age_s=MAC_AGE_DEFAULT_S, str loop_protection="block",
                    unsigned int storm_limit=5000):
         """[bridge]: safe while pumps run (each setting is one word the pumps read per frame)."""
-        cdef dp_state *d = self.d
         if loop_protection not in LOOP_MODES:
             raise ValueError(f"loop_protection must be one of {', '.join(LOOP_MODES)}")
-        if not 1 <= mac_age_s <= 1000000:
-            raise ValueError("mac_age_s must be 1..1000000")
-        d.bridge.learning = learning
-        d.bridge.mac_age_ms = <uint64_t>mac_age_s * 1000
-        d.bridge.loop_mode = LOOP_MODES[loop_protection]
-        d.bridge.storm_limit = storm_limit
+        if not 1 <= mac_age_s <= MAC_AGE_MAX_S:
+            raise ValueError(f"mac_age_s must be 1..{MAC_AGE_MAX_S}")
+        bridge_configure(self.d, learning, <uint64_t>mac_age_s * 1000, LOOP_MODES[loop_protection], storm_limit)
 
     def bridge_stats(self, unsigned int segment=0, now_ms=None):
         """One segment's bridge: live MACs by side, the table slots it holds (`entries`, aged ones
         until swept) against its `share`, and per direction ("tx", "rx") what was learnt, moved,
         flipped, not learnt (full: no room; over_share: the segment held its share), the loops
         and storm state. Lock-free reads."""
-        cdef dp_state *d = self.d
-        cdef uint64_t now = clock_ms() if now_ms is None else <uint64_t>now_ms
-        cdef uint64_t local = 0, remote = 0
-        cdef bridge_dir *b
         if segment >= SEGMENTS_MAX:
             raise ValueError(f"segment must be below {SEGMENTS_MAX}")
-        with nogil:
-            bridge_count(d, segment, now, &local, &remote)
-        out = {"macs": {"local": local, "remote": remote}, "now_ms": now,
-               "entries": d.brseg[segment].entries,
-               "share": bridge_share(d)}
-        for name, direction in (("tx", DIR_TX), ("rx", DIR_RX)):
-            b = &d.brseg[segment].dir[direction]
-            out[name] = {
-                "learnt": b.learnt, "moves": b.moves, "flips": b.flips, "full": b.full,
-                "over_share": b.over_share,
-                "loops": b.loops, "episodes": b.episodes, "hold_until_ms": b.hold_until_ms,
-                "hold_ms": b.hold_ms,
-                "held": d.bridge.loop_mode == LOOP_BLOCK and now < b.hold_until_ms,
-                "loop_macs": [b.loop_macs[i].to_bytes(6, "big").hex(":")
-                              for i in range(BRIDGE_LOOP_MACS) if b.loop_macs[i]],
-            }
-        return out
+        return bridge_report(self.d, segment, clock_ms() if now_ms is None else <uint64_t>now_ms)
 
     def bridge_sweep(self, now_ms=None):
         """Empty the MAC table's aged slots (bridge_sweep): the control loop's chore every few
@@ -686,57 +356,18 @@ cdef class Datapath:
 
     def bridge_macs(self, now_ms=None):
         """The live MAC table: [(MAC "aa:bb:..", segment, "local" or "remote", age in ms)]."""
-        cdef dp_state *d = self.d
-        cdef uint64_t now = clock_ms() if now_ms is None else <uint64_t>now_ms
-        cdef uint64_t *copy = <uint64_t *>malloc(BRIDGE_BUCKETS * BRIDGE_WAYS * 2 * sizeof(uint64_t))
-        cdef uint32_t i, n = 0
-        cdef uint64_t key, info
-        if copy == NULL:
-            raise MemoryError("MAC table copy")
-        try:
-            with nogil:
-                for i in range(BRIDGE_BUCKETS * BRIDGE_WAYS):
-                    key = atomic_load64(&d.macs[i].key)
-                    info = atomic_load64(&d.macs[i].info)
-                    if key != 0 and atomic_load64(&d.macs[i].key) == key \
-                            and bridge_age(info, now) < d.bridge.mac_age_ms:
-                        copy[2 * n] = key
-                        copy[2 * n + 1] = info
-                        n += 1
-            return [((copy[2 * i] & 0xFFFFFFFFFFFF).to_bytes(6, "big").hex(":"), (copy[2 * i] >> 48) & 0x7FFF,
-                     SIDE_NAMES[bridge_side(copy[2 * i + 1])], bridge_age(copy[2 * i + 1], now))
-                    for i in range(n)]
-        finally:
-            free(copy)
+        return bridge_list_macs(self.d, clock_ms() if now_ms is None else <uint64_t>now_ms)
 
     # -- packets -------------------------------------------------------------------------
 
     def seal(self, frame, int frame_type=TYPE_FRAME, unsigned int segment=0):
         """Seal one frame (or, with TYPE_SESSION, a SESSION message) of `segment`; returns its
         datagrams (UDP payloads) in order."""
-        cdef dp_state *d = self.d
-        cdef const uint8_t[:] view = frame
-        cdef Py_ssize_t length = view.shape[0]
-        cdef pkt_ref pkts[MAX_FRAGS]
-        cdef int n, i
         if frame_type not in (TYPE_FRAME, TYPE_FRAME_VNET, TYPE_SESSION):
             raise ValueError(f"frame_type must be TYPE_FRAME, TYPE_FRAME_VNET or TYPE_SESSION, got {frame_type}")
         if segment >= SEGMENT_IDS:
             raise ValueError("segment ids are one byte")
-        if length > MAX_PAYLOAD_LEN:
-            drop_frame(d, DIR_TX, DROP_OVERSIZED, NULL, 0)
-            return []
-        if length:
-            memcpy(self.work_tx, &view[0], length)
-        pthread_mutex_lock(&d.send_lock)
-        n = seal_frame(d, self.work_tx, <uint32_t>length, <uint8_t>frame_type, <uint8_t>segment, pkts)
-        pthread_mutex_unlock(&d.send_lock)
-        out = []
-        for i in range(n):
-            out.append(PyBytes_FromStringAndSize(<char *>pkts[i].meta, HEADER_LEN)
-                       + PyBytes_FromStringAndSize(<char *>pkts[i].body, pkts[i].body_len)
-                       + PyBytes_FromStringAndSize(<char *>pkts[i].meta + HEADER_LEN, d.tag_len))
-        return out
+        return seal_datagrams(self, frame, <uint8_t>frame_type, <uint8_t>segment)
 
     def open(self, datagram, now_ms=None):
         """Open one datagram; returns the frames it completed as [(frame_type, frame)].
@@ -745,28 +376,7 @@ cdef class Datapath:
         packet as [(its type, the whole datagram)], unchecked (the rx pump's admission gate is
         not on this path). A drop returns [] and sets last_drop.
         """
-        cdef dp_state *d = self.d
-        cdef const uint8_t[:] view = datagram
-        cdef Py_ssize_t length = view.shape[0]
-        cdef frame_ref f
-        cdef int rc
-        if length > UDP_DATAGRAM_MAX:
-            raise ValueError(f"a UDP datagram holds at most {UDP_DATAGRAM_MAX} bytes")
-        if length:
-            memcpy(self.work_rx, &view[0], length)
-        pthread_mutex_lock(&d.recv_lock)
-        advance_clock(d, now_ms)
-        open_expire(d)
-        rc = open_packet(d, self.work_rx, <uint32_t>length, &f, self.scratch, NULL, 0)
-        result = []
-        if rc == OPEN_FRAME:
-            result.append((f.ftype, PyBytes_FromStringAndSize(<char *>f.data, f.length)))
-            self.last_segment = f.segment
-            open_release(d, &f)
-        elif rc == OPEN_CONTROL:
-            result.append((wire_type(self.work_rx[0]), bytes(datagram)))
-        pthread_mutex_unlock(&d.recv_lock)
-        return result
+        return open_datagram(self, datagram, now_ms)
 
     # -- segments ------------------------------------------------------------------------
 
@@ -775,7 +385,7 @@ cdef class Datapath:
         outer first, as bytes (empty for an untagged segment): announcements use them too."""
         cdef uint8_t tags[VLAN_PATH_MAX * VLAN_TAG_LEN]
         cdef uint32_t n
-        if segment >= <unsigned int>self.d.nsegs or pcp > 7:
+        if segment >= <unsigned int>self.d.nsegs or pcp > VLAN_PCP_MAX:
             raise ValueError(f"segment {segment}, pcp {pcp}: no such segment or priority")
         n = segment_tags(&self.d.seg[segment], <uint8_t>pcp, tags)
         return PyBytes_FromStringAndSize(<char *>tags, n)
@@ -784,33 +394,17 @@ cdef class Datapath:
         """This site's segments, before any Engine exists: (port, vlan ids outer first, carry_all)
         each, in id order; port is the Engine's LAN port index (0 for the first). Each segment
         starts with allow-all filters. A datapath starts with one segment carrying all of port 0."""
-        cdef dp_state *d = self.d
-        cdef int k, t
         segments = list(segments)
         if self.engines:
             raise RuntimeError("segments are fixed once an Engine runs")
         if not 1 <= len(segments) <= SEGMENTS_MAX:
             raise ValueError(f"1 to {SEGMENTS_MAX} segments")
         for port, vids, carry_all in segments:
-            if not 0 <= port < PORTS_MAX or len(vids) > VLAN_PATH_MAX or any(not 1 <= v <= 4094 for v in vids):
+            if not 0 <= port < PORTS_MAX or len(vids) > VLAN_PATH_MAX or any(not 1 <= v <= VLAN_ID_MAX for v in vids):
                 raise ValueError(f"bad segment {(port, vids, carry_all)!r}")
             if carry_all and vids:
                 raise ValueError("a segment carrying all frames selects no VLAN")
-        for k in range(SEGMENTS_MAX):
-            memset(&d.seg[k], 0, sizeof(seg_state))
-        for k, (port, vids, carry_all) in enumerate(segments):
-            d.seg[k].port = port
-            d.seg[k].ntags = len(vids)
-            d.seg[k].carry_all = carry_all
-            for t in range(len(vids)):
-                d.seg[k].vid[t] = vids[t]
-                d.seg[k].tpid[t] = ETH_P_8021Q
-            if len(vids) == 2:
-                d.seg[k].tpid[0] = ETH_P_8021AD
-        d.nsegs = len(segments)
-        for k in range(d.nsegs):
-            for direction in (FILTER_NIC_INGRESS, FILTER_TUNNEL_INGRESS):
-                self.set_filter(direction, True, (), k)
+        segment_install(self, segments)
 
     @property
     def segments(self):
@@ -820,54 +414,27 @@ cdef class Datapath:
         """Where each of our segments goes at the peer: its id there, or SEGMENT_NONE for a
         segment it does not have; for the send sessions made with peer instance `peer_gen`."""
         cdef dp_state *d = self.d
-        cdef uint8_t ids[SEGMENTS_MAX]
-        cdef int k
         peer_ids = bytes(peer_ids)
         if len(peer_ids) != d.nsegs or any(v != SEGMENT_NONE and v >= SEGMENTS_MAX for v in peer_ids):
             raise ValueError(f"one peer id per segment ({d.nsegs}), each below {SEGMENTS_MAX} or SEGMENT_NONE")
-        memset(ids, SEGMENT_NONE, SEGMENTS_MAX)
-        for k in range(d.nsegs):
-            ids[k] = peer_ids[k]
-        pthread_mutex_lock(&d.send_lock)
-        if d.tx.peer_gen == peer_gen:
-            memcpy(d.tx.seg_peer, ids, SEGMENTS_MAX)
-        if d.tx_next.peer_gen == peer_gen:
-            memcpy(d.tx_next.seg_peer, ids, SEGMENTS_MAX)
-        pthread_mutex_unlock(&d.send_lock)
-
-    def segment_map(self):
-        """The send session's map (bytes, one per segment), or None without a send session."""
-        cdef dp_state *d = self.d
-        pthread_mutex_lock(&d.send_lock)
-        out = PyBytes_FromStringAndSize(<char *>d.tx.seg_peer, d.nsegs) if d.tx.live else None
-        pthread_mutex_unlock(&d.send_lock)
-        return out
+        segment_set_map(d, <const uint8_t *>PyBytes_AS_STRING(peer_ids), peer_gen)
 
     def segment_counters(self, int segment):
         """{"tx": {name: count}, "rx": {name: count}}: the counters kept per segment (frames,
         bytes, and the drops of frames known to be this segment's)."""
-        cdef dp_state *d = self.d
-        check_segment(d, segment)
-        return {name: {COUNTER_NAMES[i]: d.seg_ctr[segment][direction][i] for i in SEGMENT_COUNTERS}
-                for name, direction in (("tx", DIR_TX), ("rx", DIR_RX))}
+        check_segment(self.d, segment)
+        return segment_report(self.d, segment)
 
     def counters(self):
         """{"tx": {name: count}, "rx": {name: count}} for every counter and drop reason."""
-        cdef dp_state *d = self.d
-        return {
-            "tx": {COUNTER_NAMES[i]: d.ctr[DIR_TX][i] for i in range(N_COUNTERS)},
-            "rx": {COUNTER_NAMES[i]: d.ctr[DIR_RX][i] + d.ctr_ctl[i] for i in range(N_COUNTERS)},
-        }
+        return drop_counters(self.d)
 
     def count_rx_drop(self, str reason):
         """Count a drop decided by the control plane (e.g. a stale initiation).
 
         Kept apart from the rx pump's own counters, which only the pump thread writes.
         """
-        i = COUNTER_NAMES.index(reason)
-        if i < FIRST_DROP_REASON:
-            raise ValueError(f"{reason} is not a drop reason")
-        self.d.ctr_ctl[i] += 1
+        drop_count_ctl(self.d, reason)
 
     # -- the drop trace ------------------------------------------------------------------
 
@@ -883,18 +450,7 @@ cdef class Datapath:
     def pop_trace(self):
         """Sampled drops since the last call, oldest first: (direction name, reason, address
         kind TRACE_*, address bytes, drops of that reason and direction not sampled before)."""
-        cdef dp_state *d = self.d
-        cdef trace_sample *s
-        out = []
-        pthread_mutex_lock(&d.trace_lock)
-        while d.trace_count:
-            s = &d.trace_ring[d.trace_head]
-            out.append((DIRECTION_NAMES[s.direction], COUNTER_NAMES[s.reason], s.addr_kind,
-                        PyBytes_FromStringAndSize(<char *>s.addr, s.addr_len), s.more))
-            d.trace_head = (d.trace_head + 1) % TRACE_SLOTS
-            d.trace_count -= 1
-        pthread_mutex_unlock(&d.trace_lock)
-        return out
+        return drop_trace_pop(self.d)
 
 
 # -- verify-peer packets (PROTOCOL.md §7; the control plane's, not per data packet) -------
@@ -902,45 +458,16 @@ cdef class Datapath:
 def seal_probe(Datapath dp, int ptype, payload):
     """A PROBE or PROBE_REPLY datagram: a header of its first byte and 15 zeros, the payload,
     and at auth and encrypt a tag under the probe key."""
-    cdef dp_state *d = dp.d
-    cdef uint8_t head[HEADER_LEN]
-    cdef uint8_t tag[SHA256_LEN]
-    cdef const uint8_t[:] body = payload
-    cdef Py_ssize_t blen = body.shape[0]
     if ptype not in PROBE_TYPES:
         raise ValueError(f"not a probe type: {ptype}")
-    memset(head, 0, HEADER_LEN)
-    head[0] = wire_first_byte(d.level, ptype)
-    out = PyBytes_FromStringAndSize(<char *>head, HEADER_LEN) + bytes(payload)
-    if d.level == LEVEL_NONE:
-        return out
-    if crypto_mac(&d.probe_mac, head, HEADER_LEN, &body[0] if blen else NULL, blen, tag) != 0:
-        raise RuntimeError(crypto_error("sealing a probe"))
-    return out + PyBytes_FromStringAndSize(<char *>tag, TAG_LEN)
+    return probe_seal(dp.d, ptype, payload)
 
 
 def read_probe(Datapath dp, datagram):
     """A verify-peer datagram's (level, ptype, payload, authenticated): its payload as it claims
     to be laid out, and whether its tag verifies under our probe key (at whatever level it
     claims but none). Raises Dropped("malformed") for a broken header."""
-    cdef dp_state *d = dp.d
-    cdef const uint8_t[:] dg = datagram
-    cdef Py_ssize_t length = dg.shape[0]
-    cdef int lvl, ptype, tag_len, k
-    if length < HEADER_LEN or wire_version(dg[0]) != WIRE_VERSION or wire_level(dg[0]) == 3:
-        raise Dropped("malformed")
-    lvl = wire_level(dg[0])
-    ptype = wire_type(dg[0])
-    tag_len = TAG_LEN if lvl != LEVEL_NONE else 0
-    if ptype not in PROBE_TYPES or length < HEADER_LEN + tag_len:
-        raise Dropped("malformed")
-    for k in range(1, HEADER_LEN):
-        if dg[k] != 0:
-            raise Dropped("malformed")
-    authentic = (lvl != LEVEL_NONE
-                 and crypto_tag_ok(&d.probe_mac, &dg[0], &dg[HEADER_LEN], length - HEADER_LEN - TAG_LEN,
-                                   &dg[length - TAG_LEN]))
-    return lvl, ptype, bytes(dg[HEADER_LEN:length - tag_len]), authentic
+    return probe_read(dp.d, datagram)
 
 
 def packet_type(datagram):

@@ -74,14 +74,9 @@ cdef extern from "<netinet/udp.h>" nogil:
 cdef extern from "<linux/if_packet.h>" nogil:
     cdef struct tpacket_auxdata:
         uint32_t tp_status
-        uint32_t tp_len
-        uint32_t tp_snaplen
-        uint16_t tp_mac
-        uint16_t tp_net
         uint16_t tp_vlan_tci
         uint16_t tp_vlan_tpid
     cdef struct tpacket_stats:
-        unsigned int tp_packets
         unsigned int tp_drops
     int PACKET_AUXDATA
     int PACKET_STATISTICS

@@ -27,7 +27,7 @@ cdef bint admit_init_seen(dp_state *d, const uint8_t *mac1) noexcept nogil:
     stranger can fill a slot with the mac1 of an INIT yet to come. One slot per value, chosen by
     its first bytes: a replay that finds its slot taken over by another INIT gets through to the
     load gate and the timestamp check, as it would without this table."""
-    cdef uint8_t *slot = &d.init_seen[(((<uint32_t>mac1[0] << 8) | mac1[1]) % INIT_SEEN_SLOTS) * MAC16_LEN]
+    cdef uint8_t *slot = &d.init_seen[(pkt_be16(mac1) % INIT_SEEN_SLOTS) * MAC16_LEN]
     if memcmp(slot, mac1, MAC16_LEN) == 0:
         return True
     memcpy(slot, mac1, MAC16_LEN)
@@ -86,7 +86,7 @@ cdef int admit_answer(dp_state *d, const uint8_t *pkt, uint32_t length, uint32_t
     if wire_type(pkt[0]) == TYPE_RESP and not cookie_mac1_ok(d, pkt):
         open_refused(d, DROP_AUTH, pkt[0], src, srclen)
         return -DROP_AUTH
-    if not d.hs_expecting or pkt_be32(pkt + 4) != d.hs_expect:
+    if not d.hs_expecting or pkt_be32(pkt + HS_ID_AT) != d.hs_expect:
         return -DROP_REPLAY                   # late, or recorded: not for our initiation
     if wire_type(pkt[0]) == TYPE_COOKIE and not admit_cookie_opens(d, pkt):
         open_refused(d, DROP_AUTH, pkt[0], src, srclen)
@@ -129,7 +129,7 @@ cdef bint admit_probe_timely(const uint8_t *pkt, uint32_t length) noexcept nogil
     cdef uint64_t sent, now
     if length < PROBE_TIME_AT + 8 + TAG_LEN:
         return False
-    sent = (<uint64_t>pkt_be32(pkt + PROBE_TIME_AT) << 32) | pkt_be32(pkt + PROBE_TIME_AT + 4)
+    sent = pkt_be64(pkt + PROBE_TIME_AT)
     now = clock_wall_ms()
     return (now - sent if now >= sent else sent - now) <= PROBE_AGE_MAX_MS
 

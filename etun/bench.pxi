@@ -157,7 +157,7 @@ def bench_crypto_bound(Datapath dp, int frame_len, double seconds):
     cdef dp_state *d = dp.d
     cdef keyset *k = &d.tx.data
     cdef uint8_t head[HEADER_LEN]
-    cdef uint8_t nonce[12]
+    cdef uint8_t nonce[CHACHA_NONCE_LEN]
     cdef uint8_t tag[SHA256_LEN]
     cdef uint32_t n, q, r, i, off
     cdef uint64_t frames = 0
@@ -166,7 +166,7 @@ def bench_crypto_bound(Datapath dp, int frame_len, double seconds):
     if not MIN_FRAME_LEN <= frame_len <= MAX_FRAME_LEN or not d.tx.live:
         raise ValueError("frame_len out of range, or no send session")
     memset(head, 0, HEADER_LEN)
-    memset(nonce, 0, 12)
+    memset(nonce, 0, CHACHA_NONCE_LEN)
     n = frag_count(frame_len, d.payload_max)
     q = frame_len // n
     r = frame_len % n
@@ -175,13 +175,19 @@ def bench_crypto_bound(Datapath dp, int frame_len, double seconds):
         while rc == 0:
             for j in range(BENCH_BATCH):
                 if d.level == LEVEL_ENCRYPT:
-                    wire_put_be48(nonce + 6, frames + j)
-                    rc |= crypto_xor(k, nonce, dp.work_tx, dp.work_tx, frame_len)
+                    wire_put_be48(nonce + NONCE_HEAD_LEN, frames + j)
+                    rc = crypto_xor(k, nonce, dp.work_tx, dp.work_tx, frame_len)
+                    if rc != 0:
+                        break
                 if d.level != LEVEL_NONE:
                     off = 0
                     for i in range(n):
-                        rc |= crypto_mac(&k.mac, head, HEADER_LEN, dp.work_tx + off, q + (i < r), tag)
+                        rc = crypto_mac(&k.mac, head, HEADER_LEN, dp.work_tx + off, q + (i < r), tag)
+                        if rc != 0:
+                            break
                         off += q + (i < r)
+                    if rc != 0:
+                        break
             frames += BENCH_BATCH
             t1 = clock_s()
             if t1 - t0 >= seconds:

@@ -419,3 +419,69 @@ cdef void bridge_count(dp_state *d, uint32_t seg, uint64_t now, uint64_t *local,
                 local[0] += 1
             else:
                 remote[0] += 1
+
+
+# -- for the control plane: [bridge] in, status out (Datapath.set_bridge, bridge_stats, ...) --
+
+LOOP_MODES = {"off": LOOP_OFF, "log": LOOP_LOG, "block": LOOP_BLOCK}
+SIDE_NAMES = {SIDE_LOCAL: "local", SIDE_REMOTE: "remote"}
+BRIDGE_TABLE_BYTES = BRIDGE_ENTRIES * sizeof(bridge_entry)
+# The timings at the top of this file are a cdef enum, not exported by itself; Python (bridge.py's
+# log line, tests) reads these two under the same names.
+globals().update({"BRIDGE_HOLD_MS": BRIDGE_HOLD_MS, "BRIDGE_FLIP_MS": BRIDGE_FLIP_MS})
+
+
+cdef void bridge_configure(dp_state *d, bint learning, uint64_t mac_age_ms, int loop_mode,
+                           uint32_t storm_limit) noexcept nogil:
+    """[bridge] in, one word at a time: the pumps read each setting per frame, so no lock."""
+    d.bridge.learning = learning
+    d.bridge.mac_age_ms = mac_age_ms
+    d.bridge.loop_mode = loop_mode
+    d.bridge.storm_limit = storm_limit
+
+
+cdef dict bridge_report(dp_state *d, uint32_t seg, uint64_t now):
+    """Datapath.bridge_stats(): one segment's MACs, slots and per-direction counts, lock-free."""
+    cdef uint64_t local = 0, remote = 0
+    cdef bridge_dir *b
+    with nogil:
+        bridge_count(d, seg, now, &local, &remote)
+    out = {"macs": {"local": local, "remote": remote}, "now_ms": now,
+           "entries": d.brseg[seg].entries,
+           "share": bridge_share(d)}
+    for name, direction in (("tx", DIR_TX), ("rx", DIR_RX)):
+        b = &d.brseg[seg].dir[direction]
+        out[name] = {
+            "learnt": b.learnt, "moves": b.moves, "flips": b.flips, "full": b.full,
+            "over_share": b.over_share,
+            "loops": b.loops, "episodes": b.episodes, "hold_until_ms": b.hold_until_ms,
+            "hold_ms": b.hold_ms,
+            "held": d.bridge.loop_mode == LOOP_BLOCK and now < b.hold_until_ms,
+            "loop_macs": [b.loop_macs[i].to_bytes(6, "big").hex(":")
+                          for i in range(BRIDGE_LOOP_MACS) if b.loop_macs[i]],
+        }
+    return out
+
+
+cdef list bridge_list_macs(dp_state *d, uint64_t now):
+    """Datapath.bridge_macs(): the live entries, copied out lock-free first, then named."""
+    cdef uint64_t *copy = <uint64_t *>malloc(BRIDGE_ENTRIES * 2 * sizeof(uint64_t))
+    cdef uint32_t i, n = 0
+    cdef uint64_t key, info
+    if copy == NULL:
+        raise MemoryError("MAC table copy")
+    try:
+        with nogil:
+            for i in range(BRIDGE_ENTRIES):
+                key = atomic_load64(&d.macs[i].key)
+                info = atomic_load64(&d.macs[i].info)
+                if key != 0 and atomic_load64(&d.macs[i].key) == key \
+                        and bridge_age(info, now) < d.bridge.mac_age_ms:
+                    copy[2 * n] = key
+                    copy[2 * n + 1] = info
+                    n += 1
+        return [((copy[2 * i] & BRIDGE_MAC_MASK).to_bytes(6, "big").hex(":"), bridge_key_segment(copy[2 * i]),
+                 SIDE_NAMES[bridge_side(copy[2 * i + 1])], bridge_age(copy[2 * i + 1], now))
+                for i in range(n)]
+    finally:
+        free(copy)

@@ -53,4 +53,4 @@ class LoopWatch:
         else:
             action = f'still carrying {labels} (loop_protection = "{mode}")'
         log.warning("bridging loop on segment %s: MAC %s seen on both sides within %g s, again and again; %s",
-                    name, macs, _fast.BRIDGE_FLIP_WITHIN_MS / 1000, action)
+                    name, macs, _fast.BRIDGE_FLIP_MS / 1000, action)

@@ -27,3 +27,10 @@ cdef inline double clock_s() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef void clock_advance(dp_state *d, object now_ms):
+    """Move the datapath clock to now (or to a test's now_ms); it never goes back."""
+    cdef uint64_t t = clock_ms() if now_ms is None else <uint64_t>now_ms
+    if t > d.now_ms:
+        d.now_ms = t

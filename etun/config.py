@@ -15,7 +15,17 @@ from typing import Any, NoReturn
 
 import tomli
 
-from etun._fast import FILTER_MAX_RULES, MAX_PACKET_DEFAULT, MAX_PACKET_MAX, MAX_PACKET_MIN, PORTS_MAX, SEGMENTS_MAX
+from etun._fast import (
+    FILTER_MAX_RULES,
+    MAC_AGE_DEFAULT_S,
+    MAC_AGE_MAX_S,
+    MAX_PACKET_DEFAULT,
+    MAX_PACKET_MAX,
+    MAX_PACKET_MIN,
+    PORTS_MAX,
+    SEGMENTS_MAX,
+    VLAN_ID_MAX,
+)
 from etun.errors import ConfigError
 
 LEVELS = ("none", "auth", "encrypt")
@@ -38,8 +48,6 @@ KEEPALIVE_DEFAULT_S = 10
 KEEPALIVE_MAX_S = 3600
 REKEY_DEFAULT_S = 120
 REKEY_MAX_S = 86400
-MAC_AGE_DEFAULT_S = 300
-MAC_AGE_MAX_S = 1_000_000       # the Linux bridge's own ageing_time limit
 STORM_LIMIT_DEFAULT = 5000      # flooded frames a second, per segment and direction
 STORM_LIMIT_MAX = 100_000_000
 
@@ -517,8 +525,8 @@ def _vlan_path(table: _Table) -> tuple[int, ...]:
     else:
         table.fail("vlan", f"expected a VLAN id or path {like}, got {_show(value)}")
     for vid in parts:
-        if not 1 <= vid <= 4094:
-            table.fail("vlan", f"VLAN ids are 1 to 4094, got {_show(value)}")
+        if not 1 <= vid <= VLAN_ID_MAX:
+            table.fail("vlan", f"VLAN ids are 1 to {VLAN_ID_MAX}, got {_show(value)}")
     return tuple(parts)
 
 

@@ -95,7 +95,7 @@ cdef int cookie_reply(dp_state *d, const uint8_t *msg, const uint8_t *sa, uint32
         return -1
     out[0] = wire_first_byte(d.level, TYPE_COOKIE)
     memset(out + 1, 0, 3)
-    memcpy(out + 4, msg + 4, 4)                  # the INIT's id, so its sender knows it
+    memcpy(out + HS_ID_AT, msg + HS_ID_AT, 4)    # the INIT's id, so its sender knows it
     rc = crypto_random(out + HS_HEAD_LEN, COOKIE_NONCE_LEN)
     if rc == 0:
         rc = crypto_aead(True, d.cookie_key, out + HS_HEAD_LEN, msg + INIT_LEN - 2 * MAC16_LEN, MAC16_LEN,

@@ -48,12 +48,12 @@
     X(TX_WAKEUPS, tx_wakeups)   /* tx rounds (either pump): LAN reads that returned frames */ \
     X(TX_SLEEPS, tx_sleeps)     /* tx pump: polls with nothing read, or 100 ms parked */      \
     X(UDP_SENDS, udp_sends)     /* tx rounds: sendmmsg calls */                               \
-    X(UDP_MSGS, udp_messages)   /* ... messages they carried (a GSO train is one) */          \
+    X(UDP_MESSAGES, udp_messages) /* ... messages they carried (a GSO train is one) */        \
     X(RX_WAKEUPS, rx_wakeups)   /* rx pump: UDP reads that returned datagrams */              \
     X(RX_SLEEPS, rx_sleeps)     /* ... polls because the socket had nothing */                \
-    X(RX_DGRAMS, rx_datagrams)  /* ... datagrams read (a GRO train counts each) */            \
+    X(RX_DATAGRAMS, rx_datagrams) /* ... datagrams read (a GRO train counts each) */          \
     X(LAN_SENDS, lan_sends)     /* ... sendmmsg/writev calls to the LAN */                    \
-    X(TX_SERVED, tx_served_by_rx) /* tx rounds the rx pump ran, the tx pump parked */ \
+    X(TX_SERVED_BY_RX, tx_served_by_rx) /* tx rounds the rx pump ran, the tx pump parked */ \
     X(TX_LOOPS, tx_loops)       /* tx pump: turns of its loop, idle ones too (the watchdog's */ \
     X(RX_LOOPS, rx_loops)       /*   heartbeat: a wedged pump stops counting) */
 

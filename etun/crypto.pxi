@@ -148,7 +148,7 @@ cdef inline int crypto_xor(keyset *k, const uint8_t *nonce, const uint8_t *inp, 
     cdef uint8_t iv[16]
     cdef int outl
     memset(iv, 0, 4)                  # block counter 0, little-endian
-    memcpy(iv + 4, nonce, 12)
+    memcpy(iv + 4, nonce, CHACHA_NONCE_LEN)
     if EVP_EncryptInit_ex(k.cipher, NULL, NULL, NULL, iv) != 1:
         return crypto_fail(b"EVP_EncryptInit_ex")
     if EVP_EncryptUpdate(k.cipher, out, &outl, inp,
@@ -158,7 +158,6 @@ cdef inline int crypto_xor(keyset *k, const uint8_t *nonce, const uint8_t *inp, 
 
 
 cdef enum:
-    AEAD_KEY_LEN = 32
     AEAD_NONCE_LEN = 12
     AEAD_TAG_LEN = 16
     AEAD_MAX = 256                # the longest plaintext crypto_aead_*() takes (handshake payloads)
@@ -223,3 +222,25 @@ cdef int crypto_random(uint8_t *out, int length) noexcept nogil:
     if RAND_bytes(out, length) != 1:
         return crypto_fail(b"RAND_bytes")
     return 0
+
+
+cdef str crypto_openssl_error(str call):
+    """The pending libcrypto error as one line naming the call that failed."""
+    cdef char buf[256]
+    cdef unsigned long e = ERR_get_error()
+    if e == 0:
+        return f"{call} failed"
+    ERR_error_string_n(e, buf, sizeof(buf))
+    return f"{call} failed: {buf.decode(errors='replace')}"
+
+
+cdef str crypto_error(str what):
+    """An error line for a crypto.pxi function that failed: `what`, and the libcrypto call."""
+    return f"{what}: " + crypto_openssl_error(crypto_failed.decode())
+
+
+cdef bytes crypto_secret(object secret, str what):
+    """`secret` as bytes, if it is SECRET_LEN bytes (a key, a session secret); else ValueError."""
+    if not isinstance(secret, (bytes, bytearray)) or len(secret) != SECRET_LEN:
+        raise ValueError(f"{what} must be {SECRET_LEN} bytes")
+    return bytes(secret)

@@ -18,7 +18,6 @@ cdef void drop_sample(dp_state *d, int direction, int reason, int addr_kind, con
     if d.trace_count < TRACE_SLOTS:
         s = &d.trace_ring[(d.trace_head + d.trace_count) % TRACE_SLOTS]
         d.trace_count += 1
-        s.at_ms = now
         s.more = d.trace_more[direction][reason]
         s.direction = <uint8_t>direction
         s.reason = <uint8_t>reason
@@ -54,3 +53,51 @@ cdef inline void drop_datagram(dp_state *d, int reason, const uint8_t *name,
     d.ctr[DIR_RX][reason] += 1
     if d.trace_on:
         drop_sample(d, DIR_RX, reason, TRACE_SOCKADDR if namelen else TRACE_NONE, name, namelen)
+
+
+# -- for the control plane: the names `etun status` shows, the counts, the sampled drops ------
+
+# counters.h generates these names with the C_* / DROP_* enums, in the same order.
+COUNTER_NAMES = tuple(etun_counter_names[i].decode() for i in range(N_COUNTERS))
+DROP_REASONS = COUNTER_NAMES[FIRST_DROP_REASON:]
+DIRECTION_NAMES = {DIR_TX: "outbound", DIR_RX: "inbound"}
+
+
+class Dropped(Exception):
+    """A control packet failed its checks; `reason` is a COUNTER_NAMES drop reason."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+cdef dict drop_counters(const dp_state *d):
+    """{"tx": {name: count}, "rx": {name: count}} for every counter and drop reason; the
+    control plane's own drops count as inbound."""
+    return {
+        "tx": {COUNTER_NAMES[i]: d.ctr[DIR_TX][i] for i in range(N_COUNTERS)},
+        "rx": {COUNTER_NAMES[i]: d.ctr[DIR_RX][i] + d.ctr_ctl[i] for i in range(N_COUNTERS)},
+    }
+
+
+cdef drop_count_ctl(dp_state *d, str reason):
+    """Count a drop the control plane decided, apart from the counters only the pumps write."""
+    i = COUNTER_NAMES.index(reason)
+    if i < FIRST_DROP_REASON:
+        raise ValueError(f"{reason} is not a drop reason")
+    d.ctr_ctl[i] += 1
+
+
+cdef list drop_trace_pop(dp_state *d):
+    """The sampled drops waiting in the ring, oldest first, as the control loop logs them."""
+    cdef trace_sample *s
+    out = []
+    pthread_mutex_lock(&d.trace_lock)
+    while d.trace_count:
+        s = &d.trace_ring[d.trace_head]
+        out.append((DIRECTION_NAMES[s.direction], COUNTER_NAMES[s.reason], s.addr_kind,
+                    PyBytes_FromStringAndSize(<char *>s.addr, s.addr_len), s.more))
+        d.trace_head = (d.trace_head + 1) % TRACE_SLOTS
+        d.trace_count -= 1
+    pthread_mutex_unlock(&d.trace_lock)
+    return out

@@ -3,28 +3,25 @@
 # they stopped; nothing in the pumps allocates. The Python class is what the daemon drives:
 # run_tx()/run_rx() in two threads, the peer's address, control packets, a snapshot for status.
 
+cdef inline size_t engine_touch(void *p, size_t n) noexcept nogil:
+    touch_pages(p, n)
+    return n
+
+
 cdef size_t engine_make_resident(engine_state *e) noexcept nogil:
     """Touch every buffer the pumps may use -- the engine's and its datapath's reassembly arena
     and MAC table -- so that the memory they will ever need is resident from the start: RSS
     stays flat however rare the burst that first fills a buffer, and a shortage of memory shows
     at start, not months later. Touching writes no byte. Returns the bytes touched."""
     cdef dp_state *d = e.dp
-    cdef void *bufs[8]
-    cdef size_t lens[8]
-    cdef size_t total = 0
-    cdef int i
-    bufs[0], lens[0] = e.frames, <size_t>TX_BATCH * FRAME_SLOT
-    bufs[1], lens[1] = e.dgrams, <size_t>RX_BATCH * RX_SLOT
-    bufs[2], lens[2] = e.scratch, <size_t>OUT_BATCH * SCRATCH_LEN
-    bufs[3], lens[3] = e.ctl_buf, <size_t>CTL_SLOTS * CTL_MAX
-    bufs[4], lens[4] = e.seg_arena, <size_t>SEG_ARENA_LEN
-    bufs[5], lens[5] = d.reasm.arena, d.reasm.arena_len
-    bufs[6], lens[6] = d.reasm.slots, <size_t>d.reasm.nslots * sizeof(reasm_slot)
-    bufs[7], lens[7] = d.macs, <size_t>BRIDGE_BUCKETS * BRIDGE_WAYS * sizeof(bridge_entry)
-    for i in range(8):
-        touch_pages(bufs[i], lens[i])
-        total += lens[i]
-    return total
+    return (engine_touch(e.frames, <size_t>TX_BATCH * FRAME_SLOT)
+            + engine_touch(e.dgrams, <size_t>RX_BATCH * RX_SLOT)
+            + engine_touch(e.scratch, <size_t>OUT_BATCH * SCRATCH_LEN)
+            + engine_touch(e.ctl_buf, <size_t>CTL_SLOTS * CTL_MAX)
+            + engine_touch(e.seg_arena, <size_t>SEG_ARENA_LEN)
+            + engine_touch(d.reasm.arena, d.reasm.arena_len)
+            + engine_touch(d.reasm.slots, <size_t>d.reasm.nslots * sizeof(reasm_slot))
+            + engine_touch(d.macs, <size_t>BRIDGE_ENTRIES * sizeof(bridge_entry)))
 
 
 cdef int engine_init(engine_state *e, dp_state *d, int lan_fd, int lan_kind, int udp_fd,
@@ -87,17 +84,17 @@ cdef int engine_init(engine_state *e, dp_state *d, int lan_fd, int lan_kind, int
     return 0
 
 
+cdef inline void engine_close(int fd) noexcept nogil:
+    if fd >= 0:
+        close(fd)
+
+
 cdef void engine_free(engine_state *e) noexcept nogil:
     """Release what engine_init() took; the pumps have stopped."""
-    cdef int fds[4]
-    cdef int i
-    fds[0] = e.wake_fd
-    fds[1] = e.ctl_fd
-    fds[2] = e.kick_fd[PUMP_TX]
-    fds[3] = e.kick_fd[PUMP_RX]
-    for i in range(4):
-        if fds[i] >= 0:
-            close(fds[i])
+    engine_close(e.wake_fd)
+    engine_close(e.ctl_fd)
+    engine_close(e.kick_fd[PUMP_TX])
+    engine_close(e.kick_fd[PUMP_RX])
     free(e.frames)
     free(e.pkts)
     free(e.udp_out)

@@ -202,3 +202,91 @@ cdef void filter_readers(dp_state *d, engine_state **engines, int direction, bin
             pthread_mutex_lock(lock)
         else:
             pthread_mutex_unlock(lock)
+
+
+# -- building and swapping tables (Datapath.set_filter, filter_stats): the control plane's ----
+
+FILTER_KINDS = {"mac": FILTER_KIND_MAC, "oui": FILTER_KIND_OUI, "ethertype": FILTER_KIND_ETHERTYPE}
+
+
+cdef filter_table *filter_compile(bint default_allow, list rules, uint32_t guards) except NULL:
+    """A table of (allow, kind, value) rules in configuration order; ValueError names a bad one."""
+    cdef filter_table *t
+    cdef uint64_t *values
+    cdef uint32_t i
+    allow = bytearray(len(rules) + 1)
+    kinds = bytearray(len(rules) + 1)
+    values = <uint64_t *>calloc(len(rules) + 1, sizeof(uint64_t))
+    if values == NULL:
+        raise MemoryError("filter table")
+    try:
+        for i, (allowed, kind, value) in enumerate(rules):
+            if kind == "mac" and isinstance(value, bytes) and len(value) == 6:
+                values[i] = int.from_bytes(value, "big")
+            elif kind == "oui" and isinstance(value, bytes) and len(value) == 3:
+                values[i] = int.from_bytes(value, "big")
+            elif kind == "ethertype" and isinstance(value, int) and ETHERTYPE_MIN <= value <= 0xFFFF:
+                values[i] = value
+            else:
+                raise ValueError(f"rule {i + 1}: bad {kind} {value!r}")
+            allow[i] = 1 if allowed else 0
+            kinds[i] = FILTER_KINDS[kind]
+        t = filter_build(default_allow, len(rules), <uint8_t *>allow, <uint8_t *>kinds, values, guards)
+    finally:
+        free(values)
+    if t == NULL:
+        raise MemoryError("filter table")
+    return t
+
+
+cdef filter_install(Datapath dp, int direction, bint default_allow, list rules, int segment, uint32_t guards):
+    """Build the table and swap it in under the locks its readers hold; the hits of rules kept
+    (matched by value against the table replaced) carry over, as does the default's if its
+    action stayed."""
+    cdef dp_state *d = dp.d
+    cdef filter_table *t = filter_compile(default_allow, rules, guards)
+    cdef filter_table *old = NULL
+    cdef int32_t *keep
+    cdef uint32_t i
+    cdef bint keep_default
+    keep = <int32_t *>malloc((len(rules) + 1) * sizeof(int32_t))
+    if keep == NULL:
+        filter_free(t)
+        raise MemoryError("filter table")
+    previous = dp.filter_rules.get((segment, direction))
+    first = {}
+    if previous is not None:
+        for i, rule in enumerate(previous[1]):
+            first.setdefault(rule, i)
+    for i, rule in enumerate(rules):
+        keep[i] = first.get(rule, -1)
+    keep_default = previous is not None and previous[0] == default_allow
+    with nogil:
+        # Never wait for a lock holding the GIL: a thread in filter_report may need it.
+        pthread_mutex_lock(&d.filter_lock)
+        filter_readers(d, dp.engine_list, direction, True)
+        old = d.filt[segment][direction]
+        if old != NULL:
+            filter_carry(t, old, keep, keep_default)
+        d.filt[segment][direction] = t
+        filter_readers(d, dp.engine_list, direction, False)
+        pthread_mutex_unlock(&d.filter_lock)
+    free(keep)
+    filter_free(old)
+    dp.filter_rules[segment, direction] = (default_allow, tuple(rules))
+
+
+cdef dict filter_report(dp_state *d, int direction, int segment):
+    """Datapath.filter_stats(): the hits of one installed table, read under filter_lock."""
+    cdef filter_table *t
+    cdef uint32_t i
+    with nogil:
+        pthread_mutex_lock(&d.filter_lock)
+    try:
+        t = d.filt[segment][direction]
+        seen = {i: t.seen[i] for i in range(FILTER_ETHERTYPES) if t.seen[i]}
+        guards = {name: t.guard_hits[i] for i, name in enumerate(GUARD_NAMES) if t.guards & (1 << i)}
+        return {"rules": [t.hits[i] for i in range(t.nrules)], "default": t.default_hits,
+                "ethertypes": seen, "guards": guards}
+    finally:
+        pthread_mutex_unlock(&d.filter_lock)

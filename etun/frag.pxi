@@ -22,7 +22,7 @@ cdef inline int frag_parse(const uint8_t *head, uint32_t size, uint32_t tag_len,
     including a payload larger than any max_packet allows: no sender makes one, and a
     receiver's single-packet buffers are sized by that bound.
     """
-    cdef uint32_t r = head[1], i = head[2], n = head[3]
+    cdef uint32_t r = head[WIRE_BIG], i = head[WIRE_INDEX], n = head[WIRE_COUNT]
     cdef uint64_t counter = wire_counter(head)
     cdef uint32_t qq
     if n == 0 or i >= n or r >= n or counter < i or size == 0:

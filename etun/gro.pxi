@@ -8,6 +8,8 @@
 # and IPv4 ID; valid IP and TCP checksums (a corrupted segment is passed on as it came, never
 # hidden under a recomputed sum); every segment the size of the first but the last.
 
+cdef uint8_t GRO_ZERO_VNET[VNET_HDR_LEN]      # prepended to plain frames we inject
+
 cdef enum:
     GRO_MAX_SEGS = 64             # segments in one super-frame (the kernel's GSO_MAX_SEGS floor)
     GRO_MAX_IP = 65535            # bytes of IP packet in one super-frame
@@ -127,7 +129,7 @@ cdef int gro_single(uint8_t *head, const frame_ref *f, const uint8_t *tags, uint
             iov[0].iov_base = f.data
             iov[0].iov_len = f.length
             return 1
-        iov[0].iov_base = LAN_ZERO_VNET
+        iov[0].iov_base = GRO_ZERO_VNET
         iov[0].iov_len = VNET_HDR_LEN
         iov[1].iov_base = f.data
         iov[1].iov_len = f.length

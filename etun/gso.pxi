@@ -92,7 +92,7 @@ cdef void gso_fill(uint8_t *s, const uint8_t *f, uint32_t l3, uint32_t l4, uint3
         pkt_put_be16(s + l4 + 4, <uint16_t>l4len)
         pkt_put_be16(s + l4 + 6, 0)
         sum = <uint16_t>~pkt_csum_add(sum, pkt_csum(s + l4, l4len))
-        pkt_put_be16(s + l4 + 6, <uint16_t>(sum if sum else 0xffff))    # 0: "no checksum" (RFC 768)
+        pkt_put_be16(s + l4 + 6, pkt_udp_csum(sum))
 
 
 cdef int gso_seal(engine_state *e, int i, int seg, uint8_t pcp, uint64_t now) noexcept nogil:

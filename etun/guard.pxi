@@ -70,3 +70,16 @@ cdef int guard_match(uint32_t guards, const uint8_t *f, uint32_t n, const vlan_w
             and f[l4] == ICMPV6_RA:
         return GUARD_IPV6_RA
     return -1
+
+
+GUARD_NAMES = ("stp", "lldp", "dhcp-server", "ipv6-ra")  # [bridge] guard, by GUARD_* index
+
+
+cdef uint32_t guard_bits(object names) except? 0xFFFFFFFF:
+    """The GUARD_* bit set of preset names; ValueError for a name not in GUARD_NAMES."""
+    cdef uint32_t bits = 0
+    for name in names:
+        if name not in GUARD_NAMES:
+            raise ValueError(f"unknown guard {name!r}")
+        bits |= 1 << GUARD_NAMES.index(name)
+    return bits

@@ -59,7 +59,7 @@ cdef class Handshake:
         cdef uint8_t *m = <uint8_t *>PyBytes_AS_STRING(out)
         memset(m, 0, length)
         m[0] = wire_first_byte(self.dp.d.level, ptype)
-        pkt_put_be32(m + 4, self.hs_id)
+        pkt_put_be32(m + HS_ID_AT, self.hs_id)
         return out
 
     def initiate(self, payload, cookie=None, ephemeral=None):
@@ -117,7 +117,7 @@ cdef class Handshake:
         cdef uint8_t cookie[MAC16_LEN]
         if not self.initiator or self.stage != HS_STARTED:
             raise Dropped("replay")
-        if msg.shape[0] != COOKIE_LEN or pkt_be32(&msg[4]) != self.hs_id:
+        if msg.shape[0] != COOKIE_LEN or pkt_be32(&msg[HS_ID_AT]) != self.hs_id:
             raise Dropped("malformed")
         if cookie_open(self.dp.d, &msg[0], self.mac1, cookie) != 0:
             raise Dropped("auth")
@@ -145,7 +145,7 @@ cdef class Handshake:
                 &self.s, &msg[HS_HEAD_LEN + X25519_LEN], INIT_PAYLOAD_LEN + AEAD_TAG_LEN, payload) != 0):
             self.forget()
             raise Dropped("auth")
-        self.hs_id = pkt_be32(&msg[4])
+        self.hs_id = pkt_be32(&msg[HS_ID_AT])
         self.stage = HS_STARTED
         out = PyBytes_FromStringAndSize(<char *>payload, INIT_PAYLOAD_LEN)
         OPENSSL_cleanse(payload, INIT_PAYLOAD_LEN)
@@ -187,7 +187,7 @@ cdef class Handshake:
         cdef dp_state *d = self.dp.d
         if not self.initiator or self.stage != HS_STARTED:
             raise Dropped("replay")
-        if msg.shape[0] != RESP_LEN or wire_type(msg[0]) != TYPE_RESP or pkt_be32(&msg[4]) != self.hs_id:
+        if msg.shape[0] != RESP_LEN or wire_type(msg[0]) != TYPE_RESP or pkt_be32(&msg[HS_ID_AT]) != self.hs_id:
             raise Dropped("malformed")
         if not cookie_mac1_ok(d, &msg[0]):
             raise Dropped("auth")

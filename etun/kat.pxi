@@ -9,24 +9,21 @@ def chacha20(key, nonce, data, unsigned int counter=0):
     cdef int outl = 0
     cdef const uint8_t[:] inp = data
     cdef Py_ssize_t n = inp.shape[0]
-    key = check_secret(key, "key")
+    key = crypto_secret(key, "key")
     if len(nonce) != 12:
         raise ValueError("nonce must be 12 bytes")
-    iv[0] = counter & 0xff                     # the block counter is little-endian
-    iv[1] = (counter >> 8) & 0xff
-    iv[2] = (counter >> 16) & 0xff
-    iv[3] = (counter >> 24) & 0xff
+    pkt_put_le32(iv, counter)                  # the block counter is little-endian (RFC 8439 §2.4)
     nonce_bytes = bytes(nonce)
     memcpy(iv + 4, <const char *>nonce_bytes, 12)
     out = PyBytes_FromStringAndSize(NULL, n)
     ctx = EVP_CIPHER_CTX_new()
     if ctx == NULL:
-        raise MemoryError(openssl_error("EVP_CIPHER_CTX_new"))
+        raise MemoryError(crypto_openssl_error("EVP_CIPHER_CTX_new"))
     try:
         if EVP_EncryptInit_ex(ctx, EVP_chacha20(), NULL, <const uint8_t *>PyBytes_AS_STRING(key), iv) != 1:
-            raise RuntimeError(openssl_error("EVP_EncryptInit_ex"))
+            raise RuntimeError(crypto_openssl_error("EVP_EncryptInit_ex"))
         if n and EVP_EncryptUpdate(ctx, <uint8_t *>PyBytes_AS_STRING(out), &outl, &inp[0], <int>n) != 1:
-            raise RuntimeError(openssl_error("EVP_EncryptUpdate"))
+            raise RuntimeError(crypto_openssl_error("EVP_EncryptUpdate"))
     finally:
         EVP_CIPHER_CTX_free(ctx)
     return out

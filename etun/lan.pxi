@@ -7,8 +7,6 @@
 # selected moves it up; a FRAME_VNET payload is the (adjusted) vnet header written right
 # before wherever the frame starts (the 10 bytes in front of it are always in the slot).
 
-cdef uint8_t LAN_ZERO_VNET[VNET_HDR_LEN]      # prepended to plain frames we inject
-
 
 cdef int lan_complete_csum(uint8_t *frame, uint32_t length, uint16_t start,
                            uint16_t offset) noexcept nogil:
@@ -17,8 +15,8 @@ cdef int lan_complete_csum(uint8_t *frame, uint32_t length, uint16_t start,
     if <uint32_t>start + offset + 2 > length:
         return -1
     c = <uint16_t>~pkt_csum(frame + start, length - start)
-    if c == 0 and offset == 6:
-        c = 0xffff            # UDP: 0 means "no checksum" (RFC 768)
+    if offset == 6:           # UDP's checksum field
+        c = pkt_udp_csum(c)
     pkt_put_be16(frame + start + offset, c)
     return 0
 

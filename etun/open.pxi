@@ -44,7 +44,7 @@ cdef int open_header(dp_state *d, const uint8_t *pkt, uint32_t length, const uin
     if wire_version(pkt[0]) != WIRE_VERSION:
         open_refused(d, DROP_VERSION, pkt[0], src, srclen)
         return open_drop(d, DROP_VERSION, src, srclen)
-    if wire_level(pkt[0]) == 3:
+    if wire_level(pkt[0]) == LEVEL_RESERVED:
         return open_drop(d, DROP_MALFORMED, src, srclen)
     return 0
 
@@ -105,7 +105,7 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
     cdef reasm_slot *slot
     cdef keyset *keys
     cdef replay_window *window
-    cdef uint8_t nonce[12]
+    cdef uint8_t nonce[CHACHA_NONCE_LEN]
     cdef const uint8_t *body = pkt + HEADER_LEN
     d.ctr[DIR_RX][C_PACKETS] += 1
     d.last_drop = 0
@@ -128,11 +128,11 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
     if lvl != d.level:
         open_refused(d, DROP_LEVEL_MISMATCH, pkt[0], src, srclen)
         return open_drop(d, DROP_LEVEL_MISMATCH, src, srclen)
-    k = session_rx_find(d, pkt[8])
+    k = session_rx_find(d, pkt[WIRE_SESSION])
     if k < 0:
         return open_drop(d, DROP_NO_SESSION, src, srclen)
     s = &d.rx[k]
-    index = pkt_be32(pkt + 4)
+    index = pkt_be32(pkt + WIRE_KEY_INDEX)
     keys = NULL
     if ptype == TYPE_SESSION or d.level == LEVEL_NONE:
         # SESSION messages: the session's index-free keys. At level none there are no keys,
@@ -151,9 +151,9 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
     if not replay_accept(window, counter):
         return open_drop(d, DROP_REPLAY, src, srclen)
 
-    r = pkt[1]
-    i = pkt[2]
-    n = pkt[3]
+    r = pkt[WIRE_BIG]
+    i = pkt[WIRE_INDEX]
+    n = pkt[WIRE_COUNT]
     base = counter - i
     if n == 1:
         # A frame is named by its base; a held fragment claiming this counter as its frame's
@@ -171,7 +171,7 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
             out.data = <uint8_t *>body
         out.length = body_len
         out.ftype = ptype
-        out.segment = pkt[9]
+        out.segment = pkt[WIRE_SEGMENT]
         out.slot = -1
         open_count_frame(d, ptype, body_len)
         return OPEN_FRAME
@@ -185,7 +185,7 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
         if sid < 0:
             return open_drop(d, DROP_FRAG_EVICTED, src, srclen)
         slot = &d.reasm.slots[sid]
-        memcpy(slot.nonce_head, pkt + 4, 6)
+        memcpy(slot.nonce_head, pkt + WIRE_KEY_INDEX, NONCE_HEAD_LEN)
         slot.n = <uint16_t>n
         slot.r = <uint16_t>r
         slot.q = q
@@ -195,7 +195,7 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
         # Every fragment of a frame tells the same story: count, sizes, type, and the key index,
         # session and segment of its nonce (§3.2 step 7).
         if (slot.n != n or slot.r != r or slot.q != q or slot.ftype != ptype
-                or memcmp(slot.nonce_head, pkt + 4, 6) != 0):
+                or memcmp(slot.nonce_head, pkt + WIRE_KEY_INDEX, NONCE_HEAD_LEN) != 0):
             return open_drop(d, DROP_FRAG_INCONSISTENT, src, srclen)
     if slot.have[i >> 6] & ((<uint64_t>1) << (i & 63)):
         return open_drop(d, DROP_REPLAY, src, srclen)
@@ -216,8 +216,8 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
         keys = open_keys_of(d, slot.gen, slot.ftype, pkt_be32(slot.nonce_head))
         rc = -DROP_KEY_INDEX if keys == NULL else 0
         if rc == 0:
-            memcpy(nonce, slot.nonce_head, 6)
-            wire_put_be48(nonce + 6, slot.base)
+            memcpy(nonce, slot.nonce_head, NONCE_HEAD_LEN)
+            wire_put_be48(nonce + NONCE_HEAD_LEN, slot.base)
             if crypto_xor(keys, nonce, slot.buf, slot.buf, flen) != 0:
                 rc = -DROP_CRYPTO_ERROR
         if rc != 0:
@@ -226,7 +226,7 @@ cdef int open_packet(dp_state *d, const uint8_t *pkt, uint32_t length, frame_ref
     out.data = slot.buf
     out.length = flen
     out.ftype = slot.ftype
-    out.segment = slot.nonce_head[5]          # header byte 9, the same in every fragment
+    out.segment = slot.nonce_head[WIRE_SEGMENT - WIRE_KEY_INDEX]   # the same in every fragment
     out.slot = sid
     d.ctr[DIR_RX][C_REASSEMBLED] += 1
     open_count_frame(d, slot.ftype, flen)
@@ -237,3 +237,42 @@ cdef inline void open_release(dp_state *d, frame_ref *f) noexcept nogil:
     if f.slot >= 0:
         reasm_release(&d.reasm, f.slot)
         f.slot = -1
+
+
+cdef object open_refused_pop(dp_state *d):
+    """The latest refusal open_refused() recorded, as Datapath.refused() returns it; read once."""
+    pthread_mutex_lock(&d.recv_lock)
+    out = None
+    if d.refused_reason:
+        out = (COUNTER_NAMES[d.refused_reason], d.refused_byte0,
+               PyBytes_FromStringAndSize(<char *>d.refused_addr, d.refused_len))
+        d.refused_reason = 0
+    pthread_mutex_unlock(&d.recv_lock)
+    return out
+
+
+cdef list open_datagram(Datapath dp, datagram, object now_ms):
+    """Datapath.open(): one datagram from Python through dp's staging buffer; what it completed
+    as [(frame_type, bytes)]."""
+    cdef dp_state *d = dp.d
+    cdef const uint8_t[:] view = datagram
+    cdef Py_ssize_t length = view.shape[0]
+    cdef frame_ref f
+    cdef int rc
+    if length > UDP_DATAGRAM_MAX:
+        raise ValueError(f"a UDP datagram holds at most {UDP_DATAGRAM_MAX} bytes")
+    if length:
+        memcpy(dp.work_rx, &view[0], length)   # length <= UDP_DATAGRAM_MAX, work_rx's size
+    pthread_mutex_lock(&d.recv_lock)
+    clock_advance(d, now_ms)
+    open_expire(d)
+    rc = open_packet(d, dp.work_rx, <uint32_t>length, &f, dp.scratch, NULL, 0)
+    result = []
+    if rc == OPEN_FRAME:
+        result.append((f.ftype, PyBytes_FromStringAndSize(<char *>f.data, f.length)))
+        dp.last_segment = f.segment
+        open_release(d, &f)
+    elif rc == OPEN_CONTROL:
+        result.append((wire_type(dp.work_rx[0]), bytes(datagram)))
+    pthread_mutex_unlock(&d.recv_lock)
+    return result

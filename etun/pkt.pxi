@@ -25,11 +25,6 @@ cdef inline void pkt_put_be32(uint8_t *p, uint32_t v) noexcept nogil:
     p[3] = <uint8_t>v
 
 
-cdef inline void pkt_put_be64(uint8_t *p, uint64_t v) noexcept nogil:
-    pkt_put_be32(p, <uint32_t>(v >> 32))
-    pkt_put_be32(p + 4, <uint32_t>v)
-
-
 cdef inline uint16_t pkt_le16(const uint8_t *p) noexcept nogil:
     """virtio_net_hdr fields are little-endian (as on x86 and arm64 Linux)."""
     return <uint16_t>(p[0] | (p[1] << 8))
@@ -40,9 +35,19 @@ cdef inline void pkt_put_le16(uint8_t *p, uint16_t v) noexcept nogil:
     p[1] = <uint8_t>(v >> 8)
 
 
+cdef inline void pkt_put_le32(uint8_t *p, uint32_t v) noexcept nogil:
+    pkt_put_le16(p, <uint16_t>v)
+    pkt_put_le16(p + 2, <uint16_t>(v >> 16))
+
+
 cdef inline uint64_t pkt_mac48(const uint8_t *m) noexcept nogil:
     """A MAC address as a 48-bit integer, first byte most significant."""
     return (<uint64_t>pkt_be16(m) << 32) | pkt_be32(m + 2)
+
+
+cdef inline bint pkt_is_vlan_tag(uint16_t ethertype) noexcept nogil:
+    """Whether an EtherType field holds a VLAN tag's TPID: 802.1Q, or 802.1ad (an outer tag)."""
+    return ethertype == ETH_P_8021Q or ethertype == ETH_P_8021AD
 
 
 cdef inline void pkt_walk_vlans(const uint8_t *f, uint32_t n, vlan_walk *w) noexcept nogil:
@@ -55,7 +60,7 @@ cdef inline void pkt_walk_vlans(const uint8_t *f, uint32_t n, vlan_walk *w) noex
     w.tags = 0
     w.has_8021q = False
     w.has_8021ad = False
-    while (et == ETH_P_8021Q or et == ETH_P_8021AD) and off + VLAN_TAG_LEN + 2 <= n \
+    while pkt_is_vlan_tag(et) and off + VLAN_TAG_LEN + 2 <= n \
             and w.tags < VLAN_MAX_TAGS:
         w.has_8021q |= et == ETH_P_8021Q
         w.has_8021ad |= et == ETH_P_8021AD
@@ -102,3 +107,9 @@ cdef inline uint32_t pkt_pseudo_sum(const uint8_t *ip, bint v6, uint8_t proto,
     sum = pkt_csum_add(sum, proto)
     sum = pkt_csum_add(sum, (l4len >> 16) & 0xffff)
     return pkt_csum_add(sum, l4len & 0xffff)
+
+
+cdef inline uint16_t pkt_udp_csum(uint16_t c) noexcept nogil:
+    """A computed UDP checksum as it goes on the wire: 0 means "no checksum" (RFC 768), so a
+    sum that comes out 0 is sent as its other form, 0xffff."""
+    return c if c else 0xffff

@@ -212,7 +212,7 @@ cdef int pump_serve_tx(engine_state *e) noexcept nogil:
     n = pump_tx_round(e)
     pthread_mutex_unlock(&e.tx_lock)
     if n > 0:
-        e.pump_stats[PUMP_TX_SERVED] += 1
+        e.pump_stats[PUMP_TX_SERVED_BY_RX] += 1
         if e.tx_burst and e.tx_parked:
             pump_signal(e, PUMP_TX)            # more is coming: the tx pump takes the LAN back
         else:
@@ -337,7 +337,7 @@ cdef int pump_rx_round(engine_state *e) noexcept nogil:
         accepted = False
         off = 0
         while off < total:
-            e.pump_stats[PUMP_RX_DGRAMS] += 1
+            e.pump_stats[PUMP_RX_DATAGRAMS] += 1
             length = seg if total - off > seg else total - off
             if e.nout == OUT_BATCH:
                 pump_deliver(e)
@@ -418,3 +418,7 @@ cdef int pump_rx(engine_state *e) noexcept nogil:
         open_expire(d)
         pthread_mutex_unlock(&d.recv_lock)
     return 0
+
+
+PUMP_STAT_NAMES = tuple(etun_pump_stat_names[i].decode() for i in range(N_PUMP_STATS))
+PUMPS = {"tx": PUMP_TX, "rx": PUMP_RX}                 # the pumps by name, for Engine.stall

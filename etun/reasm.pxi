@@ -5,10 +5,25 @@
 # both expiry and eviction take the oldest first in O(1); an open-addressing hash (linear probing,
 # backward-shift deletion, load <= 1/2) finds a frame's slot from any of its fragments.
 
+cdef inline uint32_t reasm_buf_len(int cls) noexcept nogil:
+    return SMALL_BUF_LEN if cls == REASM_SMALL else LARGE_BUF_LEN
+
+
+cdef void reasm_free_all(reasm_table *t) noexcept nogil:
+    """Every slot on its class's free stack, lowest id on top; no slot filling."""
+    cdef int32_t i, c
+    for c in range(REASM_CLASSES):
+        t.cls[c].head = -1
+        t.cls[c].tail = -1
+        t.cls[c].nfree = t.cls[c].count
+        for i in range(t.cls[c].count):
+            t.cls[c].free_stack[i] = t.cls[c].first + t.cls[c].count - 1 - i
+
+
 cdef int reasm_init(reasm_table *t, uint64_t budget_bytes, uint64_t timeout_ms) noexcept nogil:
     cdef int32_t nsmall = <int32_t>(budget_bytes // 2 // SMALL_BUF_LEN)
     cdef int32_t nlarge = <int32_t>(budget_bytes // 2 // LARGE_BUF_LEN)
-    cdef int32_t i, c
+    cdef int32_t i
     cdef uint32_t size = 1, bits = 0
     cdef uint8_t *p
     if nsmall < 16:
@@ -18,10 +33,10 @@ cdef int reasm_init(reasm_table *t, uint64_t budget_bytes, uint64_t timeout_ms) 
     memset(t, 0, sizeof(reasm_table))
     t.timeout_ms = timeout_ms
     t.nslots = nsmall + nlarge
-    t.cls[0].first = 0
-    t.cls[0].count = nsmall
-    t.cls[1].first = nsmall
-    t.cls[1].count = nlarge
+    t.cls[REASM_SMALL].first = 0
+    t.cls[REASM_SMALL].count = nsmall
+    t.cls[REASM_LARGE].first = nsmall
+    t.cls[REASM_LARGE].count = nlarge
     while size < <uint32_t>(2 * t.nslots):
         size <<= 1
         bits += 1
@@ -32,24 +47,19 @@ cdef int reasm_init(reasm_table *t, uint64_t budget_bytes, uint64_t timeout_ms) 
     t.arena_len = <size_t>nsmall * SMALL_BUF_LEN + <size_t>nlarge * LARGE_BUF_LEN
     t.arena = <uint8_t *>calloc(t.arena_len, 1)
     t.index = <int32_t *>malloc(size * sizeof(int32_t))
-    t.cls[0].free_stack = <int32_t *>malloc(nsmall * sizeof(int32_t))
-    t.cls[1].free_stack = <int32_t *>malloc(nlarge * sizeof(int32_t))
-    if (t.slots == NULL or t.arena == NULL or t.index == NULL or t.cls[0].free_stack == NULL
-            or t.cls[1].free_stack == NULL):
+    t.cls[REASM_SMALL].free_stack = <int32_t *>malloc(nsmall * sizeof(int32_t))
+    t.cls[REASM_LARGE].free_stack = <int32_t *>malloc(nlarge * sizeof(int32_t))
+    if (t.slots == NULL or t.arena == NULL or t.index == NULL or t.cls[REASM_SMALL].free_stack == NULL
+            or t.cls[REASM_LARGE].free_stack == NULL):
         return -1
     for i in range(<int32_t>size):
         t.index[i] = -1
+    reasm_free_all(t)
     p = t.arena
-    for c in range(2):
-        t.cls[c].head = -1
-        t.cls[c].tail = -1
-        t.cls[c].nfree = t.cls[c].count
-        for i in range(t.cls[c].count):
-            t.cls[c].free_stack[i] = t.cls[c].first + t.cls[c].count - 1 - i
     for i in range(t.nslots):
         t.slots[i].buf = p
-        t.slots[i].cls = 0 if i < nsmall else 1
-        p += SMALL_BUF_LEN if i < nsmall else LARGE_BUF_LEN
+        t.slots[i].cls = REASM_SMALL if i < nsmall else REASM_LARGE
+        p += reasm_buf_len(t.slots[i].cls)
     # Sanitizer builds: a slot's buffer is readable only while it holds a frame (reasm_alloc).
     etun_poison(t.arena, <size_t>(p - t.arena))
     return 0
@@ -57,12 +67,12 @@ cdef int reasm_init(reasm_table *t, uint64_t budget_bytes, uint64_t timeout_ms) 
 
 cdef void reasm_free(reasm_table *t) noexcept nogil:
     if t.arena != NULL:
-        etun_unpoison(t.arena, <size_t>(t.cls[0].count * SMALL_BUF_LEN + t.cls[1].count * LARGE_BUF_LEN))
+        etun_unpoison(t.arena, t.arena_len)
     free(t.slots)
     free(t.arena)
     free(t.index)
-    free(t.cls[0].free_stack)
-    free(t.cls[1].free_stack)
+    free(t.cls[REASM_SMALL].free_stack)
+    free(t.cls[REASM_LARGE].free_stack)
     memset(t, 0, sizeof(reasm_table))
 
 
@@ -137,7 +147,7 @@ cdef inline void reasm_release(reasm_table *t, int32_t sid) noexcept nogil:
     """Return a slot whose frame was delivered or discarded to its class's free stack."""
     cdef reasm_slot *s = &t.slots[sid]
     cdef reasm_class *c = &t.cls[s.cls]
-    etun_poison(s.buf, SMALL_BUF_LEN if s.cls == 0 else LARGE_BUF_LEN)
+    etun_poison(s.buf, reasm_buf_len(s.cls))
     c.free_stack[c.nfree] = sid
     c.nfree += 1
 
@@ -157,7 +167,7 @@ cdef int32_t reasm_alloc(reasm_table *t, uint32_t gen, uint64_t base, uint32_t l
                          uint64_t now_ms, bint *evicted) noexcept nogil:
     """A filling slot for a new frame, evicting the oldest incomplete one of its class if full
     (then *evicted is set)."""
-    cdef reasm_class *c = &t.cls[0 if length + TAILROOM <= SMALL_BUF_LEN else 1]
+    cdef reasm_class *c = &t.cls[REASM_SMALL if length + TAILROOM <= SMALL_BUF_LEN else REASM_LARGE]
     cdef int32_t sid
     cdef reasm_slot *s
     evicted[0] = False
@@ -193,7 +203,7 @@ cdef uint32_t reasm_expire(reasm_table *t, uint64_t now_ms) noexcept nogil:
     cdef int c
     cdef int32_t sid
     cdef uint32_t n = 0
-    for c in range(2):
+    for c in range(REASM_CLASSES):
         while True:
             sid = t.cls[c].head
             if sid < 0 or t.slots[sid].t_first_ms + t.timeout_ms >= now_ms:
@@ -205,6 +215,6 @@ cdef uint32_t reasm_expire(reasm_table *t, uint64_t now_ms) noexcept nogil:
 
 cdef int32_t reasm_in_use(const reasm_table *t) noexcept nogil:
     cdef int32_t c, n = 0
-    for c in range(2):
+    for c in range(REASM_CLASSES):
         n += t.cls[c].count - t.cls[c].nfree
     return n

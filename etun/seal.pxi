@@ -27,7 +27,7 @@ cdef int seal_frame(dp_state *d, uint8_t *frame, uint32_t length, uint8_t ftype,
     cdef uint32_t n, q, r, i, off = 0, size
     cdef uint64_t base
     cdef uint8_t tag[SHA256_LEN]
-    cdef uint8_t nonce[12]
+    cdef uint8_t nonce[CHACHA_NONCE_LEN]
     cdef pkt_ref *p
     cdef tx_session *t = &d.tx
     cdef keyset *keys = &t.ctl if ftype == TYPE_SESSION else &t.data
@@ -48,10 +48,10 @@ cdef int seal_frame(dp_state *d, uint8_t *frame, uint32_t length, uint8_t ftype,
     base = t.counter
     t.counter += n
     if d.level == LEVEL_ENCRYPT:
-        pkt_put_be32(nonce, t.index)
-        nonce[4] = t.peer_id
-        nonce[5] = segment
-        wire_put_be48(nonce + 6, base)
+        pkt_put_be32(nonce, t.index)         # the header's bytes 4..9, as wire_nonce() reads them
+        nonce[WIRE_SESSION - WIRE_KEY_INDEX] = t.peer_id
+        nonce[WIRE_SEGMENT - WIRE_KEY_INDEX] = segment
+        wire_put_be48(nonce + NONCE_HEAD_LEN, base)
         if crypto_xor(keys, nonce, frame, frame, length) != 0:
             drop_count(d, DIR_TX, DROP_CRYPTO_ERROR, 1)
             return -DROP_CRYPTO_ERROR
@@ -76,3 +76,26 @@ cdef int seal_frame(dp_state *d, uint8_t *frame, uint32_t length, uint8_t ftype,
     if n > 1:
         d.ctr[DIR_TX][C_FRAGMENTS] += n
     return <int>n
+
+
+cdef list seal_datagrams(Datapath dp, frame, uint8_t ftype, uint8_t segment):
+    """Datapath.seal(): one frame from Python through dp's staging buffer, its datagrams as bytes."""
+    cdef dp_state *d = dp.d
+    cdef const uint8_t[:] view = frame
+    cdef Py_ssize_t length = view.shape[0]
+    cdef pkt_ref pkts[MAX_FRAGS]
+    cdef int n, i
+    if length > MAX_PAYLOAD_LEN:
+        drop_frame(d, DIR_TX, DROP_OVERSIZED, NULL, 0)
+        return []
+    if length:
+        memcpy(dp.work_tx, &view[0], length)   # length <= MAX_PAYLOAD_LEN, work_tx's size
+    pthread_mutex_lock(&d.send_lock)
+    n = seal_frame(d, dp.work_tx, <uint32_t>length, ftype, segment, pkts)
+    pthread_mutex_unlock(&d.send_lock)
+    out = []
+    for i in range(n):
+        out.append(PyBytes_FromStringAndSize(<char *>pkts[i].meta, HEADER_LEN)
+                   + PyBytes_FromStringAndSize(<char *>pkts[i].body, pkts[i].body_len)
+                   + PyBytes_FromStringAndSize(<char *>pkts[i].meta + HEADER_LEN, d.tag_len))
+    return out

@@ -19,6 +19,7 @@
 cdef const char *SESSION_INFO_INDEX = b"etun/v2 index"
 cdef const char *SESSION_INFO_DATA = b"etun/v2 data"
 cdef const char *SESSION_INFO_CTL = b"etun/v2 session"
+cdef uint32_t SESSION_INDEX_MAX = 0xFFFFFFFF   # key_index is 4 bytes, and indices never wrap
 
 cdef enum:
     PREVIOUS_GRACE_MS = 10000     # the previous session still opens packets this long
@@ -177,7 +178,7 @@ cdef int session_rx_advance(dp_state *d, rx_session *s, uint32_t index) noexcept
         n += 1
     want[n] = index
     n += 1
-    if index < 0xFFFFFFFFu:
+    if index < SESSION_INDEX_MAX:
         want[n] = index + 1
         n += 1
     for j in range(RX_INDICES):
@@ -285,3 +286,120 @@ cdef void session_expire(dp_state *d) noexcept nogil:
     """The previous session's grace period ended: its keys go. Caller holds recv_lock."""
     if d.rx_prev >= 0 and d.now_ms >= d.prev_until_ms:
         session_rx_wipe(d, &d.rx_prev)
+
+
+# -- for the control plane (Datapath's session methods): keys in, keys out, the roles --------
+
+cdef session_set_static(dp_state *d, bytes psk, bytes mac1_key, bytes cookie_key, bytes probe_key,
+                        bytes index_root):
+    """The long-term secrets (each SECRET_LEN bytes), under both locks: the handshakes after
+    this one use them."""
+    cdef int rc
+    pthread_mutex_lock(&d.recv_lock)
+    pthread_mutex_lock(&d.send_lock)
+    memcpy(d.psk, PyBytes_AS_STRING(psk), SECRET_LEN)
+    memcpy(d.cookie_key, PyBytes_AS_STRING(cookie_key), SECRET_LEN)
+    memcpy(d.index_root, PyBytes_AS_STRING(index_root), SECRET_LEN)
+    rc = crypto_mac_init(&d.mac1, <const uint8_t *>PyBytes_AS_STRING(mac1_key), SECRET_LEN)
+    if rc == 0:
+        rc = crypto_mac_init(&d.probe_mac, <const uint8_t *>PyBytes_AS_STRING(probe_key), SECRET_LEN)
+    pthread_mutex_unlock(&d.send_lock)
+    pthread_mutex_unlock(&d.recv_lock)
+    if rc != 0:
+        raise RuntimeError(crypto_error("HMAC key setup"))
+
+
+cdef int session_install(dp_state *d, const uint8_t *send_secret, const uint8_t *recv_secret,
+                         bint initiator, uint8_t local_id, uint8_t peer_id, uint32_t send_index,
+                         uint32_t recv_index, uint32_t peer_gen) noexcept:
+    """A finished handshake's two secrets in: the initiator's send session carries traffic at
+    once, the responder's waits in tx_next for key confirmation. 0, or -1 (crypto_failed)."""
+    cdef int rc
+    pthread_mutex_lock(&d.recv_lock)
+    clock_advance(d, None)
+    rc = session_rx_install(d, recv_secret, local_id, recv_index, initiator, d.now_ms)
+    if rc == 0:
+        pthread_mutex_lock(&d.send_lock)
+        if initiator:
+            session_tx_wipe(d, &d.tx_next)
+            rc = session_tx_set(d, &d.tx, send_secret, peer_id, send_index, peer_gen, d.now_ms)
+        else:
+            rc = session_tx_set(d, &d.tx_next, send_secret, peer_id, send_index, peer_gen, d.now_ms)
+        pthread_mutex_unlock(&d.send_lock)
+    pthread_mutex_unlock(&d.recv_lock)
+    return rc
+
+
+cdef session_set_send(dp_state *d, bytes secret, uint8_t peer_id, uint32_t index):
+    """Send under a raw session secret (bench and tests: no handshake)."""
+    cdef int rc
+    pthread_mutex_lock(&d.send_lock)
+    rc = session_tx_set(d, &d.tx, <const uint8_t *>PyBytes_AS_STRING(secret), peer_id, index, 0, clock_ms())
+    pthread_mutex_unlock(&d.send_lock)
+    if rc != 0:
+        raise RuntimeError(crypto_error("deriving send keys"))
+
+
+cdef session_set_recv(dp_state *d, bytes secret, uint8_t session_id, uint32_t index, bint confirmed):
+    """Receive under a raw session secret (bench and tests: no handshake)."""
+    cdef int rc
+    pthread_mutex_lock(&d.recv_lock)
+    clock_advance(d, None)
+    rc = session_rx_install(d, <const uint8_t *>PyBytes_AS_STRING(secret), session_id, index, confirmed,
+                            d.now_ms)
+    pthread_mutex_unlock(&d.recv_lock)
+    if rc != 0:
+        raise RuntimeError(crypto_error("deriving receive keys"))
+
+
+cdef session_rotate(dp_state *d):
+    """The send side to its session's next key index (at level none only the number moves)."""
+    cdef int rc = 0
+    pthread_mutex_lock(&d.send_lock)
+    if not d.tx.live:
+        pthread_mutex_unlock(&d.send_lock)
+        raise RuntimeError("no send session to rotate")
+    if d.tx.index == SESSION_INDEX_MAX:
+        # 2**32 rotations (16,000 years at the default rekey): the index space is spent.
+        pthread_mutex_unlock(&d.send_lock)
+        raise OverflowError("key index space exhausted")
+    if d.level != LEVEL_NONE:
+        rc = session_data_keys(d.tx.index_root, &d.tx.data, d.tx.secret, d.tx.index + 1)
+    if rc == 0:
+        d.tx.index += 1
+    else:
+        session_tx_wipe(d, &d.tx)
+    pthread_mutex_unlock(&d.send_lock)
+    if rc != 0:
+        raise RuntimeError(crypto_error("deriving send keys"))
+
+
+cdef void session_drop_all(dp_state *d, bint keep_next) noexcept:
+    """Wipe every session both ways; `keep_next` spares the ones under way."""
+    pthread_mutex_lock(&d.recv_lock)
+    session_rx_wipe(d, &d.rx_prev)
+    session_rx_wipe(d, &d.rx_cur)
+    if not keep_next:
+        session_rx_wipe(d, &d.rx_next)
+    pthread_mutex_lock(&d.send_lock)
+    session_tx_wipe(d, &d.tx)
+    if not keep_next:
+        session_tx_wipe(d, &d.tx_next)
+    pthread_mutex_unlock(&d.send_lock)
+    if not keep_next:
+        d.hs_expecting = False
+    pthread_mutex_unlock(&d.recv_lock)
+
+
+cdef dict session_roles(dp_state *d):
+    """What each receive role and the send side hold, as Datapath.sessions() shows it."""
+    pthread_mutex_lock(&d.recv_lock)
+    roles = {}
+    for name, k in (("current", d.rx_cur), ("previous", d.rx_prev), ("next", d.rx_next)):
+        roles[name] = (d.rx[k].id, d.rx[k].born_ms, bool(d.rx[k].confirmed)) if k >= 0 else None
+    pthread_mutex_lock(&d.send_lock)
+    roles["sending"] = (d.tx.peer_id, d.tx.index, d.tx.born_ms) if d.tx.live else None
+    pthread_mutex_unlock(&d.send_lock)
+    roles["confirmed_ms"] = d.confirmed_ms
+    pthread_mutex_unlock(&d.recv_lock)
+    return roles

@@ -1,7 +1,7 @@
 # Test-only entry points into the datapath's internals, for tests/ and fuzz/ and nothing else: the
-# replay window alone, software GRO and GSO on plain frames, one filter decision, reassembly
-# state, one datagram opened from an exactly sized buffer, one frame through the capture path.
-# etun's own modules never call these.
+# replay window alone, the send counter and segment map, software GRO and GSO on plain frames,
+# one filter decision, reassembly state, one datagram opened from an exactly sized buffer, one
+# frame through the capture path. etun's own modules never call these.
 
 cdef class ReplayWindow:
     """The datapath's RFC 6479 window on its own, for the replay table test."""
@@ -18,6 +18,16 @@ cdef class ReplayWindow:
     def reset(self):
         """Forget every counter, as new keys do."""
         replay_reset(&self.w)
+
+
+def send_counter(Datapath dp):
+    """Counter of the next packet sealed in the current send session."""
+    return dp.d.tx.counter
+
+
+def segment_map(Datapath dp):
+    """The send session's segment map (bytes, one per segment), or None without a send session."""
+    return segment_map_of(dp.d)
 
 
 def payload_max(int level, int max_packet):
@@ -135,7 +145,7 @@ def reassembly_expire(Datapath dp, now_ms=None):
     """Discard incomplete frames older than the reassembly timeout, as the rx pump does."""
     cdef dp_state *d = dp.d
     pthread_mutex_lock(&d.recv_lock)
-    advance_clock(d, now_ms)
+    clock_advance(d, now_ms)
     open_expire(d)
     pthread_mutex_unlock(&d.recv_lock)
 
@@ -148,8 +158,7 @@ def reassembly_in_use(Datapath dp):
 def reassembly_capacity(Datapath dp):
     """(small slots, large slots, bytes of buffers) fixed at construction."""
     t = &dp.d.reasm
-    return (t.cls[0].count, t.cls[1].count,
-            t.cls[0].count * SMALL_BUF_LEN + t.cls[1].count * LARGE_BUF_LEN)
+    return t.cls[REASM_SMALL].count, t.cls[REASM_LARGE].count, t.arena_len
 
 
 def handshake_keys(Handshake hs):
@@ -229,7 +238,7 @@ def open_exact(Datapath dp, datagram, now_ms=None, source=None):
     result = []
     pthread_mutex_lock(&d.recv_lock)
     try:
-        advance_clock(d, now_ms)
+        clock_advance(d, now_ms)
         open_expire(d)
         rc = open_packet(d, buf, <uint32_t>length, &f, dp.scratch, NULL, 0)
         if rc == OPEN_FRAME:
@@ -350,7 +359,6 @@ def reset_datapath(Datapath dp, unsigned long long now_ms):
     datapath, each from the same start. Filters and the key file's keys are kept."""
     cdef dp_state *d = dp.d
     cdef reasm_table *t = &d.reasm
-    cdef int c
     cdef int32_t i
     if dp.engines:
         raise RuntimeError("not under running pumps")
@@ -364,16 +372,12 @@ def reset_datapath(Datapath dp, unsigned long long now_ms):
     pthread_mutex_unlock(&d.send_lock)
     d.rx_gen = 0
     # The reassembly table as reasm_init() leaves it: every slot free, in the same order.
-    for c in range(2):
-        t.cls[c].head = t.cls[c].tail = -1
-        t.cls[c].nfree = t.cls[c].count
-        for i in range(t.cls[c].count):
-            t.cls[c].free_stack[i] = t.cls[c].first + t.cls[c].count - 1 - i
+    reasm_free_all(t)
     for i in range(<int32_t>(t.index_mask + 1)):
         t.index[i] = -1
     for i in range(t.nslots):
         t.slots[i].older = t.slots[i].newer = t.slots[i].hpos = -1
-        etun_poison(t.slots[i].buf, SMALL_BUF_LEN if t.slots[i].cls == 0 else LARGE_BUF_LEN)
+        etun_poison(t.slots[i].buf, reasm_buf_len(t.slots[i].cls))
     # The admission gate: nothing awaited, nothing seen, every budget full.
     d.hs_expecting = False
     d.under_load_until_ms = 0

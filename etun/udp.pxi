@@ -144,7 +144,7 @@ cdef void udp_flush(engine_state *e, uint64_t now_ms) noexcept nogil:
         count[m] = j - i
         m += 1
         i = j
-    e.pump_stats[PUMP_UDP_MSGS] += m
+    e.pump_stats[PUMP_UDP_MESSAGES] += m
     while sent < m:
         e.pump_stats[PUMP_UDP_SENDS] += 1
         r = sendmmsg(e.udp_fd, &e.udp_out[sent], m - sent, 0)

@@ -5,6 +5,8 @@
 #   4..7: key_index    8: session (the receiver's id)    9: segment    10..15: counter (48 bits)
 
 cdef uint64_t COUNTER_MAX = ((<uint64_t>1) << 48) - 1   # a session's last counter: 48 bits
+# Too wide for a cpdef enum, so exported here, under the same name.
+globals()["COUNTER_MAX"] = COUNTER_MAX
 
 cdef enum:
     SESSION_MSG_MIN = 4           # bytes of a SESSION message (session.py)
@@ -28,24 +30,24 @@ cdef inline void wire_put_header(uint8_t *h, int level, int ptype, uint32_t big,
                                  uint32_t count, uint32_t key_index, uint8_t session,
                                  uint8_t segment, uint64_t counter) noexcept nogil:
     h[0] = wire_first_byte(level, ptype)
-    h[1] = <uint8_t>big
-    h[2] = <uint8_t>index
-    h[3] = <uint8_t>count
-    pkt_put_be32(h + 4, key_index)
-    h[8] = session
-    h[9] = segment
-    wire_put_be48(h + 10, counter)
+    h[WIRE_BIG] = <uint8_t>big
+    h[WIRE_INDEX] = <uint8_t>index
+    h[WIRE_COUNT] = <uint8_t>count
+    pkt_put_be32(h + WIRE_KEY_INDEX, key_index)
+    h[WIRE_SESSION] = session
+    h[WIRE_SEGMENT] = segment
+    wire_put_be48(h + WIRE_COUNTER, counter)
 
 
 cdef inline uint64_t wire_counter(const uint8_t *h) noexcept nogil:
-    return wire_be48(h + 10)
+    return wire_be48(h + WIRE_COUNTER)
 
 
 cdef inline void wire_nonce(const uint8_t *h, uint64_t base, uint8_t *nonce) noexcept nogil:
     """The ChaCha20 nonce of a frame: header bytes 4..15 (key_index, session, segment) with the
     counter of the frame's first fragment (PROTOCOL.md §3.1)."""
-    memcpy(nonce, h + 4, 6)
-    wire_put_be48(nonce + 6, base)
+    memcpy(nonce, h + WIRE_KEY_INDEX, NONCE_HEAD_LEN)
+    wire_put_be48(nonce + NONCE_HEAD_LEN, base)
 
 
 cdef inline uint8_t wire_version(uint8_t b0) noexcept nogil:
@@ -76,7 +78,7 @@ cdef inline bint wire_is_probe(uint8_t ptype) noexcept nogil:
 cdef inline bint wire_is_etun(uint8_t b0) noexcept nogil:
     """Whether a first byte is one an etun of this version sends (its own-packet check)."""
     cdef uint8_t ptype = wire_type(b0)
-    return (wire_version(b0) == WIRE_VERSION and wire_level(b0) != 3
+    return (wire_version(b0) == WIRE_VERSION and wire_level(b0) != LEVEL_RESERVED
             and (wire_is_data(ptype) or wire_is_handshake(ptype) or wire_is_probe(ptype)))
 
 
@@ -90,3 +92,11 @@ cdef inline uint32_t wire_max_len(int ptype) noexcept nogil:
     if ptype == TYPE_SESSION:
         return SESSION_MSG_MAX
     return MAX_FRAME_LEN + (VNET_HDR_LEN if ptype == TYPE_FRAME_VNET else 0)
+
+
+# For Python: the levels and packet types by name.
+LEVELS = {"none": LEVEL_NONE, "auth": LEVEL_AUTH, "encrypt": LEVEL_ENCRYPT}
+LEVEL_NAMES = {v: k for k, v in LEVELS.items()}
+HANDSHAKE_TYPES = (TYPE_INIT, TYPE_RESP, TYPE_COOKIE)
+TYPE_NAMES = {TYPE_FRAME: "FRAME", TYPE_FRAME_VNET: "FRAME_VNET", TYPE_SESSION: "SESSION", TYPE_INIT: "INIT",
+              TYPE_RESP: "RESP", TYPE_COOKIE: "COOKIE", TYPE_PROBE: "PROBE", TYPE_PROBE_REPLY: "PROBE_REPLY"}

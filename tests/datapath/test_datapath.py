@@ -109,7 +109,7 @@ def test_counters_are_consecutive_within_a_frame_and_grow_across_frames_and_sess
         for d in tx.seal(bytes(length), ptype):
             seen.append(int.from_bytes(d[10:16], "big"))
     assert seen == list(range(len(seen)))
-    assert tx.send_counter == len(seen)
+    assert _fast.send_counter(tx) == len(seen)
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -158,7 +158,7 @@ def test_runt_and_oversized_frames_and_session_messages_are_dropped_and_counted(
     assert tx.seal(bytes(8193), SESSION) == []
     c = tx.counters()["tx"]
     assert (c["runt"], c["oversized"], c["frames"]) == (3, 2, 0)
-    assert tx.send_counter == 0
+    assert _fast.send_counter(tx) == 0
 
 
 def test_a_packet_of_another_level_is_a_level_mismatch():
@@ -380,9 +380,9 @@ def test_drop_sessions_forgets_both_directions():
 def test_the_counter_starts_at_0_with_each_send_session():
     tx, _, _ = pair(ENCRYPT)
     tx.seal(bytes(100))
-    assert tx.send_counter == 1
+    assert _fast.send_counter(tx) == 1
     tx.set_send_session(os.urandom(32), 1)
-    assert tx.send_counter == 0
+    assert _fast.send_counter(tx) == 0
     assert int.from_bytes(tx.seal(bytes(100))[0][10:16], "big") == 0
 
 
