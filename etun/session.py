@@ -548,17 +548,25 @@ class Session:
         self.prompt = True
         self.hurry_until_ms = now_ms + HURRY_MS
 
-    def receive_resp(self, datagram: bytes, now_ms: int) -> Outcome:
-        """The RESP to our initiation: the session is ours at once; confirm it to the peer."""
+    def _answer_to_pending(self, opener) -> tuple[Outcome, bytes | None]:
+        """An answer to our pending initiation, opened by opener(pending): its bytes, or None and
+        the reason it was dropped ("replay" when no initiation of ours is pending)."""
         out = Outcome()
         if self.pending is None:
             out.drop = "replay"
-            return out
+            return out, None
         try:
-            instance, peer_id, peer_index = RESP_PAYLOAD.unpack(self.pending.finish(datagram))
+            return out, opener(self.pending)
         except _fast.Dropped as e:
-            out.drop = e.reason                  # not the answer: ours still waits for it
-            return out
+            out.drop = e.reason
+            return out, None
+
+    def receive_resp(self, datagram: bytes, now_ms: int) -> Outcome:
+        """The RESP to our initiation: the session is ours at once; confirm it to the peer."""
+        out, payload = self._answer_to_pending(lambda pending: pending.finish(datagram))
+        if payload is None:
+            return out                           # not the answer: ours still waits for it
+        instance, peer_id, peer_index = RESP_PAYLOAD.unpack(payload)
         if instance == self.instance:
             out.drop = "replay"                  # our own answer, reflected back to us
             self.pending = None
@@ -582,14 +590,9 @@ class Session:
 
     def receive_cookie(self, datagram: bytes, now_ms: int) -> Outcome:
         """The peer is under load and wants a cookie in our initiation: initiate again with it."""
-        out = Outcome()
-        if self.pending is None:
-            out.drop = "replay"
+        out, cookie = self._answer_to_pending(lambda pending: pending.open_cookie(datagram))
+        if cookie is None:
             return out
-        try:
-            self.cookie = (self.pending.open_cookie(datagram), now_ms)
-        except _fast.Dropped as e:
-            out.drop = e.reason
-            return out
+        self.cookie = (cookie, now_ms)
         out.replies.append(self.initiate(now_ms))
         return out
