@@ -93,11 +93,13 @@ cdef list drop_trace_pop(dp_state *d):
     cdef trace_sample *s
     out = []
     pthread_mutex_lock(&d.trace_lock)
-    while d.trace_count:
-        s = &d.trace_ring[d.trace_head]
-        out.append((DIRECTION_NAMES[s.direction], COUNTER_NAMES[s.reason], s.addr_kind,
-                    PyBytes_FromStringAndSize(<char *>s.addr, s.addr_len), s.more))
-        d.trace_head = (d.trace_head + 1) % TRACE_SLOTS
-        d.trace_count -= 1
-    pthread_mutex_unlock(&d.trace_lock)
+    try:                                       # a failed allocation must not leave the pumps locked out
+        while d.trace_count:
+            s = &d.trace_ring[d.trace_head]
+            out.append((DIRECTION_NAMES[s.direction], COUNTER_NAMES[s.reason], s.addr_kind,
+                        PyBytes_FromStringAndSize(<char *>s.addr, s.addr_len), s.more))
+            d.trace_head = (d.trace_head + 1) % TRACE_SLOTS
+            d.trace_count -= 1
+    finally:
+        pthread_mutex_unlock(&d.trace_lock)
     return out

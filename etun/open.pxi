@@ -241,13 +241,15 @@ cdef inline void open_release(dp_state *d, frame_ref *f) noexcept nogil:
 
 cdef object open_refused_pop(dp_state *d):
     """The latest refusal open_refused() recorded, as Datapath.refused() returns it; read once."""
-    pthread_mutex_lock(&d.recv_lock)
     out = None
-    if d.refused_reason:
-        out = (COUNTER_NAMES[d.refused_reason], d.refused_byte0,
-               PyBytes_FromStringAndSize(<char *>d.refused_addr, d.refused_len))
-        d.refused_reason = 0
-    pthread_mutex_unlock(&d.recv_lock)
+    pthread_mutex_lock(&d.recv_lock)
+    try:                                       # a Python error here must not leave the rx pump locked out
+        if d.refused_reason:
+            out = (COUNTER_NAMES[d.refused_reason], d.refused_byte0,
+                   PyBytes_FromStringAndSize(<char *>d.refused_addr, d.refused_len))
+            d.refused_reason = 0
+    finally:
+        pthread_mutex_unlock(&d.recv_lock)
     return out
 
 
@@ -263,16 +265,20 @@ cdef list open_datagram(Datapath dp, datagram, object now_ms):
         raise ValueError(f"a UDP datagram holds at most {UDP_DATAGRAM_MAX} bytes")
     if length:
         memcpy(dp.work_rx, &view[0], length)   # length <= UDP_DATAGRAM_MAX, work_rx's size
-    pthread_mutex_lock(&d.recv_lock)
-    clock_advance(d, now_ms)
-    open_expire(d)
-    rc = open_packet(d, dp.work_rx, <uint32_t>length, &f, dp.scratch, NULL, 0)
     result = []
-    if rc == OPEN_FRAME:
-        result.append((f.ftype, PyBytes_FromStringAndSize(<char *>f.data, f.length)))
-        dp.last_segment = f.segment
-        open_release(d, &f)
-    elif rc == OPEN_CONTROL:
-        result.append((wire_type(dp.work_rx[0]), bytes(datagram)))
-    pthread_mutex_unlock(&d.recv_lock)
+    pthread_mutex_lock(&d.recv_lock)
+    try:                                       # a bad now_ms or a failed allocation raises: unlock
+        clock_advance(d, now_ms)
+        open_expire(d)
+        rc = open_packet(d, dp.work_rx, <uint32_t>length, &f, dp.scratch, NULL, 0)
+        if rc == OPEN_FRAME:
+            dp.last_segment = f.segment
+            try:
+                result.append((f.ftype, PyBytes_FromStringAndSize(<char *>f.data, f.length)))
+            finally:
+                open_release(d, &f)
+        elif rc == OPEN_CONTROL:
+            result.append((wire_type(dp.work_rx[0]), bytes(datagram)))
+    finally:
+        pthread_mutex_unlock(&d.recv_lock)
     return result

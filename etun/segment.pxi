@@ -155,9 +155,10 @@ cdef void segment_set_map(dp_state *d, const uint8_t *peer_ids, uint32_t peer_ge
 cdef object segment_map_of(dp_state *d):
     """The send session's segment map as bytes, or None without a send session."""
     pthread_mutex_lock(&d.send_lock)
-    out = PyBytes_FromStringAndSize(<char *>d.tx.seg_peer, d.nsegs) if d.tx.live else None
-    pthread_mutex_unlock(&d.send_lock)
-    return out
+    try:                                       # a failed allocation must not leave the tx pump locked out
+        return PyBytes_FromStringAndSize(<char *>d.tx.seg_peer, d.nsegs) if d.tx.live else None
+    finally:
+        pthread_mutex_unlock(&d.send_lock)
 
 
 cdef dict segment_report(const dp_state *d, int seg):

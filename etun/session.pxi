@@ -393,13 +393,17 @@ cdef void session_drop_all(dp_state *d, bint keep_next) noexcept:
 
 cdef dict session_roles(dp_state *d):
     """What each receive role and the send side hold, as Datapath.sessions() shows it."""
-    pthread_mutex_lock(&d.recv_lock)
     roles = {}
-    for name, k in (("current", d.rx_cur), ("previous", d.rx_prev), ("next", d.rx_next)):
-        roles[name] = (d.rx[k].id, d.rx[k].born_ms, bool(d.rx[k].confirmed)) if k >= 0 else None
-    pthread_mutex_lock(&d.send_lock)
-    roles["sending"] = (d.tx.peer_id, d.tx.index, d.tx.born_ms) if d.tx.live else None
-    pthread_mutex_unlock(&d.send_lock)
-    roles["confirmed_ms"] = d.confirmed_ms
-    pthread_mutex_unlock(&d.recv_lock)
+    pthread_mutex_lock(&d.recv_lock)
+    try:                                       # a Python error here must not leave a pump locked out
+        for name, k in (("current", d.rx_cur), ("previous", d.rx_prev), ("next", d.rx_next)):
+            roles[name] = (d.rx[k].id, d.rx[k].born_ms, bool(d.rx[k].confirmed)) if k >= 0 else None
+        pthread_mutex_lock(&d.send_lock)
+        try:
+            roles["sending"] = (d.tx.peer_id, d.tx.index, d.tx.born_ms) if d.tx.live else None
+        finally:
+            pthread_mutex_unlock(&d.send_lock)
+        roles["confirmed_ms"] = d.confirmed_ms
+    finally:
+        pthread_mutex_unlock(&d.recv_lock)
     return roles

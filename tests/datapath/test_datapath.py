@@ -1,10 +1,13 @@
 """The compiled datapath on its own: fragment sizes, sessions and their roles, key indices, reassembly bounds."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 from etun import _fast
+from tests import REPO
 from tests import reference as ref
 
 LEVELS = (0, 1, 2)
@@ -139,6 +142,23 @@ def test_nothing_is_sealed_or_opened_without_a_session(level):
     rx = datapath(level)
     assert rx.open(sender.seal(bytes(100))[0]) == []
     assert rx.last_drop == "no_session"
+
+
+def test_a_call_that_raises_under_a_pump_lock_leaves_the_lock_free():
+    """open() with a clock it cannot take raises; the receive lock it held is free again, so the
+    next open() -- and the rx pump, and sessions() -- go on. Run in a child: with the lock left
+    held, the next call would wait forever with the GIL held."""
+    child = """
+import pytest
+from tests.datapath.test_datapath import AUTH, pair
+tx, rx, _ = pair(AUTH)
+with pytest.raises(OverflowError):
+    rx.open(tx.seal(bytes(100))[0], -1)
+assert len(rx.open(tx.seal(bytes(100))[0])) == 1 and rx.sessions()["current"] is not None
+print("free")
+"""
+    done = subprocess.run([sys.executable, "-c", child], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "free", done.stderr
 
 
 @pytest.mark.parametrize("level", LEVELS)
