@@ -157,7 +157,7 @@ with pytest.raises(OverflowError):
 assert len(rx.open(tx.seal(bytes(100))[0])) == 1 and rx.sessions()["current"] is not None
 print("free")
 """
-    done = subprocess.run([sys.executable, "-c", child], cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", child], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert done.stdout.strip() == "free", done.stderr
 
 
