@@ -293,18 +293,24 @@ cdef void session_expire(dp_state *d) noexcept nogil:
 cdef session_set_static(dp_state *d, bytes psk, bytes mac1_key, bytes cookie_key, bytes probe_key,
                         bytes index_root):
     """The long-term secrets (each SECRET_LEN bytes), under both locks: the handshakes after
-    this one use them."""
-    cdef int rc
-    pthread_mutex_lock(&d.recv_lock)
-    pthread_mutex_lock(&d.send_lock)
-    memcpy(d.psk, PyBytes_AS_STRING(psk), SECRET_LEN)
-    memcpy(d.cookie_key, PyBytes_AS_STRING(cookie_key), SECRET_LEN)
-    memcpy(d.index_root, PyBytes_AS_STRING(index_root), SECRET_LEN)
-    rc = crypto_mac_init(&d.mac1, <const uint8_t *>PyBytes_AS_STRING(mac1_key), SECRET_LEN)
+    this one use them. All or nothing: the HMAC states are made first, so a libcrypto failure
+    leaves every old secret in place."""
+    cdef mac_state mac1, probe_mac
+    cdef int rc = crypto_mac_init(&mac1, <const uint8_t *>PyBytes_AS_STRING(mac1_key), SECRET_LEN)
     if rc == 0:
-        rc = crypto_mac_init(&d.probe_mac, <const uint8_t *>PyBytes_AS_STRING(probe_key), SECRET_LEN)
-    pthread_mutex_unlock(&d.send_lock)
-    pthread_mutex_unlock(&d.recv_lock)
+        rc = crypto_mac_init(&probe_mac, <const uint8_t *>PyBytes_AS_STRING(probe_key), SECRET_LEN)
+    if rc == 0:
+        pthread_mutex_lock(&d.recv_lock)
+        pthread_mutex_lock(&d.send_lock)
+        memcpy(d.psk, PyBytes_AS_STRING(psk), SECRET_LEN)
+        memcpy(d.cookie_key, PyBytes_AS_STRING(cookie_key), SECRET_LEN)
+        memcpy(d.index_root, PyBytes_AS_STRING(index_root), SECRET_LEN)
+        d.mac1 = mac1
+        d.probe_mac = probe_mac
+        pthread_mutex_unlock(&d.send_lock)
+        pthread_mutex_unlock(&d.recv_lock)
+    OPENSSL_cleanse(&mac1, sizeof(mac_state))
+    OPENSSL_cleanse(&probe_mac, sizeof(mac_state))
     if rc != 0:
         raise RuntimeError(crypto_error("HMAC key setup"))
 
