@@ -128,8 +128,6 @@ def cmd_smoke(names: list[str], seconds: int) -> int:
 
 
 def cmd_full(names: list[str], runs: int, minutes: int) -> int:
-    figures_path = os.path.join(BUILD, "figures.json")
-    figures = json.load(open(figures_path)) if os.path.exists(figures_path) else {}
     failed = 0
     for name in names:
         grown = os.path.join(BUILD, "corpus", name)
@@ -141,8 +139,7 @@ def cmd_full(names: list[str], runs: int, minutes: int) -> int:
         result["runs_asked"] = runs
         result["minutes_cap"] = minutes
         result["date"] = time.strftime("%Y-%m-%d")
-        figures[name] = result
-        json.dump(figures, open(figures_path, "w"), indent=1)
+        record_figures(result)
         print(f"fuzz full {name}: rc {result['rc']}: {result['execs']} execs in {result['seconds']} s "
               f"({result['execs_per_s']}/s), cov {result['cov']}, ft {result['ft']}, corpus {result['corpus']}, "
               f"native counters {result['native_counters']}", flush=True)
@@ -152,6 +149,17 @@ def cmd_full(names: list[str], runs: int, minutes: int) -> int:
             continue
         merge(name)
     return 1 if failed else 0
+
+
+def record_figures(result: dict) -> None:
+    """Put one run's figures into build/fuzz/figures.json, read again just before: two `make fuzz`
+    runs of different targets side by side (one a core) keep each other's figures."""
+    path = os.path.join(BUILD, "figures.json")
+    figures = json.load(open(path)) if os.path.exists(path) else {}
+    figures[result["target"]] = result
+    with open(path + ".new", "w") as f:
+        json.dump(figures, f, indent=1)
+    os.replace(path + ".new", path)
 
 
 def merge(name: str) -> None:
