@@ -66,7 +66,7 @@ ifeq ($(ARCH),$(MACHINE))
 binary: build
 	$(if $(STATICX_BUILD_DEPS),$(PIP) install -q $(STATICX_BUILD_DEPS))
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PIP) install -q --no-build-isolation "pyinstaller==6.22.3" "staticx==0.14.2"
-	rm -rf build/pyinstaller dist/etun dist/etun-dynamic
+	rm -rf build/pyinstaller dist/etun dist/etun-dynamic dist/etun-dir
 	$(VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN --distpath dist \
 	    --workpath build/pyinstaller packaging/etun.spec
 	@# Uncompressed: the start-up then needs no decompression (0.2 s instead of 0.5 s to --version).
@@ -96,19 +96,19 @@ man: | deps
 	/usr/bin/python3 packaging/manpage.py docs/MANUAL.md build/man/etun.8
 	/usr/bin/python3 packaging/manpage.py docs/CONFIG.md build/man/etun.toml.5
 
-# dist/etun_$(VERSION)_amd64.deb and _arm64.deb from the two binaries; dpkg-deb, no network.
+# dist/etun_$(VERSION)_amd64.deb and _arm64.deb from the two unpacked builds; dpkg-deb, no network.
 # A binary missing or older than a source it is built from is rebuilt first, and only then: an
 # up-to-date dist/etun-aarch64 is packaged as it is (`make test` builds both before this). The
 # tool pins in `binary` are not among the sources: after changing one, run make binary binary-aarch64.
 BINARY_SOURCES := pyproject.toml packaging/etun.spec packaging/etun_main.py \
                   $(wildcard etun/*.py etun/*.pyx etun/*.pxd etun/*.pxi etun/*.h)
-dist/etun: $(BINARY_SOURCES)
+dist/etun dist/etun-dir/etun &: $(BINARY_SOURCES)
 	$(MAKE) binary ARCH=$(MACHINE)
-dist/etun-aarch64: $(BINARY_SOURCES) packaging/build-aarch64.sh
+dist/etun-aarch64 dist/etun-aarch64-dir/etun &: $(BINARY_SOURCES) packaging/build-aarch64.sh
 	$(MAKE) binary-aarch64
-deb: man dist/etun dist/etun-aarch64
-	/usr/bin/python3 packaging/deb.py amd64 dist/etun build/man dist
-	/usr/bin/python3 packaging/deb.py arm64 dist/etun-aarch64 build/man dist
+deb: man dist/etun-dir/etun dist/etun-aarch64-dir/etun
+	/usr/bin/python3 packaging/deb.py amd64 dist/etun-dir build/man dist
+	/usr/bin/python3 packaging/deb.py arm64 dist/etun-aarch64-dir build/man dist
 
 lint: build
 	$(VENV)/bin/ruff check etun tests packaging fuzz

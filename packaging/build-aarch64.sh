@@ -1,5 +1,5 @@
 #!/bin/sh
-# Build dist/etun-aarch64 on an x86_64 host: `make binary` run inside a cached Debian 12 arm64 root, through qemu-user.
+# Build dist/etun-aarch64 (and dist/etun-aarch64-dir) on an x86_64 host: `make binary` run inside a cached Debian 12 arm64 root, through qemu-user.
 #
 #   packaging/build-aarch64.sh ROOT           build, making or refreshing the root ROOT as needed
 #   packaging/build-aarch64.sh ROOT --clean   remove ROOT safely (nothing mounted inside is followed)
@@ -126,6 +126,10 @@ say "make binary under qemu-user took $(( $(date +%s) - started )) s"
 mkdir -p "$REPO/dist"
 cp "$ROOT/src/dist/etun" "$REPO/dist/etun-aarch64.tmp"
 mv "$REPO/dist/etun-aarch64.tmp" "$REPO/dist/etun-aarch64"
+rm -rf "$REPO/dist/etun-aarch64-dir.tmp"
+cp -a "$ROOT/src/dist/etun-dir" "$REPO/dist/etun-aarch64-dir.tmp"     # what the arm64 .deb installs
+rm -rf "$REPO/dist/etun-aarch64-dir"
+mv "$REPO/dist/etun-aarch64-dir.tmp" "$REPO/dist/etun-aarch64-dir"
 sed 's|^dist/etun:|dist/etun-aarch64:|' "$ROOT/src/dist/etun.build-info" >"$REPO/dist/etun-aarch64.build-info"
 cat "$REPO/dist/etun-aarch64.build-info"
 say "dist/etun-aarch64 ready in $(( $(date +%s) - begun )) s in all"

@@ -1,11 +1,17 @@
-"""Build dist/etun_<version>_<arch>.deb with dpkg-deb from a built binary, the unit, the manual pages and the docs.
+"""Build dist/etun_<version>_<arch>.deb with dpkg-deb from a built program, the unit, the manual pages and the docs.
 
-    python3 packaging/deb.py amd64 dist/etun build/man dist
-    python3 packaging/deb.py arm64 dist/etun-aarch64 build/man dist
+    python3 packaging/deb.py amd64 dist/etun-dir build/man dist
+    python3 packaging/deb.py arm64 dist/etun-aarch64-dir build/man dist
 
-No network and no debhelper: the binary is already one static file, so the package is a tree of
-files, a control file and three small maintainer scripts (packaging/debian/). Every file gets the
-time of the last commit (or SOURCE_DATE_EPOCH), so the same tree builds the same package.
+The package installs the unpacked build of `make binary` (dist/etun-dir: the program `etun` and
+its `_internal/`) as /usr/lib/etun, with /usr/sbin/etun a link to it: unlike the one-file
+dist/etun it has nothing to unpack before it starts, so `etun status --check` (keepalived runs
+it every second) and `etun activate` start in a quarter of the time. Its only dependency is the
+C library, at the newest symbol version its files ask for.
+
+No network and no debhelper: the program is already built, so the package is a tree of files, a
+control file and three small maintainer scripts (packaging/debian/). Every file gets the time of
+the last commit (or SOURCE_DATE_EPOCH), so the same tree builds the same package.
 """
 
 import gzip
@@ -31,8 +37,8 @@ Layer-2 site-to-site VPN joining two Ethernet LANs
  datagrams below 800 bytes by default, authenticated with HMAC-SHA256 and
  encrypted with ChaCha20; nothing on the path needs configuring.
  .
- This package holds the one-file etun program (Python, the datapath and
- libcrypto inside, no dependencies), the hardened systemd template unit
+ This package holds the etun program (Python, the datapath and libcrypto
+ bundled in /usr/lib/etun), the hardened systemd template unit
  etun@.service and the manual pages etun(8) and etun.toml(5)."""
 
 
@@ -101,18 +107,41 @@ def debian_changelog(when: int) -> bytes:
     return entry.encode()
 
 
-def control(arch: str, stage: Path) -> str:
-    size_kib = sum((p.stat().st_size + 1023) // 1024 for p in stage.rglob("*") if p.is_file())
+def files(stage: Path) -> list[Path]:
+    """The regular files under `stage` (links are not files of their own), sorted."""
+    return sorted(p for p in stage.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def glibc_needed(tree: Path) -> str:
+    """The newest GLIBC_x.y symbol version any ELF file in `tree` asks for (readelf reads every
+    architecture's ELF)."""
+    newest = (0, 0)
+    for p in files(tree):
+        if p.read_bytes()[:4] != b"\x7fELF":
+            continue
+        r = subprocess.run(["readelf", "-V", str(p)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise PackageError(f"readelf -V {p}: {r.stderr.strip()}")
+        for major, minor in re.findall(r"Name: GLIBC_(\d+)\.(\d+)", r.stdout):
+            newest = max(newest, (int(major), int(minor)))
+    if newest == (0, 0):
+        raise PackageError(f"{tree}: no file asks for a GLIBC_ symbol version: not a glibc build?")
+    return f"{newest[0]}.{newest[1]}"
+
+
+def control(arch: str, stage: Path, glibc: str) -> str:
+    size_kib = sum((p.stat().st_size + 1023) // 1024 for p in files(stage))
     return (f"Package: etun\nVersion: {version()}\nArchitecture: {arch}\nMaintainer: {MAINTAINER}\n"
-            f"Installed-Size: {size_kib}\nSection: net\nPriority: optional\nHomepage: {HOMEPAGE}\n"
-            f"Description: {DESCRIPTION}\n")
+            f"Installed-Size: {size_kib}\nDepends: libc6 (>= {glibc})\nSection: net\nPriority: optional\n"
+            f"Homepage: {HOMEPAGE}\nDescription: {DESCRIPTION}\n")
 
 
-def build(arch: str, binary: Path, man: Path, out: Path) -> Path:
+def build(arch: str, program: Path, man: Path, out: Path) -> Path:
     if arch not in ARCHES:
         raise PackageError(f"architecture {arch!r}: expected one of {', '.join(ARCHES)}")
-    if not binary.is_file():
-        raise PackageError(f"{binary}: not built (make binary / make binary-aarch64)")
+    binary = program / "etun"
+    if not binary.is_file() or not (program / "_internal").is_dir():
+        raise PackageError(f"{program}: not an unpacked build (etun and _internal/; make binary / make binary-aarch64)")
     try:
         kind = subprocess.run(["file", "-b", str(binary)], capture_output=True, text=True).stdout
     except FileNotFoundError:
@@ -126,7 +155,10 @@ def build(arch: str, binary: Path, man: Path, out: Path) -> Path:
     when = build_time()
     stage = REPO / "build" / "deb" / arch
     shutil.rmtree(stage, ignore_errors=True)
-    put(stage, "/usr/sbin/etun", binary.read_bytes(), 0o755)
+    for f in files(program):           # the program runs; its libraries and data are only read
+        put(stage, f"/usr/lib/etun/{f.relative_to(program)}", f.read_bytes(), 0o755 if f == binary else 0o644)
+    (stage / "usr/sbin").mkdir(parents=True)
+    (stage / "usr/sbin/etun").symlink_to("../lib/etun/etun")
     put(stage, "/lib/systemd/system/etun@.service", unit_text())
     put(stage, "/usr/share/man/man8/etun.8.gz", gz(pages[0].read_bytes()))
     put(stage, "/usr/share/man/man5/etun.toml.5.gz", gz(pages[1].read_bytes()))
@@ -145,14 +177,14 @@ def build(arch: str, binary: Path, man: Path, out: Path) -> Path:
     debian = stage / "DEBIAN"
     debian.mkdir()
     sums = "".join(f"{hashlib.md5(p.read_bytes()).hexdigest()}  {p.relative_to(stage)}\n"
-                   for p in sorted(stage.rglob("*")) if p.is_file() and debian not in p.parents)
-    (debian / "control").write_text(control(arch, stage))
+                   for p in files(stage) if debian not in p.parents)
+    (debian / "control").write_text(control(arch, stage, glibc_needed(program)))
     (debian / "md5sums").write_text(sums)
     for script in ("postinst", "prerm", "postrm"):
         shutil.copy(REPO / "packaging" / "debian" / script, debian / script)
         (debian / script).chmod(0o755)
     for p in [stage, *stage.rglob("*")]:
-        if p.is_dir():
+        if p.is_dir() and not p.is_symlink():
             p.chmod(0o755)
         os.utime(p, (when, when), follow_symlinks=False)
     out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +199,7 @@ def build(arch: str, binary: Path, man: Path, out: Path) -> Path:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 5:
-        print("usage: deb.py ARCH BINARY MANDIR OUTDIR", file=sys.stderr)
+        print("usage: deb.py ARCH PROGRAM_DIR MANDIR OUTDIR", file=sys.stderr)
         return 2
     try:
         deb = build(argv[1], Path(argv[2]), Path(argv[3]), Path(argv[4]))

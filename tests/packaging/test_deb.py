@@ -2,11 +2,15 @@
 without errors, install, run and purge cleanly; and on a booted Debian 12 the README's steps, `dpkg -i`
 then `systemctl enable --now etun@site`, start etun under its hardened unit.
 
-    scratch root:  dpkg --root DIR (maintainer scripts run outside it, with DPKG_ROOT=DIR)
-    booted root:   systemd-nspawn -b over an overlay of the cached Debian 12 root that
-                   tests/packaging/systemd-root.sh made; the cached root itself never changes
+    Debian 12 root: an overlay of a cached Debian 12 root of the package's architecture (amd64:
+                   the one tests/packaging/systemd-root.sh made; arm64: the one `make
+                   binary-aarch64` builds in), dpkg --root DIR (maintainer scripts run outside it,
+                   with DPKG_ROOT=DIR), the program run inside it (chroot; qemu-user for arm64)
+    booted root:   systemd-nspawn -b over an overlay of the amd64 one
+    The cached roots themselves never change.
 """
 
+import contextlib
 import hashlib
 import os
 import re
@@ -23,10 +27,15 @@ from tests.packaging.foreign import mounted, qemu_missing, run
 
 VERSION = etun.__version__
 DEBS = {arch: REPO / "dist" / f"etun_{VERSION}_{arch}.deb" for arch in ("amd64", "arm64")}
-BINARIES = {"amd64": REPO / "dist" / "etun", "arm64": REPO / "dist" / "etun-aarch64"}
+PROGRAMS = {"amd64": REPO / "dist" / "etun-dir", "arm64": REPO / "dist" / "etun-aarch64-dir"}
 SYSTEMD_ROOT = Path(os.environ.get("ETUN_SYSTEMD_ROOT", "/var/cache/etun/amd64-systemd-root"))
+DEBIAN_ROOTS = {"amd64": SYSTEMD_ROOT,
+                "arm64": Path(os.environ.get("ETUN_AARCH64_ROOT", "/var/cache/etun/aarch64-root"))}
+DEBIAN_12_GLIBC = (2, 36)
 FILES = {  # path -> mode
-    "usr/sbin/etun": 0o755,
+    "usr/lib/etun/etun": 0o755,
+    "usr/lib/etun/_internal/libcrypto.so.3": 0o644,
+    "usr/lib/etun/_internal/libpython3.11.so.1.0": 0o644,
     "lib/systemd/system/etun@.service": 0o644,
     "usr/share/man/man8/etun.8.gz": 0o644,
     "usr/share/man/man5/etun.toml.5.gz": 0o644,
@@ -52,25 +61,41 @@ def deb(arch: str) -> Path:
     return DEBS[arch]
 
 
+def tree(top: Path) -> dict:
+    """Every regular file under `top`: relative path -> sha256."""
+    return {str(p.relative_to(top)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in top.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
-def test_each_package_holds_its_binary_the_unit_the_pages_and_the_docs(arch, tmp_path):
+def test_each_package_holds_its_program_the_unit_the_pages_and_the_docs(arch, tmp_path):
     package = deb(arch)
     fields = {k: run(["dpkg-deb", "-f", str(package), k]).stdout.strip()
               for k in ("Package", "Version", "Architecture", "Section", "Depends")}
-    assert fields == {"Package": "etun", "Version": VERSION, "Architecture": arch, "Section": "net", "Depends": ""}
-    listing = {}
+    depends = re.fullmatch(r"libc6 \(>= (\d+)\.(\d+)\)", fields.pop("Depends"))
+    assert fields == {"Package": "etun", "Version": VERSION, "Architecture": arch, "Section": "net"}
+    # The C library is all it needs, and Debian 12's is new enough.
+    assert depends and (int(depends[1]), int(depends[2])) <= DEBIAN_12_GLIBC, depends
+    listing, links = {}, {}
     for line in run(["dpkg-deb", "-c", str(package)]).stdout.splitlines():
         perms, owner, *_, path = line.split()
+        if perms.startswith("l"):
+            *_, path, arrow, target = line.split()
+            assert arrow == "->", line
+            links[path.removeprefix("./")] = target
         listing[path.removeprefix("./")] = (perms, owner)
     for path, mode in FILES.items():
         assert path in listing, f"{path} missing from {package.name}"
         perms, owner = listing[path]
         assert owner == "root/root" and perms == "-" + "".join(
             "rwx"[i % 3] if mode & (1 << (8 - i)) else "-" for i in range(9)), (path, perms, owner)
+    assert links == {"usr/sbin/etun": "../lib/etun/etun"}, links
+    # Only the program runs: its libraries are read, never executed (lintian: shared-library-is-executable).
+    executables = sorted(p for p, (perms, _) in listing.items() if perms[0] == "-" and "x" in perms)
+    assert executables == ["usr/lib/etun/etun"], executables
     out = tmp_path / "x"
     assert run(["dpkg-deb", "-x", str(package), str(out)]).returncode == 0
-    shipped = (out / "usr/sbin/etun").read_bytes()
-    assert hashlib.sha256(shipped).digest() == hashlib.sha256(BINARIES[arch].read_bytes()).digest()
+    assert tree(out / "usr/lib/etun") == tree(PROGRAMS[arch]), f"/usr/lib/etun is not {PROGRAMS[arch]}"
     unit = (out / "lib/systemd/system/etun@.service").read_text()
     assert "ExecStart=/usr/sbin/etun run /etc/etun/%i.toml" in unit and "/usr/local" not in unit
     assert "Documentation=man:etun(8) man:etun.toml(5)" in unit
@@ -90,18 +115,37 @@ def dpkg_root(root: Path, *args: str) -> subprocess.CompletedProcess:
     return run(["dpkg", f"--root={root}", "--force-script-chrootless", "--log=/dev/null", *args])
 
 
+@contextlib.contextmanager
+def overlay(lower: Path, tmp: Path):
+    """`lower` seen through an overlay at tmp/root: changes land in tmp/upper, `lower` never changes."""
+    for d in ("upper", "work", "root"):
+        (tmp / d).mkdir()
+    options = f"lowerdir={lower},upperdir={tmp / 'upper'},workdir={tmp / 'work'}"
+    r = run(["mount", "-t", "overlay", "overlay", "-o", options, str(tmp / "root")])
+    assert r.returncode == 0, r.stderr
+    try:
+        yield tmp / "root"
+    finally:
+        run(["umount", str(tmp / "root")])
+        assert f" {tmp / 'root'} " not in Path("/proc/self/mounts").read_text(), "the overlay is still mounted"
+
+
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
-def test_a_scratch_root_installs_runs_and_purges_each_package(arch, tmp_path):
+def test_a_debian_12_root_installs_runs_and_purges_each_package(arch, tmp_path):
     package = deb(arch)
     if arch == "arm64" and qemu_missing():
         pytest.skip(qemu_missing())
-    root = tmp_path / "root"
-    for d in ("var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers", "tmp"):
-        (root / d).mkdir(parents=True)
-    (root / "tmp").chmod(0o1777)
-    for f in ("status", "available"):
-        (root / "var/lib/dpkg" / f).touch()
-    if arch != "amd64":             # the scratch root's dpkg is this machine's: arm64 is a foreign architecture
+    if not (DEBIAN_ROOTS[arch] / ".etun-root").exists():
+        pytest.skip(f"{DEBIAN_ROOTS[arch]} is not made (make test makes it)")
+    with overlay(DEBIAN_ROOTS[arch], tmp_path) as root:
+        debian_root_installs_runs_and_purges(arch, package, root, tmp_path)
+    left = [str(p.relative_to(tmp_path / "upper")) for p in (tmp_path / "upper").rglob("*")
+            if not p.is_dir() and not str(p.relative_to(tmp_path / "upper")).startswith(("var/lib/dpkg/", "tmp/"))]
+    assert left == [], f"left after purge: {left}"
+
+
+def debian_root_installs_runs_and_purges(arch: str, package: Path, root: Path, tmp_path: Path) -> None:
+    if arch != "amd64":             # this machine's dpkg installs: arm64 is a foreign architecture to it
         assert dpkg_root(root, "--add-architecture", arch).returncode == 0
     r = dpkg_root(root, "-i", str(package))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -127,8 +171,6 @@ def test_a_scratch_root_installs_runs_and_purges_each_package(arch, tmp_path):
     assert dpkg_root(root, "-r", "etun").returncode == 0
     assert not (root / "usr/sbin/etun").exists() and link.is_symlink()      # removal keeps the admin's choice
     assert dpkg_root(root, "-P", "etun").returncode == 0
-    left = [p for p in root.rglob("*") if not p.is_dir() and "var/lib/dpkg" not in str(p) and "/tmp/" not in str(p)]
-    assert left == [], f"left after purge: {left}"
 
 
 # -- a booted Debian 12: the README's steps as an admin types them ---------------------------------
@@ -161,11 +203,8 @@ class Container:
         self.leader = 0
 
     def __enter__(self) -> "Container":
-        for d in ("upper", "work", "root"):
-            (self.tmp / d).mkdir()
-        options = f"lowerdir={SYSTEMD_ROOT},upperdir={self.tmp / 'upper'},workdir={self.tmp / 'work'}"
-        r = run(["mount", "-t", "overlay", "overlay", "-o", options, str(self.root)])
-        assert r.returncode == 0, r.stderr
+        self.mount = overlay(SYSTEMD_ROOT, self.tmp)
+        self.mount.__enter__()
         try:
             self.boot()
         except BaseException:
@@ -219,8 +258,7 @@ class Container:
             except subprocess.TimeoutExpired:
                 self.nspawn.kill()          # the one process this test started
                 self.nspawn.wait()
-        run(["umount", str(self.root)])
-        assert str(self.root) not in Path("/proc/self/mounts").read_text(), "the overlay is still mounted"
+        self.mount.__exit__(None, None, None)
 
 
 def test_dpkg_i_then_systemctl_enable_now_runs_etun_under_its_unit_and_dpkg_purge_undoes_it(tmp_path):
@@ -251,10 +289,11 @@ def test_dpkg_i_then_systemctl_enable_now_runs_etun_under_its_unit_and_dpkg_purg
         assert ct.sh("systemctl is-active etun@site").stdout.strip() == "active", journal
         status = ct.sh("etun status /etc/etun/site.toml")
         assert status.returncode == 0 and status.stdout.startswith(f"etun {VERSION}, site site"), status.stdout
-        # The unit's processes: the boot loaders systemd started (staticx, PyInstaller), etun, its
-        # monitor. None holds more than the unit's five capabilities; etun, once set up, runs as
-        # [run] user (nobody) with none, and its monitor keeps root's uid with none (etun(8),
-        # "Privileges"). The "running as" line comes after the drop ("running:" before it).
+        # The unit's processes: etun and its monitor, nothing else (the package's unpacked build
+        # runs in the process systemd started: no boot loader waits beside it, as the one-file
+        # binary's do). Neither holds more than the unit's five capabilities; etun, once set up,
+        # runs as [run] user (nobody) with none, and its monitor keeps root's uid with none
+        # (etun(8), "Privileges"). The "running as" line comes after the drop ("running:" before it).
         while "running as nobody" not in journal and time.monotonic() < deadline:
             time.sleep(0.3)
             journal = ct.sh("journalctl -u etun@site --no-pager").stdout
@@ -269,6 +308,8 @@ def test_dpkg_i_then_systemctl_enable_now_runs_etun_under_its_unit_and_dpkg_purg
             assert int(st["CapBnd"], 16) & ~unit_caps == 0 and int(st["CapEff"], 16) & ~unit_caps == 0, (pid, st)
         [daemon] = [st for st in procs.values() if st["Uid"].split() == [str(NOBODY_ID)] * 4]
         [monitor] = [st for st in procs.values() if st["Name"] == "etun-monitor"]
+        assert len(procs) == 2, procs
+        assert ct.sh("systemctl show -p MainPID --value etun@site").stdout.strip() in procs
         assert int(daemon["CapEff"], 16) == int(daemon["CapPrm"], 16) == 0, daemon
         assert monitor["Uid"].split() == ["0"] * 4 and int(monitor["CapEff"], 16) == 0, monitor
         # README step 5: a live change reloads through the unit's ExecReload=, the process stays; a
@@ -279,7 +320,17 @@ def test_dpkg_i_then_systemctl_enable_now_runs_etun_under_its_unit_and_dpkg_purg
         assert r.returncode == 0, r.stdout + r.stderr
         journal = ct.sh("journalctl -u etun@site --no-pager").stdout
         assert any("reloaded /etc/etun/site.toml:" in line and "keepalive" in line for line in journal.splitlines()), journal
-        ct.sh("sed -i 's/^keepalive = 7$/keepalive = 7\\nlisten = \"0.0.0.0:5556\"/' /etc/etun/site.toml")
+        # The unit's main process is etun itself: a SIGHUP sent to it reloads (the one-file
+        # binary's boot loader would die of it, and systemd would restart etun).
+        ct.sh("sed -i 's/^keepalive = 7$/keepalive = 8/' /etc/etun/site.toml")
+        assert ct.sh("systemctl kill --kill-whom=main -s HUP etun@site").returncode == 0
+        deadline = time.monotonic() + 10
+        while not any("reloaded /etc/etun/site.toml:" in line and "keepalive 7 -> 8" in line
+                      for line in ct.sh("journalctl -u etun@site --no-pager").stdout.splitlines()):
+            assert time.monotonic() < deadline, ct.sh("journalctl -u etun@site --no-pager").stdout[-3000:]
+            time.sleep(0.3)
+        assert ct.sh("systemctl show -p MainPID --value etun@site").stdout.strip() == main_pid
+        ct.sh("sed -i 's/^keepalive = 8$/keepalive = 8\\nlisten = \"0.0.0.0:5556\"/' /etc/etun/site.toml")
         r = ct.sh("systemctl reload etun@site")
         journal = ct.sh("journalctl -u etun@site --no-pager").stdout
         assert r.returncode != 0, r.stdout + r.stderr
