@@ -1,3 +1,5 @@
+# Shared datapath declarations: sizes, limits, packet types, counters and the state structs.
+#
 # Shared datapath declarations: sizes and limits, packet types, counters, and the state structs
 # every fragment reads. `cpdef enum` members are exported to Python under these very names.
 

@@ -1,3 +1,4 @@
+# The etun datapath's Python-facing API; the work is in the .pxi fragments it includes, in order.
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, nonecheck=False, embedsignature=True
 """The etun datapath: balanced fragmentation, ChaCha20 + HMAC-SHA256, anti-replay, reassembly.

@@ -1,3 +1,5 @@
+# The admission gate: which handshake, cookie and probe packets reach the control plane.
+#
 # The admission gate: which handshake, cookie and probe packets the rx pump hands to the control
 # plane, decided before any Diffie-Hellman work (PROTOCOL.md §5.3, §7). Every check is cheap and
 # comes in order of cost, and no budget is one a stranger can empty for the peer:

@@ -1,3 +1,4 @@
+/* Lock-free words for the MAC table (bridge.pxi): untorn, ordered loads and stores, CAS, prefetch. */
 /* The MAC table's memory (bridge.pxi) and the 64-bit words in it that the two pump threads share
  * without a lock: loads and stores that are never torn and keep their order (acquire /
  * release), a compare-and-swap, and a prefetch. */

@@ -1,3 +1,5 @@
+# The loops behind `etun bench`: seal, open and libcrypto's own bound, timed in process.
+#
 # The loops behind `etun bench`: seal, open and libcrypto's own bound, in process, GIL released,
 # no I/O. Each runs batches of 256 frames until `seconds` passed and returns (frames, elapsed).
 

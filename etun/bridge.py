@@ -1,5 +1,7 @@
-"""[bridge] for the running daemon: put the settings into the datapath, and turn the loops it
-records into log lines (the datapath never logs): one when a loop begins, one when it is gone."""
+"""[bridge] for the running daemon: its settings into the datapath, its loops into log lines.
+
+The datapath never logs: the loops it records become one line when a loop begins and one when it
+is gone."""
 
 import logging
 

@@ -1,3 +1,5 @@
+# Token buckets: how the receive side rations the work a stranger can ask of it.
+#
 # Token buckets: how the receive side rations work a stranger can ask of it (key derivations,
 # control-queue slots). Credit is kept in milliseconds; a token costs 1000 / per_sec of them.
 

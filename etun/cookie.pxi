@@ -1,3 +1,5 @@
+# mac1, mac2 and cookie replies (PROTOCOL.md §5.3), after WireGuard's.
+#
 # mac1, mac2 and cookie replies (PROTOCOL.md §5.3), after WireGuard's: what lets a responder under
 # a flood of handshake messages spend no Diffie-Hellman work on senders that cannot receive at
 # the address they send from.

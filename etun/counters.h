@@ -1,3 +1,4 @@
+/* The datapath's counter and statistic names: C enums and status names from one table each. */
 /* The datapath's counter and statistic names: one table each, from which both the C enums and
  * the name strings `etun status` shows are generated, so the two can never drift apart. */
 #ifndef ETUN_COUNTERS_H

@@ -1,3 +1,5 @@
+# Control packets from the rx pump to the Python control plane: a locked ring and an eventfd.
+#
 # Control packets from the rx pump to the Python control plane -- admitted handshake and probe
 # datagrams, and opened SESSION messages with the id of the session they came under: a small
 # locked ring and an eventfd to wake the control loop. A full ring drops, counted.

@@ -1,3 +1,5 @@
+# A Datapath's state built and torn down.
+#
 # A Datapath's state built and torn down: every table, lock, buffer and cipher context allocated
 # once when the Datapath is made, and every key wiped before the memory goes back.
 

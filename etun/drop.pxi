@@ -1,3 +1,5 @@
+# Drops: each counted under its reason and direction, and sampled for the drop trace.
+#
 # Drops: each one counted under its reason, per direction; with the drop trace on (the debug
 # switch), at most one sample per reason and direction a second, naming the address that caused
 # it, waits in a small ring for the control loop to log (as the kernel WireGuard driver's

@@ -1,3 +1,5 @@
+# The Engine: both pumps of one site, with everything they use allocated up front.
+#
 # The Engine: both pumps of one site over its LAN fd and UDP fd. Its buffers, eventfds and locks
 # are allocated once (and made resident, by the daemon) before the pumps start and freed after
 # they stopped; nothing in the pumps allocates. The Python class is what the daemon drives:

@@ -1,5 +1,4 @@
-# Frame filters (docs/CONFIG.md, "Filters"): allow/deny by MAC, OUI or EtherType, most specific
-# first.
+# Frame filters (docs/CONFIG.md, "Filters"): allow/deny by MAC, OUI or EtherType, most specific first.
 #
 # Rules compile into tables the pumps read without Python: open-addressing hashes from a MAC or
 # OUI to the first rule naming it, and a 64 Ki array from EtherType to the first rule naming it.

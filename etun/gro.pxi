@@ -1,3 +1,5 @@
+# Software GRO on the way to the LAN: TCP segments of one flow leave as one super-frame.
+#
 # Software GRO on the way to the LAN: consecutive TCP segments of one flow, opened in the same
 # batch, leave as one GSO super-frame with a virtio_net_hdr, as kernel VXLAN's GRO cells do.
 # The far host's stack then handles one packet instead of up to 64, and acknowledges it once.

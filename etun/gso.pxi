@@ -1,3 +1,5 @@
+# Software GSO: TCP and UDP super-frames from the LAN cut into wire-size frames.
+#
 # Software GSO: cut a TCP or UDP super-frame from the LAN into the wire-size frames its host
 # asked its NIC to send, every header and checksum finished -- what a NIC's TSO/USO would put on
 # the wire. A super-frame crossing whole would be lost with any one of its up to 87 packets

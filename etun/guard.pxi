@@ -1,3 +1,5 @@
+# Guard presets ([bridge] guard): frames a LAN should keep to itself, denied before any rule.
+#
 # Guard presets ([bridge] guard): frames a LAN should keep to itself, recognised before any
 # filter rule (filter.pxi) and denied with a counter of their own. Each is a few byte compares.
 #

@@ -1,6 +1,8 @@
-"""Two gateways per site (docs/MANUAL.md, "High availability"): this gateway's role, the switch between
-active and standby that keepalived's notify scripts ask for, and the RARP frames a new active gateway
-sends so the LAN's switches move the far side's MACs to its port at once.
+"""Two gateways per site: this gateway's role, its switches, and the RARP frames a new active one sends.
+
+docs/MANUAL.md, "High availability": keepalived's notify scripts ask for the switch between active
+and standby; a new active gateway sends RARP frames so the LAN's switches move the far side's MACs
+to its port at once.
 
 A standby holds its sockets, keys and tables but carries nothing: its packet sockets queue no frame
 (a drop-all filter), the datapath drops what still arrives (counted as `standby`), and the control

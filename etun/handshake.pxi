@@ -1,3 +1,5 @@
+# Handshake messages on the wire (PROTOCOL.md §5) and the Handshake the control plane drives.
+#
 # Handshake messages on the wire (PROTOCOL.md §5): the Noise messages of noise.pxi framed as INIT
 # and RESP with their id, mac1 and mac2, and the Python-facing Handshake the control plane
 # drives. The session keys a handshake ends with go straight into the datapath

@@ -1,3 +1,5 @@
+# Known-answer primitives: the datapath's own ChaCha20, HMAC-SHA256 and HKDF-Expand, for Python.
+#
 # Known-answer primitives: the datapath's own ChaCha20, HMAC-SHA256 and HKDF-Expand, callable
 # from Python so the start-up self-test (selftest.py) and the RFC vectors (tests/) check exactly
 # the code that carries traffic. Not per packet.

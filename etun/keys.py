@@ -1,5 +1,4 @@
-"""Key material: keygen, key-file checks, fingerprint, and the long-term secrets derived from it
-(PROTOCOL.md §4.1)."""
+"""Key material: keygen, key-file checks, fingerprint, and the long-term secrets (PROTOCOL.md §4.1)."""
 
 import os
 import secrets

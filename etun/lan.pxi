@@ -1,3 +1,5 @@
+# The LAN side in batches: frames in from a packet socket or TAP device, and out to it.
+#
 # The LAN side in batches: frames in from an AF_PACKET socket or a TAP device, ready to seal;
 # frames out to it. Both carry a 10-byte virtio_net_hdr, so GSO super-frames and partial
 # checksums cross intact (docs/OFFLOADS.md).

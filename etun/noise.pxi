@@ -1,3 +1,5 @@
+# The Noise handshake NNpsk0 with X25519, ChaCha20-Poly1305 and SHA-256: state, messages, Split().
+#
 # The Noise handshake Noise_NNpsk0_25519_ChaChaPoly_SHA256 (noiseprotocol.org, revision 34):
 # the symmetric state (ck, h, k, n), the two messages, and Split(). Every secret lives in a
 # noise_state and is wiped by noise_wipe(); the ephemeral private key never leaves libcrypto.

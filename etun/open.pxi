@@ -1,3 +1,5 @@
+# Inbound: a data or SESSION datagram checked, opened and reassembled, or dropped under its reason.
+#
 # Inbound: one data or SESSION datagram -> checked in the order of PROTOCOL.md §3.2 -> a frame (or
 # a SESSION message for the control plane), a held fragment, or a drop counted under its reason.
 # Handshake and probe packets take the admission gate instead (admit.pxi).

@@ -1,5 +1,6 @@
-"""The peer's liveness (up while authenticated packets keep arriving) and the re-resolution of
-a peer given by DNS name while it is silent."""
+"""The peer's liveness, and the re-resolution of a peer given by DNS name while it is silent.
+
+The peer is up while authenticated packets keep arriving."""
 
 import ipaddress
 import logging

@@ -1,3 +1,5 @@
+# Packet helpers every fragment that reads frames shares.
+#
 # Packet helpers every fragment that reads frames shares: byte order, the one VLAN-tag walk, and
 # the RFC 1071 Internet checksum with its TCP/UDP pseudo-header.
 

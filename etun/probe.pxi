@@ -1,3 +1,5 @@
+# verify-peer packets on the wire (PROTOCOL.md §7): PROBE and PROBE_REPLY sealed and read.
+#
 # verify-peer packets on the wire (PROTOCOL.md §7): PROBE and PROBE_REPLY sealed and read for the
 # control plane (probe.py), which runs the exchange; the rx pump only admits them (admit.pxi).
 # A probe's header is its first byte and 15 zeros; at auth and encrypt a tag under the probe key

@@ -1,5 +1,7 @@
-"""verify-peer's probes on the wire (docs/PROTOCOL.md §7): the Prober that sends them and judges
-the answers, and the Responder inside the daemon that answers other sites' probes.
+"""verify-peer's probes (PROTOCOL.md §7): the Prober that sends and judges them, the daemon's Responder.
+
+The Prober sends probes and judges the answers; the Responder inside the daemon answers other
+sites' probes.
 
 A probe carries a fresh nonce, the time, and the prober's instance; a reply echoes the nonce and
 names the responder's instance. So a probe reflected back to its own sender, or replayed later,

@@ -1,3 +1,4 @@
+/* A daemon's memory kept flat: pump buffers resident from the start, free heap pages given back. */
 /* A daemon's memory kept flat: every buffer its pumps may ever use made resident when it starts
  * (engine.pxi), so its RSS is from the first second what the busiest hour would make it; and the
  * heap's free pages given back now and then (docs/PERFORMANCE.md, "Memory"). */

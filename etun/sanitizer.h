@@ -1,3 +1,4 @@
+/* AddressSanitizer poisoning of buffers carved out of one allocation (the reassembly arena). */
 /* AddressSanitizer poisoning of buffers carved out of one allocation (the reassembly arena), so
  * the sanitizer build of the fuzz targets (fuzz/build.sh) sees an overrun into a neighbouring
  * buffer as it sees one past a malloc'd block. In every other build these are no-ops. */

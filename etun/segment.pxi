@@ -1,3 +1,5 @@
+# Segments: which segment a captured frame belongs to, and its VLAN tags off and back on.
+#
 # Segments (docs/CONFIG.md "[[segment]]", docs/PROTOCOL.md §2.2): which segment a captured frame
 # belongs to, by its LAN port and VLAN tags; the selected tags off on the way in, the local
 # segment's tags on the way out.

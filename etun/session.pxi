@@ -1,3 +1,5 @@
+# Sessions in the datapath: each direction's keys and the key indices they rotate through.
+#
 # Sessions in the datapath: the keys one handshake gave each direction, and the key indices the
 # sessions rotate through (docs/PROTOCOL.md §4).
 #

@@ -1,6 +1,8 @@
-"""Sessions with the peer (docs/PROTOCOL.md §5, §6): when to shake hands, the handshake's payloads
-and freshness checks, the key index the send side moves to every `rekey`, and the SESSION
-messages inside a session (keepalive, round-trip time, the peer's site name and segments)."""
+"""Sessions with the peer (docs/PROTOCOL.md §5, §6): handshakes, key indices and SESSION messages.
+
+When to shake hands, the handshake's payloads and freshness checks, the key index the send side
+moves to every `rekey`, and the SESSION messages inside a session (keepalive, round-trip time, the
+peer's site name and segments)."""
 
 import logging
 import os

@@ -1,3 +1,5 @@
+# Budgets per source address: a token bucket for each address recently seen, in a fixed table.
+#
 # Budgets per source address: a token bucket for each address recently seen, in a fixed table,
 # so what one address may ask of etun (handshakes under load, probes) is bounded whatever the
 # others do. IPv4 addresses count whole (v4-mapped IPv6 ones too), IPv6 ones by /64, which one

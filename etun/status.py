@@ -1,5 +1,7 @@
-"""`etun status`: the status document (docs/STATUS.md) built from what the daemon holds, and the
-command that asks the running daemon for it and shows it, for people or (--json) machines."""
+"""`etun status`: the status document (docs/STATUS.md) built, asked for and shown.
+
+The daemon builds it from what it holds; the command asks the running daemon for it and shows it,
+for people or (--json) machines."""
 
 import json
 import signal

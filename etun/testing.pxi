@@ -1,5 +1,6 @@
-# Test-only entry points into the datapath's internals, for tests/ and fuzz/ and nothing else: the
-# replay window alone, the send counter and segment map, software GRO and GSO on plain frames,
+# Test-only entry points into the datapath's internals, for tests/ and fuzz/ and nothing else.
+#
+# The replay window alone, the send counter and segment map, software GRO and GSO on plain frames,
 # one filter decision, reassembly state, one datagram opened from an exactly sized buffer, one
 # frame through the capture path. etun's own modules never call these.
 

@@ -1,3 +1,5 @@
+# The UDP side in batches: recvmmsg and sendmmsg, with UDP GRO and GSO.
+#
 # The UDP side in batches: datagrams in with recvmmsg, GRO trains split by their segment size;
 # sealed datagrams out with sendmmsg, each run of equal-size datagrams as one UDP GSO send.
 

@@ -1,3 +1,5 @@
+# The tunnel header (docs/PROTOCOL.md §1), every packet's first byte, and frame-length limits.
+#
 # The tunnel header (docs/PROTOCOL.md §1): the 16 bytes in front of data and SESSION packets,
 # the first byte every packet starts with, and the frame-length limits per type.
 #
