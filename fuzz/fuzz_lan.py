@@ -1,5 +1,7 @@
-"""Fuzz target: the LAN capture path: tag restore, own-tunnel check, segment selection, filter,
-vnet header, GSO cutting."""
+"""Fuzz target: the LAN capture path, from a captured frame to what would be sealed.
+
+The LAN capture path: tag restore, own-tunnel check, segment selection, filter, vnet header, GSO
+cutting."""
 
 # Input: byte 0 picks the auxdata the kernel attaches (no tag, an 802.1Q or 802.1ad tag moved
 # into metadata), the level, a filter and a trunk (VLAN segments: the selected tags come off);

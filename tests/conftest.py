@@ -1,6 +1,8 @@
-"""Test-suite wiring: the fixtures the end-to-end and packaging tiers share (root, namespaces,
-topologies torn down and checked for leaks); with ETUN_REQUIRE_E2E=1 (CI, `make test`) a skipped
-end-to-end, packaging or fuzz test is a failure."""
+"""Test-suite wiring: the fixtures the end-to-end and packaging tiers share.
+
+The fixtures the end-to-end and packaging tiers share (root, namespaces, topologies torn down and
+checked for leaks); with ETUN_REQUIRE_E2E=1 (CI, `make test`) a skipped end-to-end, packaging or
+fuzz test is a failure."""
 
 import logging
 import os

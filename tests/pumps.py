@@ -1,4 +1,6 @@
-"""Both pumps of an Engine, each in its own thread as `etun run` has them, for tests that drive them;
+"""Both pumps of an Engine in threads, and an Engine over a socketpair LAN, for the tests.
+
+Both pumps of an Engine, each in its own thread as `etun run` has them, for tests that drive them;
 and an Engine over a socketpair LAN (read as a TAP device is) with a UDP sink as its peer."""
 
 import contextlib

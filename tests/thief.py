@@ -1,4 +1,6 @@
-"""The forward-secrecy attacker's tools (docs/SECURITY.md): every secret a thief of the key file can
+"""The forward-secrecy attacker's tools (docs/SECURITY.md), for the secrecy tests.
+
+The forward-secrecy attacker's tools (docs/SECURITY.md): every secret a thief of the key file can
 derive from it and from recorded initiations, and whether a secret opens a recorded packet."""
 
 import hashlib

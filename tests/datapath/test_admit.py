@@ -1,4 +1,6 @@
-"""The rx pump's admission gate (admit.pxi) over real sockets, without root: what a flood of
+"""The rx pump's admission gate (admit.pxi) under floods of handshake and probe packets.
+
+The rx pump's admission gate (admit.pxi) over real sockets, without root: what a flood of
 handshake and probe packets gets from etun, and that the peer's own still get through.
 
     test sockets on 127.0.0.1 --UDP--> [engine: rx pump] --control queue--> pop_control()

@@ -1,4 +1,6 @@
-"""`etun bench`'s loops at every level and frame size, including the 9000-byte frames whose
+"""`etun bench`'s loops at every level and frame size run and count frames.
+
+`etun bench`'s loops at every level and frame size, including the 9000-byte frames whose
 reassembly slots are few: each case runs and counts frames (the rates themselves are for
 `make bench`, never asserted)."""
 

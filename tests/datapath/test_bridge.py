@@ -1,4 +1,6 @@
-"""The bridge (etun/bridge.pxi) through its test primitive: learning, aging, the table's bound,
+"""The bridge (etun/bridge.pxi): learning, aging, loops, storms and the guard presets.
+
+The bridge (etun/bridge.pxi) through its test primitive: learning, aging, the table's bound,
 a host that moved versus a MAC that flaps (a loop), holds, storms; and the guard presets."""
 
 import random

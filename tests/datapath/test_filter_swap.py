@@ -1,4 +1,6 @@
-"""Filters swapped under running pumps (a reload): thousands of swaps while frames flow both ways,
+"""Filters swapped under running pumps: every frame decided by a live table, counted once.
+
+Filters swapped under running pumps (a reload): thousands of swaps while frames flow both ways,
 and every frame is still decided by a live table and counted exactly once.
 
 The LAN is a datagram socketpair read as a TAP device (tests/pumps.py); frames from the tunnel

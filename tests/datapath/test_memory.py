@@ -1,5 +1,7 @@
-"""A daemon's memory stays flat: the engine makes every buffer its pumps may use resident at once
-(Engine.make_resident), and the C heap gives its free pages back (trim_heap)."""
+"""A daemon's memory stays flat: buffers resident from the start, free heap pages given back.
+
+The engine makes every buffer its pumps may use resident at once (Engine.make_resident), and the C
+heap gives its free pages back (trim_heap)."""
 
 import json
 import subprocess

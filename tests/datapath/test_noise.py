@@ -1,4 +1,6 @@
-"""etun's handshake (noise.pxi, handshake.pxi) against an independent Noise implementation, the
+"""etun's handshake against an independent Noise implementation, and the framing around it.
+
+etun's handshake (noise.pxi, handshake.pxi) against an independent Noise implementation, the
 `noiseprotocol` package: with fixed ephemeral keys, both roles, every message byte and the split
 keys must agree. And the framing around it: mac1, ids, tampering, a wrong key file."""
 

@@ -1,4 +1,6 @@
-"""Software GRO (towards the LAN) and software GSO (from the LAN), checked against each other and
+"""Software GRO and GSO, checked against each other and against scapy-built segments.
+
+Software GRO (towards the LAN) and software GSO (from the LAN), checked against each other and
 against scapy-built segments: merging then cutting gives back exactly the segments that were sent.
 """
 

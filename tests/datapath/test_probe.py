@@ -1,5 +1,7 @@
-"""verify-peer's two ends in isolation (etun/probe.py): no amplification, nothing told to
-strangers, budgets per source, and no answer to a probe reflected back or replayed."""
+"""verify-peer's two ends in isolation (etun/probe.py): no amplifier, no leak, no replay.
+
+No amplification, nothing told to strangers, budgets per source, and no answer to a probe reflected
+back or replayed."""
 
 import socket
 import time

@@ -1,5 +1,7 @@
-"""The pumps driven directly, without root: who does the work (the parked tx pump, the rx pump
-serving its rounds, a burst that wakes it) and the segment arena's bounds.
+"""The pumps driven directly, without root: who does the work, and the segment arena's bounds.
+
+Who does the work (the parked tx pump, the rx pump serving its rounds, a burst that wakes it) and
+the segment arena's bounds.
 
 The LAN is one end of an AF_UNIX datagram pair, read as a TAP device is: each message a
 virtio_net_hdr and a frame. The test holds the other end and plays the hosts; the peer is a UDP

@@ -1,4 +1,6 @@
-"""The control of the forward-secrecy attack (tests/e2e/test_secrecy.py), without root: with one
+"""The control of the forward-secrecy attack, without root: with the ephemeral key, it works.
+
+The control of the forward-secrecy attack (tests/e2e/test_secrecy.py), without root: with one
 handshake's ephemeral private key as well as the key file, the attacker's tools read everything."""
 
 import os

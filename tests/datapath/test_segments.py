@@ -1,6 +1,8 @@
-"""Segments in the datapath: which segment a captured frame belongs to and what is sealed of it
-(table-driven), the tags pushed on the way out with the priority carried across, the segment
-byte on the wire, and frames for segments the peer lacks kept off it."""
+"""Segments in the datapath: frame to segment, tags off and on, the segment byte, strays kept off.
+
+Which segment a captured frame belongs to and what is sealed of it (table-driven), the tags pushed
+on the way out with the priority carried across, the segment byte on the wire, and frames for
+segments the peer lacks kept off it."""
 
 import struct
 

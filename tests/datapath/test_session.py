@@ -1,4 +1,6 @@
-"""Two sites' session control planes (etun/session.py) over real datapaths, in one process: the
+"""Two sites' session control planes over real datapaths: handshakes, and every attack on them.
+
+Two sites' session control planes (etun/session.py) over real datapaths, in one process: the
 handshake, key confirmation, and every way a recorded or reflected message must fail.
 
 The network is a list of datagrams in flight; the test delivers them, in order, or records,

@@ -1,4 +1,6 @@
-"""A standby Engine (etun/ha.py) carries nothing: frames from the LAN and sealed packets from the peer are
+"""A standby Engine (etun/ha.py) carries nothing and counts it; once active, traffic flows.
+
+A standby Engine (etun/ha.py) carries nothing: frames from the LAN and sealed packets from the peer are
 dropped and counted as `standby`, none leaves on UDP or to the LAN; once active, the same traffic flows.
 
 The LAN is one end of an AF_UNIX datagram pair read as a TAP device is (tests/pumps.py); the peer is

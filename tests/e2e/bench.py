@@ -1,4 +1,6 @@
-"""`make bench` end to end: iperf3 and ping from hostA to hostB through etun and, on the same
+"""`make bench` end to end: iperf3 and ping through etun and through kernel VXLAN, side by side.
+
+`make bench` end to end: iperf3 and ping from hostA to hostB through etun and, on the same
 namespaces in the same run, through kernel VXLAN bridged to the same LAN ports.
 
 Two host settings: offloads off ("wire" frames, as from a physical NIC: the headline) and the

@@ -1,4 +1,6 @@
-"""Replays recorded datagrams at a steady rate from spoofed IPv4 sources (a raw socket in the WAN
+"""Replays recorded datagrams at a steady rate from spoofed IPv4 sources, bounded in rate and time.
+
+Replays recorded datagrams at a steady rate from spoofed IPv4 sources (a raw socket in the WAN
 namespace): `flood.py DST_IP DST_PORT RATE SECONDS SOURCES_CIDR FILE [SENDERS]`. FILE holds the
 datagrams, each as a line of hex; they are sent round-robin, each from a random address of
 SOURCES_CIDR and a random port. Bounded in rate and time.

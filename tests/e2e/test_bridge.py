@@ -1,4 +1,6 @@
-"""etun as a switch port, end to end (etun/bridge.pxi, [bridge]): learning keeps a site's own
+"""etun as a switch port, end to end: learning, loops held off, storms cut, guards kept home.
+
+etun as a switch port, end to end (etun/bridge.pxi, [bridge]): learning keeps a site's own
 unicast off the WAN, a second path between the sites is a loop etun holds off and recovers from,
 a broadcast flood is cut to storm_limit, and each guard preset keeps its frames at home.
 

@@ -1,7 +1,9 @@
-"""Chaos on the links and processes: a WAN blackout, the LAN interface down and up, a site killed, both
-sites restarted at once, a peer roaming every 10 s. Each case measures the time from the event to
-the first answered ping (timestamps from `ping -D`, 50 ms apart) and prints it for the record
-(docs/RELIABILITY.md). Topology in tests/e2e/topology.py.
+"""Chaos on the links and processes, end to end: how long until traffic flows again.
+
+A WAN blackout, the LAN interface down and up, a site killed, both sites restarted at once, a peer
+roaming every 10 s. Each case measures the time from the event to the first answered ping
+(timestamps from `ping -D`, 50 ms apart) and prints it for the record (docs/RELIABILITY.md).
+Topology in tests/e2e/topology.py.
 
     hostA ---[lan0 gwA wan0]---[a0 wan b0]---[wan0 gwB lan0]--- hostB
                                  ^ nftables here (blackout)      ^ its address moves (roaming)

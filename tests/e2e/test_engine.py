@@ -1,4 +1,6 @@
-"""The pumps driven directly on a real NIC, where a whole site cannot provoke the case: the kernel
+"""The pumps driven directly on a real NIC: UDP GSO refused, the LAN interface deleted.
+
+The pumps driven directly on a real NIC, where a whole site cannot provoke the case: the kernel
 refusing UDP GSO, the LAN interface deleted under a parked pump (root: network namespaces).
 
     netns X:  [frames in] --> l1 ==veth== l0 [pumps] --UDP GSO--> 127.0.0.1:receiver

@@ -1,4 +1,6 @@
-"""Two gateways at site A under real keepalived (packaging/keepalived/keepalived.conf, as shipped but for
+"""Two gateways at site A under real keepalived: failover, failback and MAC announcements.
+
+Two gateways at site A under real keepalived (packaging/keepalived/keepalived.conf, as shipped but for
 names and paths): the standby takes over within 3 s of the active etun dying, ten times in a row, and
 of the active gateway dying (its links down), and of its datapath stalling (keepalived's
 track_script, `etun status --check`), and traffic moves back on failback; each time etun announces

@@ -1,4 +1,6 @@
-"""Sessions nobody can jam, roll back or read later (docs/PROTOCOL.md §5): recorded handshakes
+"""Sessions nobody can jam, roll back or read later (docs/PROTOCOL.md §5), end to end.
+
+Sessions nobody can jam, roll back or read later (docs/PROTOCOL.md §5): recorded handshakes
 replayed in floods from spoofed addresses, floods of initiations, reflected probes, forged key
 indices. Topology in tests/e2e/topology.py; the flooder (tests/e2e/flood.py) runs in the WAN
 namespace and sends from random addresses of 198.18.128.0/17.

@@ -1,7 +1,8 @@
-"""etun under a hostile or broken WAN: wrong keys and levels, replays, bit flips, loss and
-reordering, floods of garbage. Topology in tests/e2e/topology.py; the impairing relay in
-tests/e2e/relay.py sits in the WAN namespace between the gateways.
-"""
+"""etun under a hostile or broken WAN, end to end.
+
+Wrong keys and levels, replays, bit flips, loss and reordering, floods of garbage. Topology in
+tests/e2e/topology.py; the impairing relay in tests/e2e/relay.py sits in the WAN namespace between
+the gateways."""
 
 import json
 import signal

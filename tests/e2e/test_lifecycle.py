@@ -1,6 +1,7 @@
-"""etun over time and odd wiring: a restart, an IPv6 underlay, a peer that moves, an underlay that
-shares the LAN NIC (promise 7), GRO on the LAN NIC. Topology in tests/e2e/topology.py.
-"""
+"""etun over time and odd wiring, end to end.
+
+A restart, an IPv6 underlay, a peer that moves, an underlay that shares the LAN NIC (promise 7), GRO
+on the LAN NIC. Topology in tests/e2e/topology.py."""
 
 import shutil
 import time

@@ -1,4 +1,6 @@
-"""An aarch64 site talks to an x86_64 site: dist/etun-aarch64 under qemu-user at gateway A, dist/etun at
+"""An aarch64 site (dist/etun-aarch64 under qemu-user) talks to an x86_64 site (dist/etun).
+
+An aarch64 site talks to an x86_64 site: dist/etun-aarch64 under qemu-user at gateway A, dist/etun at
 gateway B; full-size DF pings cross a WAN of MTU 820 at level encrypt, both directions.
 
     hostA                    gwA                          WAN MTU 820              gwB                   hostB

@@ -1,7 +1,7 @@
-"""The operator's side, end to end: filters in both directions, status (human, JSON, watch), the
-control socket, verify-peer's checks and failures, and the Prometheus endpoint.
-Topology in tests/e2e/topology.py.
-"""
+"""The operator's side, end to end: filters, status, the control socket, verify-peer, metrics.
+
+Filters in both directions, status (human, JSON, watch), the control socket, verify-peer's checks
+and failures, and the Prometheus endpoint. Topology in tests/e2e/topology.py."""
 
 import json
 import os

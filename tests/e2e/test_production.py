@@ -1,6 +1,8 @@
-"""Running etun in production, end to end: hitless reload (SIGHUP, `etun reload`), least privilege
-(the daemon as nobody with no capability, its root monitor), and systemd's notify protocol and
-watchdog on a NOTIFY_SOCKET the test listens on. Topology in tests/e2e/topology.py:
+"""Running etun in production, end to end: reload, least privilege, notify and watchdog.
+
+Hitless reload (SIGHUP, `etun reload`), least privilege (the daemon as nobody with no capability,
+its root monitor), and systemd's notify protocol and watchdog on a NOTIFY_SOCKET the test listens
+on. Topology in tests/e2e/topology.py:
 
     hostA - gwA (etun a) - WAN - gwB (etun b) - hostB
                                       198.19.2.1, and 198.19.3.1 for the test that moves the peer

@@ -1,4 +1,6 @@
-"""Forward secrecy, played as the attacker (docs/SECURITY.md): record a tunnel's traffic on the
+"""Forward secrecy, played as the attacker who took the key file after recording a tunnel.
+
+Forward secrecy, played as the attacker (docs/SECURITY.md): record a tunnel's traffic on the
 WAN, stop both sites, then take the key file and try to read what was recorded, with the
 independent reference implementation (tests/reference.py). Nothing opens. The attack's tools
 are tests/thief.py; their control, tests/datapath/test_secrecy.py, shows the very same attack

@@ -1,6 +1,8 @@
-"""Segments end to end: VLANs of a trunk, a QinQ path and a second NIC carried through one tunnel,
-each kept apart, re-tagged at the far site, counted; a VLAN nobody selects and a segment the peer
-lacks stay off the WAN and are named.
+"""Segments end to end: VLANs of a trunk, a QinQ path and a second NIC through one tunnel.
+
+VLANs of a trunk, a QinQ path and a second NIC carried through one tunnel, each kept apart,
+re-tagged at the far site, counted; a VLAN nobody selects and a segment the peer lacks stay off the
+WAN and are named.
 
     site A (trunk on lan0)                                   site B
     ha: v10 = VLAN 10      198.18.10.1   office  <->  VLAN 30 on lan0    hb: v30 198.18.10.2

@@ -1,4 +1,6 @@
-"""etun joins two LANs: full-size DF pings over a WAN of MTU 840, the wire format on that WAN,
+"""etun joins two LANs, end to end: MTU 1500 over a small-MTU WAN, the wire format, bulk TCP.
+
+etun joins two LANs: full-size DF pings over a WAN of MTU 840, the wire format on that WAN,
 bulk TCP intact, VLAN tags kept byte for byte, jumbo frames. Topology in tests/e2e/topology.py.
 """
 

@@ -1,4 +1,6 @@
-"""A test host's NIC as a VLAN access port at kernel speed, without the 8021q module: the tc
+"""A test host's NIC as a VLAN access port at kernel speed, without the 8021q module.
+
+A test host's NIC as a VLAN access port at kernel speed, without the 8021q module: the tc
 programs of vlantag.c (built with clang for BPF) tag what it sends and untag what it receives."""
 
 import platform

@@ -1,4 +1,6 @@
-"""dist/etun-aarch64 (`make binary-aarch64`): an aarch64 program, static, at most 40 MB, that runs under
+"""dist/etun-aarch64: static, at most 40 MB, runs from an empty root, holds the ARMv8 code.
+
+dist/etun-aarch64 (`make binary-aarch64`): an aarch64 program, static, at most 40 MB, that runs under
 qemu-user from an otherwise empty root (only /dev and /proc mounted) and bundles libcrypto's ARMv8 code.
 
     root/  etun  dev/ (bind)  proc/  tmp/  run/     run as: chroot root /etun ...  (qemu via binfmt_misc)

@@ -1,4 +1,6 @@
-"""The one-file dist/etun (`make binary`): runs in an empty root with no libc and no Python, carries a
+"""The one-file dist/etun: runs with nothing installed, carries a tunnel, needs two capabilities.
+
+The one-file dist/etun (`make binary`): runs in an empty root with no libc and no Python, carries a
 real tunnel from there, works with just CAP_NET_RAW and CAP_NET_ADMIN, and says which one is missing.
 
     empty root:  /etun  /dev (bind)  /proc  /tmp  /run  and the files the test writes

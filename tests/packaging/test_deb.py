@@ -1,4 +1,6 @@
-"""The packages (`make deb`): etun_<version>_amd64.deb and _arm64.deb hold what they should, pass lintian
+"""The Debian packages: their contents, lintian, and installing, running and purging them.
+
+The packages (`make deb`): etun_<version>_amd64.deb and _arm64.deb hold what they should, pass lintian
 without errors, install, run and purge cleanly; and on a booted Debian 12 the README's steps, `dpkg -i`
 then `systemctl enable --now etun@site`, start etun under its hardened unit.
 

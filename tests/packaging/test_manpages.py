@@ -1,4 +1,6 @@
-"""The manual pages (packaging/manpage.py): etun(8) and etun.toml(5) from docs/, and a sample of every
+"""The manual pages (packaging/manpage.py) render without a warning; bad input is refused.
+
+The manual pages (packaging/manpage.py): etun(8) and etun.toml(5) from docs/, and a sample of every
 construct, render with `man --warnings` without a single warning; what the converter refuses, it
 refuses with the file and line."""
 

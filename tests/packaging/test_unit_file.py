@@ -1,4 +1,6 @@
-"""packaging/etun@.service: systemd accepts it, it is Type=notify with a reload and a watchdog, and it grants
+"""packaging/etun@.service: accepted by systemd, notify with reload and watchdog, least privilege.
+
+packaging/etun@.service: systemd accepts it, it is Type=notify with a reload and a watchdog, and it grants
 etun what its setup and the drop to [run] user need, and no more."""
 
 import shutil

@@ -1,5 +1,7 @@
-"""The environment variables etun reads: ETUN_SPIN_US parsed, clamped, refused in one line
-(exit 2, before anything is touched); ETUN_DEBUG on for anything but empty or 0."""
+"""The environment variables etun reads: parsed in one place, refused in one line.
+
+ETUN_SPIN_US parsed, clamped, refused in one line (exit 2, before anything is touched); ETUN_DEBUG
+on for anything but empty or 0."""
 
 import pytest
 

@@ -1,4 +1,6 @@
-"""The announcement a new active gateway sends (etun/ha.py), read back with scapy: a RARP request
+"""The announcement a new active gateway sends (etun/ha.py), and the role's bookkeeping.
+
+The announcement a new active gateway sends (etun/ha.py), read back with scapy: a RARP request
 from the far side's MAC to everyone, in its segment's tags; and the role's bookkeeping."""
 
 import pytest

@@ -1,4 +1,6 @@
-"""The Prometheus exposition (etun/metrics.py): every family with HELP and TYPE, the names and labels
+"""The Prometheus exposition (etun/metrics.py), read back with prometheus_client's parsers.
+
+The Prometheus exposition (etun/metrics.py): every family with HELP and TYPE, the names and labels
 docs/STATUS.md lists, in the text format and in OpenMetrics when asked, read back with
 prometheus_client's own parsers; and the endpoint over real HTTP on loopback."""
 

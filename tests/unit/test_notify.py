@@ -1,4 +1,6 @@
-"""The sd_notify protocol as etun speaks it (etun/notify.py): message formatting, socket addresses
+"""The sd_notify protocol as etun speaks it (etun/notify.py), on a real datagram socket.
+
+The sd_notify protocol as etun speaks it (etun/notify.py): message formatting, socket addresses
 (paths and the abstract namespace), which watchdog is ours, and keep-alives only while every
 datapath thread moves. The socket is a real Unix datagram socket the test binds."""
 

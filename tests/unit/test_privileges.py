@@ -1,4 +1,6 @@
-"""[run] user and the privilege drop's pieces that need no root (etun/privileges.py); the drop
+"""[run] user and the pieces of the privilege drop that need no root (etun/privileges.py).
+
+[run] user and the privilege drop's pieces that need no root (etun/privileges.py); the drop
 itself is checked end to end against /proc (tests/e2e/test_production.py)."""
 
 import pwd

@@ -1,4 +1,6 @@
-"""The pure-Python protocol reference against RFC vectors, the §4 key schedule, the §2 fragmentation
+"""The pure-Python protocol reference against RFC vectors and the protocol's own rules.
+
+The pure-Python protocol reference against RFC vectors, the §4 key schedule, the §2 fragmentation
 math, the §3.2 drop table, and the session roles and key indices of §4.2 and §5.2."""
 
 import hashlib

@@ -1,5 +1,7 @@
-"""The reload table (etun/reload.py): every configuration field has its line, each change is told
-apart as live or needing a restart, and the log line says what changed, case by numbered case."""
+"""The reload table (etun/reload.py): every field live or needing a restart, and the log line.
+
+Every configuration field has its line, each change is told apart as live or needing a restart, and
+the log line says what changed, case by numbered case."""
 
 import dataclasses
 import pathlib

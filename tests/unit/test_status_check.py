@@ -1,4 +1,6 @@
-"""`etun status --check` (keepalived's track_script, etun/status.py): the real function against a real
+"""`etun status --check` against a real control socket, one case per way it decides.
+
+`etun status --check` (keepalived's track_script, etun/status.py): the real function against a real
 control socket (etun.control.ControlServer, served in a thread as the daemon serves it), one case per
 way it decides: the daemon answers and its datapath threads turn, no daemon, a socket nobody serves,
 a daemon that does not answer, a thread that stopped turning."""
