@@ -1,6 +1,6 @@
-/* tc programs that make a test host's NIC a VLAN access port without the 8021q module. */
-/* tc programs that make a test host's NIC a VLAN access port without the 8021q module: tag
- * what it sends with 802.1Q VLAN VID, untag what it receives on VID (tests/e2e/vlantag.py). */
+/* tc programs that make a test host's NIC a VLAN access port without the 8021q module.
+ *
+ * Tag what it sends with 802.1Q VLAN VID, untag what it receives on VID (tests/e2e/vlantag.py). */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 
