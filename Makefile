@@ -102,6 +102,7 @@ man: | deps
 # tool pins in `binary` are not among the sources: after changing one, run make binary binary-aarch64.
 BINARY_SOURCES := pyproject.toml packaging/etun.spec packaging/etun_main.py \
                   $(wildcard etun/*.py etun/*.pyx etun/*.pxd etun/*.pxi etun/*.h)
+$(if $(filter grouped-target,$(.FEATURES)),,$(error GNU make 4.3 or later is needed (grouped targets, &:)))
 dist/etun dist/etun-dir/etun &: $(BINARY_SOURCES)
 	$(MAKE) binary ARCH=$(MACHINE)
 dist/etun-aarch64 dist/etun-aarch64-dir/etun &: $(BINARY_SOURCES) packaging/build-aarch64.sh

@@ -6,8 +6,9 @@
 The package installs the unpacked build of `make binary` (dist/etun-dir: the program `etun` and
 its `_internal/`) as /usr/lib/etun, with /usr/sbin/etun a link to it: unlike the one-file
 dist/etun it has nothing to unpack before it starts, so `etun status --check` (keepalived runs
-it every second) and `etun activate` start in a quarter of the time. Its only dependency is the
-C library, at the newest symbol version its files ask for.
+it every second) and `etun activate` start in a quarter of the time. It depends on what it
+loads from the system: the C library (at the newest symbol version its files ask for) and zlib,
+which the boot loader needs before it points the loader at _internal/.
 
 No network and no debhelper: the program is already built, so the package is a tree of files, a
 control file and three small maintainer scripts (packaging/debian/). Every file gets the time of
@@ -107,32 +108,57 @@ def debian_changelog(when: int) -> bytes:
     return entry.encode()
 
 
+# The system libraries an unpacked build may load, and the Debian 12 package holding each (zlib1g's
+# minimum is its shlibs file's). Any other library it asks the system for stops the build.
+SYSTEM_LIBRARIES = {
+    "libc.so.6": "libc6", "libm.so.6": "libc6", "libdl.so.2": "libc6", "libpthread.so.0": "libc6",
+    "librt.so.1": "libc6", "libutil.so.1": "libc6", "ld-linux-x86-64.so.2": "libc6", "ld-linux-aarch64.so.1": "libc6",
+    "libz.so.1": "zlib1g (>= 1:1.2.3.3.dfsg-1)",
+}
+
+
 def files(stage: Path) -> list[Path]:
     """The regular files under `stage` (links are not files of their own), sorted."""
     return sorted(p for p in stage.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def glibc_needed(tree: Path) -> str:
-    """The newest GLIBC_x.y symbol version any ELF file in `tree` asks for (readelf reads every
-    architecture's ELF)."""
-    newest = (0, 0)
-    for p in files(tree):
+def readelf(option: str, path: Path) -> str:
+    r = subprocess.run(["readelf", option, str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise PackageError(f"readelf {option} {path}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def depends(program: Path) -> str:
+    """The Depends field of an unpacked build (readelf reads every architecture's ELF). The boot
+    loader starts with the system's libraries only (it has no RUNPATH; it sets LD_LIBRARY_PATH to
+    _internal/ and runs itself again), so all it needs comes from the system; the libraries and
+    modules in _internal/ find each other there and need the system for the rest."""
+    newest, packages = (0, 0), set()
+    bundled = {p.name for p in (program / "_internal").iterdir()}
+    for p in files(program):
         if p.read_bytes()[:4] != b"\x7fELF":
             continue
-        r = subprocess.run(["readelf", "-V", str(p)], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise PackageError(f"readelf -V {p}: {r.stderr.strip()}")
-        for major, minor in re.findall(r"Name: GLIBC_(\d+)\.(\d+)", r.stdout):
+        for major, minor in re.findall(r"Name: GLIBC_(\d+)\.(\d+)", readelf("-V", p)):
             newest = max(newest, (int(major), int(minor)))
+        for soname in re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", readelf("-d", p)):
+            if p != program / "etun" and soname in bundled:
+                continue
+            if soname not in SYSTEM_LIBRARIES:
+                raise PackageError(f"{p} needs {soname} from the system: not in SYSTEM_LIBRARIES (packaging/deb.py)")
+            packages.add(SYSTEM_LIBRARIES[soname])
     if newest == (0, 0):
-        raise PackageError(f"{tree}: no file asks for a GLIBC_ symbol version: not a glibc build?")
-    return f"{newest[0]}.{newest[1]}"
+        raise PackageError(f"{program}: no file asks for a GLIBC_ symbol version: not a glibc build?")
+    packages.discard("libc6")
+    return ", ".join([f"libc6 (>= {newest[0]}.{newest[1]})", *sorted(packages)])
 
 
-def control(arch: str, stage: Path, glibc: str) -> str:
-    size_kib = sum((p.stat().st_size + 1023) // 1024 for p in files(stage))
+def control(arch: str, stage: Path, depends: str) -> str:
+    # As dpkg-gencontrol counts: each file's size in KiB rounded up, 1 KiB for each directory and link.
+    size_kib = sum((p.stat().st_size + 1023) // 1024 if p.is_file() and not p.is_symlink() else 1
+                   for p in stage.rglob("*") if p.name != "DEBIAN" and "DEBIAN" not in p.relative_to(stage).parts)
     return (f"Package: etun\nVersion: {version()}\nArchitecture: {arch}\nMaintainer: {MAINTAINER}\n"
-            f"Installed-Size: {size_kib}\nDepends: libc6 (>= {glibc})\nSection: net\nPriority: optional\n"
+            f"Installed-Size: {size_kib}\nDepends: {depends}\nSection: net\nPriority: optional\n"
             f"Homepage: {HOMEPAGE}\nDescription: {DESCRIPTION}\n")
 
 
@@ -142,6 +168,9 @@ def build(arch: str, program: Path, man: Path, out: Path) -> Path:
     binary = program / "etun"
     if not binary.is_file() or not (program / "_internal").is_dir():
         raise PackageError(f"{program}: not an unpacked build (etun and _internal/; make binary / make binary-aarch64)")
+    links = [str(p) for p in program.rglob("*") if p.is_symlink()]
+    if links:
+        raise PackageError(f"{program}: holds links, which this script does not package: {', '.join(links)}")
     try:
         kind = subprocess.run(["file", "-b", str(binary)], capture_output=True, text=True).stdout
     except FileNotFoundError:
@@ -178,7 +207,7 @@ def build(arch: str, program: Path, man: Path, out: Path) -> Path:
     debian.mkdir()
     sums = "".join(f"{hashlib.md5(p.read_bytes()).hexdigest()}  {p.relative_to(stage)}\n"
                    for p in files(stage) if debian not in p.parents)
-    (debian / "control").write_text(control(arch, stage, glibc_needed(program)))
+    (debian / "control").write_text(control(arch, stage, depends(program)))
     (debian / "md5sums").write_text(sums)
     for script in ("postinst", "prerm", "postrm"):
         shutil.copy(REPO / "packaging" / "debian" / script, debian / script)

@@ -74,10 +74,11 @@ def test_each_package_holds_its_program_the_unit_the_pages_and_the_docs(arch, tm
     package = deb(arch)
     fields = {k: run(["dpkg-deb", "-f", str(package), k]).stdout.strip()
               for k in ("Package", "Version", "Architecture", "Section", "Depends")}
-    depends = re.fullmatch(r"libc6 \(>= (\d+)\.(\d+)\)", fields.pop("Depends"))
-    assert fields == {"Package": "etun", "Version": VERSION, "Architecture": arch, "Section": "net"}
-    # The C library is all it needs, and Debian 12's is new enough.
-    assert depends and (int(depends[1]), int(depends[2])) <= DEBIAN_12_GLIBC, depends
+    depends = re.fullmatch(r"libc6 \(>= (\d+)\.(\d+)\), zlib1g \(>= [^)]+\)", fields["Depends"])
+    assert fields == {"Package": "etun", "Version": VERSION, "Architecture": arch, "Section": "net",
+                      "Depends": fields["Depends"]}
+    # The C library and zlib are all it needs, and Debian 12's C library is new enough.
+    assert depends and (int(depends[1]), int(depends[2])) <= DEBIAN_12_GLIBC, fields["Depends"]
     listing, links = {}, {}
     for line in run(["dpkg-deb", "-c", str(package)]).stdout.splitlines():
         perms, owner, *_, path = line.split()
@@ -101,6 +102,31 @@ def test_each_package_holds_its_program_the_unit_the_pages_and_the_docs(arch, tm
     unit = (out / "lib/systemd/system/etun@.service").read_text()
     assert "ExecStart=/usr/sbin/etun run /etc/etun/%i.toml" in unit and "/usr/local" not in unit
     assert "Documentation=man:etun(8) man:etun.toml(5)" in unit
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_each_package_depends_on_the_package_of_every_system_library_it_loads(arch, tmp_path):
+    """The boot loader starts on the system's libraries alone (it has no RUNPATH and points the
+    loader at _internal/ only for its second start); the rest take from the system what
+    _internal/ lacks. Each such library's owner in a Debian 12 root must be named in Depends."""
+    package = deb(arch)
+    admindir = DEBIAN_ROOTS[arch] / "var/lib/dpkg"
+    if not (DEBIAN_ROOTS[arch] / ".etun-root").exists():
+        pytest.skip(f"{DEBIAN_ROOTS[arch]} is not made (make test makes it)")
+    assert run(["dpkg-deb", "-x", str(package), str(tmp_path)]).returncode == 0
+    top = tmp_path / "usr/lib/etun"
+    bundled = {p.name for p in (top / "_internal").iterdir()}
+    wanted = set()
+    for p in top.rglob("*"):
+        if p.is_file() and p.read_bytes()[:4] == b"\x7fELF":
+            needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", run(["readelf", "-d", str(p)]).stdout)
+            wanted |= {n for n in needed if p == top / "etun" or n not in bundled}
+    assert "libz.so.1" in wanted            # the boot loader's own, before _internal/ is on the path
+    named = {d.split()[0] for d in run(["dpkg-deb", "-f", str(package), "Depends"]).stdout.split(",")}
+    for soname in sorted(wanted):
+        r = run(["dpkg-query", f"--admindir={admindir}", "-S", f"*/{soname}"])
+        owners = {line.split(":")[0] for line in r.stdout.splitlines()}
+        assert r.returncode == 0 and owners & named, f"{soname}: owned by {owners or 'nobody'}, Depends names {named}"
 
 
 def test_lintian_finds_no_errors_and_only_the_known_warnings():
@@ -141,8 +167,12 @@ def test_a_debian_12_root_installs_runs_and_purges_each_package(arch, tmp_path):
         pytest.skip(f"{DEBIAN_ROOTS[arch]} is not made (make test makes it)")
     with overlay(DEBIAN_ROOTS[arch], tmp_path) as root:
         debian_root_installs_runs_and_purges(arch, package, root, tmp_path)
-    left = [str(p.relative_to(tmp_path / "upper")) for p in (tmp_path / "upper").rglob("*")
-            if not p.is_dir() and not str(p.relative_to(tmp_path / "upper")).startswith(("var/lib/dpkg/", "tmp/"))]
+    # Whatever the package added to the root, file or directory, is gone (a file of the root it
+    # removed would show as a whiteout, a character device).
+    upper, lower = tmp_path / "upper", DEBIAN_ROOTS[arch]
+    left = [str(p.relative_to(upper)) for p in upper.rglob("*")
+            if not str(p.relative_to(upper)).startswith(("var/lib/dpkg", "tmp/", "dev", "proc"))
+            and not (p.is_dir() and (lower / p.relative_to(upper)).is_dir())]
     assert left == [], f"left after purge: {left}"
 
 
@@ -360,6 +390,27 @@ def test_dpkg_i_then_systemctl_enable_now_runs_etun_under_its_unit_and_dpkg_purg
             assert time.monotonic() < deadline, ct.sh("journalctl -u etun@site --no-pager").stdout[-3000:]
             time.sleep(0.5)
         ct.sh("rm -r /etc/systemd/system/etun@site.service.d && systemctl daemon-reload")
+        # An upgrade (here: the same package again) stops the running instance before dpkg unpacks
+        # (a running etun must not read modules from the new files) and starts it on the new program.
+        while ct.sh("systemctl is-active etun@site").stdout.strip() != "active":
+            assert time.monotonic() < deadline, ct.sh("journalctl -u etun@site --no-pager").stdout[-3000:]
+            time.sleep(0.5)
+        before = ct.sh("systemctl show -p MainPID --value etun@site").stdout.strip()
+        stops = ct.sh("journalctl -u etun@site --no-pager").stdout.count("stopping (SIGTERM)")
+        r = ct.sh(f"dpkg -i /root/{package.name}")
+        assert r.returncode == 0, r.stdout + r.stderr
+        # dpkg prints the maintainer scripts' lines in order: stopped by prerm, dpkg unpacks, and
+        # started by postinst.
+        said = r.stdout
+        stopping = said.find("etun: stopping etun@site.service for the upgrade")
+        unpacking = said.find("Unpacking etun")
+        starting = said.find("etun: starting etun@site.service again")
+        assert -1 < stopping < unpacking < starting, said
+        assert ct.sh("systemctl is-active etun@site").stdout.strip() == "active"
+        assert ct.sh("systemctl show -p MainPID --value etun@site").stdout.strip() not in (before, "0")
+        assert ct.sh("test -e /run/etun.upgrade-restart").returncode == 1
+        journal = ct.sh("journalctl -u etun@site --no-pager").stdout
+        assert journal.count("stopping (SIGTERM)") == stops + 1, journal[-3000:]
         # Removal stops the instance; purge forgets the admin's enable.
         r = ct.sh("dpkg -r etun")
         assert r.returncode == 0, r.stdout + r.stderr
