@@ -72,7 +72,7 @@ binary: build
 	@# Uncompressed: the start-up then needs no decompression (0.2 s instead of 0.5 s to --version).
 	$(VENV)/bin/staticx --strip --no-compress dist/etun-dynamic dist/etun 2>&1 | grep -v RUNPATH || true
 	chmod 755 dist/etun
-	$(PY) packaging/build_info.py dist/etun-dynamic dist/etun > dist/etun.build-info
+	$(PY) packaging/build_info.py dist/etun-dynamic dist/etun dist/etun-dir > dist/etun.build-info
 	@cat dist/etun.build-info
 else ifeq ($(ARCH),aarch64)
 binary: binary-aarch64

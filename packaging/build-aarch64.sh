@@ -130,6 +130,7 @@ rm -rf "$REPO/dist/etun-aarch64-dir.tmp"
 cp -a "$ROOT/src/dist/etun-dir" "$REPO/dist/etun-aarch64-dir.tmp"     # what the arm64 .deb installs
 rm -rf "$REPO/dist/etun-aarch64-dir"
 mv "$REPO/dist/etun-aarch64-dir.tmp" "$REPO/dist/etun-aarch64-dir"
-sed 's|^dist/etun:|dist/etun-aarch64:|' "$ROOT/src/dist/etun.build-info" >"$REPO/dist/etun-aarch64.build-info"
+sed -e 's|^dist/etun:|dist/etun-aarch64:|' -e 's|^dist/etun-dir:|dist/etun-aarch64-dir:|' "$ROOT/src/dist/etun.build-info" \
+    >"$REPO/dist/etun-aarch64.build-info"
 cat "$REPO/dist/etun-aarch64.build-info"
 say "dist/etun-aarch64 ready in $(( $(date +%s) - begun )) s in all"

@@ -1,4 +1,4 @@
-"""Write dist/etun.build-info: what the one-file binary bundles, libcrypto above all."""
+"""Write dist/etun.build-info: what the one-file binary bundles, libcrypto above all, and its unpacked twin."""
 
 import collections
 import hashlib
@@ -61,7 +61,7 @@ def armv8_code_paths(libcrypto: bytes) -> list[str]:
     return lines
 
 
-def main(dynamic: str, final: str) -> int:
+def main(dynamic: str, final: str, unpacked: str) -> int:
     archive = CArchiveReader(dynamic)
     armv8: list[str] = []
     print(f"etun {__version__}")
@@ -75,9 +75,18 @@ def main(dynamic: str, final: str) -> int:
                 armv8 = armv8_code_paths(data)
     blob = Path(final).read_bytes()
     print(f"{final}: {len(blob)} bytes, sha256 {sha256(blob)}, made libc-independent with staticx")
+    # The unpacked build (what the .deb installs) must carry the very libraries the one file does.
+    top = Path(unpacked)
+    tree = [p for p in top.rglob("*") if p.is_file()]
+    differ = [name for name in sorted(archive.toc) if archive.toc[name][-1] in "bx"
+              and (not (top / "_internal" / name).is_file()
+                   or sha256((top / "_internal" / name).read_bytes()) != sha256(archive.extract(name)))]
+    print(f"{unpacked}: {len(tree)} files, {sum(p.stat().st_size for p in tree)} bytes, "
+          + (f"libraries differing from the one file's: {', '.join(differ)}" if differ
+             else "every library the same bytes as in the one file"))
     print("\n".join(armv8), end="\n" if armv8 else "")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3]))

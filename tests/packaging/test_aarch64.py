@@ -102,6 +102,9 @@ def test_the_build_info_records_libcrypto_and_its_armv8_code_paths():
     info = BUILD_INFO.read_text()
     assert "bundled libcrypto.so.3:" in info
     assert f"dist/etun-aarch64: {BINARY_AARCH64.stat().st_size} bytes" in info
+    # The unpacked build the arm64 package installs carries the very same libraries.
+    unpacked = next((ln for ln in info.splitlines() if ln.startswith("dist/etun-aarch64-dir: ")), "")
+    assert unpacked.endswith("every library the same bytes as in the one file"), info
     # The datapath's ciphers: ChaCha20 (NEON) and HMAC-SHA256 (SHA-256 crypto extension), chosen at run time.
     for path in ("ChaCha20 NEON", "SHA-256 ARMv8 crypto extension", "run-time choice by CPU features"):
         line = next((ln for ln in info.splitlines() if path in ln), "")
