@@ -14,7 +14,7 @@ import logging
 import typing
 from dataclasses import dataclass, field
 
-from etun import bridge
+from etun import _fast, bridge
 from etun.errors import EtunError
 from etun.metrics import MetricsServer
 from etun.peer import SILENT_KEEPALIVES, is_name
@@ -157,6 +157,12 @@ class Reload:
         d.watch.configured = self.new.tunnel.peer
         if is_name(self.new.tunnel.peer.host):
             log.info("peer %s resolves to %s", self.new.tunnel.peer.host, format_sockaddr(address))
+        # Greet the new address at once: a keepalive asking for an answer, sent to it by name. Sent
+        # through the engine's peer, it could go to the old address instead: a packet from there,
+        # arriving first, moves the peer back (roaming follows authenticated traffic).
+        if d.role.active and d.session.established:
+            for datagram in d.session.status_message(_fast.now_ms(), answer=True):
+                d.send(datagram, address)
 
     def apply_timers(self, _) -> None:
         d, t = self.d, self.new

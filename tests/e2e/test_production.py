@@ -168,7 +168,9 @@ def test_a_reload_moves_the_peer_to_a_second_address_of_the_far_gateway_and_traf
 
     def move_peer():
         # gwB still answers from its first address, and gwA follows authenticated traffic (it
-        # roams back at once): what proves the reload is gwA sending to the new address right away.
+        # roams back at once): what proves the reload is gwA sending to the new address right away,
+        # the keepalive it greets the new address with at least (a frame sealed in that instant
+        # goes there too, unless a packet from the old address came first).
         with t.capture("wan", "a0", f"udp and dst host {SECOND_GW_IP} and dst port 5555", inbound=True) as packets:
             config.write_text(config.read_text().replace('peer = "198.19.2.1:5555"', f'peer = "{SECOND_GW_IP}:5555"'))
             line.append(reload_by_sighup(t, "a", f"[tunnel] peer now {SECOND_GW_IP}:5555"))
