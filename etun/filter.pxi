@@ -14,6 +14,7 @@
 cdef enum:
     FILTER_NONE = 0xFFFF          # "no rule" in the EtherType array
     FILTER_ETHERTYPES = 65536     # entries of the EtherType arrays
+    FILTER_SEEN_BLOCK = 512       # EtherType counters filter_report() skips at once when all zero
     FILTER_KIND_MAC = 0           # rule kinds filter_build() takes
     FILTER_KIND_OUI = 1
     FILTER_KIND_ETHERTYPE = 2
@@ -275,15 +276,25 @@ cdef filter_install(Datapath dp, int direction, bint default_allow, list rules, 
     dp.filter_rules[segment, direction] = (default_allow, tuple(rules))
 
 
+cdef uint64_t FILTER_ZERO_BLOCK[FILTER_SEEN_BLOCK]      # all zeros: what an untouched block compares equal to
+
+
 cdef dict filter_report(dp_state *d, int direction, int segment):
-    """Datapath.filter_stats(): the hits of one installed table, read under filter_lock."""
+    """Datapath.filter_stats(): the hits of one installed table, read under filter_lock. The
+    512 KiB of EtherType counters are mostly zeros: whole blocks are skipped by one memcmp, a
+    few microseconds instead of a walk over 64 Ki words (ten times slower in the sanitizer build)."""
     cdef filter_table *t
-    cdef uint32_t i
+    cdef uint32_t i, block
+    cdef dict seen = {}
     with nogil:
         pthread_mutex_lock(&d.filter_lock)
     try:
         t = d.filt[segment][direction]
-        seen = {i: t.seen[i] for i in range(FILTER_ETHERTYPES) if t.seen[i]}
+        for block in range(0, FILTER_ETHERTYPES, FILTER_SEEN_BLOCK):
+            if memcmp(&t.seen[block], FILTER_ZERO_BLOCK, sizeof(FILTER_ZERO_BLOCK)) != 0:
+                for i in range(block, block + FILTER_SEEN_BLOCK):
+                    if t.seen[i]:
+                        seen[i] = t.seen[i]
         guards = {name: t.guard_hits[i] for i, name in enumerate(GUARD_NAMES) if t.guards & (1 << i)}
         return {"rules": [t.hits[i] for i in range(t.nrules)], "default": t.default_hits,
                 "ethertypes": seen, "guards": guards}

@@ -84,6 +84,17 @@ def test_frames_are_counted_by_the_ethertype_behind_their_tags(dp):
     assert seen[0] == 3                              # 802.3 length frames
 
 
+def test_every_ethertype_is_reported_at_either_edge_of_the_blocks_the_report_skips():
+    d = _fast.Datapath(2)
+    counts = {0x0600: 1, 0x07FF: 2, 0x0800: 3, 0x88B5: 1, 0xFDFF: 4, 0xFE00: 1, 0xFFFF: 5}
+    for ethertype, n in counts.items():
+        for _ in range(n):
+            _fast.filter_check(d, _fast.FILTER_NIC_INGRESS, frame(A, B, ethertype))
+    _fast.filter_check(d, _fast.FILTER_NIC_INGRESS, frame(A, B, 0x05FF))   # a length: counted as 0
+    assert d.filter_stats(_fast.FILTER_NIC_INGRESS)["ethertypes"] == {0: 1, **counts}
+    assert d.filter_stats(_fast.FILTER_TUNNEL_INGRESS)["ethertypes"] == {}
+
+
 def test_a_default_deny_denies_what_no_rule_matches():
     d = _fast.Datapath(2)
     d.set_filter(_fast.FILTER_TUNNEL_INGRESS, False, [(True, "ethertype", ARP)])
