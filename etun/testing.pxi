@@ -36,10 +36,13 @@ def payload_max(int level, int max_packet):
     return frag_payload_max(level, max_packet)
 
 
-def gro_merge(frames):
+def gro_merge(frames, Datapath holder=None):
     """Run the LAN-side merging over plain frames as one batch; returns the LAN messages as
-    bytes (a merged run starts with its 10-byte virtio_net_hdr; a plain frame gets a zero one)."""
-    cdef Datapath holder = Datapath(LEVEL_NONE)
+    bytes (a merged run starts with its 10-byte virtio_net_hdr; a plain frame gets a zero one).
+    `holder`: a level-none datapath to run it on, reused by a caller that merges many batches
+    (building one costs more than merging); a new one if not given."""
+    if holder is None:
+        holder = Datapath(LEVEL_NONE)
     cdef engine_state *e = <engine_state *>calloc(1, sizeof(engine_state))
     cdef int i, m, k
     cdef msghdr *h
