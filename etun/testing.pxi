@@ -43,31 +43,26 @@ def gro_merge(frames, Datapath holder=None):
     (building one costs more than merging); a new one if not given."""
     if holder is None:
         holder = Datapath(LEVEL_NONE)
-    cdef engine_state *e = <engine_state *>calloc(1, sizeof(engine_state))
+    cdef engine_state *e
     cdef int i, m, k
     cdef msghdr *h
-    if e == NULL:
-        raise MemoryError("engine state")
     keep = [bytes(f) for f in frames]
-    try:
-        if len(keep) > OUT_BATCH:
-            raise ValueError(f"at most {OUT_BATCH} frames")
-        e.dp = holder.d
-        for i, f in enumerate(keep):
-            e.out[i].data = <uint8_t *><const char *>f
-            e.out[i].length = len(f)
-            e.out[i].ftype = TYPE_FRAME
-            e.out[i].slot = -1
-        e.nout = len(keep)
-        m = gro_plan(e)
-        out = []
-        for i in range(m):
-            h = &e.lan_out[i].msg_hdr
-            out.append(b"".join(PyBytes_FromStringAndSize(<char *>h.msg_iov[k].iov_base, h.msg_iov[k].iov_len)
-                                for k in range(h.msg_iovlen)))
-        return out
-    finally:
-        free(e)
+    if len(keep) > OUT_BATCH:
+        raise ValueError(f"at most {OUT_BATCH} frames")
+    e = scratch_engine(holder.d)
+    for i, f in enumerate(keep):
+        e.out[i].data = <uint8_t *><const char *>f
+        e.out[i].length = len(f)
+        e.out[i].ftype = TYPE_FRAME
+        e.out[i].slot = -1
+    e.nout = len(keep)
+    m = gro_plan(e)
+    out = []
+    for i in range(m):
+        h = &e.lan_out[i].msg_hdr
+        out.append(b"".join(PyBytes_FromStringAndSize(<char *>h.msg_iov[k].iov_base, h.msg_iov[k].iov_len)
+                            for k in range(h.msg_iovlen)))
+    return out
 
 
 def gso_split(packet):
@@ -203,6 +198,26 @@ def mac2_ok_for(Datapath dp, init, sockaddr):
     return cookie_mac2_ok(dp.d, &m[0], &sa[0], sa.shape[0], clock_ms())
 
 
+cdef engine_state *scratch_state = NULL
+
+
+cdef engine_state *scratch_engine(dp_state *d) except NULL:
+    """A zeroed engine state on `d`, with no socket, for the helpers below that run one piece of
+    a pump (the admission gate, gro_plan): the same allocation every call, zeroed again, as a
+    new one per call cost more than the work itself (it is mostly the pumps' buffers: in the
+    sanitizer build, fresh pages every time). Callers hold the GIL while they use it and run
+    no Python code that could call another helper meanwhile."""
+    global scratch_state
+    if scratch_state == NULL:
+        scratch_state = <engine_state *>malloc(sizeof(engine_state))
+        if scratch_state == NULL:
+            raise MemoryError("engine state")
+    memset(scratch_state, 0, sizeof(engine_state))
+    scratch_state.dp = d
+    scratch_state.udp_fd = -1
+    return scratch_state
+
+
 def open_exact(Datapath dp, datagram, now_ms=None, source=None):
     """Datapath.open() from a buffer of exactly the datagram's length + TAILROOM (open_packet()'s
     contract) instead of the 64 KiB staging buffer, so that a sanitizer build (fuzz/) sees any
@@ -227,14 +242,9 @@ def open_exact(Datapath dp, datagram, now_ms=None, source=None):
             raise ValueError(f"a sockaddr holds at most {SOCKADDR_LEN} bytes")
         # The gate reads the address and the cookie secret only; a zeroed copy beyond them.
         src = bytes(source).ljust(SOCKADDR_LEN, b"\0")
-        e = <engine_state *>calloc(1, sizeof(engine_state))
-        if e == NULL:
-            raise MemoryError("engine state")
-        e.dp = d
-        e.udp_fd = -1
+        e = scratch_engine(d)
     buf = <uint8_t *>malloc(length + TAILROOM)
     if buf == NULL:
-        free(e)
         raise MemoryError("datagram buffer")
     if length:
         memcpy(buf, &view[0], length)
@@ -260,7 +270,6 @@ def open_exact(Datapath dp, datagram, now_ms=None, source=None):
     finally:
         pthread_mutex_unlock(&d.recv_lock)
         free(buf)
-        free(e)
     return result
 
 
@@ -445,24 +454,19 @@ def segment_admits_frame(Datapath dp, int segment, frame):
 def segment_inject(Datapath dp, int segment_byte, frame, int ftype=TYPE_FRAME):
     """An opened frame with header segment byte `segment_byte`, as the rx pump writes it to the
     LAN: (port, the bytes written after the 10-byte virtio_net_hdr, that header)."""
-    cdef engine_state *e = <engine_state *>calloc(1, sizeof(engine_state))
+    cdef engine_state *e
     cdef msghdr *h
     cdef int k
-    if e == NULL:
-        raise MemoryError("engine state")
     keep = bytes(frame)
-    try:
-        e.dp = dp.d
-        e.out[0].data = <uint8_t *><const char *>keep
-        e.out[0].length = len(keep)
-        e.out[0].ftype = ftype
-        e.out[0].segment = segment_byte
-        e.out[0].slot = -1
-        e.nout = 1
-        gro_plan(e)
-        h = &e.lan_out[0].msg_hdr
-        out = b"".join(PyBytes_FromStringAndSize(<char *>h.msg_iov[k].iov_base, h.msg_iov[k].iov_len)
-                       for k in range(h.msg_iovlen))
-        return e.msg_port[0], out[VNET_HDR_LEN:], out[:VNET_HDR_LEN]
-    finally:
-        free(e)
+    e = scratch_engine(dp.d)
+    e.out[0].data = <uint8_t *><const char *>keep
+    e.out[0].length = len(keep)
+    e.out[0].ftype = ftype
+    e.out[0].segment = segment_byte
+    e.out[0].slot = -1
+    e.nout = 1
+    gro_plan(e)
+    h = &e.lan_out[0].msg_hdr
+    out = b"".join(PyBytes_FromStringAndSize(<char *>h.msg_iov[k].iov_base, h.msg_iov[k].iov_len)
+                   for k in range(h.msg_iovlen))
+    return e.msg_port[0], out[VNET_HDR_LEN:], out[:VNET_HDR_LEN]
