@@ -37,7 +37,13 @@ def targets() -> list[str]:
     return sorted(f[5:-3] for f in os.listdir(HERE) if f.startswith("fuzz_") and f.endswith(".py"))
 
 
-def environment() -> dict:
+def environment(full_stacks: bool = False) -> dict:
+    """The sanitizer runtime's environment. Fuzzing runs record no allocation stacks
+    (malloc_context_size=0): with every Python object allocated through ASan, storing a stack per
+    malloc in ASan's stack depot took a fifth of the handshake target's time (perf), and
+    dropping it runs that target 1.39 times as fast. A report still names the faulting access
+    with its stack and the crash input is kept; `repro` runs it again with `full_stacks`, so the
+    report there also says where the memory was allocated and freed."""
     import importlib.util
 
     spec = importlib.util.find_spec("atheris")
@@ -53,7 +59,7 @@ def environment() -> dict:
         "PYTHONMALLOC": "malloc",
         # CPython's own allocations are never freed at exit: leak reports would all be its.
         "ASAN_OPTIONS": "detect_leaks=0:allocator_may_return_null=1:abort_on_error=0:"
-                        "handle_abort=1:symbolize=1",
+                        "handle_abort=1:symbolize=1" + ("" if full_stacks else ":malloc_context_size=0"),
         "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
     })
     return env
@@ -174,7 +180,7 @@ def merge(name: str) -> None:
 def cmd_repro(name: str, crash: str) -> int:
     cmd = [PYTHON, os.path.join(HERE, f"fuzz_{name}.py"), "-runs=1", crash]
     print(" ".join(cmd), file=sys.stderr)
-    return subprocess.call(cmd, env=environment(), cwd=REPO)
+    return subprocess.call(cmd, env=environment(full_stacks=True), cwd=REPO)
 
 
 def cmd_table() -> int:
