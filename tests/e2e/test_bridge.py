@@ -114,6 +114,10 @@ def link_packets(t, node: str, dev: str) -> int:
     return st["rx"]["packets"] + st["tx"]["packets"]
 
 
+def loop_logged(t, site: str) -> bool:
+    return "bridging loop on segment" in t.etuns[site].text()
+
+
 def test_a_second_path_between_the_sites_is_a_loop_etun_holds_off_logs_and_recovers_from(topo):
     t = topo()
     switched(t)
@@ -130,18 +134,22 @@ def test_a_second_path_between_the_sites_is_a_loop_etun_holds_off_logs_and_recov
         # second path's ports forward only a moment after they came up.
         send(t, "a1", [eth(MAC["a1"], BCAST)], repeat=10, per_s=40)
         send(t, "b1", [eth(MAC["b1"], BCAST)], repeat=10, per_s=40)
-        t.wait_log("a", "bridging loop", timeout=5)
+        # One site holding the loop off breaks it for both: the other may never see enough flips
+        # of its own (CI saw exactly that once), so the checks below are of the site(s) that did.
+        wait_until(lambda: any(loop_logged(t, s) for s in "ab"), timeout=5, interval=0.05,
+                   what="a bridging loop logged at either site")
         # Stopped within 2 s: from then on, the second path carries a trickle, not a storm.
         time.sleep(max(0.0, start + 2 - time.monotonic()))
         n0 = link_packets(t, "ha", "x0")
         time.sleep(1)
         assert link_packets(t, "ha", "x0") - n0 < 50, "the storm goes on"
-        for s in "ab":
-            st = t.status(s)
+        held_off = [s for s in "ab" if loop_logged(t, s)]
+        for s in held_off:
+            st, text = t.status(s), t.etuns[s].text()
             assert sum(drops(st, d)["loop"] for d in ("outbound", "inbound")) > 0, s
             assert sum(st["bridge"]["segments"][0][d]["loops"] for d in ("outbound", "inbound")) >= 1, s
-        assert MAC["a1"] in t.etuns["a"].text() or MAC["b1"] in t.etuns["a"].text()   # it names the MACs
-        assert t.etuns["a"].text().count("bridging loop on segment") == 1      # once, however long
+            assert MAC["a1"] in text or MAC["b1"] in text, s                 # it names the MACs
+            assert text.count("bridging loop on segment") == 1, s            # once, however long
         # The hosts reach each other over the second path (once they ask again: their ARP
         # caches, and the switches' tables, still point at the path etun holds off).
         for h in ("a1", "b1"):
@@ -163,7 +171,8 @@ def test_a_second_path_between_the_sites_is_a_loop_etun_holds_off_logs_and_recov
     before = t.status("a")["directions"]["outbound"]["frames"]
     assert ping(t, "a1", "b1").returncode == 0
     assert t.status("a")["directions"]["outbound"]["frames"] > before
-    t.wait_log("a", "is gone", timeout=2 * max(holds) + 5)
+    for s in held_off:
+        t.wait_log(s, "is gone", timeout=2 * max(holds) + 5)
 
 
 def test_a_broadcast_flood_above_storm_limit_is_cut_to_the_limit_and_counted(topo):
