@@ -128,7 +128,7 @@ fuzz-build: .stamp-fuzz
 	touch $@
 
 fuzz: fuzz-build
-	nice $(PY) fuzz/run.py full --runs=$${RUNS:-10000000} --max-minutes=$${MAX_MINUTES:-0} $(TARGETS)
+	nice $(PY) fuzz/run.py full --runs=$${RUNS:-10000000} --max-minutes=$${MAX_MINUTES:-0} --workers=$${WORKERS:-1} $(TARGETS)
 
 fuzz-repro: fuzz-build
 	$(PY) fuzz/run.py repro $(TARGET) $(CRASH)

@@ -2,10 +2,11 @@
 
 # make fuzz-build   builds build/fuzz (fuzz/build.sh)
 # python fuzz/run.py smoke [--seconds=30] [TARGET...]   each target from the committed corpus
-# python fuzz/run.py full [--runs=10000000] [--max-minutes=M] [TARGET...]
-#                                                        each target that many executions; figures
-#                                                        into build/fuzz/figures.json, new inputs
-#                                                        merged (minimised) into fuzz/corpus/
+# python fuzz/run.py full [--runs=10000000] [--max-minutes=M] [--workers=N] [TARGET...]
+#                                                        each target that many executions (shared
+#                                                        by N libFuzzer processes on one corpus);
+#                                                        figures into build/fuzz/figures.json, new
+#                                                        inputs merged (minimised) into fuzz/corpus/
 # python fuzz/run.py repro TARGET CRASH_FILE            re-run one input, sanitizer report shown
 # python fuzz/run.py table                              the latest full runs' figures, as markdown
 # python fuzz/run.py merge [TARGET...]                  what full runs learnt into fuzz/corpus/
@@ -14,6 +15,7 @@
 # reproduces it.
 
 import argparse
+import concurrent.futures
 import json
 import os
 import re
@@ -133,28 +135,51 @@ def cmd_smoke(names: list[str], seconds: int) -> int:
     return 1 if failed else 0
 
 
-def cmd_full(names: list[str], runs: int, minutes: int) -> int:
+def cmd_full(names: list[str], runs: int, minutes: int, workers: int = 1) -> int:
     failed = 0
     for name in names:
         grown = os.path.join(BUILD, "corpus", name)
         seeds = os.path.join(CORPUS, name)
         os.makedirs(grown, exist_ok=True)
         cap = [f"-max_total_time={minutes * 60}"] if minutes else []
-        result = run_target(name, [f"-runs={runs}", *cap, "-timeout=10", "-rss_limit_mb=4096", grown, seeds],
-                            os.path.join(BUILD, f"full-{name}.log"), 0)
+        each = -(-runs // workers)
+        logs = [os.path.join(BUILD, f"full-{name}.log" if w == 0 else f"full-{name}-{w + 1}.log")
+                for w in range(workers)]
+        args = [f"-runs={each}", *cap, "-timeout=10", "-rss_limit_mb=4096", grown, seeds]
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(run_target, [name] * workers, [args] * workers, logs, [0] * workers))
+        result = combine(parts)
         result["runs_asked"] = runs
         result["minutes_cap"] = minutes
         result["date"] = time.strftime("%Y-%m-%d")
         record_figures(result)
         print(f"fuzz full {name}: rc {result['rc']}: {result['execs']} execs in {result['seconds']} s "
               f"({result['execs_per_s']}/s), cov {result['cov']}, ft {result['ft']}, corpus {result['corpus']}, "
-              f"native counters {result['native_counters']}", flush=True)
+              f"native counters {result['native_counters']}"
+              + (f", {workers} workers: {' + '.join(str(p['execs']) for p in parts)} execs" if workers > 1 else ""),
+              flush=True)
         if result["rc"] != 0 or result["crash"]:
             report_crash(result)
             failed += 1
             continue
         merge(name)
     return 1 if failed else 0
+
+
+def combine(parts: list[dict]) -> dict:
+    """One run's figures from its workers' (libFuzzer processes side by side on one corpus
+    directory, each loading what the others found): executions add up over the longest worker's
+    time; coverage, features and corpus are the furthest any worker got; a crash in any is the
+    run's."""
+    if len(parts) == 1:
+        return parts[0]
+    worst = next((p for p in parts if p["rc"] != 0 or p["crash"]), parts[0])
+    seconds = max(p["seconds"] for p in parts)
+    execs = sum(p["execs"] for p in parts)
+    best = {k: max((p[k] for p in parts if p[k] is not None), default=None) for k in ("cov", "ft", "corpus")}
+    return {**worst, **best, "execs": execs, "seconds": seconds,
+            "execs_per_s": round(execs / seconds) if seconds else 0, "workers": len(parts),
+            "worker_execs": [p["execs"] for p in parts], "logs": [p["log"] for p in parts]}
 
 
 def record_figures(result: dict) -> None:
@@ -190,7 +215,8 @@ def cmd_table() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for name in sorted(figures):
         f = figures[name]
-        print(f"| {name} | {f['execs']:,} | {f['seconds']:,.0f} | {f['execs_per_s']:,} | {f['cov']} | {f['ft']} | "
+        label = f"{name} ({f['workers']} processes)" if f.get("workers", 1) > 1 else name
+        print(f"| {label} | {f['execs']:,} | {f['seconds']:,.0f} | {f['execs_per_s']:,} | {f['cov']} | {f['ft']} | "
               f"{f['corpus']} | {'none' if f['rc'] == 0 and not f['crash'] else f['crash']} |")
     return 0
 
@@ -202,6 +228,7 @@ def main() -> int:
     p.add_argument("--seconds", type=int, default=30)
     p.add_argument("--runs", type=int, default=10_000_000)
     p.add_argument("--max-minutes", type=int, default=0, help="full: stop a target after this long (0: no cap)")
+    p.add_argument("--workers", type=int, default=1, help="full: libFuzzer processes sharing a target's runs")
     a = p.parse_intermixed_args()
     if a.mode == "table":
         return cmd_table()
@@ -216,13 +243,15 @@ def main() -> int:
         if len(a.names) != 2:
             p.error("repro TARGET CRASH_FILE")
         return cmd_repro(*a.names)
+    if a.workers < 1:
+        p.error("--workers must be at least 1")
     names = a.names or targets()
     unknown = set(names) - set(targets())
     if unknown:
         p.error(f"unknown targets: {sorted(unknown)}; known: {targets()}")
     if not os.path.isdir(BUILD) or shutil.which(PYTHON) is None:
         sys.exit("fuzz: no sanitizer build; run make fuzz-build")
-    return cmd_smoke(names, a.seconds) if a.mode == "smoke" else cmd_full(names, a.runs, a.max_minutes)
+    return cmd_smoke(names, a.seconds) if a.mode == "smoke" else cmd_full(names, a.runs, a.max_minutes, a.workers)
 
 
 if __name__ == "__main__":
