@@ -238,7 +238,7 @@ cdef void bridge_loop(dp_state *d, bridge_dir *b, const uint8_t *mac, uint64_t n
     direction off -- twice as long as last time if the loop came back within one hold."""
     cdef uint64_t m = pkt_mac48(mac), hold
     cdef uint32_t i
-    cdef bint known = False
+    cdef bint known = False, new_loop
     if now < b.hold_until_ms:
         for i in range(BRIDGE_LOOP_MACS):
             known |= b.loop_macs[i] == m
@@ -246,15 +246,17 @@ cdef void bridge_loop(dp_state *d, bridge_dir *b, const uint8_t *mac, uint64_t n
             b.loop_macs[b.loop_mac_next % BRIDGE_LOOP_MACS] = m
             b.loop_mac_next += 1
         return
-    if b.hold_ms and now < b.hold_until_ms + b.hold_ms:
-        hold = b.hold_ms * 2 if b.hold_ms * 2 < BRIDGE_HOLD_MAX_MS else BRIDGE_HOLD_MAX_MS
-    else:
+    new_loop = not (b.hold_ms and now < b.hold_until_ms + b.hold_ms)
+    if new_loop:
         hold = BRIDGE_HOLD_MS                  # a new loop: the control loop logs it once
-        b.episodes += 1
         memset(b.loop_macs, 0, sizeof(b.loop_macs))
         b.loop_mac_next = 0
+    else:
+        hold = b.hold_ms * 2 if b.hold_ms * 2 < BRIDGE_HOLD_MAX_MS else BRIDGE_HOLD_MAX_MS
     b.loop_macs[b.loop_mac_next % BRIDGE_LOOP_MACS] = m
     b.loop_mac_next += 1
+    if new_loop:
+        atomic_store64(&b.episodes, b.episodes + 1)    # after its MAC (release): a poll names it
     b.hold_ms = hold
     b.hold_until_ms = now + hold
     b.loops += 1
@@ -454,7 +456,7 @@ cdef dict bridge_report(dp_state *d, uint32_t seg, uint64_t now):
         out[name] = {
             "learnt": b.learnt, "moves": b.moves, "flips": b.flips, "full": b.full,
             "over_share": b.over_share,
-            "loops": b.loops, "episodes": b.episodes, "hold_until_ms": b.hold_until_ms,
+            "loops": b.loops, "episodes": atomic_load64(&b.episodes), "hold_until_ms": b.hold_until_ms,
             "hold_ms": b.hold_ms,
             "held": d.bridge.loop_mode == LOOP_BLOCK and now < b.hold_until_ms,
             "loop_macs": [b.loop_macs[i].to_bytes(6, "big").hex(":")
