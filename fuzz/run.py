@@ -20,9 +20,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -72,8 +74,45 @@ COUNTERS = re.compile(r"Loaded \d+ modules\s+\((\d+) inline 8-bit counters\)")
 DONE = re.compile(r"Done (\d+) runs in (\d+) second")
 
 
-def run_target(name: str, args: list[str], log_path: str, seconds_hint: float) -> dict:
-    """One libFuzzer run of a target; its figures from the log."""
+class Siblings:
+    """The libFuzzer processes of one run: the first to exit with an error (a crash, a sanitizer
+    report, a timeout) stops the others with SIGUSR1, libFuzzer's graceful exit: final figures,
+    exit status 0 (atheris takes SIGINT itself and stops without them). A crash is then reported
+    when it happens, not when the other workers are done."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: list[subprocess.Popen] = []
+        self.stopped: set[int] = set()
+        self.failed = False
+
+    def started(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.running.append(proc)
+            late = self.failed
+        if late:
+            self.stop(proc)
+
+    def exited(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.running.remove(proc)
+            if proc.returncode == 0 or self.failed:
+                return
+            self.failed = True
+            others = list(self.running)
+        for other in others:
+            self.stop(other)
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.stopped.add(proc.pid)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGUSR1)
+
+
+def run_target(name: str, args: list[str], log_path: str, siblings: Siblings | None = None) -> dict:
+    """One libFuzzer run of a target; its figures from the log. With `siblings`, the run is one
+    of several processes of a target: see Siblings."""
     os.makedirs(os.path.join(CRASHES, name), exist_ok=True)
     cmd = [PYTHON, os.path.join(HERE, f"fuzz_{name}.py"), f"-max_len={MAX_LEN.get(name, DEFAULT_MAX_LEN)}",
            f"-artifact_prefix={os.path.join(CRASHES, name)}/", "-print_final_stats=1", *args]
@@ -86,7 +125,12 @@ def run_target(name: str, args: list[str], log_path: str, seconds_hint: float) -
     env = {**environment(), "ETUN_FUZZ_ARGV0": wrapper}
     started = time.monotonic()
     with open(log_path, "w") as log:
-        rc = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        if siblings:
+            siblings.started(proc)
+        rc = proc.wait()
+        if siblings:
+            siblings.exited(proc)
     elapsed = time.monotonic() - started
     text = open(log_path, errors="replace").read()
     stats = STATS.findall(text)
@@ -106,6 +150,7 @@ def run_target(name: str, args: list[str], log_path: str, seconds_hint: float) -
         "corpus": int(stats[-1][3]) if stats else None,
         "native_counters": sum(int(c) for c in counters) if counters else None,
         "crash": crash.group(1) if crash else None, "log": log_path,
+        "stopped": bool(siblings) and proc.pid in siblings.stopped,
     }
 
 
@@ -125,7 +170,7 @@ def cmd_smoke(names: list[str], seconds: int) -> int:
             # New inputs go to a scratch directory: the committed corpus stays as committed.
             result = run_target(name, [f"-max_total_time={seconds}", "-timeout=10", "-rss_limit_mb=2048",
                                        scratch, seeds],
-                                os.path.join(BUILD, f"smoke-{name}.log"), seconds)
+                                os.path.join(BUILD, f"smoke-{name}.log"))
         ok = result["rc"] == 0 and result["crash"] is None
         print(f"fuzz smoke {name}: {'ok' if ok else 'FAILED'}: {result['execs']} execs in {result['seconds']} s, "
               f"cov {result['cov']}, ft {result['ft']}", flush=True)
@@ -146,8 +191,9 @@ def cmd_full(names: list[str], runs: int, minutes: int, workers: int = 1) -> int
         logs = [os.path.join(BUILD, f"full-{name}.log" if w == 0 else f"full-{name}-{w + 1}.log")
                 for w in range(workers)]
         args = [f"-runs={each}", *cap, "-timeout=10", "-rss_limit_mb=4096", grown, seeds]
+        siblings = Siblings() if workers > 1 else None
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(run_target, [name] * workers, [args] * workers, logs, [0] * workers))
+            parts = list(pool.map(run_target, [name] * workers, [args] * workers, logs, [siblings] * workers))
         result = combine(parts)
         result["runs_asked"] = runs
         result["minutes_cap"] = minutes
@@ -170,10 +216,10 @@ def combine(parts: list[dict]) -> dict:
     """One run's figures from its workers' (libFuzzer processes side by side on one corpus
     directory, each loading what the others found): executions add up over the longest worker's
     time; coverage, features and corpus are the furthest any worker got; a crash in any is the
-    run's."""
+    run's (not the stop it made the others take)."""
     if len(parts) == 1:
         return parts[0]
-    worst = next((p for p in parts if p["rc"] != 0 or p["crash"]), parts[0])
+    worst = next((p for p in parts if (p["rc"] != 0 or p["crash"]) and not p.get("stopped")), parts[0])
     seconds = max(p["seconds"] for p in parts)
     execs = sum(p["execs"] for p in parts)
     best = {k: max((p[k] for p in parts if p[k] is not None), default=None) for k in ("cov", "ft", "corpus")}
@@ -197,7 +243,7 @@ def merge(name: str) -> None:
     """Keep what a full run learnt, minimised: the committed corpus grows only by inputs that add
     coverage (libFuzzer -merge=1)."""
     seeds, grown = os.path.join(CORPUS, name), os.path.join(BUILD, "corpus", name)
-    result = run_target(name, ["-merge=1", seeds, grown], os.path.join(BUILD, f"merge-{name}.log"), 0)
+    result = run_target(name, ["-merge=1", seeds, grown], os.path.join(BUILD, f"merge-{name}.log"))
     added = re.search(r"MERGE-OUTER: (\d+) new files", open(result["log"]).read())
     print(f"fuzz merge {name}: {added.group(1) if added else '?'} inputs added to fuzz/corpus/{name}", flush=True)
 

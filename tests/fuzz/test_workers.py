@@ -1,6 +1,11 @@
 """A full fuzz run shared by several libFuzzer processes (fuzz/run.py --workers) reports as one run."""
 
 import importlib.util
+import json
+import os
+import time
+
+import pytest
 
 from tests import REPO
 
@@ -33,3 +38,50 @@ def test_a_crash_in_any_worker_is_the_runs():
                      part(20, 1.0, 1, 1, 1, rc=1, crash="build/fuzz/crashes/gro/crash-1", log="b.log")])
     assert r["rc"] == 1 and r["crash"] == "build/fuzz/crashes/gro/crash-1" and r["log"] == "b.log"
     assert r["execs"] == 30
+
+
+# A target one of whose two processes (the first to claim FLAG) fails 3 s in; the other would
+# run until its cap (minutes) if nothing stopped it.
+CRASHY = """
+import os, sys, time
+import atheris
+try:
+    os.close(os.open(os.environ["ETUN_TEST_FLAG"], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    FAILS = True
+except FileExistsError:
+    FAILS = False
+START = time.monotonic()
+def one(data):
+    if FAILS and time.monotonic() - START > 3:
+        raise RuntimeError("the failure this test plants")
+atheris.Setup(sys.argv, one)
+atheris.Fuzz()
+"""
+
+
+def test_a_crash_in_one_worker_stops_the_others_at_once(tmp_path, monkeypatch, capsys):
+    try:
+        run.environment()
+    except SystemExit:
+        pytest.skip("atheris is not installed (make fuzz-build)")
+    here, build = tmp_path / "fuzz", tmp_path / "build"
+    (here / "corpus" / "crashy").mkdir(parents=True)
+    (here / "fuzz_crashy.py").write_text(CRASHY)
+    for attr, path in (("HERE", here), ("CORPUS", here / "corpus"), ("BUILD", build),
+                       ("CRASHES", build / "crashes")):
+        monkeypatch.setattr(run, attr, str(path))
+    monkeypatch.setenv("ETUN_TEST_FLAG", str(tmp_path / "flag"))
+    started = time.monotonic()
+    assert run.cmd_full(["crashy"], runs=10**9, minutes=5, workers=2) == 1
+    assert time.monotonic() - started < 60
+    figures = json.loads((build / "figures.json").read_text())["crashy"]
+    assert figures["workers"] == 2 and figures["rc"] != 0
+    assert figures["crash"] and os.path.exists(figures["crash"]) and "crash-" in figures["crash"]
+    failed, = (log for log in figures["logs"] if "the failure this test plants" in open(log).read())
+    stopped, = (log for log in figures["logs"] if log != failed)
+    assert figures["log"] == failed
+    # The other worker was asked to stop and printed libFuzzer's final figures on its way out.
+    text = open(stopped).read()
+    assert "exiting as requested" in text and "stat::number_of_executed_units" in text, text[-2000:]
+    assert sum(figures["worker_execs"]) == figures["execs"] and min(figures["worker_execs"]) > 0
+    assert f"make fuzz-repro TARGET=crashy CRASH={figures['crash']}" in capsys.readouterr().err
